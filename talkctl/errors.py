@@ -1,0 +1,62 @@
+"""Known failures and their exit codes: the one place that maps errors to messages.
+
+Every error a user can cause or fix is a `TalkctlError` subclass. The CLI prints
+`error: <message>` (one line, with what to do) and exits with the class's code;
+tracebacks only appear with `--debug`.
+
+Exit codes (documented in the README):
+  0  success
+  1  unexpected internal error (a bug: rerun with --debug and report it)
+  2  usage: bad option, bad config, bad input file
+  3  missing tool or backend (ffmpeg, a model's weights, a CUDA-only backend on CPU)
+  4  missing or stale artifact: an earlier stage must be (re)run
+  5  stage failure: the input is valid but the stage could not produce its result
+  6  run directory locked by another talkctl process
+  130 interrupted (Ctrl-C); nothing half-written is left, rerun to resume
+"""
+from __future__ import annotations
+
+
+class TalkctlError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(TalkctlError):
+    """Bad option, config value or input file."""
+    exit_code = 2
+
+
+class InputError(UsageError):
+    """An input file that cannot be used (missing, empty, wrong kind)."""
+
+
+class MissingToolError(TalkctlError):
+    """A program, backend or model weight file that is not available here."""
+    exit_code = 3
+
+
+class ArtifactError(TalkctlError):
+    """An artifact that is missing, stale or of the wrong schema."""
+    exit_code = 4
+
+
+class StageError(TalkctlError):
+    """The stage could not produce its result from valid input."""
+    exit_code = 5
+
+
+class LockedError(TalkctlError):
+    """Another process holds the run directory."""
+    exit_code = 6
+
+
+class NotBuiltError(TalkctlError):
+    """A verb or option that is declared but not implemented yet."""
+    exit_code = 5
+
+
+EXIT_INTERRUPTED = 130

@@ -1,0 +1,1 @@
+"""Numerical kernels (rasteriser, hash-grid encoder); they know nothing of stages."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: each a `run(ctx, config) -> summary` over a run directory."""
