@@ -1,0 +1,192 @@
+"""The HDF5 artifact contract, implemented once.
+
+Every stage output is one HDF5 file with these root attributes:
+  schema, schema_version, producer ("<stage> v<version>"), talkctl_version, created (ISO time),
+  config (canonical JSON of the semantic config), inputs (JSON: name -> fingerprint),
+  fingerprint, backend (JSON: kind -> backend name), seconds (stage wall time).
+
+Fingerprint = sha256(stage name, stage version, semantic config, input fingerprints).
+Same fingerprint and a readable file -> "up to date". An input whose current fingerprint
+differs from the one recorded -> the artifact is stale.
+
+Files are written as `name.h5.partial` and renamed when complete, so an interrupted stage
+leaves nothing that looks finished. Images are chunked one frame per chunk and compressed.
+
+The layout of each artifact (datasets, shapes, units) is documented in `ARTIFACTS` below:
+it is the one place that says what a file holds.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from . import __version__
+from .errors import ArtifactError
+from .rundir import RunDir
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    name: str
+    filename: str
+    schema: str
+    version: int
+    stage: str  # the stage that writes it (the one to rerun)
+    layout: dict[str, str] = field(default_factory=dict)  # dataset -> "shape dtype: meaning"
+
+    def path(self, run: RunDir) -> Path:
+        return run.file(self.filename)
+
+
+# T = frames (25 fps), S = audio samples (16 kHz), N = Gaussians, L = landmarks, H=W=size.
+ARTIFACTS: dict[str, ArtifactSpec] = {
+    a.name: a
+    for a in [
+        ArtifactSpec("audio", "audio.h5", "talkctl.audio", 1, "extract-audio", {
+            "waveform": "(S,) float32 in [-1,1]: 16 kHz mono",
+            "features": "(T, W, D) float32: per video frame t, a window of W feature frames centred on t",
+            "attrs": "sample_rate, fps, n_frames, window, feature_rate, extractor, feature_names",
+        }),
+        ArtifactSpec("frames", "frames.h5", "talkctl.frames", 1, "track", {
+            "frames": "(T, H, W, 3) uint8 RGB, one frame per chunk",
+            "attrs": "fps, size, crop (x0, y0, side) in source pixels, source_size (w, h)",
+        }),
+        ArtifactSpec("track", "track.h5", "talkctl.track", 1, "track", {}),
+        ArtifactSpec("parse", "parse.h5", "talkctl.parse", 1, "parse", {}),
+        ArtifactSpec("static", "static.h5", "talkctl.static", 1, "init-static", {}),
+        ArtifactSpec("deform", "deform.h5", "talkctl.deform", 1, "train-deform", {}),
+        ArtifactSpec("torso", "torso.h5", "talkctl.torso", 1, "train-torso", {}),
+    ]
+}
+
+
+def spec(name: str) -> ArtifactSpec:
+    return ARTIFACTS[name]
+
+
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(stage: str, stage_version: int, config: dict, inputs: dict[str, str]) -> str:
+    payload = canonical_json({"stage": stage, "version": stage_version, "config": config, "inputs": inputs})
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _h5py():
+    import h5py  # deferred: keeps `talkctl --help` fast
+
+    return h5py
+
+
+def read_attrs(run: RunDir, name: str) -> dict | None:
+    """Root attributes of an artifact, or None when missing or unreadable."""
+    path = spec(name).path(run)
+    if not path.exists():
+        return None
+    try:
+        with _h5py().File(path, "r") as f:
+            return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    except OSError:
+        return None
+
+
+def current_fingerprint(run: RunDir, name: str) -> str | None:
+    attrs = read_attrs(run, name)
+    if not attrs or attrs.get("schema") != spec(name).schema or int(attrs.get("schema_version", -1)) != spec(name).version:
+        return None
+    return attrs.get("fingerprint")
+
+
+def state(run: RunDir, name: str) -> tuple[str, str]:
+    """('done'|'stale'|'missing'|'invalid', why) for one artifact."""
+    s = spec(name)
+    attrs = read_attrs(run, name)
+    if attrs is None:
+        if s.path(run).exists():
+            return "invalid", "unreadable file"
+        return "missing", ""
+    if attrs.get("schema") != s.schema or int(attrs.get("schema_version", -1)) != s.version:
+        return "invalid", f"schema {attrs.get('schema')} v{attrs.get('schema_version')}, expected {s.schema} v{s.version}"
+    recorded = json.loads(attrs.get("inputs", "{}"))
+    for inp, fp in recorded.items():
+        if inp == "video":
+            v = run.video()
+            now = v[1] if v else None
+        else:
+            now = current_fingerprint(run, inp)
+        if now is None:
+            return "stale", f"input {inp} is missing"
+        if now != fp:
+            return "stale", f"input {inp} changed"
+    return "done", ""
+
+
+def open_for_read(run: RunDir, name: str):
+    """Open an artifact for reading, refusing a missing, unreadable or wrong-schema file."""
+    s = spec(name)
+    path = s.path(run)
+    fix = f"run `talkctl {s.stage} --run {run}`"
+    if not path.exists():
+        raise ArtifactError(f"{s.filename} is missing in {run}: {fix} first")
+    try:
+        f = _h5py().File(path, "r")
+    except OSError:
+        raise ArtifactError(f"{path} is unreadable (corrupt or not HDF5): {fix} --force") from None
+    got, ver = f.attrs.get("schema"), f.attrs.get("schema_version")
+    if got != s.schema or ver is None or int(ver) != s.version:
+        f.close()
+        raise ArtifactError(
+            f"{path} has schema {got} v{ver}, this talkctl reads {s.schema} v{s.version}: {fix} --force"
+        )
+    return f
+
+
+@contextmanager
+def write(run: RunDir, name: str, *, producer: str, fingerprint: str, config: dict,
+          inputs: dict[str, str], backend: dict[str, str] | None = None) -> Iterator:
+    """Write an artifact atomically: yields an open h5py.File on `<file>.partial`."""
+    s = spec(name)
+    final = s.path(run)
+    partial = final.with_name(final.name + ".partial")
+    h5py = _h5py()
+    f = h5py.File(partial, "w")
+    try:
+        yield f
+        f.attrs.update({
+            "schema": s.schema,
+            "schema_version": s.version,
+            "producer": producer,
+            "talkctl_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": canonical_json(config),
+            "inputs": canonical_json(inputs),
+            "fingerprint": fingerprint,
+            "backend": canonical_json(backend or {}),
+        })
+        f.close()
+        os.replace(partial, final)
+    except BaseException:
+        f.close()
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def frame_chunks(shape: tuple[int, ...]) -> dict:
+    """h5py dataset options for per-frame data: one frame per chunk, compressed."""
+    return {"chunks": (1, *shape[1:]), "compression": "gzip", "compression_opts": 1, "shuffle": True}
+
+
+def remove_partials(run: RunDir) -> list[Path]:
+    """Delete leftovers of killed writers (called under the lock, before a stage runs)."""
+    gone = []
+    for p in run.path.glob("*.partial"):
+        p.unlink(missing_ok=True)
+        gone.append(p)
+    return gone

@@ -1,0 +1,329 @@
+"""The `talkctl` command: a thin typer shell around pipeline.run_stage.
+
+Verbs are the stage names. Known failures become one line on stderr and an exit code
+(errors.py); `--debug` (or TALKCTL_DEBUG=1) shows the traceback instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from . import __version__
+from .errors import EXIT_INTERRUPTED, TalkctlError, UsageError
+
+app = typer.Typer(
+    name="talkctl",
+    help="Audio-driven 3D Gaussian talking heads: video of one person talking in, that person "
+         "saying any new audio out. Each verb is one stage writing HDF5 artifacts into a run directory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# ---- common options (DESIGN.md: every verb takes them) ------------------------
+RunOpt = Annotated[Optional[Path], typer.Option("--run", "-r", help="Run directory (made if missing).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file: preset and [stage] tables.")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="tiny | fast | paper (default: fast).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if the outputs are up to date.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")]
+SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a setting: --set key=value (repeatable).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output on stderr.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+
+
+class _State:
+    debug = bool(os.environ.get("TALKCTL_DEBUG"))
+    json = False
+    quiet = False
+
+
+def _common(json_: bool, verbose: int, quiet: bool, debug: bool) -> None:
+    from .console import setup_logging
+
+    _State.debug = _State.debug or debug
+    _State.json, _State.quiet = json_, quiet
+    setup_logging(verbose, quiet)
+
+
+def _emit(summary: dict | list) -> None:
+    """Summary: JSON on stdout with --json, else a short human line on stderr."""
+    if _State.json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        return
+    if _State.quiet:
+        return
+    from .console import err
+
+    items = summary if isinstance(summary, list) else [summary]
+    for s in items:
+        if "stage" in s:
+            extra = f" in {s['seconds']:.1f} s" if s.get("seconds") is not None and s.get("status") == "done" else ""
+            err.print(f"[green]{s['stage']}[/]: {s['status']}{extra} -> {s.get('run', '')}")
+            for k, v in s.items():
+                if k not in ("stage", "status", "run", "seconds", "outputs") and not isinstance(v, (dict, list)):
+                    err.print(f"  {k}: {v}")
+
+
+def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str):
+    """The run directory: --run, or next to the media file (`clip.mp4` -> `clip.talkctl/`)."""
+    from .console import err
+    from .rundir import RunDir
+
+    if run is None:
+        if media is None:
+            raise UsageError(f"no run directory: give --run DIR (or a video: `talkctl {verb} VIDEO`)")
+        run = media.expanduser().absolute().with_suffix(".talkctl")
+        if not _State.quiet:
+            err.print(f"run directory: {run}")
+    return RunDir(run, create=True)
+
+
+def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Optional[Path], preset: Optional[str],
+           force: bool, device: str, set_: Optional[List[str]], overrides: dict) -> None:
+    from . import config as configmod
+    from .console import make_progress
+    from .pipeline import load_stage_module, run_stage, stage_spec
+    from .rundir import check_input_file
+
+    load_stage_module(stage_spec(verb))  # an unbuilt verb fails before touching the disk
+    toml = configmod.load_toml(config)
+    merged = {**configmod.parse_set(set_), **{k: v for k, v in overrides.items() if v is not None}}
+    if media is not None and media.expanduser().is_dir() and run is None:
+        run, media = media, None  # `talkctl extract-audio RUN_DIR`: a run that knows its video
+    if media is not None:
+        check_input_file(media, "input")
+    rd = _resolve_run(run, media, verb)
+    if media is not None:
+        rd.set_video(media)
+    summary = run_stage(verb, rd, preset=preset, toml=toml, overrides=merged, device=device, force=force,
+                        progress=make_progress(_State.quiet or _State.json))
+    _emit(summary)
+
+
+MediaArg = Annotated[Optional[Path], typer.Argument(help="Video or audio file (or a run directory that knows its video).")]
+
+
+@app.command("extract-audio")
+def extract_audio(media: MediaArg = None, run: RunOpt = None,
+                  features: Annotated[Optional[str], typer.Option(help="Audio feature extractor: auto | mel-formant | hubert | wav2vec2.")] = None,
+                  model: Annotated[Optional[str], typer.Option(help="Model directory or hub id for hubert / wav2vec2.")] = None,
+                  config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
+                  set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Audio track -> 16 kHz mono waveform + 25 fps-aligned features (audio.h5)."""
+    _common(json_, verbose, quiet, debug)
+    _stage("extract-audio", run, media, config, preset, force, device, set_, {"extractor": features, "model": model})
+
+
+@app.command()
+def track(video: MediaArg = None, run: RunOpt = None,
+          size: Annotated[Optional[int], typer.Option(help="Side of the square crop in pixels (default 512).")] = None,
+          landmarks: Annotated[Optional[str], typer.Option(help="Landmark backend: auto | mediapipe | face-alignment.")] = None,
+          preview: Annotated[bool, typer.Option("--preview", help="Write a contact sheet PNG.")] = False,
+          config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
+          set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Frames, landmarks, head pose and blink per frame (frames.h5, track.h5)."""
+    _common(json_, verbose, quiet, debug)
+    _stage("track", run, video, config, preset, force, device, set_,
+           {"size": size, "landmarks": landmarks, "preview": preview or None})
+
+
+@app.command()
+def parse(run: RunOpt = None,
+          parsing: Annotated[Optional[str], typer.Option(help="Parsing backend: auto | mediapipe | facexlib.")] = None,
+          preview: Annotated[bool, typer.Option("--preview", help="Write a contact sheet PNG.")] = False,
+          config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
+          set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Head / neck / torso / background masks and a background plate (parse.h5)."""
+    _common(json_, verbose, quiet, debug)
+    _stage("parse", run, None, config, preset, force, device, set_, {"parsing": parsing, "preview": preview or None})
+
+
+RasterOpt = Annotated[Optional[str], typer.Option("--rasterizer", help="auto | torch | gsplat | diff-gaussian-rasterization.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")]
+
+
+@app.command("init-static")
+def init_static(run: RunOpt = None, rasterizer: RasterOpt = None,
+                config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
+                set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Static head and torso Gaussians (static.h5, static.ply)."""
+    _common(json_, verbose, quiet, debug)
+    _stage("init-static", run, None, config, preset, force, device, set_, {"rasterizer": rasterizer})
+
+
+@app.command("train-deform")
+def train_deform(run: RunOpt = None, rasterizer: RasterOpt = None, resume: ResumeOpt = False,
+                 condition: Annotated[Optional[str], typer.Option(help="audio | landmarks.")] = None,
+                 config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
+                 set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Audio-driven deformation field of the head (deform.h5)."""
+    _common(json_, verbose, quiet, debug)
+    _stage("train-deform", run, None, config, preset, force, device, set_,
+           {"rasterizer": rasterizer, "resume": resume or None, "condition": condition})
+
+
+@app.command("train-torso")
+def train_torso(run: RunOpt = None, rasterizer: RasterOpt = None, resume: ResumeOpt = False,
+                config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
+                set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Pose-conditioned torso (torso.h5)."""
+    _common(json_, verbose, quiet, debug)
+    _stage("train-torso", run, None, config, preset, force, device, set_, {"rasterizer": rasterizer, "resume": resume or None})
+
+
+@app.command()
+def render(run: RunOpt = None,
+           audio: Annotated[Optional[Path], typer.Option(help="Driving audio (wav, mp3, mp4, ...); default: held-out part of the clip.")] = None,
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4.")] = None,
+           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
+           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Render the talking head saying new audio, as an .mp4 with the audio in it."""
+    _common(json_, verbose, quiet, debug)
+    _not_built("render")
+
+
+@app.command("eval")
+def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directories to evaluate and compare.")] = None,
+          json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Quality and speed figures (eval.json, report.html); several runs -> one table."""
+    _common(json_, verbose, quiet, debug)
+    _not_built("eval")
+
+
+def _not_built(verb: str):
+    from .pipeline import load_stage_module, stage_spec
+
+    load_stage_module(stage_spec(verb))
+
+
+@app.command("run")
+def run_chain(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+              video: Annotated[Optional[Path], typer.Option(help="Source video (if the run does not know it yet).")] = None,
+              from_: Annotated[Optional[str], typer.Option("--from", help="First stage.")] = None,
+              to: Annotated[Optional[str], typer.Option("--to", help="Last stage.")] = None,
+              config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
+              json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Chain stages from --from to --to; stages that are up to date are skipped."""
+    from . import config as configmod
+    from .console import make_progress
+    from .pipeline import chain, run_stage
+    from .rundir import RunDir
+
+    _common(json_, verbose, quiet, debug)
+    names = chain(from_, to)
+    toml = configmod.load_toml(config)
+    rd = RunDir(run_dir, create=True)
+    if video is not None:
+        rd.set_video(video)
+    summaries = []
+    for name in names:
+        summaries.append(run_stage(name, rd, preset=preset, toml=toml, device=device, force=force,
+                                   progress=make_progress(_State.quiet or _State.json)))
+        if not _State.json:
+            _emit(summaries[-1])
+    if _State.json:
+        _emit(summaries)
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """What is done, stale or missing in a run directory."""
+    from .pipeline import status as run_status
+    from .rundir import RunDir
+
+    _common(json_, verbose, quiet, debug)
+    rd = RunDir(run_dir, create=False)
+    rows = run_status(rd)
+    if _State.json:
+        video = rd.video()
+        sys.stdout.write(json.dumps({"run": str(rd), "video": str(video[0]) if video else None, "stages": rows},
+                                    indent=2, default=str) + "\n")
+        return
+    from rich.table import Table
+
+    from .console import err
+
+    colours = {"done": "green", "stale": "yellow", "missing": "dim", "invalid": "red"}
+    table = Table(title=str(rd))
+    for col in ("stage", "artifact", "state", "size", "created", "time"):
+        table.add_column(col)
+    for r in rows:
+        c = colours[r["state"]]
+        state = f"[{c}]{r['state']}[/]" + (f" ({r['why']})" if r["why"] else "")
+        size = f"{r['bytes'] / 1e6:.1f} MB" if r["bytes"] else ""
+        secs = f"{r['seconds']:.1f} s" if r["seconds"] is not None else ""
+        table.add_row(r["stage"], r["artifact"], state, size, r["created"] or "", secs)
+    err.print(table)
+
+
+@app.command()
+def doctor(json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Check ffmpeg, devices and every backend: what is usable here and why not."""
+    from .doctor import checks
+
+    _common(json_, verbose, quiet, debug)
+    rows = checks()
+    if _State.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    from .console import err
+
+    table = Table(title=f"talkctl {__version__} doctor")
+    for col in ("kind", "name", "usable", "detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["kind"], r["name"], "[green]yes[/]" if r["usable"] else "[red]no[/]", r["detail"])
+    err.print(table)
+
+
+@app.command()
+def version():
+    """Print the version."""
+    sys.stdout.write(f"talkctl {__version__}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the typer app, turning known errors into one line and an exit code."""
+    from rich.markup import escape
+
+    from .console import err
+
+    try:
+        app(args=argv, prog_name="talkctl", standalone_mode=False)
+        return 0
+    except TalkctlError as exc:
+        if _State.debug:
+            err.print_exception()
+        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]: nothing half-written was kept; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    except typer.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # click's usage errors have their own formatting and exit code 2
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            err.print("[yellow]interrupted[/]")
+            return EXIT_INTERRUPTED
+        if isinstance(exc, click.ClickException):
+            exc.show(file=sys.stderr)
+            return exc.exit_code
+        if _State.debug:
+            raise
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug and report it)",
+                  soft_wrap=True)
+        return 1
+

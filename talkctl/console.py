@@ -1,0 +1,72 @@
+"""Everything the user sees on stderr: one rich console, progress bars, log levels.
+
+stdout is reserved for the `--json` summary, so `talkctl ... --json | jq` works.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+err = Console(stderr=True, highlight=False)
+
+
+class _Task:
+    def __init__(self, progress: Progress, task_id):
+        self._p, self._id = progress, task_id
+
+    def advance(self, n: int = 1, **fields) -> None:
+        self._p.update(self._id, advance=n, info=_fmt(fields))
+
+    def update(self, **fields) -> None:
+        self._p.update(self._id, info=_fmt(fields))
+
+
+def _fmt(fields: dict) -> str:
+    parts = []
+    for k, v in fields.items():
+        parts.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    return "  ".join(parts)
+
+
+class RateColumn(TextColumn):
+    def __init__(self):
+        super().__init__("")
+
+    def render(self, task):
+        speed = task.finished_speed or task.speed
+        return f"{speed:.1f} it/s" if speed else ""
+
+
+def make_progress(quiet: bool):
+    """A progress factory for stages: `with progress(total, description) as task: task.advance()`."""
+
+    @contextmanager
+    def progress(total: int | None, description: str):
+        if quiet:
+            from .pipeline import NullTask
+
+            yield NullTask()
+            return
+        columns = [SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                   MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+        with Progress(*columns, console=err, transient=False) as p:
+            yield _Task(p, p.add_task(description, total=total, info=""))
+
+    return progress
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    root = logging.getLogger("talkctl")
+    root.handlers = [h for h in root.handlers if not isinstance(h, RichHandler)]
+    handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+    handler.setLevel(level)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    root.propagate = False

@@ -1,0 +1,241 @@
+"""Stages as functions over a run directory, and the machinery that runs them.
+
+A stage module (talkctl/stages/<name>.py) provides:
+  VERSION: int                bump when its output changes for the same inputs
+  DEFAULTS, PRESETS, NON_SEMANTIC   (see config.py)
+  run(ctx: Context, config: dict) -> dict   writes its artifacts with ctx.write(...)
+
+`run_stage` resolves the config, takes the run directory's lock, checks inputs, skips the
+stage when every output already carries the same fingerprint, and records the time.
+Stages never print or exit: they report through ctx.log and ctx.progress.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import artifacts, config as configmod
+from .errors import ArtifactError, NotBuiltError, UsageError
+from .rundir import RunDir
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    module: str
+    inputs: tuple[str, ...]  # artifact names read; "video" = the run's source video
+    outputs: tuple[str, ...]
+    help: str
+    built: bool = True
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("extract-audio", "talkctl.stages.extract_audio", ("video",), ("audio",),
+              "Audio track -> 16 kHz waveform and per-frame features (audio.h5).", built=False),
+    StageSpec("track", "talkctl.stages.track", ("video",), ("frames", "track"),
+              "Frames, landmarks, head pose, blink (frames.h5, track.h5).", built=False),
+    StageSpec("parse", "talkctl.stages.parse", ("frames", "track"), ("parse",),
+              "Head / neck / torso / background masks and background plate (parse.h5).", built=False),
+    StageSpec("init-static", "talkctl.stages.init_static", ("frames", "track", "parse"), ("static",),
+              "Static head and torso Gaussians (static.h5, static.ply).", built=False),
+    StageSpec("train-deform", "talkctl.stages.train_deform", ("audio", "frames", "track", "parse", "static"),
+              ("deform",), "Audio-driven deformation field of the head (deform.h5).", built=False),
+    StageSpec("train-torso", "talkctl.stages.train_torso", ("frames", "track", "parse", "static", "deform"),
+              ("torso",), "Pose-conditioned torso (torso.h5).", built=False),
+    StageSpec("render", "talkctl.stages.render", (), (),
+              "Render the talking head for new audio to an .mp4 with sound.", built=False),
+    StageSpec("eval", "talkctl.stages.eval", (), (),
+              "Quality and speed figures, eval.json and report.html.", built=False),
+)
+STAGE_BY_NAME = {s.name: s for s in STAGES}
+CHAIN = [s.name for s in STAGES if s.outputs]  # the stages `run` chains
+
+
+def stage_spec(name: str) -> StageSpec:
+    try:
+        return STAGE_BY_NAME[name]
+    except KeyError:
+        raise UsageError(f"unknown stage {name!r}; stages: {', '.join(STAGE_BY_NAME)}") from None
+
+
+def load_stage_module(spec: StageSpec):
+    if not spec.built:
+        raise NotBuiltError(f"`talkctl {spec.name}` is not built yet in talkctl {_version()}")
+    return importlib.import_module(spec.module)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} asked for, but no CUDA GPU is visible here; use --device cpu")
+    elif device != "cpu":
+        raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+    return device
+
+
+# ---- progress ---------------------------------------------------------------
+class NullTask:
+    def advance(self, n: int = 1, **fields) -> None:
+        pass
+
+    def update(self, **fields) -> None:
+        pass
+
+
+ProgressFactory = Callable[..., "contextmanager"]
+
+
+@contextmanager
+def null_progress(total: int | None, description: str):
+    yield NullTask()
+
+
+# ---- context ----------------------------------------------------------------
+@dataclass
+class Context:
+    run: RunDir
+    stage: StageSpec
+    version: int
+    config: dict
+    inputs: dict[str, str]
+    fingerprint: str
+    device: str = "cpu"
+    progress: Callable = null_progress
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("talkctl"))
+    started: float = field(default_factory=time.time)
+    backends: dict[str, str] = field(default_factory=dict)
+
+    def use_backend(self, kind: str, name: str) -> None:
+        """Record a backend choice; it goes into every artifact this stage writes."""
+        self.backends[kind] = name
+
+    @contextmanager
+    def write(self, name: str):
+        if name not in self.stage.outputs:
+            raise ValueError(f"stage {self.stage.name} does not declare output {name}")
+        with artifacts.write(self.run, name, producer=f"{self.stage.name} v{self.version}",
+                             fingerprint=self.fingerprint, config=self.config, inputs=self.inputs,
+                             backend=self.backends) as f:
+            yield f
+            f.attrs["seconds"] = round(time.time() - self.started, 3)
+
+    def read(self, name: str):
+        return artifacts.open_for_read(self.run, name)
+
+    def video_path(self) -> Path:
+        v = self.run.video()
+        if v is None:
+            raise UsageError(f"run directory {self.run} has no video yet; give one: `talkctl {self.stage.name} VIDEO --run {self.run}`")
+        return v[0]
+
+
+def stage_config(spec: StageSpec, preset: str | None = None, toml: dict | None = None,
+                 overrides: dict | None = None) -> tuple[object, dict]:
+    mod = load_stage_module(spec)
+    cfg = configmod.resolve(spec.name, mod.DEFAULTS, getattr(mod, "PRESETS", {}), preset, toml or {}, overrides or {})
+    return mod, cfg
+
+
+def input_fingerprints(run: RunDir, spec: StageSpec) -> dict[str, str]:
+    out = {}
+    for name in spec.inputs:
+        if name == "video":
+            v = run.video()
+            if v is None:
+                raise UsageError(f"no video given for {run}; run `talkctl {spec.name} VIDEO --run {run}`")
+            if v[0].exists():  # re-hash if the file changed under the same name
+                out["video"] = run.set_video(v[0])
+            else:
+                out["video"] = v[1]
+            continue
+        st, why = artifacts.state(run, name)
+        producer = artifacts.spec(name).stage
+        if st == "missing":
+            raise ArtifactError(f"{artifacts.spec(name).filename} is missing in {run}: run `talkctl {producer} --run {run}` first")
+        if st != "done":
+            raise ArtifactError(f"{artifacts.spec(name).filename} in {run} is {st} ({why}): rerun `talkctl {producer} --run {run}`")
+        out[name] = artifacts.current_fingerprint(run, name)
+    return out
+
+
+def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict | None = None,
+              overrides: dict | None = None, device: str | None = "auto", force: bool = False,
+              progress: Callable = null_progress) -> dict:
+    """Run one stage (or report it up to date). Returns its summary."""
+    spec = stage_spec(name)
+    mod, cfg = stage_config(spec, preset, toml, overrides)
+    sem = configmod.semantic(cfg, set(getattr(mod, "NON_SEMANTIC", ())))
+    with run.lock(f"talkctl {name}"):
+        artifacts.remove_partials(run)
+        inputs = input_fingerprints(run, spec)
+        fp = artifacts.fingerprint(name, mod.VERSION, sem, inputs)
+        outputs = {o: artifacts.spec(o).path(run) for o in spec.outputs}
+        if not force and all(artifacts.current_fingerprint(run, o) == fp for o in spec.outputs):
+            return {"stage": name, "status": "up to date", "run": str(run),
+                    "outputs": {o: str(p) for o, p in outputs.items()}}
+        logger = logging.getLogger(f"talkctl.{name}")
+        handler = logging.FileHandler(run.path / "logs" / f"{name}.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        ctx = Context(run=run, stage=spec, version=mod.VERSION, config=sem, inputs=inputs, fingerprint=fp,
+                      device=resolve_device(device), progress=progress, log=logger)
+        try:
+            logger.info("start %s (fingerprint %s, device %s, config %s)", name, fp, ctx.device, sem)
+            summary = mod.run(ctx, cfg) or {}
+            seconds = round(time.time() - ctx.started, 3)
+            logger.info("done in %.1f s", seconds)
+            run.record({"stage": name, "fingerprint": fp, "seconds": seconds, "finished": time.time(),
+                        "device": ctx.device, "preset": cfg.get("preset")})
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+    return {"stage": name, "status": "done", "run": str(run), "seconds": seconds, "device": ctx.device,
+            "backends": ctx.backends, "outputs": {o: str(p) for o, p in outputs.items()}, **summary}
+
+
+def chain(start: str | None, stop: str | None) -> list[str]:
+    names = CHAIN
+    i = names.index(stage_spec(start).name) if start else 0
+    j = names.index(stage_spec(stop).name) if stop else len(names) - 1
+    if i > j:
+        raise UsageError(f"--from {start} comes after --to {stop}")
+    return names[i:j + 1]
+
+
+def status(run: RunDir) -> list[dict]:
+    """Each stage output: state, size, time, duration."""
+    last = {}
+    for h in run.history():
+        last[h["stage"]] = h
+    rows = []
+    for spec in STAGES:
+        for out in spec.outputs:
+            a = artifacts.spec(out)
+            st, why = artifacts.state(run, out)
+            path = a.path(run)
+            attrs = artifacts.read_attrs(run, out) or {}
+            rows.append({
+                "stage": spec.name, "artifact": a.filename, "state": st, "why": why,
+                "bytes": path.stat().st_size if path.exists() else 0,
+                "created": attrs.get("created"), "seconds": attrs.get("seconds"),
+                "backend": attrs.get("backend"),
+            })
+    return rows
