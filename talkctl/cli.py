@@ -299,31 +299,30 @@ def main(argv: list[str] | None = None) -> int:
 
     from .console import err
 
+    _State.debug, _State.json, _State.quiet = bool(os.environ.get("TALKCTL_DEBUG")), False, False
     try:
-        app(args=argv, prog_name="talkctl", standalone_mode=False)
-        return 0
+        rc = app(args=argv, prog_name="talkctl", standalone_mode=False)
     except TalkctlError as exc:
         if _State.debug:
             err.print_exception()
         err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: nothing half-written was kept; rerun the same command to resume")
-        return EXIT_INTERRUPTED
-    except typer.Exit as exc:
-        return exc.exit_code
-    except Exception as exc:  # click's usage errors have their own formatting and exit code 2
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            err.print("[yellow]interrupted[/]")
-            return EXIT_INTERRUPTED
-        if isinstance(exc, click.ClickException):
+        rc = EXIT_INTERRUPTED
+    except Exception as exc:
+        # typer's (vendored) click exceptions: bad usage prints its own message, exit 2
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show(file=sys.stderr)
             return exc.exit_code
-        if _State.debug:
-            raise
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug and report it)",
-                  soft_wrap=True)
-        return 1
+        if type(exc).__name__ == "Abort":
+            rc = EXIT_INTERRUPTED
+        else:
+            if _State.debug:
+                raise
+            err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                      "(rerun with --debug and report it)", soft_wrap=True)
+            return 1
+    if rc == EXIT_INTERRUPTED:
+        err.print("[yellow]interrupted[/]: nothing half-written was kept; rerun the same command to resume")
+    return rc if isinstance(rc, int) else 0
 
