@@ -288,6 +288,25 @@ def doctor(json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = Fa
 
 
 @app.command()
+def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Where the example subject, run and results go.")] = Path("runs/demo"),
+         preset: PresetOpt = "tiny", device: DeviceOpt = "auto",
+         json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Make an example subject and take it through every stage; prints where the results are."""
+    from .console import err, make_progress
+    from .demo import run_demo
+
+    _common(json_, verbose, quiet, debug)
+    result = run_demo(out, preset=preset or "tiny", device=device, progress=make_progress(_State.quiet or _State.json),
+                      on_stage=_emit)
+    if _State.json:
+        _emit(result)
+        return
+    err.print(f"\nexample clip: {result['video']}\nrun directory: {result['run']}")
+    if result["not_built"]:
+        err.print(f"[yellow]stopped before: {', '.join(result['not_built'])} (not built yet in this version)[/]")
+
+
+@app.command()
 def version():
     """Print the version."""
     sys.stdout.write(f"talkctl {__version__}\n")
