@@ -144,7 +144,9 @@ class VideoWriter:
                  "-movflags", "+faststart", "-f", "mp4", str(self.partial)]
         self._stderr = open(Path(self._tmpdir.name) / "ffmpeg.log", "w+b")
         self._t0 = time.perf_counter()
-        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        # own session: a terminal Ctrl-C reaches only us, and abort() decides ffmpeg's fate
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                      start_new_session=True)
         self._thread = threading.Thread(target=self._pump, name="talkctl-video-writer", daemon=True)
         self._thread.start()
 
