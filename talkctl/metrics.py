@@ -250,6 +250,40 @@ def lpips_distance(a, b, model=None, device: str = "cpu") -> tuple[float | None,
         return float(model(prep(a), prep(b))[0]), None
 
 
+def held_out_start(n_frames: int) -> int:
+    """First held-out frame: the last 1/11 of the clip is never trained on (AD-NeRF / ER-NeRF
+    protocol: frames [int(n * 10 / 11), n) are the test set)."""
+    return int(n_frames * 10 / 11)
+
+
+class ImageFigures:
+    """Per-frame PSNR / masked PSNR / SSIM / LPIPS over a sequence, streamed (one frame pair
+    at a time); summary() gives the means. LPIPS is loaded once; when its weights are
+    missing the summary holds lpips=None and lpips_reason."""
+
+    def __init__(self, lpips: bool = True, device: str = "cpu"):
+        self.lpips_model, self.lpips_reason = load_lpips(device) if lpips else (None, "not requested")
+        self.per_frame: dict[str, list[float]] = {"psnr": [], "psnr_face": [], "ssim": [], "lpips": []}
+
+    def add(self, real, rendered, mask=None) -> dict:
+        row = {"psnr": psnr(real, rendered), "ssim": ssim(real, rendered)}
+        if mask is not None:
+            row["psnr_face"] = psnr(real, rendered, mask=mask)
+        if self.lpips_model is not None:
+            row["lpips"] = lpips_distance(real, rendered, model=self.lpips_model)[0]
+        for k, v in row.items():
+            self.per_frame[k].append(v)
+        return row
+
+    def summary(self) -> dict:
+        out: dict = {"frames": len(self.per_frame["psnr"])}
+        for k, v in self.per_frame.items():
+            out[k] = float(np.mean(v)) if v else None
+        if out["lpips"] is None:
+            out["lpips_reason"] = self.lpips_reason
+        return out
+
+
 # ---------------------------------------------------------------------------- landmarks
 
 # Mouth and outer eye corners for the landmark sets talkctl's backends produce.

@@ -209,3 +209,21 @@ def test_mfcc_shape_rate_and_energy():
     c = metrics.mfcc(quiet)
     assert c.shape == (99, 13) and np.isfinite(c).all()  # 100 Hz: 1 + ceil((16000-400)/160)
     assert metrics.mfcc(quiet * 10)[:, 0].mean() == pytest.approx(c[:, 0].mean() + 2 * math.log(10), abs=1e-6)
+
+
+def test_held_out_start():
+    assert metrics.held_out_start(110) == 100 and metrics.held_out_start(11) == 10
+
+
+def test_image_figures_accumulate(weights):
+    acc = metrics.ImageFigures()
+    a, b = _pair(0)
+    mask = np.zeros(a.shape[:2], bool)
+    mask[10:30, 10:30] = True
+    r1 = acc.add(a, b, mask)
+    r2 = acc.add(a, a)
+    s = acc.summary()
+    assert s["frames"] == 2 and s["psnr"] == math.inf  # an identical frame is honest: +inf
+    assert s["ssim"] == pytest.approx((r1["ssim"] + r2["ssim"]) / 2)
+    assert s["psnr_face"] == pytest.approx(r1["psnr_face"])
+    assert s["lpips"] is None and "alex.pth" in s["lpips_reason"]
