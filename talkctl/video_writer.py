@@ -35,8 +35,11 @@ def decode_audio(path: str | os.PathLike, sample_rate: int = AUDIO_SR) -> np.nda
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file {path} does not exist; give an existing audio or video file")
-    raw = run_ffmpeg(["-i", str(path), "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"],
-                     f"decode the audio of {path}")
+    try:
+        raw = run_ffmpeg(["-i", str(path), "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"],
+                         f"decode the audio of {path}")
+    except StageError as exc:  # unreadable input: the user's file, not a stage failure
+        raise InputError(f"{exc.message}; give an audio or video file with sound") from None
     wav = np.frombuffer(raw, dtype=np.float32)
     if wav.size == 0:
         raise InputError(f"{path} has no audio samples; give a file with an audio track")
@@ -124,6 +127,13 @@ class VideoWriter:
 
     def open(self) -> None:
         self._check_output()
+        try:
+            self._start()
+        except BaseException:  # bad audio, ffmpeg missing, Ctrl-C: leave nothing behind
+            self.abort()
+            raise
+
+    def _start(self) -> None:
         self._tmpdir = tempfile.TemporaryDirectory(prefix="talkctl-vw-")
         args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                 "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{self.enc_width}x{self.enc_height}",

@@ -153,3 +153,25 @@ def test_paste_full_frame_inside_outside_and_resized():
     assert out[3, 3, 0] == 75 and out[0, 0, 0] == 50
     # entirely outside: unchanged
     assert paste_full_frame(np.ones((4, 4, 3), np.uint8), src, [100, 100, 4]).sum() == 0
+
+
+def test_ffmpeg_dying_midway_is_stage_error_and_leaves_nothing(tmp_path):
+    out = tmp_path / "dies.mp4"
+    with pytest.raises(StageError, match="ffmpeg"):
+        with VideoWriter(out, size=(64, 64), audio=_sine(4.0), queue_frames=2) as vw:
+            vw.write(_frame(0, 64, 64))
+            vw._proc.kill()
+            for i in range(100):  # the writer notices on a later write or at close
+                vw.write(_frame(i, 64, 64))
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_audio_file_leaves_nothing(tmp_path):
+    (tmp_path / "x.wav").write_bytes(b"not audio at all")
+    with pytest.raises(InputError):
+        VideoWriter(tmp_path / "out" / "a.mp4", size=(32, 32), audio=tmp_path / "nope.wav").open()
+    assert os.listdir(tmp_path / "out") == []
+    with pytest.raises(InputError, match="audio"):
+        with VideoWriter(tmp_path / "out" / "b.mp4", size=(32, 32), audio=tmp_path / "x.wav"):
+            pass
+    assert os.listdir(tmp_path / "out") == []
