@@ -72,13 +72,15 @@ class VideoWriter:
     print(vw.stats())
 
     audio: None, a path (any format ffmpeg reads) or a float array (16 kHz mono, [-1,1]).
+    metadata: mp4 tags (title, comment, ...) such as the render's pose source and run.
     Float frames in [0,1] and torch tensors are accepted too. Odd sizes are padded by one
     edge-replicated row/column (yuv420p needs even dimensions).
     """
 
     def __init__(self, path: str | os.PathLike, fps: int = 25, size: tuple[int, int] = (512, 512),
                  audio: None | str | os.PathLike | np.ndarray = None, crf: int = 18,
-                 preset: str = "medium", audio_rate: int = AUDIO_SR, queue_frames: int = 8):
+                 preset: str = "medium", audio_rate: int = AUDIO_SR, queue_frames: int = 8,
+                 metadata: dict[str, str] | None = None):
         self.path = Path(path).expanduser().absolute()
         self.partial = self.path.with_name(f"{self.path.stem}.partial{self.path.suffix or '.mp4'}")
         self.fps = int(fps)
@@ -89,6 +91,7 @@ class VideoWriter:
         self.crf, self.preset = int(crf), preset
         self.audio_rate = audio_rate
         self._audio_src = audio
+        self.metadata = dict(metadata or {})  # mp4 tags, e.g. {"comment": "talkctl render: poses ..."}
         self.target_frames: int | None = None
         self.frames_written = 0  # frames accepted from the caller (excludes padding)
         self.frames_dropped = 0  # frames beyond the audio's length
@@ -150,6 +153,8 @@ class VideoWriter:
             wav_path = Path(self._tmpdir.name) / "audio.wav"
             _write_wav16(wav_path, wav, self.audio_rate)
             args += ["-i", str(wav_path), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
+        for k, v in self.metadata.items():
+            args += ["-metadata", f"{k}={v}"]
         args += ["-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf), "-pix_fmt", "yuv420p",
                  "-movflags", "+faststart", "-f", "mp4", str(self.partial)]
         self._stderr = open(Path(self._tmpdir.name) / "ffmpeg.log", "w+b")

@@ -72,10 +72,12 @@ def test_audio_from_file_and_odd_size(tmp_path):
 
 def test_no_audio_keeps_every_frame(tmp_path):
     out = tmp_path / "silent.mp4"
-    with VideoWriter(out, size=(32, 32)) as vw:
+    with VideoWriter(out, size=(32, 32), metadata={"comment": "talkctl render; poses: still"}) as vw:
         for i in range(7):
             vw.write(_frame(i, 32, 32))
     assert probe(out)["audio"] is None
+    listing = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True).stderr
+    assert "talkctl render; poses: still" in listing
     assert len(list(read_video_frames(out))) == 7
     assert vw.stats()["encode_seconds"] > 0
 
