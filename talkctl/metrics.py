@@ -519,8 +519,9 @@ def mfcc(signal, sample_rate: int = 16000, numcep: int = 13, nfilt: int = 26, nf
 
 def syncnet_embeddings(model, frames_rgb, wav, sample_rate: int = 16000, batch: int = 20):
     """Per-window SyncNet embeddings: video windows of 5 frames starting at each frame, audio
-    windows of 20 MFCC frames (0.2 s) starting at the same time. frames_rgb (T,H,W,3) uint8
-    face crops (resized to 224x224 here); wav 16 kHz float in [-1,1].
+    windows of 20 MFCC frames (0.2 s) starting at the same time. frames_rgb: (T,H,W,3) uint8
+    face crops, anything sliceable (numpy array, h5py dataset: read one batch at a time);
+    resized to 224x224 here. wav: 16 kHz float in [-1,1].
     Returns (video (N,D), audio (N,D)) torch tensors, N = min(T, samples/640) - 5."""
     import cv2
     import torch
@@ -528,21 +529,25 @@ def syncnet_embeddings(model, frames_rgb, wav, sample_rate: int = 16000, batch: 
     if sample_rate != 16000:
         raise ValueError("SyncNet expects 16 kHz audio")
     dev = next(model.parameters()).device
-    frames = np.asarray(frames_rgb)
-    n = min(len(frames), len(wav) // 640) - 5
+    n = min(len(frames_rgb), len(wav) // 640) - 5
     if n < 1:
-        raise ValueError(f"SyncNet needs at least 6 frames of video and audio, got {len(frames)} frames")
+        raise ValueError(f"SyncNet needs at least 6 frames of video and audio, got {len(frames_rgb)} frames")
     # syncnet_python reads wav files as int16 and frames with OpenCV (BGR, 0-255)
     cc = torch.from_numpy(mfcc(np.asarray(wav, np.float64) * 32768.0).T.astype(np.float32))  # (13, M)
-    vid = np.stack([cv2.resize(f, (224, 224), interpolation=cv2.INTER_AREA if f.shape[0] > 224 else cv2.INTER_LINEAR)
-                    for f in frames[:n + 5]])[..., ::-1]
-    vid = torch.from_numpy(np.ascontiguousarray(vid.transpose(3, 0, 1, 2)).astype(np.float32))  # (3,T,224,224)
+
+    def to_bgr224(f):
+        f = np.asarray(f)
+        interp = cv2.INTER_AREA if f.shape[0] > 224 else cv2.INTER_LINEAR
+        return cv2.resize(f, (224, 224), interpolation=interp)[..., ::-1]
+
     vf, af = [], []
     with torch.no_grad():
         for s in range(0, n, batch):
-            ids = range(s, min(n, s + batch))
-            v = torch.stack([vid[:, i:i + 5] for i in ids]).to(dev)
-            a = torch.stack([cc[None, :, 4 * i:4 * i + 20] for i in ids]).to(dev)
+            e = min(n, s + batch)
+            clip = np.stack([to_bgr224(f) for f in frames_rgb[s:e + 4]])  # frames s .. e+3
+            clip = torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)).astype(np.float32))
+            v = torch.stack([clip[:, i - s:i - s + 5] for i in range(s, e)]).to(dev)
+            a = torch.stack([cc[None, :, 4 * i:4 * i + 20] for i in range(s, e)]).to(dev)
             vf.append(model.forward_lip(v).cpu())
             af.append(model.forward_aud(a).cpu())
     return torch.cat(vf), torch.cat(af)

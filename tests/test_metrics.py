@@ -194,6 +194,8 @@ def test_syncnet_loads_a_saved_state_dict_and_scores(weights):
     wav = (0.1 * rng.normal(size=9 * 640)).astype(np.float32)
     v, a = metrics.syncnet_embeddings(model, frames, wav)
     assert v.shape == (4, 1024) and a.shape == (4, 1024)
+    v3, a3 = metrics.syncnet_embeddings(model, frames, wav, batch=3)  # windows across batch edges
+    assert torch.allclose(v, v3, atol=1e-4) and torch.allclose(a, a3, atol=1e-4)
     s1 = metrics.syncnet_score(frames, wav, model=model, vshift=2)
     s2 = metrics.syncnet_score(frames, wav, model=model, vshift=2)
     assert s1 == s2 and -2 <= s1["offset"] <= 2 and s1["confidence"] >= 0
