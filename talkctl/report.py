@@ -39,6 +39,7 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
     ("mouth_corr", "Mouth corr.", "{:.3f}", "high", "Pearson, real vs rendered mouth opening"),
     ("sync_corr", "Sync corr.", "{:.3f}", "high", "mouth opening vs speech energy, best lag"),
     ("sync_lag", "Sync lag", "{:+d} fr", None, "frames the mouth trails the sound"),
+    ("sync_corr_real", "Sync corr. (real)", "{:.3f}", None, "the same figure on the real video: the target"),
     ("syncnet_confidence", "SyncNet conf.", "{:.2f}", "high", "joonson/syncnet_python"),
     ("syncnet_offset", "SyncNet offset", "{:+d} fr", None, "video behind audio, frames"),
     ("render_fps", "Render speed", "{:.1f} fps", "high", "frames per second, rendering only"),
@@ -327,6 +328,8 @@ def _figures_table(fig: dict) -> str:
             reason = fig.get(UNAVAILABLE_REASON.get(key, ""), None)
             if key not in fig and reason is None:
                 continue
+            if key == "syncnet_offset" and fig.get("syncnet_confidence") is None:
+                continue  # the confidence row already says why SyncNet did not run
             cell = f'<span class="na">unavailable: {html.escape(str(reason or "not measured"))}</span>'
         else:
             cell = html.escape(format_figure(key, value))
