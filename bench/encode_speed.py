@@ -57,7 +57,12 @@ def main() -> None:
                 sizes.append(out.stat().st_size)
             rows.append({"preset": preset, "crf": 18, "fps_median": round(statistics.median(fps), 1),
                          "fps_all": [round(x, 1) for x in fps], "kbit_s": round(statistics.median(sizes) * 8 / 1000 / (a.frames / 25))})
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    machine = {"cpu": cpu, "cores": os.cpu_count(),
                "load_avg_1min": os.getloadavg()[0], "python": platform.python_version()}
     print(f"{'preset':<10}{'fps (median)':>14}{'kbit/s':>9}   runs   ({a.size}x{a.size}, {a.frames} frames, with AAC audio)")
     for r in rows:
