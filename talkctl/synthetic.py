@@ -317,7 +317,7 @@ def _contour(lm: np.ndarray, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    t = np.minimum(np.maximum((x - e0) * (1.0 / (e1 - e0)), 0.0), 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
@@ -369,7 +369,7 @@ class _FaceRig:
                 dx = np.clip(np.abs(x - self.mouth_cx) / self.jaw_half, 0.0, 1.0)
                 jaw = opening * self.drop * np.cos(0.5 * np.pi * dx) ** 2        # M(x)
                 span = np.clip((x - self.mx0) / (self.mx1 - self.mx0), 0.0, 1.0)
-                corner = np.sin(np.pi * span) ** 0.7                            # c(x)
+                corner = np.maximum(np.sin(np.pi * span), 0.0) ** 0.7              # c(x)
                 gap = jaw * corner                                              # G(x)
                 v = u - gap
                 fade = 1.0 - _smoothstep(self.fade0, self.fade1, v)
@@ -537,7 +537,7 @@ def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int 
 
     # photo prefiltered to about one texel per output pixel (no aliasing at small sizes)
     k = f * s / z_rest
-    tex = np.dstack([photo.rgb.astype(np.float32) / 255.0, photo.alpha])
+    tex = np.dstack([photo.rgb, np.round(photo.alpha * 255.0).astype(np.uint8)])
     tex_scale = 1.0
     if k < 0.9:
         tex_scale = k
@@ -549,8 +549,8 @@ def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int 
     hc = photo.face_center + np.array([0.0, -0.1 * photo.face_px])
     hr = np.array([0.8, 1.0]) * photo.face_px
 
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    pix = np.stack([xx.ravel(), yy.ravel(), np.ones(size * size)])
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    pix = np.stack([xx.ravel(), yy.ravel(), np.ones(size * size, np.float32)])
 
     lm_h = np.concatenate([photo.landmarks, np.ones((len(photo.landmarks), 1))], 1)
     landmarks_2d = np.empty((n_frames, len(photo.landmarks), 2), np.float32)
@@ -614,27 +614,31 @@ def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int 
 
 def _render_frame(pix, size, Hh, Ht, hc, hr, rig, opening, blink, tex, tex_scale, interp,
                   backdrop) -> np.ndarray:
+    """One RGB uint8 frame: backward-map every output pixel to a photo position (head and
+    torso homographies blended at the neck, then the mouth/eyelid rig), sample, composite."""
     import cv2
 
-    qh = _inv3(Hh) @ pix
+    qh = _inv3(Hh).astype(np.float32) @ pix
     qh = qh[:2] / qh[2]
-    qt = _inv3(Ht) @ pix
+    qt = _inv3(Ht).astype(np.float32) @ pix
     qt = qt[:2] / qt[2]
-    r = np.hypot((qh[0] - hc[0]) / hr[0], (qh[1] - hc[1]) / hr[1])
+    r = np.sqrt(((qh[0] - hc[0]) / hr[0]) ** 2 + ((qh[1] - hc[1]) / hr[1]) ** 2)
     w = 1.0 - _smoothstep(1.0, 1.35, r)
     qx = qt[0] + w * (qh[0] - qt[0])
     qy = qt[1] + w * (qh[1] - qt[1])
     sx, sy, inner = rig.warp(qx, qy, opening, blink)
-    mx = (sx * tex_scale).astype(np.float32).reshape(size, size)
-    my = (sy * tex_scale).astype(np.float32).reshape(size, size)
-    rgba = cv2.remap(tex, mx, my, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    rgb = np.ascontiguousarray(rgba[..., :3])
+    m1, m2 = cv2.convertMaps((sx * tex_scale).reshape(size, size),
+                             (sy * tex_scale).reshape(size, size), cv2.CV_16SC2)
+    rgba = cv2.remap(tex, m1, m2, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    rgb = rgba[..., :3].astype(np.float32) * (1.0 / 255.0)
     if inner is not None:
         sel, a, depth = inner
         # dark mouth interior: near black under the upper teeth, dark red towards the tongue
         col = np.array([0.07, 0.025, 0.03]) + np.array([0.22, 0.06, 0.06]) * depth[:, None] ** 1.5
         flat = rgb.reshape(-1, 3)
         flat[sel] = flat[sel] * (1 - a[:, None]) + col * a[:, None]
-    alpha = np.clip(rgba[..., 3:], 0.0, 1.0)
-    out = backdrop + alpha * (np.clip(rgb, 0, 1) - backdrop)
-    return (out * 255.0 + 0.5).astype(np.uint8)
+    alpha = rgba[..., 3:].astype(np.float32) * (1.0 / 255.0)
+    out = backdrop + alpha * (rgb - backdrop)
+    out *= 255.0
+    out += 0.5
+    return out.astype(np.uint8)

@@ -12,6 +12,9 @@ import pytest
 from talkctl import synthetic
 from talkctl.errors import StageError, UsageError
 
+# NaNs or overflows in the rig would show as RuntimeWarnings long before they show on screen
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 
 def _ffmpeg(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([synthetic._ffmpeg_exe(), "-hide_banner", "-nostdin", *args],
