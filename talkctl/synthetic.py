@@ -356,7 +356,14 @@ class _FaceRig:
             self.eyes.append((gx, top, gap, lid))
 
     def warp(self, qx: np.ndarray, qy: np.ndarray, opening: float, blink: float):
-        """Returns sample coords (sx, sy) and the mouth-interior alpha (or None)."""
+        """Returns sample coords (sx, sy) and the mouth interior to paint, as (flat pixel
+        indices, alpha, depth in [0, 1]) or None.
+
+        Mouth, per column x, with u the distance below the teeth split line: the lower
+        block drops by G(x) (a lens-shaped gap, dark interior, 0 <= u < G); below it the
+        offset G fades into the jaw drop M(x) over `ramp` and then out down the neck, so
+        the map is continuous and monotone in y (no folds, no tears). Eyes: the lid skin
+        above the upper lid is stretched down over the eye by blink x eye opening."""
         sy = qy.copy()
         inner = None
         if opening > 1e-4:
