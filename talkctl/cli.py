@@ -312,6 +312,15 @@ def version():
     sys.stdout.write(f"talkctl {__version__}\n")
 
 
+def _add_batch() -> None:
+    from .batch.command import batch_app
+
+    app.add_typer(batch_app, name="batch", help="Many subjects at once: `talkctl batch MANIFEST --root DIR`, `talkctl batch status DIR`.")
+
+
+_add_batch()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the typer app, turning known errors into one line and an exit code."""
     from rich.markup import escape

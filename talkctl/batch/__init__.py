@@ -1,0 +1,48 @@
+"""`talkctl batch`: many subjects through the stage chain, on local workers or a Ray cluster.
+
+Public API:
+    prepare(manifest_path, start, stop) -> (Manifest, stage names)   all checks, no work
+    make_engine("local" | "ray", workers=, gpus=, address=)
+    run_batch(manifest, root, engine, names, ...) -> batch record      (driver.py)
+    batch_status(root) -> dict                                          (status.py)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import NotBuiltError, UsageError
+from .driver import run_batch
+from .manifest import Manifest, ManifestError, Subject, check_configs, load_manifest
+from .status import batch_status
+
+__all__ = ["prepare", "make_engine", "run_batch", "batch_status", "load_manifest", "Manifest",
+           "ManifestError", "Subject"]
+
+
+def prepare(manifest_path: str | Path, start: str | None = None, stop: str | None = None) -> tuple[Manifest, list[str]]:
+    """Read the manifest and check everything that can be checked before work starts."""
+    from ..pipeline import STAGE_BY_NAME, chain
+
+    manifest = load_manifest(manifest_path)
+    names = chain(start, stop)
+    unbuilt = [n for n in names if not STAGE_BY_NAME[n].built]
+    if unbuilt:
+        built = [n for n in names if STAGE_BY_NAME[n].built and names.index(n) < names.index(unbuilt[0])]
+        hint = f"stop earlier with --to {built[-1]}" if built else "no stage of this chain is built yet"
+        raise NotBuiltError(f"stage(s) not built yet in this talkctl: {', '.join(unbuilt)}; {hint}")
+    check_configs(manifest, names)
+    return manifest, names
+
+
+def make_engine(name: str, *, workers: int | None = None, gpus: int | None = None, address: str | None = None):
+    if name == "local":
+        if address:
+            raise UsageError("--address is for --engine ray")
+        from .local import LocalEngine
+
+        return LocalEngine(workers=workers, gpus=gpus)
+    if name == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine(address=address, workers=workers)
+    raise UsageError(f"unknown engine {name!r}; use local or ray")
