@@ -88,15 +88,16 @@ def load_manifest(path: str | Path) -> Manifest:
     subjects: list[Subject] = []
     seen: dict[str, str] = {}
     for where, row in rows:
+        name = row.get("name") if isinstance(row, dict) else None
+        if isinstance(name, str) and name:
+            key = name.lower()  # case-insensitive file systems would merge these directories
+            if key in seen:
+                problems.append(f"{where}: duplicate name {name!r} (also {seen[key]}); names must be unique")
+                continue
+            seen[key] = where
         subject = _subject(path.parent, where, row, defaults, problems)
-        if subject is None:
-            continue
-        key = subject.name.lower()  # case-insensitive file systems would merge these
-        if key in seen:
-            problems.append(f"{where}: duplicate name {subject.name!r} (also {seen[key]}); names must be unique")
-            continue
-        seen[key] = where
-        subjects.append(subject)
+        if subject is not None:
+            subjects.append(subject)
     if not rows and not problems:
         problems.append("no subjects; add [[subject]] tables (TOML) or rows (CSV)")
     if problems:

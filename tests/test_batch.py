@@ -1,0 +1,283 @@
+"""`talkctl batch`: manifest checks, the local engine on fake stages, failure isolation,
+locks, worker kills and interrupted batches, status. (Ray: test_batch_ray.py.)"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+
+import batch_fakes
+from talkctl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """Fake stages here and in every batch worker (installed by the engines' set-up hook)."""
+    from talkctl.batch.local import LocalEngine
+
+    for obj, attr, value in batch_fakes.patches():
+        monkeypatch.setattr(obj, attr, value)
+    monkeypatch.setitem(sys.modules, "batch_fake_a", batch_fakes._module(batch_fakes.run_a))
+    monkeypatch.setitem(sys.modules, "batch_fake_b", batch_fakes._module(batch_fakes.run_b))
+    start = LocalEngine.start
+    monkeypatch.setattr(LocalEngine, "start", lambda self, setup=None, root=None: start(self, batch_fakes.install, root))
+    return batch_fakes
+
+
+def _videos(d: Path, n: int = 3) -> list[Path]:
+    out = []
+    for i in range(n):
+        p = d / f"clip{i}.mp4"
+        p.write_bytes(os.urandom(1000 + 100 * i))
+        out.append(p)
+    return out
+
+
+def _manifest(d: Path, rows: list[str], name="m.toml") -> Path:
+    p = d / name
+    p.write_text("\n".join(rows) + "\n")
+    return p
+
+
+def _subjects(videos, extra: dict | None = None) -> list[str]:
+    rows = []
+    for i, v in enumerate(videos):
+        rows += ["[[subject]]", f'name = "s{i}"', f'video = "{v.name}"']
+        rows += (extra or {}).get(f"s{i}", [])
+    return rows
+
+
+def _record(root: Path) -> dict:
+    return json.loads((root / "batch.json").read_text())
+
+
+# ---- manifest -----------------------------------------------------------------------
+
+def test_toml_and_csv_give_the_same_subjects(tmp_path, fakes):
+    from talkctl.batch import load_manifest
+
+    v = _videos(tmp_path, 2)
+    (tmp_path / "a.wav").write_bytes(b"RIFF....")
+    toml = _manifest(tmp_path, [
+        'preset = "tiny"', "[defaults.fake-b]", "scale = 3.0",
+        "[[subject]]", 'name = "s0"', f'video = "{v[0].name}"', 'audios = ["a.wav"]', "size = 128",
+        "[subject.config.fake-a]", "scale = 2.0",
+        "[[subject]]", 'name = "s1"', f'video = "{v[1]}"', 'preset = "fast"',
+    ])
+    csv = tmp_path / "m.csv"
+    csv.write_text("name,video,audios,preset,size,fake-a.scale,fake-b.scale\n"
+                   f"s0,{v[0].name},a.wav,tiny,128,2.0,3.0\n"
+                   f"s1,{v[1]},,fast,,,3.0\n")
+    a, b = load_manifest(toml), load_manifest(csv)
+    assert [s.to_json() for s in a.subjects] == [s.to_json() for s in b.subjects]
+    s0 = a.subjects[0]
+    assert s0.video == v[0].absolute() and s0.audios == [tmp_path / "a.wav"] and s0.preset == "tiny"
+    assert s0.config == {"fake-a": {"scale": 2.0}, "fake-b": {"scale": 3.0}, "track": {"size": 128}}
+
+
+def test_every_manifest_problem_is_one_line_and_nothing_runs(tmp_path, fakes, capsys):
+    v = _videos(tmp_path, 1)
+    m = _manifest(tmp_path, [
+        "[[subject]]", 'name = "a"', f'video = "{v[0].name}"', 'colour = "red"',
+        "[[subject]]", 'name = "A"', f'video = "{v[0].name}"',
+        "[[subject]]", 'name = "b"', 'video = "nowhere.mp4"', 'audios = ["gone.wav"]',
+        "[[subject]]", 'name = "c d"', f'video = "{v[0].name}"',
+        "[[subject]]", 'name = "e"', f'video = "{v[0].name}"', 'preset = "huge"',
+        "[[subject]]", 'name = "f"', f'video = "{v[0].name}"', "[subject.config.fake-a]", "speed = 2",
+    ])
+    root = tmp_path / "root"
+    rc = main(["batch", str(m), "--root", str(root)])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and not root.exists()
+    for needle in ["unknown key 'colour'", "duplicate name 'A'", "video file", "nowhere.mp4", "gone.wav",
+                   "name 'c d'", "unknown preset 'huge'"]:
+        assert sum(needle in ln for ln in lines) == 1, (needle, err)
+    # config errors are checked once the rows themselves are clean
+    m2 = _manifest(tmp_path, ["[[subject]]", 'name = "f"', f'video = "{v[0].name}"',
+                              "[subject.config.fake-a]", "speed = 2", "[subject.config.fake-z]", "x = 1"], "m2.toml")
+    rc = main(["batch", str(m2), "--root", str(root)])
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert rc == 2 and not root.exists() and len(lines) == 2
+    assert any("unknown fake-a setting 'speed'" in ln for ln in lines)
+    assert any("unknown stage 'fake-z'" in ln for ln in lines)
+
+
+def test_unbuilt_stages_are_refused_before_work(tmp_path, capsys):
+    v = _videos(tmp_path, 1)
+    m = _manifest(tmp_path, _subjects(v))
+    from talkctl.pipeline import STAGES
+
+    if all(s.built for s in STAGES if s.outputs):
+        pytest.skip("every chained stage is built")
+    rc = main(["batch", str(m), "--root", str(tmp_path / "root")])
+    assert rc == 5 and "not built yet" in capsys.readouterr().err
+    assert not (tmp_path / "root").exists()
+
+
+# ---- running ------------------------------------------------------------------------
+
+def test_local_batch_runs_every_subject_and_reruns_only_missing_work(tmp_path, fakes, capsys):
+    v = _videos(tmp_path, 3)
+    m = _manifest(tmp_path, _subjects(v[:2], {"s1": ['preset = "tiny"']}))
+    root = tmp_path / "root"
+    assert main(["batch", str(m), "--root", str(root), "--workers", "2", "-q"]) == 0
+    rec = _record(root)
+    assert rec["state"] == "done" and set(rec["subjects"]) == {"s0", "s1"}
+    for name, video, scale in (("s0", v[0], 1.0), ("s1", v[1], 0.5)):
+        sub = rec["subjects"][name]
+        assert sub["status"] == "done" and sub["error"] is None
+        assert {k: s["status"] for k, s in sub["stages"].items()} == {"fake-a": "done", "fake-b": "done"}
+        with h5py.File(root / name / "b.h5") as f:
+            assert f["value"][0] == video.stat().st_size * scale + 1
+        assert fakes.calls(root / name) == ["fake-a", "fake-b"]
+        assert not (root / name / ".batch-progress.json").exists()
+    # add a subject and rerun: only the new subject's stages run
+    m = _manifest(tmp_path, _subjects(v, {"s1": ['preset = "tiny"']}), "m.toml")
+    assert main(["batch", str(m), "--root", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["subjects"]["s0"]["stages"]["fake-a"]["status"] == "up to date"
+    assert fakes.calls(root / "s0") == ["fake-a", "fake-b"] and fakes.calls(root / "s1") == ["fake-a", "fake-b"]
+    assert fakes.calls(root / "s2") == ["fake-a", "fake-b"]
+    # --from/--to as in `run`; --force reruns
+    assert main(["batch", str(m), "--root", str(root), "--from", "fake-b", "--force", "-q"]) == 0
+    assert fakes.calls(root / "s0") == ["fake-a", "fake-b", "fake-b"]
+
+
+def test_a_failing_subject_is_recorded_and_the_others_finish(tmp_path, fakes, capsys):
+    v = _videos(tmp_path, 3)
+    m = _manifest(tmp_path, _subjects(v, {"s1": ["[subject.config.fake-a]", 'fail = "error"']}))
+    root = tmp_path / "root"
+    rc = main(["batch", str(m), "--root", str(root), "--workers", "2"])
+    err = capsys.readouterr().err
+    assert rc == 5 and "1 of 3 subject(s) failed (s1)" in err
+    rec = _record(root)
+    assert rec["state"] == "failed"
+    assert rec["subjects"]["s1"]["status"] == "failed"
+    assert rec["subjects"]["s1"]["error"] == "fake-a: fake-a cannot read this subject; fix its video"
+    assert [rec["subjects"][n]["status"] for n in ("s0", "s2")] == ["done", "done"]
+    assert fakes.calls(root / "s1") == ["fake-a"]  # fake-b never ran for it
+    # status: per subject, per stage, with the error
+    assert main(["batch", "status", str(root), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    by = {s["name"]: s for s in st["subjects"]}
+    assert by["s1"]["status"] == "failed" and "cannot read" in by["s1"]["error"]
+    assert {r["stage"]: r["state"] for r in by["s1"]["stages"]} == {"fake-a": "missing", "fake-b": "missing"}
+    assert {r["stage"]: r["state"] for r in by["s0"]["stages"]} == {"fake-a": "done", "fake-b": "done"}
+    assert all(r["seconds"] is not None for r in by["s0"]["stages"])
+    assert main(["batch", "status", str(root)]) == 0
+    human = capsys.readouterr().err
+    assert "s1" in human and "failed" in human and "fake-a: fake-a" in human
+
+
+def test_status_reads_eval_figures(tmp_path, fakes, capsys):
+    v = _videos(tmp_path, 1)
+    root = tmp_path / "root"
+    assert main(["batch", str(_manifest(tmp_path, _subjects(v))), "--root", str(root), "-q"]) == 0
+    (root / "s0" / "eval.json").write_text(json.dumps({"figures": {"psnr": 31.5, "lpips": 0.05, "name": "x"}}))
+    assert main(["batch", "status", str(root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["subjects"][0]["eval"] == {"psnr": 31.5, "lpips": 0.05}
+
+
+def test_second_batch_on_the_same_root_is_refused(tmp_path, fakes, capsys):
+    from talkctl.batch.driver import root_lock
+    from talkctl.rundir import RunDir
+
+    v = _videos(tmp_path, 2)
+    m = _manifest(tmp_path, _subjects(v))
+    root = tmp_path / "root"
+    root.mkdir()
+    with root_lock(root, "talkctl batch other.toml"):
+        rc = main(["batch", str(m), "--root", str(root)])
+    err = capsys.readouterr().err
+    assert rc == 6 and f"batch root {root} is in use by `talkctl batch other.toml` (pid {os.getpid()})" in err
+    assert not (root / "batch.json").exists()
+    # a run directory held by someone else (e.g. `talkctl track --run ROOT/s1`): only that subject fails
+    with RunDir(root / "s1").lock("talkctl track"):
+        rc = main(["batch", str(m), "--root", str(root), "-q"])
+    rec = _record(root)
+    assert rc == 5 and rec["subjects"]["s0"]["status"] == "done"
+    assert "is in use by `talkctl track`" in rec["subjects"]["s1"]["error"]
+
+
+def _start_fake_batch(m: Path, root: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]), "OMP_WAIT_POLICY": "PASSIVE"}
+    return subprocess.Popen([sys.executable, "-c", "import batch_fakes; batch_fakes.main()", str(m), str(root), "2"],
+                            cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> str:
+    t = time.time()
+    while time.time() - t < seconds:
+        if path.exists() and path.read_text():
+            return path.read_text()
+        if proc.poll() is not None:
+            raise AssertionError(f"batch ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_worker_killed_mid_stage_reruns_the_stage_and_others_finish(tmp_path):
+    v = _videos(tmp_path, 3)
+    m = _manifest(tmp_path, _subjects(v, {"s1": ["[subject.config.fake-a]", "sleep = 3.0"]}))
+    root = tmp_path / "root"
+    proc = _start_fake_batch(m, root)
+    try:
+        pid = int(_wait_for(root / "s1" / "fake-a.pid", proc))
+        assert (root / "s1" / "a.h5.partial").exists()  # killed while writing
+        (root / "s1" / "fake-a.pid").unlink()
+        os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    rec = _record(root)
+    assert all(s["status"] == "done" for s in rec["subjects"].values())
+    assert rec["subjects"]["s1"]["stages"]["fake-a"]["attempts"] == 2
+    assert int((root / "s1" / "fake-a.pid").read_text()) != pid  # a fresh worker reran it
+    assert batch_fakes.calls(root / "s1") == ["fake-a", "fake-a", "fake-b"]
+    assert not list(root.rglob("*.partial"))
+    with h5py.File(root / "s1" / "a.h5") as f:
+        assert f["series"].shape == (1000,)
+
+
+def test_interrupted_batch_resumes_where_it_stopped(tmp_path):
+    v = _videos(tmp_path, 3)
+    m = _manifest(tmp_path, _subjects(v, {"s2": ["[subject.config.fake-a]", "sleep = 20.0"]}))
+    root = tmp_path / "root"
+    proc = _start_fake_batch(m, root)
+    try:
+        _wait_for(root / "s2" / "fake-a.pid", proc)
+        t = time.time()
+        while time.time() - t < 30 and _record(root)["subjects"]["s1"]["status"] != "done":
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the machine goes down: driver and workers at once
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(0.2)  # workers die with their parent (PDEATHSIG)
+    assert (root / "s2" / "a.h5.partial").exists() and not (root / "s2" / "a.h5").exists()
+    st = subprocess.run([sys.executable, "-m", "talkctl", "batch", "status", str(root), "--json"], cwd=REPO,
+                        capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    status = json.loads(st.stdout)
+    assert status["state"] == "interrupted"
+    assert {s["name"]: s["status"] for s in status["subjects"]}["s2"] == "interrupted"
+    # the rerun (s2 without the long sleep) does only the missing work
+    m = _manifest(tmp_path, _subjects(v), "m.toml")
+    proc = _start_fake_batch(m, root)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    assert batch_fakes.calls(root / "s0") == ["fake-a", "fake-b"]
+    assert batch_fakes.calls(root / "s1") == ["fake-a", "fake-b"]
+    assert batch_fakes.calls(root / "s2") == ["fake-a", "fake-a", "fake-b"]
+    assert not list(root.rglob("*.partial"))
+    assert _record(root)["state"] == "done"
