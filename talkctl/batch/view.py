@@ -52,7 +52,10 @@ class LiveTable:
         return self
 
     def __exit__(self, *exc):
-        return self.live.__exit__(*exc)
+        out = self.live.__exit__(*exc)
+        if not self.live.console.is_terminal:
+            self.live.console.line()  # a piped log: the summary starts on its own line
+        return out
 
     def __call__(self, rows: list[dict]) -> None:
         self.live.update(table(rows, self.title))
