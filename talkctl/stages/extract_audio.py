@@ -212,16 +212,15 @@ def run(ctx, cfg: dict) -> dict:
     src = check_input_file(ctx.video_path(), "input")
     recipe = FeatureRecipe.from_config(cfg, ctx.device)  # fails fast on a missing model
     ctx.use_backend("audio-features", recipe.name)
-    with ctx.progress(3, "extract-audio") as task:
-        wav, info = decode_audio(src)
-        n_frames = n_video_frames(len(wav))
-        if n_frames == 0:
-            raise InputError(f"the audio of {src} is {len(wav) / SR * 1000:.0f} ms long; need at least one "
-                             f"video frame (40 ms)")
-        duration = len(wav) / SR
-        ctx.log.info("decoded %s: %.3f s (%s Hz %s) -> %d samples, %d frames at 25 fps", src, duration,
-                     info["audio"].get("sample_rate"), info["audio"].get("layout"), len(wav), n_frames)
-        task.advance(1, step="decoded")
+    wav, info = decode_audio(src)  # bad input fails here, before any progress output
+    n_frames = n_video_frames(len(wav))
+    if n_frames == 0:
+        raise InputError(f"the audio of {src} is {len(wav) / SR * 1000:.0f} ms long; need at least one video "
+                         f"frame (40 ms)")
+    duration = len(wav) / SR
+    ctx.log.info("decoded %s: %.3f s (%s Hz %s) -> %d samples, %d frames at 25 fps", src, duration,
+                 info["audio"].get("sample_rate"), info["audio"].get("layout"), len(wav), n_frames)
+    with ctx.progress(2, "extract-audio") as task:
         level = speech_level_db(wav)
         silent = level < SILENT_DB
         if silent:

@@ -107,12 +107,13 @@ def lpc_formants(frames: np.ndarray, order: int, n_formants: int = 3, sr: int = 
     tiny white-noise floor (keeps silent frames solvable), Levinson-Durbin, then the roots
     of A(z) via the eigenvalues of its companion matrix (batched)."""
     n_frames, n = frames.shape
-    x = np.empty_like(frames, dtype=np.float32)
+    # float64 here: high-order LPC roots are ill-conditioned, float32 rounding moves bandwidths by ~5 %
+    x = np.empty(frames.shape, dtype=np.float64)
     x[:, 0] = frames[:, 0]
-    x[:, 1:] = frames[:, 1:] - np.float32(0.97) * frames[:, :-1]
-    x *= np.hamming(n).astype(np.float32)
+    x[:, 1:] = frames[:, 1:] - 0.97 * frames[:, :-1]
+    x *= np.hamming(n)
     spec = sfft.rfft(x, NFFT, axis=1)
-    r = sfft.irfft(spec.real ** 2 + spec.imag ** 2, NFFT, axis=1)[:, :order + 1].astype(np.float64)
+    r = sfft.irfft(spec.real ** 2 + spec.imag ** 2, NFFT, axis=1)[:, :order + 1]
     r[:, 0] = r[:, 0] * (1.0 + 1e-9) + 1e-12
     a, _ = levinson(r, order)
     comp = np.zeros((n_frames, order, order))

@@ -38,38 +38,47 @@ def _how_to_get(kind: str, model: str) -> str:
             f"`--model DIR`, or put it in the Hugging Face cache")
 
 
-def load_model(kind: str, model: str | None):
-    """(model, feature_extractor, source) from a local directory or the HF cache; never the network."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is first imported
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import transformers
-    except ImportError:
-        raise MissingToolError(f"{kind} features need transformers; `pip install 'talkctl[hubert]'`") from None
-    model = model or DEFAULT_MODELS[kind]
-    cls = transformers.HubertModel if kind == "hubert" else transformers.Wav2Vec2Model
-    source = model
+def _check_source(kind: str, model: str) -> str:
+    """Where the model will load from (absolute directory or hub id), checked without importing
+    transformers so a missing model fails in about a second."""
     if _looks_like_path(model):
         path = Path(model).expanduser().absolute()
         if not path.is_dir():
             raise MissingToolError(f"{kind} model directory {path} does not exist; {_how_to_get(kind, model)}")
-        if not (path / "config.json").is_file():
-            raise MissingToolError(f"{kind} model directory {path} has no config.json; {_how_to_get(kind, model)}")
-        if not (path / "preprocessor_config.json").is_file():
-            raise MissingToolError(f"{kind} model directory {path} has no preprocessor_config.json (the feature "
-                                   f"extractor's settings); save it with Wav2Vec2FeatureExtractor.save_pretrained")
-        source = str(path)
-    from transformers.utils import logging as hf_logging
+        for name, what in (("config.json", "the model config"), ("preprocessor_config.json", "the feature extractor's settings")):
+            if not (path / name).is_file():
+                raise MissingToolError(f"{kind} model directory {path} has no {name} ({what}); {_how_to_get(kind, model)}")
+        return str(path)
+    from huggingface_hub import constants, try_to_load_from_cache
 
-    hf_logging.set_verbosity_error()  # its warnings would bypass our log and clutter stderr
+    for name in ("config.json", "preprocessor_config.json"):
+        if not isinstance(try_to_load_from_cache(model, name), str):
+            raise MissingToolError(f"{kind} model {model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                                   f"and talkctl never downloads; {_how_to_get(kind, model)}")
+    return model
+
+
+def load_model(kind: str, model: str | None):
+    """(model, feature_extractor, source) from a local directory or the HF cache; never the network."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is first imported
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    model = model or DEFAULT_MODELS[kind]
+    try:
+        source = _check_source(kind, model)
+        import transformers
+        from transformers.utils import logging as hf_logging
+    except ImportError as exc:
+        raise MissingToolError(f"{kind} features need transformers ({exc}); `pip install 'talkctl[hubert]'`") from None
+    hf_logging.set_verbosity_error()  # its warnings and bars would bypass our log and clutter stderr
+    hf_logging.disable_progress_bar()
+    cls = transformers.HubertModel if kind == "hubert" else transformers.Wav2Vec2Model
     try:
         fe = transformers.Wav2Vec2FeatureExtractor.from_pretrained(source, local_files_only=True)
         net = cls.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as exc:
-        where = "in" if source != model else "in the Hugging Face cache for"
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise MissingToolError(f"{kind} model {model} could not be loaded (no weights {where} it: {first}); "
-                               f"{_how_to_get(kind, model)}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first if len(first) <= 160 else first[:157] + "..."
+        raise MissingToolError(f"{kind} model {source} could not be loaded ({first}); {_how_to_get(kind, model)}") from None
     net.eval()
     return net, fe, source
 
