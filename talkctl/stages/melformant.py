@@ -112,8 +112,9 @@ def lpc_formants(frames: np.ndarray, order: int, n_formants: int = 3, sr: int = 
     x[:, 0] = frames[:, 0]
     x[:, 1:] = frames[:, 1:] - 0.97 * frames[:, :-1]
     x *= np.hamming(n)
-    spec = sfft.rfft(x, NFFT, axis=1)
-    r = sfft.irfft(spec.real ** 2 + spec.imag ** 2, NFFT, axis=1)[:, :order + 1]
+    nfft = sfft.next_fast_len(n + order + 1, real=True)  # no circular wrap for lags <= order
+    spec = sfft.rfft(x, nfft, axis=1)
+    r = sfft.irfft(spec.real ** 2 + spec.imag ** 2, nfft, axis=1)[:, :order + 1]
     r[:, 0] = r[:, 0] * (1.0 + 1e-9) + 1e-12
     a, _ = levinson(r, order)
     comp = np.zeros((n_frames, order, order))
@@ -137,12 +138,12 @@ def periodicity(frames: np.ndarray, sr: int = SR, fmin: float = PITCH_RANGE[0], 
     n = frames.shape[1]
     w = np.hanning(n + 2)[1:-1]
     x = (frames - frames.mean(axis=1, keepdims=True)) * w.astype(np.float32)
-    nfft = 1 << int(np.ceil(np.log2(2 * n)))
+    lo, hi = int(sr / fmax), int(np.ceil(sr / fmin))
+    nfft = sfft.next_fast_len(n + hi + 1, real=True)  # no circular wrap for lags <= hi
     spec = sfft.rfft(x, nfft, axis=1)
     r = sfft.irfft(spec.real ** 2 + spec.imag ** 2, nfft, axis=1)
     ws = np.fft.rfft(w, nfft)
     rw = np.fft.irfft(ws.real ** 2 + ws.imag ** 2, nfft)
-    lo, hi = int(sr / fmax), int(np.ceil(sr / fmin))
     norm = r[:, lo:hi + 1] / (r[:, :1] + 1e-12) / (rw[lo:hi + 1] / rw[0])
     return np.clip(norm.max(axis=1), 0.0, 1.0)
 
