@@ -23,7 +23,6 @@ Public API for later stages:
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,8 +49,6 @@ DEFAULTS = {
 }
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}  # features must not depend on the training budget
 NON_SEMANTIC: set[str] = set()
-
-SILENT_DB = -80.0  # speech level below which a clip counts as silence
 
 
 # ---- decoding -------------------------------------------------------------------
@@ -142,7 +139,7 @@ class FeatureRecipe:
 
         if isinstance(reference, h5py.File):
             return cls._from_h5(reference, device)
-        ref = Path(reference)
+        ref = reference.path if isinstance(reference, RunDir) else Path(reference)
         if ref.is_dir():
             with artifacts.open_for_read(RunDir(ref, create=False), "audio") as f:
                 return cls._from_h5(f, device)
@@ -206,8 +203,8 @@ def features_for_audio(source, reference, device: str = "cpu") -> np.ndarray:
 
 # ---- the stage ------------------------------------------------------------------
 def run(ctx, cfg: dict) -> dict:
-    from .melformant import speech_level_db
     from ..rundir import check_input_file
+    from .melformant import SILENT_CLIP_DB, VOICING_THRESHOLD, speech_level_db
 
     src = check_input_file(ctx.video_path(), "input")
     recipe = FeatureRecipe.from_config(cfg, ctx.device)  # fails fast on a missing model
@@ -222,7 +219,7 @@ def run(ctx, cfg: dict) -> dict:
                  info["audio"].get("sample_rate"), info["audio"].get("layout"), len(wav), n_frames)
     with ctx.progress(2, "extract-audio") as task:
         level = speech_level_db(wav)
-        silent = level < SILENT_DB
+        silent = level < SILENT_CLIP_DB
         if silent:
             ctx.log.warning("the audio of %s is silent (speech level %.0f dBFS); features describe silence", src, level)
         raw = recipe.raw(wav)
@@ -236,7 +233,7 @@ def run(ctx, cfg: dict) -> dict:
     summary = {"duration_s": round(duration, 3), "n_frames": n_frames, "extractor": recipe.name,
                "feature_shape": list(windows.shape), "speech_level_dbfs": round(level, 1), "silent": bool(silent)}
     if recipe.name == "mel-formant":
-        summary["voiced_fraction"] = round(float(np.mean(raw[:, recipe.extractor.names.index("voicing")] >= 0.45)), 3)
+        summary["voiced_fraction"] = round(float(np.mean(raw[:, recipe.extractor.names.index("voicing")] >= VOICING_THRESHOLD)), 3)
     if info["video"]:
         summary["source_fps"] = info["video"]["fps"]
     return summary
@@ -266,6 +263,4 @@ def _attrs(recipe: FeatureRecipe, info: dict, src: Path, duration: float, n_fram
     }
     if hasattr(ex, "model_name"):
         attrs["model"] = ex.model_name
-    if math.isinf(level):
-        attrs["speech_level_dbfs"] = -120.0
     return attrs

@@ -189,16 +189,16 @@ class MelFormantExtractor:
         zero spread; these keep new audio's normalised values bounded)."""
         return np.array([1.0] * self.n_mels + [0.1] * 3 + [0.2] * 3 + [0.1, 1.0], dtype=np.float32)
 
-    def gain(self, wav: np.ndarray) -> float:
-        level = speech_level_db(wav)
-        if not self.gain_normalize or level < SILENT_CLIP_DB:
+    def gain(self, level_db: float) -> float:
+        """Factor that brings a clip with this speech level to SPEECH_LEVEL_DB (1 for silence)."""
+        if not self.gain_normalize or level_db < SILENT_CLIP_DB:
             return 1.0
-        return float(10.0 ** ((SPEECH_LEVEL_DB - level) / 20.0))
+        return float(10.0 ** ((SPEECH_LEVEL_DB - level_db) / 20.0))
 
     def frames(self, wav: np.ndarray) -> np.ndarray:
         wav = np.asarray(wav, dtype=np.float32)
         level = speech_level_db(wav)
-        g = self.gain(wav)
+        g = self.gain(level)
         x = wav * np.float32(g)
         fr = frame_signal(x, WIN)
         # log-mel

@@ -52,7 +52,12 @@ def _check_source(kind: str, model: str) -> str:
     from huggingface_hub import constants, try_to_load_from_cache
 
     for name in ("config.json", "preprocessor_config.json"):
-        if not isinstance(try_to_load_from_cache(model, name), str):
+        try:
+            cached = try_to_load_from_cache(model, name)
+        except ValueError:  # not a valid "org/name" repo id
+            raise UsageError(f"--model {model!r} is neither a directory nor a hub id like "
+                             f"{DEFAULT_MODELS[kind]}; give the model's directory") from None
+        if not isinstance(cached, str):
             raise MissingToolError(f"{kind} model {model} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
                                    f"and talkctl never downloads; {_how_to_get(kind, model)}")
     return model
