@@ -281,3 +281,51 @@ def test_interrupted_batch_resumes_where_it_stopped(tmp_path):
     assert batch_fakes.calls(root / "s2") == ["fake-a", "fake-a", "fake-b"]
     assert not list(root.rglob("*.partial"))
     assert _record(root)["state"] == "done"
+
+
+# ---- real stages on tiny generated clips ---------------------------------------------
+
+CPU_STAGES = ("extract-audio", "track", "parse")
+
+
+def built_cpu_prefix() -> str:
+    """The last of the CPU stages that is built with everything before it (skip if none)."""
+    from talkctl.pipeline import STAGE_BY_NAME
+
+    last = None
+    for name in CPU_STAGES:
+        if not STAGE_BY_NAME[name].built:
+            break
+        last = name
+    if last is None:
+        pytest.skip("extract-audio is not built yet")
+    return last
+
+
+@pytest.fixture(scope="session")
+def tiny_clips(tmp_path_factory):
+    """Two generated talking subjects (1 s, 128x128) and a manifest naming them."""
+    from talkctl.synthetic import make_subject
+
+    d = tmp_path_factory.mktemp("batch_clips")
+    for i, name in enumerate(("ann", "bob")):
+        make_subject(d, seconds=1.0, size=128, seed=10 + i, out_name=name)
+    m = d / "subjects.csv"
+    m.write_text("name,video\nann,ann.mp4\nbob,bob.mp4\n")
+    return m
+
+
+def test_real_stages_on_the_local_engine(tmp_path, tiny_clips, capsys):
+    last = built_cpu_prefix()
+    root = tmp_path / "root"
+    assert main(["batch", str(tiny_clips), "--root", str(root), "--preset", "tiny", "--to", last, "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["chain"][-1] == last and rec["state"] == "done"
+    for name in ("ann", "bob"):
+        assert rec["subjects"][name]["stages"]["extract-audio"]["status"] == "done"
+        with h5py.File(root / name / "audio.h5") as f:
+            assert f.attrs["n_frames"] == 25 and f["features"].shape[0] == 25
+    assert main(["batch", "status", str(root), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    for s in st["subjects"]:
+        assert all(r["state"] == "done" for r in s["stages"] if r["stage"] in rec["chain"])

@@ -11,7 +11,7 @@ ray = pytest.importorskip("ray")
 import batch_fakes  # noqa: E402
 from talkctl.cli import main  # noqa: E402
 
-from test_batch import _manifest, _record, _subjects, _videos  # noqa: E402
+from test_batch import _manifest, _record, _subjects, _videos, built_cpu_prefix, tiny_clips  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,16 @@ def test_ray_engine_refuses_a_root_its_workers_cannot_see(tmp_path, local_ray, m
     with pytest.raises(UsageError, match="not visible to Ray workers"):
         eng.start(None, tmp_path)
     assert _probe(str(tmp_path / "nothing"))[1] is None
+
+
+def test_real_stages_on_ray_equal_the_local_engine(tmp_path, tiny_clips, local_ray, capsys):
+    from talkctl.batch.compare import compare_roots
+
+    last = built_cpu_prefix()
+    for engine in ("local", "ray"):
+        rc = main(["batch", str(tiny_clips), "--root", str(tmp_path / engine), "--preset", "tiny", "--to", last,
+                   "--engine", engine, "-q"])
+        assert rc == 0, capsys.readouterr().err
+    assert _record(tmp_path / "ray")["engine"] == "ray"
+    assert len(list((tmp_path / "ray").glob("*/audio.h5"))) == 2
+    assert compare_roots(tmp_path / "local", tmp_path / "ray") == []

@@ -109,8 +109,14 @@ class RayEngine:
 
         gpu = task.resources == "gpu" and self.gpus >= 1
         task = replace(task, device="cuda" if gpu else "cpu")
+        opts = {}
+        if self._setup is not None:
+            # Ray reuses worker processes: workers that ran a set-up hook get a runtime env
+            # of their own, so they never serve plain tasks (and vice versa).
+            tag = f"{getattr(self._setup, '__module__', '?')}.{getattr(self._setup, '__qualname__', '?')}"
+            opts["runtime_env"] = {"env_vars": {"TALKCTL_BATCH_SETUP": tag}}
         ref = self._fn.options(num_cpus=1, num_gpus=1 if gpu else 0, max_retries=0,
-                               name=f"{task.subject}:{task.stage}").remote(task, self._setup)
+                               name=f"{task.subject}:{task.stage}", **opts).remote(task, self._setup)
         self._refs[ref] = task
 
     def poll(self, timeout: float) -> list[Outcome]:
