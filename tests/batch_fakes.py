@@ -43,7 +43,7 @@ def run_a(ctx, cfg):
 
 
 def run_b(ctx, cfg):
-    _note(ctx, "fake-b")
+    _note(ctx, f"fake-b {ctx.device} [{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}]")
     with ctx.read("fake_a") as f:
         value = float(f["value"][0])
     with ctx.write("fake_b") as f:
@@ -75,6 +75,16 @@ def install():
     sys.modules["batch_fake_b"] = _module(run_b)
     for obj, attr, value in patches():
         setattr(obj, attr, value)
+
+
+def install_fake_gpus():
+    """install(), and let "cuda" through resolve_device on a machine without GPUs, so the
+    local engine's GPU pinning can be checked here (fake-b notes its device and
+    CUDA_VISIBLE_DEVICES)."""
+    from talkctl import pipeline
+
+    install()
+    pipeline.resolve_device = lambda device: device
 
 
 def calls(run: Path) -> list[str]:

@@ -208,9 +208,25 @@ def test_second_batch_on_the_same_root_is_refused(tmp_path, fakes, capsys):
 
 
 def _start_fake_batch(m: Path, root: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]), "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.Popen([sys.executable, "-c", "import batch_fakes; batch_fakes.main()", str(m), str(root), "2"],
-                            cwd=REPO, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]), "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONFAULTHANDLER": "1"}
+    log = open(m.parent / f"batch-{time.time_ns()}.log", "w")
+    proc = subprocess.Popen([sys.executable, "-c", "import batch_fakes; batch_fakes.main()", str(m), str(root), "2"],
+                            cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_path = Path(log.name)
+    log.close()
+    return proc
+
+
+def _finish(proc: subprocess.Popen, seconds: float = 90) -> str:
+    """Wait for the batch; on a hang, dump its driver's stacks (faulthandler) and fail."""
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)
+        proc.wait(timeout=10)
+        raise AssertionError(f"batch hung: {proc.log_path.read_text()[-4000:]}")
+    return proc.log_path.read_text()
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> str:
@@ -219,7 +235,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> str:
         if path.exists() and path.read_text():
             return path.read_text()
         if proc.poll() is not None:
-            raise AssertionError(f"batch ended early: {proc.communicate()}")
+            raise AssertionError(f"batch ended early: {proc.log_path.read_text()}")
         time.sleep(0.05)
     raise AssertionError(f"{path} never appeared")
 
@@ -234,7 +250,7 @@ def test_worker_killed_mid_stage_reruns_the_stage_and_others_finish(tmp_path):
         assert (root / "s1" / "a.h5.partial").exists()  # killed while writing
         (root / "s1" / "fake-a.pid").unlink()
         os.kill(pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=90)
+        err = _finish(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -274,13 +290,39 @@ def test_interrupted_batch_resumes_where_it_stopped(tmp_path):
     # the rerun (s2 without the long sleep) does only the missing work
     m = _manifest(tmp_path, _subjects(v), "m.toml")
     proc = _start_fake_batch(m, root)
-    out, err = proc.communicate(timeout=90)
+    err = _finish(proc)
     assert proc.returncode == 0, err
     assert batch_fakes.calls(root / "s0") == ["fake-a", "fake-b"]
     assert batch_fakes.calls(root / "s1") == ["fake-a", "fake-b"]
     assert batch_fakes.calls(root / "s2") == ["fake-a", "fake-a", "fake-b"]
     assert not list(root.rglob("*.partial"))
     assert _record(root)["state"] == "done"
+
+
+def test_gpu_stages_go_to_one_pinned_worker_per_gpu(tmp_path, monkeypatch):
+    """--gpus 2 on this CPU machine: GPU-class stages run on the two GPU workers (device cuda,
+    CUDA_VISIBLE_DEVICES 0 or 1), CPU-class stages on the CPU pool with CUDA hidden."""
+    from talkctl.batch import make_engine, prepare, run_batch, tasks
+
+    for obj, attr, value in batch_fakes.patches():
+        monkeypatch.setattr(obj, attr, value)
+    monkeypatch.setitem(sys.modules, "batch_fake_a", batch_fakes._module(batch_fakes.run_a))
+    monkeypatch.setitem(sys.modules, "batch_fake_b", batch_fakes._module(batch_fakes.run_b))
+    monkeypatch.setattr(tasks, "GPU_STAGES", frozenset({"fake-b"}))
+    v = _videos(tmp_path, 3)
+    manifest, names = prepare(_manifest(tmp_path, _subjects(v)))
+    engine = make_engine("local", workers=1, gpus=2)
+    assert "2 GPU worker(s)" in engine.describe()
+    rec = run_batch(manifest, tmp_path / "root", engine, names, setup=batch_fakes.install_fake_gpus)
+    assert rec["state"] == "done"
+    lines = [ln.split() for n in ("s0", "s1", "s2") for ln in (tmp_path / "root" / n / "calls.txt").read_text().splitlines()]
+    cpu = {ln[1] for ln in lines if ln[0] == "fake-a"}
+    gpu = [(ln[1], ln[2], ln[3]) for ln in lines if ln[0] == "fake-b"]
+    assert len(cpu) == 1  # one CPU worker did every fake-a
+    assert {(dev, vis) for dev, vis, _ in gpu} <= {("cuda", "[0]"), ("cuda", "[1]")} and len(gpu) == 3
+    assert not cpu & {pid for _, _, pid in gpu}
+    assert {s["stages"]["fake-b"]["device"] for s in rec["subjects"].values()} == {"cuda"}
+    assert {s["stages"]["fake-a"]["device"] for s in rec["subjects"].values()} == {"cpu"}
 
 
 # ---- real stages on tiny generated clips ---------------------------------------------
