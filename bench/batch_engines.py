@@ -1,0 +1,122 @@
+"""Wall time of `talkctl batch` with the local engine and with a local Ray instance, on the
+three shared clips at the `tiny` preset, and whether both engines give equal artifacts.
+
+    python bench/batch_engines.py [--to STAGE] [--workers 2] [--work DIR]
+
+--to defaults to the last stage of the chain that is built (with everything before it).
+Each engine starts from an empty root, through the real CLI in a subprocess (`python -m
+talkctl batch ...`), so the times are what a user sees, Ray's start-up included.
+Prints a table; writes bench/results/batch_engines.json (one run per engine: the runs
+take minutes; medians would need repeats this machine cannot afford).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT.parent / "shared"))
+CLIPS = {"french": "data/video/french_50s.mp4", "german": "data/video/german_20s.mp4",
+         "grid": "data/video/grid_s1_180s.mp4"}
+
+
+def last_built() -> str:
+    from talkctl.pipeline import CHAIN, STAGE_BY_NAME
+
+    last = None
+    for name in CHAIN:
+        if not STAGE_BY_NAME[name].built:
+            break
+        last = name
+    if last is None:
+        sys.exit("no stage is built yet")
+    return last
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:
+        ray_version = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "ray": ray_version,
+            "platform": platform.platform(), "load_average_1m_before": os.getloadavg()[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--to", default=None)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--engines", default="local,ray")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/talkctl-bench-batch"))
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "batch_engines.json")
+    args = ap.parse_args()
+    to = args.to or last_built()
+    missing = [p for p in CLIPS.values() if not (SHARED / p).exists()]
+    if missing:
+        sys.exit(f"needs the shared clips under {SHARED}: missing {missing}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    manifest = args.work / "three_clips.toml"
+    manifest.write_text("".join(f'[[subject]]\nname = "{n}"\nvideo = "{SHARED / p}"\n\n' for n, p in CLIPS.items()))
+    info = machine()
+    rows = []
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    for engine in args.engines.split(","):
+        root = args.work / engine
+        shutil.rmtree(root, ignore_errors=True)
+        cmd = [sys.executable, "-m", "talkctl", "batch", str(manifest), "--root", str(root), "--preset", "tiny",
+               "--to", to, "--engine", engine, "--workers", str(args.workers), "--json"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        record = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        subjects = record.get("subjects", {})
+        rows.append({"engine": engine, "wall_s": round(wall, 2), "rc": proc.returncode,
+                     "subjects": {n: {"status": s["status"], "error": s["error"],
+                                      "stages": {k: v.get("seconds") for k, v in s["stages"].items()}}
+                                  for n, s in subjects.items()},
+                     "stderr_tail": proc.stderr[-400:] if proc.returncode else ""})
+        print(f"{engine}: rc {proc.returncode}, wall {wall:.1f} s", flush=True)
+    equal = None
+    if len(rows) == 2 and all(r["rc"] == 0 for r in rows):
+        from talkctl.batch.compare import compare_roots
+
+        diffs = compare_roots(args.work / rows[0]["engine"], args.work / rows[1]["engine"])
+        equal = not diffs
+    else:
+        diffs = ["not compared: an engine failed"]
+    info["load_average_1m_after"] = os.getloadavg()[0]
+    print(f"\nthree shared clips, preset tiny, chain extract-audio..{to}, {args.workers} workers")
+    print(f"machine: {info['cpu']}, {info['cores']} cores, load avg {info['load_average_1m_before']:.1f} -> "
+          f"{info['load_average_1m_after']:.1f} (shared with other work)")
+    print(f"{'engine':8} {'wall s':>8}  per-subject stage seconds")
+    for r in rows:
+        per = "; ".join(f"{n}: " + ", ".join(f"{k} {v:.1f}" for k, v in s["stages"].items() if v is not None)
+                        for n, s in r["subjects"].items())
+        print(f"{r['engine']:8} {r['wall_s']:8.1f}  {per}")
+    print(f"artifacts equal (HDF5 datasets + fingerprints): {equal}" + ("" if equal else f" {diffs[:5]}"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"benchmark": "talkctl batch: local vs Ray engine", "chain_to": to, "preset": "tiny",
+                                    "workers": args.workers, "clips": CLIPS, "machine": info, "runs": rows,
+                                    "artifacts_equal": equal, "differences": diffs[:20]}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
