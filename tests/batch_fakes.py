@@ -95,13 +95,13 @@ def calls(run: Path) -> list[str]:
 
 
 def main(argv=None):
-    """`python -c 'import batch_fakes; batch_fakes.main()' MANIFEST ROOT [WORKERS]`: a batch
-    on the fake stages in this process (tests kill it, or its workers, from outside)."""
-    from talkctl.batch import make_engine, prepare, run_batch
+    """`python -c 'import batch_fakes; batch_fakes.main()' batch MANIFEST --root ROOT ...`: the
+    real `talkctl` CLI with the fake stages here and in its workers (tests kill it, or its
+    workers, from outside)."""
+    from talkctl.batch.local import LocalEngine
+    from talkctl.cli import main as cli_main
 
-    argv = sys.argv[1:] if argv is None else argv
     install()
-    manifest, names = prepare(argv[0])
-    engine = make_engine("local", workers=int(argv[2]) if len(argv) > 2 else 2, gpus=0)
-    record = run_batch(manifest, argv[1], engine, names, setup=install)
-    sys.exit(0 if record["state"] == "done" else 5)
+    start = LocalEngine.start
+    LocalEngine.start = lambda self, setup=None, root=None: start(self, install, root)
+    sys.exit(cli_main(sys.argv[1:] if argv is None else argv))

@@ -211,11 +211,22 @@ def _start_fake_batch(m: Path, root: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]), "OMP_WAIT_POLICY": "PASSIVE",
            "PYTHONFAULTHANDLER": "1"}
     log = open(m.parent / f"batch-{time.time_ns()}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-c", "import batch_fakes; batch_fakes.main()", str(m), str(root), "2"],
+    proc = subprocess.Popen([sys.executable, "-c", "import batch_fakes; batch_fakes.main()", "batch", str(m),
+                             "--root", str(root), "--workers", "2", "-q"],
                             cwd=REPO, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     proc.log_path = Path(log.name)
     log.close()
     return proc
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper counts as gone)."""
+    time.sleep(0.2)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _finish(proc: subprocess.Popen, seconds: float = 90) -> str:
@@ -281,6 +292,7 @@ def test_interrupted_batch_resumes_where_it_stopped(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(0.2)  # workers die with their parent (PDEATHSIG)
+    assert not _alive(int((root / "s2" / "fake-a.pid").read_text()))
     assert (root / "s2" / "a.h5.partial").exists() and not (root / "s2" / "a.h5").exists()
     st = subprocess.run([sys.executable, "-m", "talkctl", "batch", "status", str(root), "--json"], cwd=REPO,
                         capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
@@ -371,3 +383,23 @@ def test_real_stages_on_the_local_engine(tmp_path, tiny_clips, capsys):
     st = json.loads(capsys.readouterr().out)
     for s in st["subjects"]:
         assert all(r["state"] == "done" for r in s["stages"] if r["stage"] in rec["chain"])
+
+
+def test_ctrl_c_stops_the_batch_cleanly(tmp_path):
+    v = _videos(tmp_path, 2)
+    m = _manifest(tmp_path, _subjects(v, {"s1": ["[subject.config.fake-a]", "sleep = 20.0"]}))
+    root = tmp_path / "root"
+    proc = _start_fake_batch(m, root)
+    try:
+        pid = int(_wait_for(root / "s1" / "fake-a.pid", proc))
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+        err = _finish(proc, 30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not _alive(pid)
+    assert not list(root.rglob("*.partial"))
+    rec = _record(root)
+    assert rec["state"] == "interrupted" and rec["subjects"]["s1"]["status"] == "interrupted"

@@ -42,23 +42,23 @@ def _worker_main(conn, env: dict, setup: Callable | None) -> None:
     _die_with_parent()
     # terminate() -> KeyboardInterrupt in the stage, whose atomic writer removes its .partial
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    if setup is not None:
-        setup()
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        try:
+    try:
+        if setup is not None:
+            setup()
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                return
+            if task is None:
+                return
             result = execute(task)
-        except KeyboardInterrupt:
-            return
-        try:
-            conn.send(result)
-        except (BrokenPipeError, OSError):
-            return
+            try:
+                conn.send(result)
+            except (BrokenPipeError, OSError):
+                return
+    except KeyboardInterrupt:
+        return  # Ctrl-C reaches the whole process group: the driver reports it, quietly here
 
 
 class _Worker:
