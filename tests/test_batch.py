@@ -358,12 +358,12 @@ def built_cpu_prefix() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_clips(tmp_path_factory):
-    """Two generated talking subjects (1 s, 128x128) and a manifest naming them."""
+    """Two generated talking subjects (1.5 s, 128x128) and a manifest naming them."""
     from talkctl.synthetic import make_subject
 
     d = tmp_path_factory.mktemp("batch_clips")
     for i, name in enumerate(("ann", "bob")):
-        make_subject(d, seconds=1.0, size=128, seed=10 + i, out_name=name)
+        make_subject(d, seconds=1.5, size=128, seed=10 + i, out_name=name)
     m = d / "subjects.csv"
     m.write_text("name,video\nann,ann.mp4\nbob,bob.mp4\n")
     return m
@@ -378,7 +378,7 @@ def test_real_stages_on_the_local_engine(tmp_path, tiny_clips, capsys):
     for name in ("ann", "bob"):
         assert rec["subjects"][name]["stages"]["extract-audio"]["status"] == "done"
         with h5py.File(root / name / "audio.h5") as f:
-            assert f.attrs["n_frames"] == 25 and f["features"].shape[0] == 25
+            assert f.attrs["n_frames"] == 37 and f["features"].shape[0] == 37
     assert main(["batch", "status", str(root), "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     for s in st["subjects"]:
