@@ -378,7 +378,7 @@ def test_real_stages_on_the_local_engine(tmp_path, tiny_clips, capsys):
     for name in ("ann", "bob"):
         assert rec["subjects"][name]["stages"]["extract-audio"]["status"] == "done"
         with h5py.File(root / name / "audio.h5") as f:
-            assert f.attrs["n_frames"] == 37 and f["features"].shape[0] == 37
+            assert f.attrs["n_frames"] == 38 and f["features"].shape[0] == 38
     assert main(["batch", "status", str(root), "--json"]) == 0
     st = json.loads(capsys.readouterr().out)
     for s in st["subjects"]:
