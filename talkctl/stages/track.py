@@ -54,6 +54,11 @@ PRESETS = {"tiny": {"size": 128, "keyframes": 30}, "fast": {}, "paper": {"keyfra
 NON_SEMANTIC = {"preview", "gzip_level"}
 
 
+def resolve(cfg: dict, device: str) -> dict:
+    """Fingerprint the landmark backend "auto" picks here (its landmarks differ), not "auto"."""
+    return {**cfg, "landmarks": select("landmarks", cfg.get("landmarks") or "auto", device).name}
+
+
 def _subject_boxes(samples: list[list[tuple]]) -> tuple[np.ndarray, int, np.ndarray]:
     """The subject's box in each sample that saw a face: the largest, most central face, then
     in every sample the face nearest to its median position. Returns (boxes, samples with more
