@@ -90,6 +90,12 @@ def test_rerun_is_up_to_date_and_json_goes_to_stdout(bump_run, clips, capsys):
     rc = main(["track", str(clips["bump"]), "--run", str(bump_run), "--size", "192", "--json"])
     out = capsys.readouterr().out
     assert rc == 0 and json.loads(out)["status"] == "up to date"
+    # --preview on an up-to-date run draws the sheet from the artifacts without tracking again
+    png = bump_run / "track_preview.png"
+    png.unlink()
+    rc = main(["track", str(clips["bump"]), "--run", str(bump_run), "--size", "192", "--preview", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["status"] == "up to date" and summary["preview"] == str(png) and png.exists()
 
 
 def test_no_face_fails_with_one_line_and_writes_nothing(tmp_path, capsys):
@@ -153,6 +159,18 @@ def test_tiny_video_is_upscaled_with_a_warning_and_a_too_small_one_refused(tmp_p
     err = capsys.readouterr().err.strip()
     assert rc in (2, 5) and len(err.splitlines()) == 1  # too small for a crop, or no face found in it
     assert _no_outputs(tmp_path / "run2")
+
+
+def test_audio_file_is_refused(tmp_path, capsys):
+    from talkctl.media import ffmpeg_exe
+
+    wav = tmp_path / "speech.wav"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=2", str(wav)],
+                   check=True)
+    rc = main(["track", str(wav), "--run", str(tmp_path / "run"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "has no video stream" in err and len(err.splitlines()) == 1
+    assert _no_outputs(tmp_path / "run")
 
 
 def test_too_short_clip_is_refused(tmp_path, capsys):

@@ -279,13 +279,20 @@ def reprojection_errors(R, t, X, uv, K) -> np.ndarray:
 
 
 def fit_head_pose(lm2d: np.ndarray, lm3d: np.ndarray, valid: np.ndarray, rigid, eye_outer, chin, size: int, *,
-                  keyframes: int = 80, fov_deg: float = 24.0, smooth_sigma: float = 1.0, log=None) -> HeadPose:
-    """lm2d (T,L,2) px (gaps already filled), lm3d (T,L,3), valid (T,) -> HeadPose."""
+                  nose_tip: int | None = None, keyframes: int = 80, fov_deg: float = 24.0, smooth_sigma: float = 1.0,
+                  log=None) -> HeadPose:
+    """lm2d (T,L,2) px (gaps already filled), lm3d (T,L,3), valid (T,) -> HeadPose.
+
+    nose_tip: index of a point that sticks out towards the camera; when the backend's depth
+    has the opposite sign convention (the nose behind the eyes), the initial depth is mirrored.
+    """
     rigid = np.asarray(rigid)
     T = len(lm2d)
     keys = keyframe_indices(valid, keyframes)
     # 1-2: initial shape in canonical space
     shape = mean_shape(lm3d[keys].astype(np.float64), rigid)
+    if nose_tip is not None and shape[nose_tip, 2] > shape[list(eye_outer), 2].mean():
+        shape[:, 2] *= -1  # depth convention "larger = closer": make it "larger = farther"
     s, Q, o = canonical_frame(shape, eye_outer, chin)
     shape = s * (shape - o) @ Q.T
     f0 = focal_from_fov(fov_deg, size)
