@@ -83,8 +83,8 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "intrinsics": "(3, 3) float32: pinhole K in crop pixels, principal point (S/2, S/2)",
             "canonical_shape": "(L, 3) float32: the face's landmarks in canonical head space: x towards "
                                "image right of a frontal view, y down (to the chin), z into the head; origin "
-                               "~ head centre (eye line, ~7.5 cm behind the eyes); outer eye corners 0.65 "
-                               "apart (1 unit ~ 14 cm): the head fits in [-1, 1]^3",
+                               "~ head centre (just below the eye line, ~7.5 cm behind the eyes); outer eye corners 0.62 "
+                               "apart (1 unit ~ 14.5 cm): the head fits in [-1, 1]^3",
             "reproj_error": "(T,) float32: mean reprojection error of the rigid landmarks, px",
             "blink": "(T,) float32: eye closedness, 0 = open as usual, 1 = closed (per-subject normalised)",
             "eye_area": "(T,) float32: area of both eye contours / face-oval area (raw)",

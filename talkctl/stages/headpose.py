@@ -20,12 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Canonical head space: outer eye corners 0.65 apart (about 9 cm on an adult, so 1 unit is
-# about 14 cm: the face spans ~1.3 from hairline to chin and the whole head fits in [-1, 1]^3);
-# origin on the eye line (about half of the crown-to-chin height) and 0.54 units (~7.5 cm)
-# behind the outer eye corners, near the centre of the skull.
-EYE_CORNER_DISTANCE = 0.65
-CENTRE_BEHIND_EYES = 0.54
+# Canonical head space: outer eye corners 0.62 apart (about 9 cm on an adult, so 1 unit is
+# about 14.5 cm: the face spans ~1.2 from hairline to chin); origin 0.05 below the eye line
+# (the eyes are near half of the crown-to-chin height; the open jaw needs the room below) and
+# 0.52 units (~7.5 cm) behind the outer eye corners, near the centre of the skull. Then the
+# crown is at y ~ -0.9, the open chin at y ~ +0.95, the nose tip at z ~ -0.85 and the back of
+# the head at z ~ +0.7: the head fits in [-1, 1]^3.
+EYE_CORNER_DISTANCE = 0.62
+CENTRE_BELOW_EYES = 0.05
+CENTRE_BEHIND_EYES = 0.52
 
 
 @dataclass
@@ -93,7 +96,7 @@ def mean_shape(points: np.ndarray, rigid: np.ndarray, iterations: int = 3) -> np
 def canonical_frame(shape: np.ndarray, eye_outer: tuple[int, int], chin: int) -> tuple[float, np.ndarray, np.ndarray]:
     """(s, Q, o) such that X_canonical = s * Q @ (X - o): x from the right to the left outer
     eye corner (image right for a frontal face), y towards the chin, z = x cross y (into the
-    head, away from a frontal camera); origin at the head centre; eye corners 0.65 apart."""
+    head, away from a frontal camera); origin at the head centre; eye corners 0.62 apart."""
     right, left = shape[eye_outer[0]], shape[eye_outer[1]]
     x = left - right
     dist = np.linalg.norm(x)
@@ -105,7 +108,7 @@ def canonical_frame(shape: np.ndarray, eye_outer: tuple[int, int], chin: int) ->
     z = np.cross(x, y)
     Q = np.stack([x, y, z])
     s = EYE_CORNER_DISTANCE / dist
-    o = mid + (CENTRE_BEHIND_EYES / s) * z
+    o = mid + (CENTRE_BEHIND_EYES * z + CENTRE_BELOW_EYES * y) / s
     return s, Q, o
 
 
