@@ -119,6 +119,19 @@ def test_face_leaving_the_picture_for_two_seconds_fails_with_the_time_range(tmp_
     assert _no_outputs(run)
 
 
+def test_a_short_gap_is_interpolated_and_flagged(tmp_path):
+    video = fx.face_clip(tmp_path / "gap.mp4", n=100, width=160, height=160, visible=lambda i: not 40 <= i < 48)
+    run = tmp_path / "run"
+    assert main(["track", str(video), "--run", str(run), "--size", "128", "-q"]) == 0
+    with h5py.File(run / "track.h5", "r") as f:
+        valid = f["valid"][:]
+        lm = f["landmarks2d"][:]
+    assert (~valid).sum() >= 6 and not valid[42:46].any() and valid[:38].all() and valid[50:].all()
+    assert np.isfinite(lm).all()
+    # interpolated landmarks lie between their neighbours
+    assert np.abs(lm[44] - (lm[38] + lm[50]) / 2).max() < 0.2 * 128
+
+
 def test_two_faces_track_the_largest_one_with_a_warning(tmp_path, capsys):
     video = fx.face_clip(tmp_path / "two.mp4", n=30, width=384, height=216, two_faces=True)
     run = tmp_path / "run"

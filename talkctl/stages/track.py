@@ -11,10 +11,12 @@ head pose, intrinsics, blink, mouth opening, lip and face boxes).
 4. Head pose by bundle adjustment + PnP (headpose.py), per-frame features (face_features.py).
 
 Decisions: a second face in the picture is not an error: the subject is the largest, most
-central face of the crop pass, followed frame to frame by position, and a warning says how
-often another face was seen. A gap longer than `max_gap_s` (default 0.5 s) or more than
-`max_missing` (10 %) of frames without a face fails: those frames cannot train a head, and
-the user should trim them (the error lists the time ranges).
+central face of the crop pass, followed frame to frame by position (a face that jumps more
+than 0.3 x the crop is someone else), and a warning says how often another face was seen.
+Gaps without a face up to `max_gap_s` (1 s) are interpolated and flagged valid=False, so
+training can skip them; a longer gap or more than `max_missing` (10 %) of frames without a
+face fails: those frames cannot train a head, and the user should trim them (the error
+lists the time ranges).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ DEFAULTS = {
     "sample_every": 10,       # crop pass: every n-th frame (at 25 fps)
     "min_seconds": 1.0,       # shorter clips are refused
     "min_crop_px": 64,        # a crop smaller than this in source pixels is refused (too little detail)
-    "max_gap_s": 0.5,         # longest run of frames without a face that is interpolated
+    "max_gap_s": 1.0,         # longest run of frames without a face that is interpolated
     "max_missing": 0.1,       # largest fraction of frames without a face
     "keyframes": 80,          # frames in the bundle adjustment
     "fov_deg": 24.0,          # prior on the camera's field of view (weak: the fit refines it)
@@ -94,10 +96,13 @@ def crop_pass(video, width: int, height: int, detector, cfg: dict, log) -> dict:
     return {"boxes": boxes, "samples": len(samples), "with_face": n_face, "multi": multi, "centre": centre}
 
 
-def _pick_face(faces: list[np.ndarray], near: np.ndarray) -> np.ndarray:
-    if len(faces) == 1:
-        return faces[0]
-    return min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(0) - near)))
+def _pick_face(faces: list[np.ndarray], near: np.ndarray, max_jump: float | None) -> np.ndarray | None:
+    """The face nearest to where the subject was; with other people in the picture, a face
+    farther than max_jump px is someone else (the subject is then missing in this frame)."""
+    face = min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(0) - near)))
+    if max_jump is not None and np.linalg.norm(face[:, :2].mean(0) - near) > max_jump:
+        return None
+    return face
 
 
 def run(ctx, cfg: dict) -> dict:
@@ -175,12 +180,10 @@ def run(ctx, cfg: dict) -> dict:
                 for i, frame in enumerate(stream):
                     pending.append((i, pool.submit(zlib.compress, frame, int(cfg["gzip_level"]))))
                     faces = det.faces(frame)
-                    if faces:
-                        face = _pick_face(faces, near)
+                    face = _pick_face(faces, near, 0.3 * size if two_faces else None) if faces else None
+                    if face is not None:
                         near = face[:, :2].mean(0)
-                        lms.append(face)
-                    else:
-                        lms.append(None)
+                    lms.append(face)
                     flush(keep=6)
                     task.advance(1)
             flush(keep=0)
