@@ -276,13 +276,16 @@ def test_worker_killed_mid_stage_reruns_the_stage_and_others_finish(tmp_path):
         assert f["series"].shape == (1000,)
 
 
-def test_interrupted_batch_resumes_where_it_stopped(tmp_path):
+def test_interrupted_batch_resumes_where_it_stopped(tmp_path, fakes, capsys):
     v = _videos(tmp_path, 3)
     m = _manifest(tmp_path, _subjects(v, {"s2": ["[subject.config.fake-a]", "sleep = 20.0"]}))
     root = tmp_path / "root"
     proc = _start_fake_batch(m, root)
     try:
         _wait_for(root / "s2" / "fake-a.pid", proc)
+        # a second batch on the same root, from another process, is refused while this one runs
+        assert main(["batch", str(m), "--root", str(root)]) == 6
+        assert f"batch root {root} is in use by `talkctl batch {m}` (pid {proc.pid})" in capsys.readouterr().err
         t = time.time()
         while time.time() - t < 30 and _record(root)["subjects"]["s1"]["status"] != "done":
             time.sleep(0.05)

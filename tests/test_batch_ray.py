@@ -84,3 +84,31 @@ def test_real_stages_on_ray_equal_the_local_engine(tmp_path, tiny_clips, local_r
     assert _record(tmp_path / "ray")["engine"] == "ray"
     assert len(list((tmp_path / "ray").glob("*/audio.h5"))) == 2
     assert compare_roots(tmp_path / "local", tmp_path / "ray") == []
+
+
+def test_ray_worker_killed_mid_stage_is_retried(tmp_path, ray_fakes):
+    """Ray reports the dead worker; the driver reruns the stage, as with the local engine."""
+    import os
+    import signal
+    import threading
+    import time
+
+    v = _videos(tmp_path, 2)
+    m = _manifest(tmp_path, _subjects(v, {"s1": ["[subject.config.fake-a]", "sleep = 3.0"]}))
+    root = tmp_path / "root"
+    rc = []
+    t = threading.Thread(target=lambda: rc.append(main(["batch", str(m), "--root", str(root), "--engine", "ray", "-q"])))
+    t.start()
+    pid_file = root / "s1" / "fake-a.pid"
+    deadline = time.time() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    os.kill(pid, signal.SIGKILL)
+    t.join(timeout=90)
+    assert rc == [0]
+    rec = _record(root)
+    assert rec["subjects"]["s1"]["stages"]["fake-a"]["attempts"] == 2
+    assert int(pid_file.read_text()) != pid
+    assert not list(root.rglob("*.partial"))
