@@ -2,7 +2,6 @@
 the same artifacts. Skipped when Ray (the `ray` extra) is not installed."""
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
