@@ -11,7 +11,7 @@ TOML:
     audios = ["speech.wav"]          # optional: new audio to render after training
     preset = "fast"                  # optional per-subject preset
     size = 512                       # shorthands (see SHORTHANDS): size, landmarks, parsing,
-    rasterizer = "torch"             #   extractor, rasterizer
+    rasterizer = "torch"             #   extractor, rasterizer, hashgrid
     [subject.config.train-deform]    # any stage setting, as in a --config file
     iterations = 500
 
@@ -41,6 +41,7 @@ SHORTHANDS: dict[str, tuple[str, ...]] = {
     "parsing": ("parse",),
     "extractor": ("extract-audio",),
     "rasterizer": ("init-static", "train-deform", "train-torso", "render"),
+    "hashgrid": ("train-deform", "train-torso"),
 }
 SUBJECT_KEYS = {"name", "video", "audios", "preset", "config", *SHORTHANDS}
 TOP_KEYS = {"preset", "defaults", "subject"}
