@@ -149,6 +149,7 @@ def test_local_batch_runs_every_subject_and_reruns_only_missing_work(tmp_path, f
     # --from/--to as in `run`; --force reruns
     assert main(["batch", str(m), "--root", str(root), "--from", "fake-b", "--force", "-q"]) == 0
     assert fakes.calls(root / "s0") == ["fake-a", "fake-b", "fake-b"]
+    assert set(_record(root)["subjects"]["s0"]["stages"]) == {"fake-a", "fake-b"}  # fake-a's entry kept
 
 
 def test_a_failing_subject_is_recorded_and_the_others_finish(tmp_path, fakes, capsys):

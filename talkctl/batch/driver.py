@@ -105,13 +105,15 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
         raise UsageError(f"--root {root} is a file; give a directory")
     root.mkdir(parents=True, exist_ok=True)
     with root_lock(root, holder):
+        previous = read_batch_file(root).get("subjects", {})
         states = []
         for s in manifest.subjects:
             run = RunDir(root / s.name, create=True)
             run.set_video(s.video)
             (run.path / PROGRESS_FILE).unlink(missing_ok=True)
-            states.append(SubjectState(s, run.path, list(names)))
-        previous = read_batch_file(root).get("subjects", {})
+            # keep what an earlier batch recorded for stages outside this --from/--to
+            kept = {k: v for k, v in previous.get(s.name, {}).get("stages", {}).items() if k not in names}
+            states.append(SubjectState(s, run.path, list(names), stages=kept))
         record = {"root": str(root), "manifest": str(manifest.path), "engine": engine.name,
                   "engine_detail": engine.describe(), "chain": names, "started": time.time(),
                   "finished": None, "state": "running",
