@@ -134,7 +134,10 @@ class LocalEngine:
                     w = slots[i] = _Worker(self._ctx, pool, self._env(pool), self._setup)
                 if w.task is None:
                     w.task = queue.popleft()
-                    w.conn.send(w.task)
+                    try:
+                        w.conn.send(w.task)
+                    except OSError:
+                        pass  # the worker just died: poll() reports it (and its task) via its sentinel
 
     def pending(self) -> int:
         return sum(len(q) for q in self._queues.values()) + sum(
