@@ -122,7 +122,7 @@ def batch_status_cmd(root: Annotated[Path, typer.Argument(help="The batch root (
             if worst is None:
                 cells.append("")
                 continue
-            secs = sum(r["seconds"] or 0 for r in rows)
+            secs = max((r["seconds"] or 0 for r in rows), default=0)  # each output records the whole stage's time
             c = state_colours.get(worst["state"], "white")
             cells.append(f"[{c}]{worst['state']}[/]" + (f" {secs:.1f} s" if worst["state"] == "done" and secs else ""))
         figs = "  ".join(f"{k} {v:.4g}" for k, v in list(s["eval"].items())[:4])

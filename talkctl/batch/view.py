@@ -15,7 +15,7 @@ def _clock(seconds: float) -> str:
 
 def _bar(completed, total, width: int = 20) -> str:
     if not total:
-        return "" if completed is None else f"{completed}"
+        return f"{completed}" if completed else "[dim]…[/]"
     frac = max(0.0, min(1.0, completed / total))
     filled = int(round(frac * width))
     return f"[cyan]{'━' * filled}[/][dim]{'━' * (width - filled)}[/] {completed}/{total}"
@@ -23,8 +23,9 @@ def _bar(completed, total, width: int = 20) -> str:
 
 def table(rows: list[dict], title: str = "") -> Table:
     t = Table(title=title or None, expand=False)
+    widths = {"status": 11, "stage": 22, "progress": 30, "": 16}  # steady columns while rows change
     for col in ("subject", "status", "stage", "progress", "", "elapsed"):
-        t.add_column(col)
+        t.add_column(col, min_width=widths.get(col))
     for r in rows:
         c = COLOURS.get(r["status"], "white")
         stage = ""
