@@ -402,7 +402,7 @@ def test_ctrl_c_stops_the_batch_cleanly(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert "interrupted" in err and "Traceback" not in err, err
     assert not _alive(pid)
     assert not list(root.rglob("*.partial"))
     rec = _record(root)

@@ -18,6 +18,7 @@ import ctypes
 import multiprocessing as mp
 import os
 import signal
+import threading
 from multiprocessing.connection import wait as mp_wait
 from typing import Callable
 
@@ -40,7 +41,10 @@ def _raise_interrupt(signum, frame):
 def _worker_main(conn, env: dict, setup: Callable | None) -> None:
     os.environ.update(env)
     _die_with_parent()
-    # terminate() -> KeyboardInterrupt in the stage, whose atomic writer removes its .partial
+    # Ctrl-C reaches the whole process group; the driver alone handles it and stops its
+    # workers with terminate() -> KeyboardInterrupt in the stage, whose atomic writer
+    # removes its .partial. (SIGINT is also ignored from birth: see _Worker.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if setup is not None:
@@ -58,7 +62,7 @@ def _worker_main(conn, env: dict, setup: Callable | None) -> None:
             except (BrokenPipeError, OSError):
                 return
     except KeyboardInterrupt:
-        return  # Ctrl-C reaches the whole process group: the driver reports it, quietly here
+        return  # stopped by the driver (SIGTERM): the stage has cleaned up
 
 
 class _Worker:
@@ -67,7 +71,15 @@ class _Worker:
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child, env, setup), daemon=True,
                                    name=f"talkctl-batch-{pool}")
-        self.process.start()
+        # A Ctrl-C while the child is still importing would print its traceback: start it
+        # with SIGINT ignored (the disposition survives spawn's exec).
+        ignore = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if ignore else None
+        try:
+            self.process.start()
+        finally:
+            if ignore:
+                signal.signal(signal.SIGINT, previous)
         child.close()
         self.task: StageTask | None = None
 
