@@ -8,16 +8,23 @@ For a pixel p and its depth-sorted list i = 1..n:
     out     = Σ_used alpha_i T_i f_i,   alpha_out = Σ_used alpha_i T_i = 1 - T_final
 f_i holds the colour and the camera depth, so depth is composited in the same pass.
 
-Speed notes (CPU): work is done on dense (units, pixels, list) blocks. sigma for all
-pairs is one matmul of per-pair quadratic coefficients (in unit-local coordinates,
-so float32 keeps its precision) with a fixed polynomial basis of the pixel
-positions; the backward reduces over pixels with the same basis. Masks are applied
-with `threshold`/`clamp` arithmetic rather than boolean indexing, which is several
-times slower in torch on CPU. Forward keeps alpha and T (two floats per pair) for
-the backward, never an (N, H, W) tensor.
-
 Backward, with g the output gradient at p and S_i = Σ_{k>i, used} alpha_k T_k (g·f_k):
     dL/dalpha_i = T_i (g·f_i) - S_i / (1 - alpha_i)     (alpha_out enters as a channel f = 1)
+then through alpha = o exp(-sigma) to the opacity, the conic and the 2D mean.
+
+How it is made fast on CPU (all of it plain torch, so it runs on CUDA too):
+- Work is done on dense (units, pixels, list-segment) blocks; units with similar list
+  lengths are batched together (see tiles.py).
+- Lists are walked in segments of `SEGMENT` Gaussians; a unit whose pixels have all
+  terminated (T <= 1e-4) is dropped from later segments, so opaque regions cost only
+  the Gaussians in front. The backward walks the segments in reverse, carrying S_i.
+- sigma for all pairs is one matmul of per-pair quadratic coefficients (in unit-local
+  coordinates, so float32 keeps its precision) with a fixed polynomial basis of the
+  pixel positions; the backward reduces over pixels with the same basis.
+- Masks are `threshold`/`clamp` arithmetic rather than boolean ops, several times
+  faster in torch on CPU; exp() arguments are clamped out of the denormal range.
+- Forward keeps alpha and T (two floats per evaluated pair) for the backward; memory
+  follows the Gaussian-unit overlaps, never N x H x W.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from .tiles import Binning
 _ALPHA_KEEP = float(torch.nextafter(torch.tensor(ALPHA_MIN, dtype=torch.float64),
                                     torch.tensor(0.0, dtype=torch.float64)))
 _NULL_LOGO = -1e4  # log-opacity of the padding Gaussian: exp(-1e4) = 0
+_SIGMA_CAP = 30.0  # exp(-30) << 1/255; keeps exp() away from denormals (10-30x slower on x86)
 
 
 def _basis(sub: int, dtype, device) -> Tensor:
@@ -44,137 +52,179 @@ def _basis(sub: int, dtype, device) -> Tensor:
 
 
 class _Pairs:
-    """Per-chunk gathered Gaussian parameters in unit-local coordinates, (U, L) each."""
+    """A chunk's Gaussian parameters, gathered per (unit, list slot), in unit-local coordinates."""
 
-    def __init__(self, b: Binning, units: Tensor, L: int, m_ext, con_ext, logo_ext):
+    def __init__(self, b: Binning, units: Tensor, L: int, packed: Tensor):
+        U = units.shape[0]
         ar = torch.arange(L, device=units.device)
-        cnt = b.counts[units]
         idx = b.offsets[units][:, None] + ar
-        idx = torch.where(ar < cnt[:, None], idx, b.n_pairs)  # past the end -> the null entry
-        self.g = b.gids[idx]
+        idx = torch.where(ar < b.counts[units][:, None], idx, b.n_pairs)  # pad -> null entry
+        self.g = b.gids.index_select(0, idx.reshape(-1)).reshape(U, L)
+        p = packed.index_select(0, self.g.reshape(-1)).reshape(U, L, -1)
         s = b.sub
-        ucx = (units % b.Uw).to(m_ext.dtype) * s + s / 2
-        ucy = (torch.div(units, b.Uw, rounding_mode="floor") % b.Uh).to(m_ext.dtype) * s + s / 2
-        m = m_ext[self.g]
-        self.mx = m[..., 0] - ucx[:, None]
-        self.my = m[..., 1] - ucy[:, None]
-        self.a, self.b, self.c = con_ext[self.g].unbind(-1)
-        self.logo = logo_ext[self.g]
-
-    def quad(self) -> Tensor:
-        """(U, 6, L) coefficients q with sigma - log(o) = q · basis(pixel)."""
-        a, b, c, mx, my = self.a, self.b, self.c, self.mx, self.my
-        amx_bmy = a * mx + b * my
-        bmx_cmy = b * mx + c * my
-        q0 = 0.5 * (mx * amx_bmy + my * bmx_cmy) - self.logo
-        return torch.stack([q0, -amx_bmy, -bmx_cmy, 0.5 * a, b, 0.5 * c], dim=1)
+        ucx = (units % b.Uw).to(p.dtype) * s + s / 2
+        ucy = (torch.div(units, b.Uw, rounding_mode="floor") % b.Uh).to(p.dtype) * s + s / 2
+        mx = p[..., 0] - ucx[:, None]
+        my = p[..., 1] - ucy[:, None]
+        a, bb, c, logo = p[..., 2], p[..., 3], p[..., 4], p[..., 5]
+        # geo (U, 6, L): a, b, c, mx, my, 1/o  (what the backward needs)
+        self.geo = torch.stack([a, bb, c, mx, my, torch.exp(-logo)], dim=1)
+        amx_bmy = a * mx + bb * my
+        bmx_cmy = bb * mx + c * my
+        q0 = 0.5 * (mx * amx_bmy + my * bmx_cmy) - logo
+        # quad (U, 6, L): sigma - log(o) = quad · [1, x, y, x², xy, y²]
+        self.quad = torch.stack([q0, -amx_bmy, -bmx_cmy, 0.5 * a, bb, 0.5 * c], dim=1)
+        self.Ft = p[..., 6:].transpose(1, 2).contiguous()  # (U, D + 1, L) features
 
 
-def _forward_chunk(pairs: _Pairs, B: Tensor, F_ext: Tensor):
-    sigma = torch.matmul(B, pairs.quad())  # (U, S, L), includes -log(o)
-    alpha = torch.exp(sigma.neg_()).clamp_(max=ALPHA_MAX)  # o * exp(-sigma), clamped
+def _rows(t: Tensor, active, l0: int, l1: int) -> Tensor:
+    """t[active, ..., l0:l1] without a copy when every unit is active."""
+    t = t[..., l0:l1]
+    return t if active is None else t.index_select(0, active)
+
+
+def _forward_segment(B, quad, Ft, T_prev):
+    """One list segment for A units -> (A, D+1, S) contribution, alpha, Te, T after."""
+    sigma = torch.matmul(B, quad)  # (A, S, Ls): sigma - log(o)
+    alpha = torch.exp(sigma.clamp_(max=_SIGMA_CAP).neg_()).clamp_(max=ALPHA_MAX)
     alpha = F.threshold(alpha, _ALPHA_KEEP, 0.0, inplace=True)
     one_m = torch.rsub(alpha, 1.0)
     T_in = torch.cumprod(one_m, dim=-1)  # transmittance after each Gaussian
-    # T before Gaussian i where it is used, 0 where compositing has stopped.
+    if T_prev is not None:
+        T_in.mul_(T_prev.unsqueeze(-1))
+    T_end = T_in[..., -1].clone()
+    # T before Gaussian i where it is used, 0 once compositing has stopped.
     Te = F.threshold(T_in, T_MIN, 0.0, inplace=True).div_(one_m)
     w = alpha * Te
-    out = torch.bmm(w, F_ext[pairs.g])  # (U, S, D + 1)
-    return out, alpha, Te
+    # (D+1, Ls) @ (Ls, S) per unit: the orientation MKL runs fast for small D.
+    return torch.bmm(Ft, w.transpose(1, 2)), alpha, Te, T_end
 
 
-def _backward_chunk(pairs: _Pairs, B: Tensor, F_ext: Tensor, alpha: Tensor, Te: Tensor, gO: Tensor):
-    """gO (U, S, D + 1) -> per-pair grads: (U, L, D + 1) features, (U, L, 6) [mx, my, a, b, c, o]."""
-    Fg = F_ext[pairs.g]  # (U, L, D + 1)
+def _backward_segment(B, geo, Ft, alpha, Te, gOt, tail):
+    """Reverse step for one segment. tail (A, S) = Σ over later segments of w (g·f).
+
+    Returns per-pair grads (A, Ls, D+1) features, (A, Ls, 6) [mx, my, a, b, c, o] and the
+    segment's own Σ w (g·f) to add to the tail."""
     w = alpha * Te
-    gf = torch.bmm(gO, Fg.transpose(1, 2))  # (U, S, L): g · f_i at each pixel
-    dF = torch.bmm(w.transpose(1, 2), gO)  # (U, L, D + 1)
-    wgf = w.mul_(gf)
-    csum = torch.cumsum(wgf, dim=-1)
-    suffix = csum[..., -1:] - csum  # Σ_{k>i} w_k (g·f_k)
+    gf = torch.bmm(gOt.transpose(1, 2), Ft)  # (A, S, Ls): g · f_i at each pixel
+    dFt = torch.bmm(gOt, w)  # (A, D + 1, Ls)
+    csum = torch.cumsum(w.mul_(gf), dim=-1)
+    seg_total = csum[..., -1].clone()
+    suffix = torch.rsub(csum, (seg_total + tail).unsqueeze(-1))  # Σ_{k>i} w_k (g·f_k)
     one_m = torch.rsub(alpha, 1.0)
     dalpha = gf.mul_(Te).sub_(suffix.div_(one_m))
     # Clamped alphas (== 0.999) have no gradient; alpha == 0 gives none either.
     alpha_act = F.threshold(alpha.neg(), -ALPHA_MAX, 0.0, inplace=True).neg_()
     dsa = dalpha.mul_(alpha_act)  # dL/d raw * raw = -dL/dsigma
-    mom = torch.matmul(B.t(), dsa)  # (U, 6, L): Σ_p dsa [1, x, y, x², xy, y²]
-    m1, mxx_, myy_, mx2, mxy, my2 = mom.unbind(1)
-    a, b, c, mx, my = pairs.a, pairs.b, pairs.c, pairs.mx, pairs.my
-    ex = mxx_ - mx * m1  # Σ dsa dx
-    ey = myy_ - my * m1  # Σ dsa dy
-    exx = mx2 - 2 * mx * mxx_ + mx * mx * m1  # Σ dsa dx²
-    exy = mxy - my * mxx_ - mx * myy_ + mx * my * m1
-    eyy = my2 - 2 * my * myy_ + my * my * m1
-    g_mx = a * ex + b * ey
-    g_my = b * ex + c * ey
-    g_a, g_b, g_c = -0.5 * exx, -exy, -0.5 * eyy
-    g_o = m1 * torch.exp(-pairs.logo)
-    return dF, torch.stack([g_mx, g_my, g_a, g_b, g_c, g_o], dim=-1)
+    m1, m_x, m_y, m_xx, m_xy, m_yy = torch.matmul(B.t(), dsa).unbind(1)  # Σ_p dsa·basis
+    a, b, c, mx, my, inv_o = geo.unbind(1)
+    ex = m_x - mx * m1  # Σ dsa dx
+    ey = m_y - my * m1  # Σ dsa dy
+    exx = m_xx - 2 * mx * m_x + mx * mx * m1  # Σ dsa dx²
+    exy = m_xy - my * m_x - mx * m_y + mx * my * m1
+    eyy = m_yy - 2 * my * m_y + my * my * m1
+    dgeo = torch.stack([a * ex + b * ey, b * ex + c * ey, -0.5 * exx, -exy, -0.5 * eyy,
+                        m1 * inv_o], dim=-1)
+    return dFt.transpose(1, 2), dgeo, seg_total
 
 
-def _extended(means2d, conics, opacities, feats):
-    """Flat per-Gaussian tensors with one extra null row (index G) used for padding."""
-    G, dev, dt = means2d.shape[0], means2d.device, means2d.dtype
-    m_ext = torch.cat([means2d, means2d.new_zeros(1, 2)])
-    con_ext = torch.cat([conics, conics.new_zeros(1, 3)])
+def _packed(means2d, conics, opacities, feats):
+    """(G + 1, 6 + D + 1) rows [mean x, y, conic a, b, c, log o, features, 1]; the last row
+    is a null Gaussian (zero opacity) that pads short lists."""
+    G = means2d.shape[0]
     logo = torch.log(opacities.clamp(min=1e-30))
-    logo_ext = torch.cat([logo, torch.full((1,), _NULL_LOGO, device=dev, dtype=dt)])
-    F_ext = torch.cat([feats, torch.ones(G, 1, device=dev, dtype=dt)], dim=1)
-    F_ext = torch.cat([F_ext, F_ext.new_zeros(1, F_ext.shape[1])])
-    return m_ext, con_ext, logo_ext, F_ext
+    rows = torch.cat([means2d, conics, logo[:, None], feats, feats.new_ones(G, 1)], dim=1)
+    null = rows.new_zeros(1, rows.shape[1])
+    null[0, 5] = _NULL_LOGO
+    return torch.cat([rows, null])
 
 
 def _units_to_image(x: Tensor, b: Binning) -> Tensor:
-    """(n_units, S, D) -> (C, H, W, D)."""
-    s, D = b.sub, x.shape[-1]
-    img = x.reshape(b.C, b.Uh, b.Uw, s, s, D).permute(0, 1, 3, 2, 4, 5)
+    """(n_units, D, S) -> (C, H, W, D)."""
+    s, D = b.sub, x.shape[1]
+    img = x.reshape(b.C, b.Uh, b.Uw, D, s, s).permute(0, 1, 4, 2, 5, 3)
     return img.reshape(b.C, b.Uh * s, b.Uw * s, D)[:, : b.H, : b.W]
 
 
 def _image_to_units(img: Tensor, b: Binning) -> Tensor:
-    """(C, H, W, D) -> (n_units, S, D), zero padded."""
+    """(C, H, W, D) -> (n_units, D, S), zero padded."""
     s, D = b.sub, img.shape[-1]
     pad = img.new_zeros(b.C, b.Uh * s, b.Uw * s, D)
     pad[:, : b.H, : b.W] = img
-    return pad.reshape(b.C, b.Uh, s, b.Uw, s, D).permute(0, 1, 3, 2, 4, 5).reshape(-1, s * s, D)
+    return pad.reshape(b.C, b.Uh, s, b.Uw, s, D).permute(0, 1, 3, 5, 2, 4).reshape(-1, D, s * s)
+
+
+def _forward_chunk(b: Binning, units: Tensor, L: int, packed: Tensor, B: Tensor):
+    pairs = _Pairs(b, units, L, packed)
+    U, S = units.shape[0], B.shape[0]
+    out = packed.new_zeros(U, pairs.Ft.shape[1], S)
+    T = None
+    active = None  # None = all units of the chunk
+    segments = []
+    for l0 in range(0, L, b.segment):
+        l1 = min(L, l0 + b.segment)
+        if T is not None:
+            alive = torch.nonzero(T.amax(-1) > T_MIN).squeeze(1)
+            if alive.numel() == 0:
+                break
+            if alive.numel() < T.shape[0]:
+                active = alive if active is None else active.index_select(0, alive)
+                T = T.index_select(0, alive)
+        contrib, alpha, Te, T = _forward_segment(B, _rows(pairs.quad, active, l0, l1),
+                                                 _rows(pairs.Ft, active, l0, l1), T)
+        if active is None:
+            out.add_(contrib)
+        else:
+            out.index_add_(0, active, contrib)
+        segments.append((active, l0, l1, alpha, Te))
+    return out, (pairs, segments)
+
+
+def _backward_chunk(saved, B: Tensor, gOt: Tensor, g_geo: Tensor, g_feat: Tensor):
+    pairs, segments = saved
+    tail = gOt.new_zeros(gOt.shape[0], gOt.shape[2])
+    for active, l0, l1, alpha, Te in reversed(segments):
+        gOt_a = gOt if active is None else gOt.index_select(0, active)
+        tail_a = tail if active is None else tail.index_select(0, active)
+        dF, dgeo, seg_total = _backward_segment(
+            B, _rows(pairs.geo, active, l0, l1), _rows(pairs.Ft, active, l0, l1),
+            alpha, Te, gOt_a, tail_a)
+        if active is None:
+            tail.add_(seg_total)
+        else:
+            tail.index_add_(0, active, seg_total)
+        g = _rows(pairs.g, active, l0, l1).reshape(-1)
+        g_feat.index_add_(0, g, dF.reshape(-1, dF.shape[-1]))
+        g_geo.index_add_(0, g, dgeo.reshape(-1, 6))
 
 
 class CompositeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, opacities, feats, binning: Binning):
         b = binning
-        m_ext, con_ext, logo_ext, F_ext = _extended(means2d, conics, opacities, feats)
+        packed = _packed(means2d, conics, opacities, feats)
         B = _basis(b.sub, means2d.dtype, means2d.device)
-        D1 = F_ext.shape[1]
-        units_out = means2d.new_zeros(b.n_units, b.sub * b.sub, D1)
+        units_out = means2d.new_zeros(b.n_units, feats.shape[1] + 1, b.sub * b.sub)
         saved = []
         for units, L in b.chunks:
-            pairs = _Pairs(b, units, L, m_ext, con_ext, logo_ext)
-            out, alpha, Te = _forward_chunk(pairs, B, F_ext)
+            out, state = _forward_chunk(b, units, L, packed, B)
             units_out.index_copy_(0, units, out)
-            saved.append((alpha, Te))
+            saved.append(state)
         img = _units_to_image(units_out, b)
         ctx.binning, ctx.saved_chunks = b, saved
-        ctx.save_for_backward(means2d, conics, opacities, feats)
+        ctx.G, ctx.D = means2d.shape[0], feats.shape[1]
         return img[..., :-1].contiguous(), img[..., -1:].contiguous()
 
     @staticmethod
     def backward(ctx, g_out, g_alpha):
-        means2d, conics, opacities, feats = ctx.saved_tensors
-        b = ctx.binning
-        m_ext, con_ext, logo_ext, F_ext = _extended(means2d, conics, opacities, feats)
-        B = _basis(b.sub, means2d.dtype, means2d.device)
-        gO_units = _image_to_units(torch.cat([g_out, g_alpha], dim=-1), b)
-        G = means2d.shape[0]
-        g_geo = means2d.new_zeros(G + 1, 6)
-        g_feat = means2d.new_zeros(G + 1, F_ext.shape[1])
-        for (units, L), (alpha, Te) in zip(b.chunks, ctx.saved_chunks):
-            pairs = _Pairs(b, units, L, m_ext, con_ext, logo_ext)
-            dF, dgeo = _backward_chunk(pairs, B, F_ext, alpha, Te, gO_units[units])
-            flat = pairs.g.reshape(-1)
-            g_feat.index_add_(0, flat, dF.reshape(-1, dF.shape[-1]))
-            g_geo.index_add_(0, flat, dgeo.reshape(-1, 6))
-        ctx.saved_chunks = None
+        b, G, D = ctx.binning, ctx.G, ctx.D
+        dev, dt = g_out.device, g_out.dtype
+        B = _basis(b.sub, dt, dev)
+        gOt_units = _image_to_units(torch.cat([g_out, g_alpha], dim=-1), b)
+        g_geo = torch.zeros(G + 1, 6, device=dev, dtype=dt)
+        g_feat = torch.zeros(G + 1, D + 1, device=dev, dtype=dt)
+        for (units, _L), saved in zip(b.chunks, ctx.saved_chunks):
+            _backward_chunk(saved, B, gOt_units.index_select(0, units), g_geo, g_feat)
         g_geo, g_feat = g_geo[:G], g_feat[:G, :-1]
         return g_geo[:, 0:2], g_geo[:, 2:5], g_geo[:, 5], g_feat, None
 

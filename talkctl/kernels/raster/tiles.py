@@ -38,6 +38,7 @@ class Binning:
     gids: Tensor  # (P + 1,) int64 flat ids c*N + n, depth-sorted within each unit; last = null
     offsets: Tensor  # (n_units,) start of each unit's list in gids
     counts: Tensor  # (n_units,) list lengths
+    segment: int = 64  # list slots processed per step (early termination between steps)
     chunks: list = field(default_factory=list)  # [(units (U,) int64, L int)]
 
     @property
@@ -66,6 +67,7 @@ def _unit_range(centre: Tensor, half: Tensor, radius: Tensor, n_tiles: int, sub:
 def bin_gaussians(
     means2d: Tensor,  # (C, N, 2)
     cov2d: Tensor,  # (C, N, 3) dilated covariance (xx, xy, yy)
+    conics: Tensor,  # (C, N, 3) its inverse (a, b, c)
     depths: Tensor,  # (C, N)
     radii: Tensor,  # (C, N) int, 0 = culled
     opacities: Tensor,  # (C, N)
@@ -73,6 +75,7 @@ def bin_gaussians(
     height: int,
     sub: int = 8,
     chunk_elems: int = 1 << 18,
+    segment: int = 64,
 ) -> Binning:
     if TILE % sub:
         raise ValueError(f"sub-tile size {sub} must divide {TILE}")
@@ -109,6 +112,22 @@ def bin_gaussians(
     wdt = nx.flatten()[g]
     ux = x0.flatten()[g] + j % wdt
     uy = y0.flatten()[g] + torch.div(j, wdt, rounding_mode="floor")
+
+    # Drop candidate units that the footprint ellipse misses (its bounding box is much
+    # larger for thin, rotated splats). Conservative test in the metric ||d||_A with
+    # sigma = ½||d||²_A: for pixel centres within h of the unit centre uc,
+    # ||p - m||_A >= ||uc - m||_A - max_corner ||δ||_A = ||uc - m||_A - h sqrt(a + c + 2|b|).
+    con = conics.reshape(-1, 3)[g]
+    m = means2d.reshape(-1, 2)[g]
+    h = sub / 2 - 0.5
+    dx = (ux.to(m.dtype) + 0.5) * sub - m[:, 0]
+    dy = (uy.to(m.dtype) + 0.5) * sub - m[:, 1]
+    dist = torch.sqrt((con[:, 0] * dx * dx + 2 * con[:, 1] * dx * dy + con[:, 2] * dy * dy).clamp(min=0))
+    reach = h * torch.sqrt((con[:, 0] + con[:, 2] + 2 * con[:, 1].abs()).clamp(min=0))
+    limit = torch.sqrt(2 * t.flatten()[g]) * (1 + 1e-4) + 1e-4
+    hit = dist - reach <= limit
+    g, ux, uy = g[hit], ux[hit], uy[hit]
+
     cam = torch.div(g, N, rounding_mode="floor")
     unit = (cam * Uh + uy) * Uw + ux
     key = unit * max(N, 1) + rank.flatten()[g]
@@ -120,14 +139,16 @@ def bin_gaussians(
     counts = torch.bincount(unit_sorted, minlength=n_units)
     offsets = torch.cumsum(counts, 0) - counts
     null = torch.full((1,), C * N, dtype=torch.long, device=dev)
-    b = Binning(C, N, height, width, sub, Uh, Uw, torch.cat([gids, null]), offsets, counts)
+    b = Binning(C, N, height, width, sub, Uh, Uw, torch.cat([gids, null]), offsets, counts, segment)
 
-    # Chunks: units sorted by list length, cut where the padded work reaches chunk_elems.
+    # Chunks: units sorted by list length, cut where one segment step of the chunk
+    # (units x pixels x min(length, segment)) reaches chunk_elems.
     nonempty = torch.nonzero(counts).squeeze(1)
     if nonempty.numel():
         lens, idx = torch.sort(counts[nonempty])
         units = nonempty[idx]
-        chunk_id = torch.div(torch.cumsum(lens, 0) * S, chunk_elems, rounding_mode="floor")
+        step = torch.cumsum(lens.clamp(max=segment), 0) * S
+        chunk_id = torch.div(step, chunk_elems, rounding_mode="floor")
         _, sizes = torch.unique_consecutive(chunk_id, return_counts=True)
         ends = torch.cumsum(sizes, 0)
         Ls = lens[ends - 1].tolist()

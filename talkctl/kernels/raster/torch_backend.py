@@ -16,6 +16,7 @@ from .sh import sh_to_rgb
 from .tiles import bin_gaussians
 
 SUB_TILE = 8  # unit side (px) for CPU work batching; visibility still uses 16 px tiles
+SEGMENT = 64  # list slots per compositing step; fully terminated units stop early
 
 
 def gaussian_colors(colors: Tensor, sh_degree, means: Tensor, viewmats: Tensor) -> Tensor:
@@ -29,7 +30,7 @@ def gaussian_colors(colors: Tensor, sh_degree, means: Tensor, viewmats: Tensor) 
 
 def rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                     background, sh_degree, near, far, sub: int = SUB_TILE,
-                    chunk_elems: int | None = None) -> RasterOutput:
+                    chunk_elems: int | None = None, segment: int = SEGMENT) -> RasterOutput:
     C = viewmats.shape[0]
     N = means.shape[-2]
     proj = project(means, quats, scales, opacities, viewmats, Ks, width, height, near, far)
@@ -37,8 +38,9 @@ def rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width
     opac = per_camera(opacities, C, 0)
     if chunk_elems is None:
         chunk_elems = (1 << 18) if means.device.type == "cpu" else (1 << 25)
-    binning = bin_gaussians(proj.means2d.detach(), proj.cov2d.detach(), proj.depths.detach(),
-                            proj.radii, opac.detach(), width, height, sub, chunk_elems)
+    binning = bin_gaussians(proj.means2d.detach(), proj.cov2d.detach(), proj.conics.detach(),
+                            proj.depths.detach(),
+                            proj.radii, opac.detach(), width, height, sub, chunk_elems, segment)
     feats = torch.cat([rgb_g, proj.depths.unsqueeze(-1)], dim=-1)
     img, alpha = composite(
         proj.means2d.reshape(C * N, 2), proj.conics.reshape(C * N, 3),
