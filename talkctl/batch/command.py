@@ -62,6 +62,13 @@ def batch_run(
             err.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
     eng = make_engine(engine, workers=workers, gpus=gpus, address=address)
+    with_audio = [s.name for s in subjects.subjects if s.audios]
+    if with_audio and not _State.quiet:
+        from ..pipeline import STAGE_BY_NAME
+
+        if not STAGE_BY_NAME["render"].built:
+            err.print(f"[yellow]note:[/] the audios of {len(with_audio)} subject(s) are not rendered: "
+                      "`talkctl render` is not built yet in this version", highlight=False)
     t0 = time.time()
     holder = f"talkctl batch {manifest}"
     if _State.quiet or _State.json:
