@@ -66,9 +66,10 @@ def batch_run(
     if with_audio and not _State.quiet:
         from ..pipeline import STAGE_BY_NAME
 
-        if not STAGE_BY_NAME["render"].built:
-            err.print(f"[yellow]note:[/] the audios of {len(with_audio)} subject(s) are not rendered: "
-                      "`talkctl render` is not built yet in this version", highlight=False)
+        why = ("`talkctl render` is not built yet in this version" if not STAGE_BY_NAME["render"].built
+               else "batch does not render yet; run `talkctl render --run ROOT/NAME --audio FILE` per subject")
+        err.print(f"[yellow]note:[/] the audios of {len(with_audio)} subject(s) are not rendered: {why}",
+                  highlight=False)
     t0 = time.time()
     holder = f"talkctl batch {manifest}"
     if _State.quiet or _State.json:
