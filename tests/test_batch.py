@@ -72,7 +72,8 @@ def test_toml_and_csv_give_the_same_subjects(tmp_path, fakes):
         "[[subject]]", 'name = "s1"', f'video = "{v[1]}"', 'preset = "fast"',
     ])
     csv = tmp_path / "m.csv"
-    csv.write_text("name,video,audios,preset,size,fake-a.scale,fake-b.scale\n"
+    csv.write_text("\ufeff"  # a spreadsheet's BOM
+                   "name,video,audios,preset,size,fake-a.scale,fake-b.scale\n"
                    f"s0,{v[0].name},a.wav,tiny,128,2.0,3.0\n"
                    f"s1,{v[1]},,fast,,,3.0\n")
     a, b = load_manifest(toml), load_manifest(csv)

@@ -143,7 +143,7 @@ def _cell(raw: str):
 
 def _read_csv(path: Path):
     problems: list[str] = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheet exports start with a BOM
         reader = csv.DictReader(f)
         header = [h.strip() for h in (reader.fieldnames or [])]
         for h in header:
