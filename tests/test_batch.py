@@ -408,3 +408,13 @@ def test_ctrl_c_stops_the_batch_cleanly(tmp_path):
     assert not list(root.rglob("*.partial"))
     rec = _record(root)
     assert rec["state"] == "interrupted" and rec["subjects"]["s1"]["status"] == "interrupted"
+
+
+def test_engine_ray_without_ray_installed_says_how_to_get_it(tmp_path, fakes, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    v = _videos(tmp_path, 1)
+    rc = main(["batch", str(_manifest(tmp_path, _subjects(v))), "--root", str(tmp_path / "root"), "--engine", "ray"])
+    assert rc == 3 and "pip install 'talkctl[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "root").exists()
+    rc = main(["batch", str(_manifest(tmp_path, _subjects(v))), "--root", str(tmp_path / "root"), "--engine", "spark"])
+    assert rc == 2 and "unknown engine 'spark'" in capsys.readouterr().err

@@ -63,6 +63,7 @@ class RayEngine:
     name = "ray"
 
     def __init__(self, address: str | None = None, workers: int | None = None):
+        _ray()  # not installed: say so before anything is written
         self.address = address
         self.workers = workers
         self.gpus = 0
