@@ -110,7 +110,8 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
         for s in manifest.subjects:
             run = RunDir(root / s.name, create=True)
             run.set_video(s.video)
-            (run.path / PROGRESS_FILE).unlink(missing_ok=True)
+            for stale in [run.path / PROGRESS_FILE, *run.path.glob(PROGRESS_FILE + ".*.tmp")]:
+                stale.unlink(missing_ok=True)  # left by a batch that was killed
             # keep what an earlier batch recorded for stages outside this --from/--to
             kept = {k: v for k, v in previous.get(s.name, {}).get("stages", {}).items() if k not in names}
             states.append(SubjectState(s, run.path, list(names), stages=kept))
