@@ -59,4 +59,8 @@ class LiveTable:
         return out
 
     def __call__(self, rows: list[dict]) -> None:
-        self.live.update(table(rows, self.title))
+        counts = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        tally = ", ".join(f"{n} {s}" for s, n in counts.items())
+        self.live.update(table(rows, f"{self.title} ({tally})" if tally else self.title))
