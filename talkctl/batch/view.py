@@ -13,7 +13,7 @@ def _clock(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _bar(completed, total, width: int = 20) -> str:
+def _bar(completed, total, width: int = 12) -> str:
     if not total:
         return f"{completed}" if completed else "[dim]…[/]"
     frac = max(0.0, min(1.0, completed / total))
@@ -23,7 +23,7 @@ def _bar(completed, total, width: int = 20) -> str:
 
 def table(rows: list[dict], title: str = "") -> Table:
     t = Table(title=title or None, expand=False)
-    widths = {"status": 11, "stage": 22, "progress": 30, "": 16}  # steady columns while rows change
+    widths = {"status": 11, "progress": 22}  # steadier columns while rows change; fits 80 columns
     for col in ("subject", "status", "stage", "progress", "", "elapsed"):
         t.add_column(col, min_width=widths.get(col))
     for r in rows:
