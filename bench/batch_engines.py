@@ -95,13 +95,18 @@ def main() -> None:
                      "stderr_tail": proc.stderr[-400:] if proc.returncode else ""})
         print(f"{engine}: rc {proc.returncode}, wall {wall:.1f} s", flush=True)
     equal = None
-    if len(rows) == 2 and all(r["rc"] == 0 for r in rows):
+    if len(rows) == 2 and all(r["subjects"] for r in rows):
+        # compared even when a subject failed: what each engine did produce must be equal
         from talkctl.batch.compare import compare_roots
 
         diffs = compare_roots(args.work / rows[0]["engine"], args.work / rows[1]["engine"])
+        same_status = {n: s["status"] for n, s in rows[0]["subjects"].items()} == \
+                      {n: s["status"] for n, s in rows[1]["subjects"].items()}
+        if not same_status:
+            diffs.append("subjects ended differently on the two engines")
         equal = not diffs
     else:
-        diffs = ["not compared: an engine failed"]
+        diffs = ["not compared: an engine did not run"]
     info["load_average_1m_after"] = os.getloadavg()[0]
     print(f"\nthree shared clips, preset tiny, chain extract-audio..{to}, {args.workers} workers")
     print(f"machine: {info['cpu']}, {info['cores']} cores, load avg {info['load_average_1m_before']:.1f} -> "
@@ -111,11 +116,17 @@ def main() -> None:
         per = "; ".join(f"{n}: " + ", ".join(f"{k} {v:.1f}" for k, v in s["stages"].items() if v is not None)
                         for n, s in r["subjects"].items())
         print(f"{r['engine']:8} {r['wall_s']:8.1f}  {per}")
-    print(f"artifacts equal (HDF5 datasets + fingerprints): {equal}" + ("" if equal else f" {diffs[:5]}"))
+    for r in rows:
+        for n, sub in r["subjects"].items():
+            if sub["status"] != "done":
+                print(f"{r['engine']}: {n} {sub['status']}: {sub['error']}")
+    n_files = len(list((args.work / rows[0]["engine"]).glob("*/*.h5"))) if rows else 0
+    print(f"artifacts equal (HDF5 datasets + fingerprints, {n_files} files): {equal}" + ("" if equal else f" {diffs[:5]}"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "talkctl batch: local vs Ray engine", "chain_to": to, "preset": "tiny",
                                     "workers": args.workers, "clips": CLIPS, "machine": info, "runs": rows,
-                                    "artifacts_equal": equal, "differences": diffs[:20]}, indent=2) + "\n")
+                                    "artifacts_equal": equal, "artifacts_compared": n_files,
+                                    "differences": diffs[:20]}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
