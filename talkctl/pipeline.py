@@ -45,7 +45,7 @@ STAGES: tuple[StageSpec, ...] = (
               "Static head and torso Gaussians (static.h5, static.ply)."),
     StageSpec("train-deform", "talkctl.stages.train_deform", ("audio", "frames", "track", "parse", "static"),
               ("deform",), "Audio-driven deformation field of the head (deform.h5)."),
-    StageSpec("train-torso", "talkctl.stages.train_torso", ("frames", "track", "parse", "static", "deform"),
+    StageSpec("train-torso", "talkctl.stages.train_torso", ("audio", "frames", "track", "parse", "static", "deform"),
               ("torso",), "Pose-conditioned torso (torso.h5)."),
     StageSpec("render", "talkctl.stages.render", (), (),
               "Render the talking head for new audio to an .mp4 with sound.", built=False),

@@ -21,36 +21,10 @@ from torch import nn
 
 PARAM_NAMES = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest")
 SH_C0 = 0.28209479177387814
-SH_C1 = 0.4886025119029199
-SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
-SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
-         -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
 
 
 def rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb - 0.5) / SH_C0
-
-
-def sh_basis(dirs: torch.Tensor, degree: int) -> torch.Tensor:
-    """Real SH basis (..., (degree+1)^2) of unit directions (..., 3), the 3DGS ordering."""
-    x, y, z = dirs.unbind(-1)
-    out = [torch.full_like(x, SH_C0)]
-    if degree >= 1:
-        out += [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
-    if degree >= 2:
-        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
-        out += [SH_C2[0] * xy, SH_C2[1] * yz, SH_C2[2] * (2 * zz - xx - yy), SH_C2[3] * xz, SH_C2[4] * (xx - yy)]
-    if degree >= 3:
-        out += [SH_C3[0] * y * (3 * xx - yy), SH_C3[1] * xy * z, SH_C3[2] * y * (4 * zz - xx - yy),
-                SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy), SH_C3[4] * x * (4 * zz - xx - yy),
-                SH_C3[5] * z * (xx - yy), SH_C3[6] * x * (xx - 3 * yy)]
-    return torch.stack(out, -1)
-
-
-def camera_centers(world_to_cam: torch.Tensor) -> torch.Tensor:
-    """(C,4,4) -> (C,3) camera centres in world space (-R^T t)."""
-    R, t = world_to_cam[:, :3, :3], world_to_cam[:, :3, 3]
-    return -(R.transpose(1, 2) @ t[..., None])[..., 0]
 
 
 def normalize_quat(q: torch.Tensor) -> torch.Tensor:
@@ -128,21 +102,17 @@ class GaussianModel(nn.Module):
     def opacities(self) -> torch.Tensor:
         return torch.sigmoid(self.params["opacity_logits"])
 
-    def colors(self, means: torch.Tensor | None = None, world_to_cam: torch.Tensor | None = None,
-               degree: int | None = None) -> torch.Tensor:
-        """RGB per Gaussian: (N,3) at SH degree 0, else (C,N,3) seen from each camera."""
+    def colors(self) -> torch.Tensor:
+        """View-independent RGB (N,3) from the degree-0 coefficients."""
+        return (SH_C0 * self.params["sh_dc"] + 0.5).clamp(min=0)
+
+    def color_inputs(self, degree: int | None = None) -> tuple[torch.Tensor, int | None]:
+        """(colors, sh_degree) for the rasteriser: RGB (N,3) at degree 0, else SH (N,K,3) that
+        the rasteriser evaluates per camera (view direction from each camera to each mean)."""
         degree = self.sh_degree if degree is None else min(degree, self.sh_degree)
-        dc = self.params["sh_dc"]
-        if degree == 0 or world_to_cam is None:
-            return (SH_C0 * dc + 0.5).clamp(min=0)
-        k = (degree + 1) ** 2
-        coeffs = torch.cat([dc[:, None], self.params["sh_rest"][:, : k - 1]], 1)  # (N,k,3)
-        means = self.means if means is None else means
-        centres = camera_centers(world_to_cam)  # (C,3)
-        dirs = means - centres[:, None] if means.dim() == 2 else means - centres[:, None]
-        dirs = dirs / dirs.norm(dim=-1, keepdim=True).clamp(min=1e-9)
-        basis = sh_basis(dirs, degree)  # (C,N,k)
-        return (torch.einsum("cnk,nkd->cnd", basis, coeffs) + 0.5).clamp(min=0)
+        if degree == 0:
+            return self.colors(), None
+        return torch.cat([self.params["sh_dc"][:, None], self.params["sh_rest"]], 1), degree
 
     # ---- I/O ------------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:

@@ -74,8 +74,9 @@ class StaticTrainer:
     def forward(self, idx, degree=None):
         m = self.g.model
         w2c = self.cameras(idx)
-        colors = m.colors(world_to_cam=w2c, degree=degree)
-        return render(self.rasterize, m.means, m.quats, m.scales, m.opacities, colors, w2c, self.scene.K, self.scene.res)
+        colors, deg = m.color_inputs(degree)
+        return render(self.rasterize, m.means, m.quats, m.scales, m.opacities, colors, w2c, self.scene.K,
+                      self.scene.res, deg)
 
     def step(self, step, rng):
         idx = batch_schedule(self.scene.train_idx, int(self.cfg["batch"]), rng)

@@ -1,8 +1,6 @@
 """Rendering Gaussians through the selected rasteriser backend (talkctl.kernels.raster).
 
-Colours are evaluated here (spherical harmonics per camera when degree > 0), so the
-rasteriser only ever sees RGB. Rendering is over black (premultiplied colour + alpha);
-`over` composites layers.
+Rendering is over black (premultiplied colour + alpha); `over` composites layers.
 """
 from __future__ import annotations
 
@@ -23,13 +21,13 @@ def resolve_rasterizer(choice: str | None, device: str, ctx=None):
     return functools.partial(rasterize, backend=b.name)
 
 
-def render(rasterize, means, quats, scales, opacities, colors, world_to_cam, K, size: int):
-    """Render C cameras. means/quats/scales (N,·) or (C,N,·); colors (N,3) or (C,N,3);
-    world_to_cam (C,4,4); K (3,3) or (C,3,3). Returns the RasterOutput (rgb over black)."""
+def render(rasterize, means, quats, scales, opacities, colors, world_to_cam, K, size: int, sh_degree=None):
+    """Render C cameras. means/quats/scales (N,·) or (C,N,·); colors (N,3) RGB or (N,K,3) SH
+    with sh_degree; world_to_cam (C,4,4); K (3,3) or (C,3,3). Returns the RasterOutput (over black)."""
     C = world_to_cam.shape[0]
     Ks = K.expand(C, 3, 3) if K.dim() == 2 else K
     return rasterize(means, quats, scales, opacities, colors, world_to_cam, Ks.contiguous(), size, size,
-                     background=None)
+                     background=None, sh_degree=sh_degree)
 
 
 def over(top_rgb: torch.Tensor, top_alpha: torch.Tensor, under: torch.Tensor) -> torch.Tensor:
