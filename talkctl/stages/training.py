@@ -228,7 +228,9 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
     ck_every = int(cfg["checkpoint_every"])
     stop_after = int(cfg.get("stop_after") or 0)
     t0 = time.time() - elapsed
-    val = curve[-1][1] if curve else float("nan")
+    if not curve:  # the starting point, so the curve shows what training gained
+        curve.append((0, trainable.validate()))
+    val = curve[-1][1]
     with ctx.progress(iterations, description or name) as task:
         if start:
             task.advance(start)
