@@ -150,8 +150,7 @@ def state(run: RunDir, name: str) -> tuple[str, str]:
     recorded = json.loads(attrs.get("inputs", "{}"))
     for inp, fp in recorded.items():
         if inp == "video":
-            v = run.video()
-            now = v[1] if v else None
+            now = run.video_fingerprint()
         else:
             now = current_fingerprint(run, inp)
         if now is None:
