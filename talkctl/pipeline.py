@@ -36,7 +36,7 @@ class StageSpec:
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("extract-audio", "talkctl.stages.extract_audio", ("video",), ("audio",),
-              "Audio track -> 16 kHz waveform and per-frame features (audio.h5).", built=False),
+              "Audio track -> 16 kHz waveform and per-frame features (audio.h5)."),
     StageSpec("track", "talkctl.stages.track", ("video",), ("frames", "track"),
               "Frames, landmarks, head pose, blink (frames.h5, track.h5).", built=False),
     StageSpec("parse", "talkctl.stages.parse", ("frames", "track"), ("parse",),
