@@ -118,6 +118,12 @@ def skin_points(layout: FaceLayout, lm: np.ndarray) -> np.ndarray:
 
 
 # ---- the face frame ---------------------------------------------------------
+def face_height(lm: np.ndarray, layout: FaceLayout) -> float:
+    """Forehead-top to chin distance in pixels."""
+    outline = layout.outline(lm)
+    return float(np.linalg.norm(outline[layout.chin] - outline[0]))
+
+
 def face_frame(outline: np.ndarray, chin: int) -> tuple[np.ndarray, float]:
     """Similarity transform image px -> face-frame px (2x3), and the face height in image px."""
     top = outline[0]
@@ -253,7 +259,8 @@ def split_person(frame: np.ndarray, person: np.ndarray, lm: np.ndarray, layout: 
     routline = _apply(m, outline)
     uv = _to_rect_units(routline)
 
-    head = _head_zone(routline, uv, layout, params, uu, vv, rw, rh) & rperson
+    head_zone = _head_zone(routline, uv, layout, params, uu, vv, rw, rh)
+    head = head_zone & rperson
 
     # skin colour from the cheeks / forehead, in rg chromaticity: the shadow under the chin
     # darkens the neck but keeps its chromaticity, a white or blue collar has another one
@@ -265,19 +272,23 @@ def split_person(frame: np.ndarray, person: np.ndarray, lm: np.ndarray, layout: 
     else:
         skin = np.ones_like(rperson)
 
-    neck = _neck_zone(rperson, head, skin, uv, layout, params, state, uu, vv, rows) & rperson & ~head
+    neck_zone = _neck_zone(rperson, head, skin, uv, layout, params, state, uu, vv, rows) & ~head_zone
+    neck = neck_zone & rperson
 
     if params.long_hair:
         hair = _long_hair(rimg, rperson, head, neck, skin, uv, layout, params, state, uu, vv)
         if hair is not None:
-            head |= hair
-            neck &= ~hair
+            hair = cv2.dilate(hair.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+            head_zone = head_zone | hair
+            neck_zone &= ~hair
     state.frame += 1
 
     labels = person.view(np.uint8) * np.uint8(TORSO)
-    # back to the image: both zones in one 2-channel warp (linear + threshold = smooth edges),
-    # only over the zones' bounding box
-    any_zone = head | neck
+    # back to the image: the zones (not yet cut by the small person mask, so the silhouette
+    # edge comes from the full-resolution mask alone) in one 2-channel warp, linear + threshold
+    # = smooth edges, only over the zones' bounding box
+    head, neck = head_zone, neck_zone
+    any_zone = (head | neck) & cv2.dilate(rperson.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
     if any_zone.any():
         ys = np.flatnonzero(any_zone.any(1))
         xs = np.flatnonzero(any_zone.any(0))
