@@ -72,7 +72,15 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "attrs": "fps, size, crop (x0, y0, side) in source pixels, source_size (w, h)",
         }),
         ArtifactSpec("track", "track.h5", "talkctl.track", 1, "track", {}),
-        ArtifactSpec("parse", "parse.h5", "talkctl.parse", 1, "parse", {}),
+        ArtifactSpec("parse", "parse.h5", "talkctl.parse", 1, "parse", {
+            "labels": "(T, H, W) uint8, one frame per chunk: 0 background, 1 head (face, hair, ears), 2 neck, 3 torso",
+            "background": "(H, W, 3) uint8 RGB: background plate (per-pixel median where uncovered, rest inpainted)",
+            "background_seen": "(H, W) bool: plate pixels seen uncovered in some sampled frame (False = inpainted)",
+            "torso_frames": "(T, H, W, 3) uint8 RGB, one frame per chunk: the torso stage's target = the frame with "
+                            "head pixels -> background plate; the neck kept and, with neck_fill=extend, continued "
+                            "up under the chin (neck_fill=background: neck -> plate too)",
+            "attrs": "parsing_backend, neck_fill (extend | background), fps, size, label_names (JSON id -> name)",
+        }),
         ArtifactSpec("static", "static.h5", "talkctl.static", 1, "init-static", {
             "head/<gaussians>": "canonical head Gaussians (see GAUSSIANS below), attrs sh_degree, n_gaussians, train_seconds",
             "head/val_psnr": "(K, 2) float64: (step, held-out head-region PSNR dB) during training",

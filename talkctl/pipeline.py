@@ -40,7 +40,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("track", "talkctl.stages.track", ("video",), ("frames", "track"),
               "Frames, landmarks, head pose, blink (frames.h5, track.h5)."),
     StageSpec("parse", "talkctl.stages.parse", ("frames", "track"), ("parse",),
-              "Head / neck / torso / background masks and background plate (parse.h5).", built=False),
+              "Head / neck / torso / background masks and background plate (parse.h5)."),
     StageSpec("init-static", "talkctl.stages.init_static", ("frames", "track", "parse"), ("static",),
               "Static head and torso Gaussians (static.h5, static.ply)."),
     StageSpec("train-deform", "talkctl.stages.train_deform", ("audio", "frames", "track", "parse", "static"),
