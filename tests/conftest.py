@@ -44,3 +44,12 @@ def fake_pipeline(monkeypatch):
     monkeypatch.setitem(artifacts.ARTIFACTS, "fake_b", artifacts.ArtifactSpec("fake_b", "b.h5", "talkctl.fake_b", 1, "fake-b"))
     fake_stages.calls.update(a=0, b=0)
     return fake_stages
+
+
+@pytest.fixture(scope="session")
+def synthetic_subject(tmp_path_factory):
+    """The synthetic talking subject (4 s, 256x256, 25 fps, seed 0) with its ground truth,
+    rendered once per test session (~2 s). See talkctl/synthetic.py for the truth fields."""
+    from talkctl.synthetic import make_subject
+
+    return make_subject(tmp_path_factory.mktemp("synthetic"), seconds=4.0, size=256, seed=0)
