@@ -193,3 +193,28 @@ def test_split_and_intrinsics():
     assert len(held) == 10 and held[0] == 100 and tr[-1] == 99
     K = np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]], np.float32)
     assert np.allclose(scale_intrinsics(K, 100, 50), [[50, 0, 25], [0, 50, 25], [0, 0, 1]])
+
+
+def test_cli_end_to_end_on_synthetic_clip(synthetic_subject, tmp_path, capsys):
+    """extract-audio -> track -> parse -> init-static -> train-deform -> train-torso via the CLI, tiny preset."""
+    from talkctl.cli import main
+
+    run = str(tmp_path / "run")
+    common = ["--preset", "tiny", "--device", "cpu", "-q", "--json"]
+    assert main(["extract-audio", str(synthetic_subject.video_path), "--run", run] + common) == 0
+    for verb in ("track", "parse"):
+        assert main([verb, "--run", run] + common) == 0, verb
+    capsys.readouterr()
+    out = {}
+    for verb in ("init-static", "train-deform", "train-torso"):
+        assert main([verb, "--run", run] + common + ["--set", "resolution=48"]) == 0, verb
+        out[verb] = json.loads(capsys.readouterr().out)
+        assert out[verb]["status"] == "done"
+    assert out["init-static"]["psnr_head"] > 15
+    assert out["train-deform"]["psnr_head"] > out["init-static"]["psnr_head"]
+    assert out["train-deform"]["perceptual_loss"] == "dssim"
+    assert out["train-torso"]["psnr_full"] > 12
+    assert (tmp_path / "run" / "static.ply").exists()
+    # an explicit LPIPS request that cannot load is exit code 3 with one line naming what is missing
+    rc = main(["train-deform", "--run", run, "--set", "perceptual=lpips", "--force"] + common)
+    assert rc == 3 and "lpips" in capsys.readouterr().err
