@@ -19,7 +19,7 @@ from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
 from .losses import dssim, l1
 from .scene import Scene
 from .splat import render, resolve_rasterizer
-from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, train
+from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {
@@ -27,13 +27,14 @@ DEFAULTS = {
     "resolution": 256,
     "batch": 1,
     "head_gaussians": 4000,
-    "head_iterations": 2000,
+    "head_iterations": 1500,
     "torso_gaussians": 1500,
-    "torso_iterations": 800,
+    "torso_iterations": 500,
     "mask_weight": 0.1,
     "dssim_weight": 0.2,
     "val_frames": 8,           # held-out frames checked during training (all at the end)
     **GAUSSIAN_DEFAULTS,
+    "densify_stop": 1000,
     **TRAIN_DEFAULTS,
 }
 PRESETS = {
@@ -162,6 +163,7 @@ def run(ctx, cfg: dict) -> dict:
                             "train_seconds": seconds, "head_depth": scene.head_depth,
                             "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1]})
         head.write_ply(ctx.run.file("static.ply"))
+        clear_checkpoints(ctx, ["init-static-head", "init-static-torso"])
     ctx.log.info("static head PSNR %.2f dB (held-out, head region), torso %.2f dB", psnr_head, psnr_torso)
     return {"psnr_head": round(psnr_head, 3), "psnr_torso": round(psnr_torso, 3), "n_head": head.num,
             "n_torso": torso.num, "train_seconds": round(seconds, 1), "ply": str(ctx.run.file("static.ply"))}

@@ -33,14 +33,14 @@ from .init_static import HEAD_BOX
 from .losses import l1, lip_l1, perceptual_loss
 from .scene import Scene
 from .splat import render, resolve_rasterizer
-from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, train
+from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {
     "rasterizer": "auto",
     "condition": "audio",
     "resolution": 256,
-    "iterations": 3000,
+    "iterations": 2000,
     "batch": 2,
     "static_init": True,
     "random_gaussians": 4000,     # used when static_init is false
@@ -64,7 +64,7 @@ DEFAULTS = {
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify_start": 500,
-    "densify_stop": 2000,
+    "densify_stop": 1500,
     "densify_reset_every": 0,
     **TRAIN_DEFAULTS,
 }
@@ -209,6 +209,7 @@ def run(ctx, cfg: dict) -> dict:
                 "resolution": scene.res, "crop_size": scene.S, "psnr_head": val, "n_gaussians": g.num,
                 "train_seconds": res["seconds"], "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1],
             })
+    clear_checkpoints(ctx, ["train-deform"])
     ctx.log.info("deform: held-out head PSNR %.2f dB, %d Gaussians, perceptual %s", val, g.num, perceptual_name)
     return {"psnr_head": round(val, 3), "n_gaussians": g.num, "perceptual_loss": perceptual_name,
             "train_seconds": round(res["seconds"], 1), "init_from": init_from}

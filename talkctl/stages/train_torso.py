@@ -23,13 +23,13 @@ from .losses import l1
 from .scene import NECK, TORSO, Scene
 from .splat import over, render, resolve_rasterizer
 from .train_deform import field_param_groups
-from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, psnr, train
+from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {
     "rasterizer": "auto",
     "resolution": 256,
-    "iterations": 1000,
+    "iterations": 500,
     "batch": 2,
     "pose_freqs": 6,
     "encoding": "hashgrid",
@@ -162,6 +162,7 @@ def run(ctx, cfg: dict) -> dict:
                             "resolution": scene.res, "crop_size": scene.S, "psnr_full": val, "n_gaussians": g.num,
                             "train_seconds": res["seconds"],
                             "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1]})
+    clear_checkpoints(ctx, ["train-torso"])
     ctx.log.info("torso: held-out full-composite PSNR %.2f dB", val)
     return {"psnr_full": round(val, 3), "n_gaussians": g.num, "train_seconds": round(res["seconds"], 1)}
 

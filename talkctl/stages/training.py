@@ -249,5 +249,15 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
             if done == stop_after and done < iterations:
                 raise StageError(f"{name} stopped at step {done} (stop_after); rerun with --resume to continue")
     seconds = time.time() - t0
-    ckpt.unlink(missing_ok=True)  # finished: the artifact holds the result
+    if ck_every and start < iterations:
+        # a finished phase stays resumable until the stage has written its artifact
+        # (init-static trains head then torso: a crash in the torso keeps the head)
+        save_checkpoint(ckpt, step=iterations, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
+                        elapsed=seconds, curve=curve)
     return {"val_curve": curve, "val_psnr": val, "seconds": seconds, "steps": iterations}
+
+
+def clear_checkpoints(ctx, names) -> None:
+    """Drop the stage's checkpoints once its artifact is written."""
+    for name in names:
+        (ctx.run.path / "checkpoints" / f"{name}.h5").unlink(missing_ok=True)

@@ -1,0 +1,96 @@
+"""Benchmark: init-static, train-deform, train-torso at the `fast` preset on a real clip (CPU).
+
+Target: german_20s (500 frames) at 256x256, all three stages in <= 30 min on 2 CPU cores.
+Runs extract-audio, track (--set size=256) and parse first when their outputs are missing
+(not timed), then each training stage once (forced), and reads back the held-out numbers:
+head-region PSNR (render over black vs frame x head mask, inside the mask) and the full
+composite PSNR (plate <- torso <- head vs the real frame). One run per stage (training is
+minutes long): the numbers are single measurements, not medians.
+Prints a table and writes bench/results/train_cpu.json.
+
+    OMP_WAIT_POLICY=PASSIVE python bench/bench_train.py [--video V] [--run DIR] [--set key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT / ".." / "shared"))
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "load_avg_at_start": os.getloadavg()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", type=Path, default=SHARED / "data" / "video" / "german_20s.mp4")
+    ap.add_argument("--run", type=Path, default=Path("/tmp/talkctl-bench-train"))
+    ap.add_argument("--size", type=int, default=256, help="track crop side and training resolution")
+    ap.add_argument("--preset", default="fast")
+    ap.add_argument("--set", dest="set_", action="append", default=[], help="key=value for all three stages")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_cpu.json")
+    args = ap.parse_args(argv)
+    if not args.video.exists():
+        print(f"skipped: {args.video} is not here (needs ../shared)")
+        return 0
+    from talkctl.config import parse_set
+    from talkctl.pipeline import run_stage
+    from talkctl.rundir import RunDir
+
+    run = RunDir(args.run)
+    run.set_video(args.video)
+    up = {"extract-audio": {}, "track": {"size": args.size}, "parse": {}}
+    for stage, over in up.items():
+        run_stage(stage, run, preset=args.preset, overrides=over, device=args.device)
+    over = {"resolution": args.size, **parse_set(args.set_)}
+    rows, info = [], {"machine": machine(), "video": str(args.video), "preset": args.preset, "overrides": over}
+    for stage in ("init-static", "train-deform", "train-torso"):
+        t = time.time()
+        s = run_stage(stage, run, preset=args.preset, overrides=over, device=args.device, force=True)
+        rows.append({"stage": stage, "seconds": round(time.time() - t, 1), **{k: v for k, v in s.items() if k in (
+            "psnr_head", "psnr_torso", "psnr_full", "n_head", "n_torso", "n_gaussians", "train_seconds", "perceptual_loss")}})
+        print(rows[-1], flush=True)
+    info.update({ "stages": rows, "total_seconds": round(sum(r["seconds"] for r in rows), 1),
+                 "load_avg_at_end": os.getloadavg()})
+    import h5py
+
+    with h5py.File(run.file("frames.h5")) as f:
+        info["frames"] = int(f["frames"].shape[0])
+        info["crop_size"] = int(f["frames"].shape[1])
+    print(f"\n{'stage':14s} {'seconds':>8s} {'gaussians':>10s} {'held-out PSNR':>28s}")
+    for r in rows:
+        n = r.get("n_gaussians") or f"{r.get('n_head')}+{r.get('n_torso')}"
+        p = (f"head {r['psnr_head']:.2f}" if "psnr_head" in r else "") + (
+            f" torso {r['psnr_torso']:.2f}" if "psnr_torso" in r else "") + (
+            f" full {r['psnr_full']:.2f}" if "psnr_full" in r else "")
+        print(f"{r['stage']:14s} {r['seconds']:8.1f} {str(n):>10s} {p:>28s}")
+    print(f"total {info['total_seconds']:.1f} s for {info['frames']} frames at {args.size}^2")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(info, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
