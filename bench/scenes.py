@@ -2,10 +2,14 @@
 
 N Gaussians spread over and just inside an ellipsoid of head size (about 18 x 24 x 20 cm)
 half a metre in front of an OpenCV camera whose focal length makes the head fill most
-of the image. Scales are chosen so that the projected footprints (sigma) range
-log-uniformly over `sigma_px` pixels at the rendered resolution, with anisotropy like
-trained splats (one flat axis). Opacities are uniform in [0.1, 1]; colours are SH
-degree `sh_degree` with a random DC term and small higher bands.
+of the image. Footprints follow "a head of ~10k Gaussians filling a 512 image":
+projected sigma log-uniform in `sigma_px` pixels for 10,000 Gaussians at 512 px,
+scaled with the resolution and by sqrt(10000 / N) so that coverage stays the same
+when N changes (sigma 1.5-12 px gives 3-sigma footprints of ~10-70 px at 512).
+`sigma_at="render"` instead takes `sigma_px` at the rendered resolution as is (a
+stress test with far more overlap). Anisotropy is like trained splats (one flat
+axis); opacities uniform in [0.1, 1]; colours SH of degree `sh_degree` with a random
+DC term and small higher bands.
 """
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ import math
 import torch
 
 
-def head_scene(n: int, size: int, sh_degree: int = 3, sigma_px=(1.5, 12.0), seed: int = 0,
-               device="cpu", dtype=torch.float32):
+def head_scene(n: int, size: int, sh_degree: int = 3, sigma_px=(1.5, 12.0), sigma_at="head512",
+               seed: int = 0, device="cpu", dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     z_cam = 0.5
     f = 1.75 * size
@@ -25,6 +29,9 @@ def head_scene(n: int, size: int, sh_degree: int = 3, sigma_px=(1.5, 12.0), seed
     shell = 1.0 - 0.25 * torch.rand(n, 1, generator=g) ** 2
     means = d * shell * torch.tensor([0.09, 0.12, 0.10])
     means[:, 2] += z_cam
+    if sigma_at == "head512":
+        k = size / 512 * math.sqrt(10000 / max(n, 1))
+        sigma_px = (sigma_px[0] * k, sigma_px[1] * k)
     lo, hi = math.log(sigma_px[0]), math.log(sigma_px[1])
     s_px = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g))
     s = s_px * z_cam / f

@@ -102,38 +102,42 @@ def bin_gaussians(
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(N, device=dev).expand(C, N))
 
-    sel = torch.nonzero(cnt).squeeze(1)  # flat ids with at least one unit
-    cnt_sel = cnt[sel]
+    sel = torch.nonzero(cnt).squeeze(1)  # flat ids with at least one candidate unit
+    cnt_sel = cnt.index_select(0, sel)
     P = int(cnt_sel.sum().item()) if sel.numel() else 0
     rep = torch.repeat_interleave(torch.arange(sel.numel(), device=dev), cnt_sel)
+    # One gather per dtype for everything a candidate needs (gathers dominate here).
     start = torch.cumsum(cnt_sel, 0) - cnt_sel
-    j = torch.arange(P, device=dev) - start[rep]
-    g = sel[rep]
-    wdt = nx.flatten()[g]
-    ux = x0.flatten()[g] + j % wdt
-    uy = y0.flatten()[g] + torch.div(j, wdt, rounding_mode="floor")
+    ints = torch.stack([x0.flatten(), y0.flatten(), nx.flatten()], 1).index_select(0, sel)
+    ints = torch.cat([ints, start[:, None]], 1).index_select(0, rep)
+    con = conics.reshape(-1, 3)
+    limit = torch.sqrt(2 * t.reshape(-1, 1)) * (1 + 1e-4) + 1e-4
+    flts = torch.cat([means2d.reshape(-1, 2), con, limit], 1).index_select(0, sel).index_select(0, rep)
+    j = torch.arange(P, device=dev) - ints[:, 3]
+    oy = torch.div(j, ints[:, 2], rounding_mode="floor")
+    ux = ints[:, 0] + (j - oy * ints[:, 2])
+    uy = ints[:, 1] + oy
 
     # Drop candidate units that the footprint ellipse misses (its bounding box is much
     # larger for thin, rotated splats). Conservative test in the metric ||d||_A with
     # sigma = ½||d||²_A: for pixel centres within h of the unit centre uc,
     # ||p - m||_A >= ||uc - m||_A - max_corner ||δ||_A = ||uc - m||_A - h sqrt(a + c + 2|b|).
-    con = conics.reshape(-1, 3)[g]
-    m = means2d.reshape(-1, 2)[g]
+    mx, my, a, b, c, lim = flts.unbind(1)
     h = sub / 2 - 0.5
-    dx = (ux.to(m.dtype) + 0.5) * sub - m[:, 0]
-    dy = (uy.to(m.dtype) + 0.5) * sub - m[:, 1]
-    dist = torch.sqrt((con[:, 0] * dx * dx + 2 * con[:, 1] * dx * dy + con[:, 2] * dy * dy).clamp(min=0))
-    reach = h * torch.sqrt((con[:, 0] + con[:, 2] + 2 * con[:, 1].abs()).clamp(min=0))
-    limit = torch.sqrt(2 * t.flatten()[g]) * (1 + 1e-4) + 1e-4
-    hit = dist - reach <= limit
-    g, ux, uy = g[hit], ux[hit], uy[hit]
+    dx = (ux.to(flts.dtype) + 0.5) * sub - mx
+    dy = (uy.to(flts.dtype) + 0.5) * sub - my
+    dist = torch.sqrt((a * dx * dx + 2 * b * dx * dy + c * dy * dy).clamp(min=0))
+    reach = h * torch.sqrt((a + c + 2 * b.abs()).clamp(min=0))
+    hit = torch.nonzero(dist - reach <= lim).squeeze(1)
+    g = sel.index_select(0, rep.index_select(0, hit))
+    ux, uy = ux.index_select(0, hit), uy.index_select(0, hit)
 
     cam = torch.div(g, N, rounding_mode="floor")
     unit = (cam * Uh + uy) * Uw + ux
-    key = unit * max(N, 1) + rank.flatten()[g]
-    perm = torch.sort(key).indices
-    gids = g[perm]
-    unit_sorted = unit[perm]
+    key = unit * max(N, 1) + rank.flatten().index_select(0, g)
+    key, perm = torch.sort(key)
+    gids = g.index_select(0, perm)
+    unit_sorted = torch.div(key, max(N, 1), rounding_mode="floor")
 
     n_units = C * Uh * Uw
     counts = torch.bincount(unit_sorted, minlength=n_units)
