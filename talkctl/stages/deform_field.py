@@ -47,24 +47,36 @@ class RawEncoding(nn.Module):
 class BoundedHashGrid(nn.Module):
     """The tri-plane hash grid over an axis-aligned box (positions mapped to [-1,1]^3 first)."""
 
-    def __init__(self, bounds, **grid_kw):
+    def __init__(self, bounds, backend: str = "auto", **grid_kw):
         super().__init__()
         from ..kernels.hashgrid import TriplaneHashGrid
 
         self.norm = RawEncoding(bounds)
-        self.grid = TriplaneHashGrid(bounds=(-1.0, 1.0), **grid_kw)
+        self.grid = TriplaneHashGrid(bounds=(-1.0, 1.0), backend=backend, **grid_kw)
         self.out_dim = self.grid.out_dim
 
     def forward(self, x):
         return self.grid(self.norm(x).clamp(-1, 1))
 
 
-def make_encoder(kind: str, bounds, grid: dict) -> nn.Module:
+def make_encoder(kind: str, bounds, grid: dict, backend: str = "auto") -> nn.Module:
     if kind == "hashgrid":
-        return BoundedHashGrid(bounds, **grid)
+        return BoundedHashGrid(bounds, backend=backend, **grid)
     if kind == "raw":
         return RawEncoding(bounds)
     raise UsageError(f"encoding must be hashgrid or raw, got {kind!r}")
+
+
+def hashgrid_backend(cfg: dict, device: str, ctx=None) -> str:
+    """The hash-grid backend name for cfg["hashgrid"] (auto | torch | tcnn) on device; recorded on ctx."""
+    if cfg["encoding"] != "hashgrid":
+        return "auto"
+    from .. import backends
+
+    name = backends.select("hashgrid", cfg["hashgrid"], device).name
+    if ctx is not None:
+        ctx.use_backend("hashgrid", name)
+    return name
 
 
 def grid_kwargs(cfg: dict) -> dict:

@@ -31,8 +31,8 @@ def _tensor(x, device):
     return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
 
 
-def build_field(spec: dict, eye_dim: int = 1) -> DeformField:
-    enc = make_encoder(spec["encoding"], spec["bounds"], spec["grid"])
+def build_field(spec: dict, eye_dim: int = 1, hashgrid: str = "auto") -> DeformField:
+    enc = make_encoder(spec["encoding"], spec["bounds"], spec["grid"], hashgrid)
     return DeformField(enc, spec["cond_dim"], eye_dim=eye_dim, hidden=spec["hidden"], n_layers=spec["layers"])
 
 
@@ -121,24 +121,24 @@ def load_static(run, device: str = "cpu", rasterizer: str = "auto") -> dict:
         return {k: StaticModel(GaussianModel.load_h5(f[k], device), rast) for k in ("head", "torso")}
 
 
-def load_head(run, device: str = "cpu", rasterizer: str = "auto") -> HeadModel:
+def load_head(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str = "auto") -> HeadModel:
     run = run if isinstance(run, RunDir) else RunDir(run, create=False)
     with artifacts.open_for_read(run, "deform") as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         gaussians = GaussianModel.load_h5(f["head"], device)
-        field = build_field(json.loads(attrs["field_spec"]))
+        field = build_field(json.loads(attrs["field_spec"]), hashgrid=hashgrid)
         field.load_state_dict(read_state_dict(f["field"]))
         condition = build_condition(json.loads(attrs["condition_spec"]), read_state_dict(f["condition"]))
         attrs["K"] = f["intrinsics"][()]
     return HeadModel(gaussians, field.to(device).eval(), condition.to(device).eval(), _rasterizer(rasterizer, device), attrs)
 
 
-def load_torso(run, device: str = "cpu", rasterizer: str = "auto") -> TorsoModel:
+def load_torso(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str = "auto") -> TorsoModel:
     run = run if isinstance(run, RunDir) else RunDir(run, create=False)
     with artifacts.open_for_read(run, "torso") as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         gaussians = GaussianModel.load_h5(f["torso"], device)
-        field = build_field(json.loads(attrs["field_spec"]), eye_dim=0)
+        field = build_field(json.loads(attrs["field_spec"]), eye_dim=0, hashgrid=hashgrid)
         field.load_state_dict(read_state_dict(f["field"]))
         pose = build_condition(json.loads(attrs["condition_spec"]), read_state_dict(f["pose"]))
         attrs["K"] = f["intrinsics"][()]

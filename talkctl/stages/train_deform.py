@@ -25,7 +25,8 @@ import json
 import numpy as np
 import torch
 
-from .deform_field import AudioCondition, DeformField, apply_deform, build_condition, grid_kwargs, save_state_dict
+from .deform_field import (AudioCondition, DeformField, apply_deform, build_condition, grid_kwargs, hashgrid_backend,
+                           save_state_dict)
 from .gaussians import GaussianModel
 from .head_model import build_field
 from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
@@ -45,6 +46,7 @@ DEFAULTS = {
     "static_init": True,
     "random_gaussians": 4000,     # used when static_init is false
     "encoding": "hashgrid",
+    "hashgrid": "auto",          # hash-grid backend: auto | torch | tcnn
     "grid_levels": 14,
     "grid_features": 1,
     "grid_base": 64,
@@ -186,9 +188,7 @@ def run(ctx, cfg: dict) -> dict:
         condition.set_source(features=feats)
         field_spec = {"encoding": cfg["encoding"], "bounds": [-1.0, 1.0], "grid": grid_kwargs(cfg),
                       "cond_dim": condition.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"])}
-        field = build_field(field_spec).to(ctx.device)
-        if cfg["encoding"] == "hashgrid":
-            ctx.use_backend("hashgrid", "auto")
+        field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn)
         res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform")
         val = trainer.validate(scene.held_idx)

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from .deform_field import PoseCondition, apply_deform, grid_kwargs, save_state_dict
+from .deform_field import PoseCondition, apply_deform, grid_kwargs, hashgrid_backend, save_state_dict
 from .gaussians import GaussianModel
 from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
 from .head_model import build_field, composite, load_head
@@ -33,6 +33,7 @@ DEFAULTS = {
     "batch": 2,
     "pose_freqs": 6,
     "encoding": "hashgrid",
+    "hashgrid": "auto",          # hash-grid backend: auto | torch | tcnn
     "grid_levels": 14,
     "grid_features": 1,
     "grid_base": 64,
@@ -145,7 +146,7 @@ def run(ctx, cfg: dict) -> dict:
         pose = PoseCondition(int(cfg["pose_freqs"]), mean, std).to(ctx.device)
         field_spec = {"encoding": cfg["encoding"], "bounds": bounds, "grid": grid_kwargs(cfg),
                       "cond_dim": pose.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"])}
-        field = build_field(field_spec, eye_dim=0).to(ctx.device)
+        field = build_field(field_spec, eye_dim=0, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
         trainer = TorsoTrainer(scene, rasterize, gaussians, field, pose, head, cfg, extent)
         res = train(ctx, "train-torso", trainer, int(cfg["iterations"]), cfg, description="torso")
         val = trainer.validate(scene.held_idx)
