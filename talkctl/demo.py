@@ -21,7 +21,7 @@ def run_demo(out_dir: Path, preset: str = "tiny", seconds: float = 12.0, size: i
     out_dir = Path(out_dir).absolute()
     subject = make_subject(out_dir / "subject", seconds=seconds, size=size, seed=0)
     run = RunDir(out_dir / "run")
-    run.set_video(subject.video)
+    run.set_video(subject.video_path)
     done, not_built = [], []
     for name in CHAIN:
         if not stage_spec(name).built:
@@ -37,7 +37,7 @@ def run_demo(out_dir: Path, preset: str = "tiny", seconds: float = 12.0, size: i
         if not stage_spec(verb).built or not_built:
             not_built.append(verb)
     return {
-        "video": str(subject.video),
+        "video": str(subject.video_path),
         "run": str(run),
         "stages": [s["stage"] for s in done],
         "not_built": not_built,

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.errors import MissingToolError, StageError, UsageError
+from talkctl.media import ffmpeg_exe
 
 FACE_HEIGHT_M = 0.18      # forehead (landmark 10) to chin (152) of an adult face, metres
 REST_DEPTH_M = 0.6        # face plane distance from the camera at rest
@@ -474,15 +475,6 @@ def _plane_homography(K, R, t, tex_to_plane, plane_z):
     return K @ M @ tex_to_plane
 
 
-def _ffmpeg_exe() -> str:
-    try:
-        import imageio_ffmpeg
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as e:  # noqa: BLE001 - any failure means: no usable ffmpeg
-        raise MissingToolError(f"no ffmpeg binary found ({e}); "
-                               "install it with: pip install imageio-ffmpeg") from e
-
-
 def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int = 25,
                  seed: int = 0, sample_rate: int = 16000, out_name: str = "subject", *,
                  face_frac: float = 0.36, yaw_deg: float = 9.0, pitch_deg: float = 8.0,
@@ -562,7 +554,7 @@ def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int 
     lm_h = np.concatenate([photo.landmarks, np.ones((len(photo.landmarks), 1))], 1)
     landmarks_2d = np.empty((n_frames, len(photo.landmarks), 2), np.float32)
 
-    ffmpeg = _ffmpeg_exe()
+    ffmpeg = ffmpeg_exe()
     video_path = out_dir / f"{out_name}.mp4"
     truth_path = out_dir / f"{out_name}_truth.npz"
     part_video = out_dir / f"{out_name}.partial.mp4"

@@ -11,13 +11,14 @@ import pytest
 
 from talkctl import synthetic
 from talkctl.errors import StageError, UsageError
+from talkctl.media import ffmpeg_exe
 
 # NaNs or overflows in the rig would show as RuntimeWarnings long before they show on screen
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
 def _ffmpeg(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([synthetic._ffmpeg_exe(), "-hide_banner", "-nostdin", *args],
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args],
                           capture_output=True, check=False)
 
 
@@ -156,7 +157,7 @@ def test_ffmpeg_failure_is_a_stage_error_and_leaves_nothing(tmp_path, monkeypatc
     fake = tmp_path / "ffmpeg"
     fake.write_text("#!/bin/sh\necho 'Unknown encoder libx264' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(synthetic, "_ffmpeg_exe", lambda: str(fake))
+    monkeypatch.setattr(synthetic, "ffmpeg_exe", lambda: str(fake))
     out = tmp_path / "out"
     with pytest.raises(StageError, match="Unknown encoder"):
         synthetic.make_subject(out, seconds=0.5, size=64)
