@@ -79,31 +79,27 @@ def pose_clip(path: Path, n: int = 75, size: int = 256, focal: float = 700.0, de
 def face_clip(path: Path, n: int, width: int, height: int, depth: float = 1.4, focal: float | None = None,
               visible=None, two_faces: bool = False, seed: int = 1) -> Path:
     """A moving astronaut in a `width` x `height` clip. `visible(i) -> bool` hides the face (the
-    plane slides out of the picture) on frames where it is False; `two_faces` adds a second,
-    smaller astronaut on the right."""
+    plane slides out of the picture) on frames where it is False; `two_faces` moves the subject
+    to the left and shows a second, smaller astronaut in the right third of the picture."""
     photo = astronaut()
     focal = focal or 700.0 * max(width, height) / 256
     K = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
     R, shift = plane_poses(n, seed, amplitude=0.5)
+    third = (2 * width) // 3
 
     def frame(i):
         t = shift[i].copy()
         if two_faces:
-            t[0] -= 0.25
+            t[0] -= 0.08 * depth
         if visible is not None and not visible(i):
             t[0] += 5.0  # far out of the picture
         img = render_plane(photo, R[i], t, K, width, height, depth)
         if two_faces:
-            other = render_plane(photo, R[::-1][i], np.array([0.33, 0.05, 0.0]), K, width, height, depth * 1.6,
-                                 background=-1)
-            mask = other.sum(-1) > 0
-            # the second photo is drawn over the first only where it has content
-            img = np.where(mask[..., None], other, img)
+            x_other = (width * 5 / 6 - width / 2) * depth * 2.0 / focal
+            other = render_plane(photo, R[n - 1 - i], np.array([x_other, 0.0, 0.0]), K, width, height, depth * 2.0)
+            img[:, third:] = other[:, third:]
         return img
 
-    if two_faces:
-        photo = photo.copy()
-        photo[photo.sum(-1) == 0] = 1  # keep "no content" (0) distinct from black pixels
     return write_video(path, (frame(i) for i in range(n)), width, height)
 
 

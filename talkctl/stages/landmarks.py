@@ -45,6 +45,7 @@ class Scheme:
     eye_outer: tuple[int, int]    # outer eye corners (right, left): canonical x axis and scale
     face_top: int                 # top of the face (face height = face_top .. chin)
     chin: int
+    nose_tip: int                 # closest to the camera on a frontal face (checks the depth sign)
 
 
 MEDIAPIPE_478 = Scheme(
@@ -68,6 +69,7 @@ MEDIAPIPE_478 = Scheme(
     eye_outer=(33, 263),
     face_top=10,
     chin=152,
+    nose_tip=1,
 )
 
 FAN_68 = Scheme(
@@ -85,6 +87,7 @@ FAN_68 = Scheme(
     eye_outer=(36, 45),
     face_top=27,
     chin=8,
+    nose_tip=30,
 )
 
 
@@ -115,6 +118,7 @@ class MediapipeDetector:
         self.max_faces, self.video, self.min_confidence = max_faces, video, min_confidence
         self._mesh = None
         self._det = None
+        self._warm: set[int] = set()
 
     def _mesh_graph(self):
         if self._mesh is None:
@@ -126,6 +130,13 @@ class MediapipeDetector:
                                                 min_tracking_confidence=0.5)
         return self._mesh
 
+    def _run(self, graph, rgb: np.ndarray):
+        if id(graph) in self._warm:
+            return graph.process(np.ascontiguousarray(rgb))
+        with _quiet_fd2():  # the first frame makes the C++ side log its setup warnings
+            self._warm.add(id(graph))
+            return graph.process(np.ascontiguousarray(rgb))
+
     def boxes(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float]]:
         if self._det is None:
             from mediapipe.python.solutions import face_detection
@@ -133,7 +144,7 @@ class MediapipeDetector:
             with _quiet_fd2():  # full-range model: also finds small faces (wide shots)
                 self._det = face_detection.FaceDetection(model_selection=1, min_detection_confidence=self.min_confidence)
         h, w = rgb.shape[:2]
-        res = self._det.process(np.ascontiguousarray(rgb))
+        res = self._run(self._det, rgb)
         out = []
         for d in res.detections or []:
             b = d.location_data.relative_bounding_box
@@ -142,7 +153,7 @@ class MediapipeDetector:
 
     def faces(self, rgb: np.ndarray) -> list[np.ndarray]:
         h, w = rgb.shape[:2]
-        res = self._mesh_graph().process(np.ascontiguousarray(rgb))
+        res = self._run(self._mesh_graph(), rgb)
         out = []
         for face in res.multi_face_landmarks or []:
             a = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
