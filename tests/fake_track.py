@@ -77,3 +77,49 @@ def track_clip(run: RunDir, path, n_frames: int, size: int = 512, crop=None, sta
     lm, valid = face_mesh(frames)
     write_frames_track(run, frames, lm, valid=valid, tag=f"clip-{n_frames}")
     return frames
+
+
+def astronaut_clip(n_frames: int = 24, size: int = 192, seed: int = 0):
+    """A synthetic clip with a known background: the astronaut photo's person (cut out with
+    selfie segmentation) sliding left and right over a generated background.
+
+    Returns frames (T,S,S,3) uint8, landmarks (T,478,2), person masks (T,S,S) bool, background (S,S,3).
+    """
+    import cv2
+    import mediapipe as mp
+    from skimage import data
+
+    img = data.astronaut()[0:330, 20:350]  # head and shoulders, without the helmet on her right
+    lm, valid = face_mesh(np.ascontiguousarray(cv2.resize(img, (512, 512))[None]))
+    assert valid[0], "face mesh found no face in skimage's astronaut"
+    lm[0] *= img.shape[0] / 512
+    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg:
+        cut = seg.process(np.ascontiguousarray(img)).segmentation_mask > 0.5
+    # the person fills ~75% of the frame, bottom-aligned; slides +-18% of the width
+    scale = 0.75 * size / img.shape[0]
+    side = int(round(img.shape[0] * scale))
+    small = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+    small_cut = cv2.resize(cut.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST).astype(bool)
+    # a calm room: a shaded wall, a few muted panels and some fine texture
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    rng = np.random.default_rng(seed)
+    wall = np.array([150, 140, 125], np.float32)
+    bg = wall * (0.75 + 0.3 * (1 - yy[..., None])) + 8 * np.sin(xx * 40)[..., None]
+    for _ in range(5):
+        x0, y0 = rng.integers(0, size * 3 // 4, 2)
+        w, h = rng.integers(size // 8, size // 3, 2)
+        bg[y0:y0 + h, x0:x0 + w] = rng.integers(60, 200, 3)
+    bg += rng.normal(0, 3, bg.shape)
+    bg = np.clip(bg, 0, 255).astype(np.uint8)
+    frames = np.repeat(bg[None], n_frames, 0)
+    masks = np.zeros((n_frames, size, size), bool)
+    lms = np.zeros((n_frames, 478, 2), np.float32)
+    y0 = size - side
+    for t in range(n_frames):
+        dx = int(round(0.18 * size * np.sin(2 * np.pi * t / n_frames))) + (size - side) // 2
+        xa, xb = max(dx, 0), min(dx + side, size)
+        sub = small_cut[:, xa - dx:xb - dx]
+        frames[t, y0:, xa:xb][sub] = small[:, xa - dx:xb - dx][sub]
+        masks[t, y0:, xa:xb] = sub
+        lms[t] = lm[0] * scale + (dx, y0)
+    return frames, lms, masks, bg
