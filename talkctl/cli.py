@@ -288,6 +288,25 @@ def doctor(json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = Fa
 
 
 @app.command()
+def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Where the example subject, run and results go.")] = Path("runs/demo"),
+         preset: PresetOpt = "tiny", device: DeviceOpt = "auto",
+         json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Make an example subject and take it through every stage; prints where the results are."""
+    from .console import err, make_progress
+    from .demo import run_demo
+
+    _common(json_, verbose, quiet, debug)
+    result = run_demo(out, preset=preset or "tiny", device=device, progress=make_progress(_State.quiet or _State.json),
+                      on_stage=_emit)
+    if _State.json:
+        _emit(result)
+        return
+    err.print(f"\nexample clip: {result['video']}\nrun directory: {result['run']}")
+    if result["not_built"]:
+        err.print(f"[yellow]stopped before: {', '.join(result['not_built'])} (not built yet in this version)[/]")
+
+
+@app.command()
 def version():
     """Print the version."""
     sys.stdout.write(f"talkctl {__version__}\n")
@@ -299,31 +318,30 @@ def main(argv: list[str] | None = None) -> int:
 
     from .console import err
 
+    _State.debug, _State.json, _State.quiet = bool(os.environ.get("TALKCTL_DEBUG")), False, False
     try:
-        app(args=argv, prog_name="talkctl", standalone_mode=False)
-        return 0
+        rc = app(args=argv, prog_name="talkctl", standalone_mode=False)
     except TalkctlError as exc:
         if _State.debug:
             err.print_exception()
         err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/]: nothing half-written was kept; rerun the same command to resume")
-        return EXIT_INTERRUPTED
-    except typer.Exit as exc:
-        return exc.exit_code
-    except Exception as exc:  # click's usage errors have their own formatting and exit code 2
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
-            err.print("[yellow]interrupted[/]")
-            return EXIT_INTERRUPTED
-        if isinstance(exc, click.ClickException):
+        rc = EXIT_INTERRUPTED
+    except Exception as exc:
+        # typer's (vendored) click exceptions: bad usage prints its own message, exit 2
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show(file=sys.stderr)
             return exc.exit_code
-        if _State.debug:
-            raise
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug and report it)",
-                  soft_wrap=True)
-        return 1
+        if type(exc).__name__ == "Abort":
+            rc = EXIT_INTERRUPTED
+        else:
+            if _State.debug:
+                raise
+            err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                      "(rerun with --debug and report it)", soft_wrap=True)
+            return 1
+    if rc == EXIT_INTERRUPTED:
+        err.print("[yellow]interrupted[/]: nothing half-written was kept; rerun the same command to resume")
+    return rc if isinstance(rc, int) else 0
 

@@ -36,7 +36,7 @@ class StageSpec:
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("extract-audio", "talkctl.stages.extract_audio", ("video",), ("audio",),
-              "Audio track -> 16 kHz waveform and per-frame features (audio.h5).", built=False),
+              "Audio track -> 16 kHz waveform and per-frame features (audio.h5)."),
     StageSpec("track", "talkctl.stages.track", ("video",), ("frames", "track"),
               "Frames, landmarks, head pose, blink (frames.h5, track.h5).", built=False),
     StageSpec("parse", "talkctl.stages.parse", ("frames", "track"), ("parse",),
@@ -157,13 +157,10 @@ def input_fingerprints(run: RunDir, spec: StageSpec) -> dict[str, str]:
     out = {}
     for name in spec.inputs:
         if name == "video":
-            v = run.video()
-            if v is None:
+            fp = run.video_fingerprint()
+            if fp is None:
                 raise UsageError(f"no video given for {run}; run `talkctl {spec.name} VIDEO --run {run}`")
-            if v[0].exists():  # re-hash if the file changed under the same name
-                out["video"] = run.set_video(v[0])
-            else:
-                out["video"] = v[1]
+            out["video"] = fp
             continue
         st, why = artifacts.state(run, name)
         producer = artifacts.spec(name).stage

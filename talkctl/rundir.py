@@ -88,6 +88,18 @@ class RunDir:
         v = self.manifest().get("video")
         return (Path(v["path"]), v["sha256"]) if v else None
 
+    def video_fingerprint(self) -> str | None:
+        """The source video's current fingerprint: re-hashed if the file changed on disk."""
+        v = self.video()
+        if v is None:
+            return None
+        if v[0].is_file():
+            try:
+                return self.set_video(v[0])
+            except (OSError, InputError):
+                return None
+        return v[1]  # the video moved away: trust what was recorded
+
     # ---- history ---------------------------------------------------------
     def record(self, entry: dict) -> None:
         with open(self.path / "history.jsonl", "a") as f:
