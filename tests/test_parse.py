@@ -133,3 +133,74 @@ def test_explicit_facexlib_unusable_is_one_line(parsed, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "facexlib" in err
     assert "torchvision" in err or "parsing_bisenet.pth" in err
+
+
+def test_neck_fill_background_removes_the_neck(clip, tmp_path):
+    frames, lms, _, _ = clip
+    run = tmp_path / "run"
+    write_frames_track(RunDir(run), frames[:6], lms[:6])
+    assert main(["parse", "--run", str(run), "--set", "neck_fill=background", "--set", "plate_frames=6", "-q"]) == 0
+    d, attrs = _read(run)
+    assert attrs["neck_fill"] == "background"
+    neck = d["labels"] == hr.NECK
+    assert neck.any()
+    assert np.all(d["torso_frames"][neck] == np.broadcast_to(d["background"], d["torso_frames"].shape)[neck])
+
+
+def test_bad_neck_fill_is_a_usage_error(parsed, capsys):
+    assert main(["parse", "--run", str(parsed), "--set", "neck_fill=blur", "--force"]) == 2
+    assert "neck_fill" in capsys.readouterr().err
+
+
+# ---- facexlib backend: real code around a tiny stand-in network ---------------------------
+def test_facexlib_class_mapping():
+    import torch
+
+    from talkctl.stages.parse_facexlib import labels_from_logits
+
+    for model, cls in (("bisenet", {0: 0, 1: 1, 17: 1, 14: 2, 16: 3, 7: 1}),
+                       ("parsenet", {0: 0, 1: 1, 13: 1, 17: 2, 16: 2, 18: 3, 8: 1})):
+        ids = torch.tensor(list(cls))
+        logits = torch.nn.functional.one_hot(ids, 19).float().T[None, :, :, None]  # (1,19,n,1)
+        assert labels_from_logits(logits, model)[0, :, 0].tolist() == list(cls.values())
+
+
+def test_facexlib_parser_runs_a_network_and_keeps_frame_order():
+    import torch
+
+    from talkctl.stages.parse_facexlib import FacexlibParser
+
+    class Tiny(torch.nn.Module):  # BiSeNet-like: a tuple of 19-class maps at the input size
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 19, 1)
+            with torch.no_grad():
+                self.conv.weight.zero_()
+                self.conv.bias.zero_()
+                self.conv.weight[16, 2] = 5.0  # blue -> cloth (torso)
+                self.conv.weight[1, 0] = 5.0  # red -> skin (head)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y[:, :, ::2, ::2], y[:, :, ::4, ::4]
+
+    frames = np.zeros((3, 64, 64, 3), np.uint8)
+    frames[:, :32, :, 0] = 255
+    frames[:, 32:, :, 2] = 255
+    cfg = {"facexlib_model": "bisenet", "batch": 2}
+    parser = FacexlibParser(cfg, "cpu", 478, model=Tiny().eval())
+    out = list(parser.stream((t, frames[t], None) for t in range(3)))
+    assert [t for t, _, _ in out] == [0, 1, 2]
+    lab = out[1][2]
+    assert lab.shape == (64, 64) and (lab[:30] == hr.HEAD).all() and (lab[34:] == hr.TORSO).all()
+    assert parser.person(frames[0]).all()
+
+
+def test_facexlib_weights_are_found_in_the_documented_folder(tmp_path, monkeypatch):
+    from talkctl.stages import parsing
+
+    monkeypatch.setenv("TALKCTL_WEIGHTS", str(tmp_path))
+    assert parsing.find_weights("parsing_bisenet.pth") is None
+    (tmp_path / "parsing_bisenet.pth").write_bytes(b"x")
+    assert parsing.find_weights("parsing_bisenet.pth") == tmp_path / "parsing_bisenet.pth"
+    assert parsing.weights_dirs()[0] == tmp_path
