@@ -72,11 +72,56 @@ def face_mesh(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, valid
 
 
-def track_clip(run: RunDir, path, n_frames: int, size: int = 512, crop=None, start: float = 0.0) -> np.ndarray:
-    frames = read_clip(path, n_frames, size, crop, start)
-    lm, valid = face_mesh(frames)
-    write_frames_track(run, frames, lm, valid=valid, tag=f"clip-{n_frames}")
-    return frames
+def track_clip(run: RunDir, path, n_frames: int | None = None, size: int = 512, crop=None, start: float = 0.0) -> int:
+    """Decode (streamed), run face mesh and write frames.h5 / track.h5; returns the frame count.
+    Memory stays flat: frames go to disk as they are decoded."""
+    import imageio_ffmpeg
+    import mediapipe as mp
+
+    vf = "fps=25," + (f"crop={crop[2]}:{crop[2]}:{crop[0]}:{crop[1]}," if crop else "") + f"scale={size}:{size}"
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-ss", str(start), "-i", str(path), "-vf", vf,
+           *(["-frames:v", str(n_frames)] if n_frames else []), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    nbytes = size * size * 3
+    lms, valid = [], []
+    common = dict(producer="track v0 (test stand-in)", config={"tag": f"clip-{n_frames}"}, inputs={})
+    with artifacts.write(run, "frames", fingerprint=f"frames-clip-{n_frames}", **common) as f, \
+            mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=True) as fm:
+        d = f.create_dataset("frames", (0, size, size, 3), np.uint8, maxshape=(None, size, size, 3),
+                             **artifacts.frame_chunks((1, size, size, 3)))
+        while True:
+            buf = proc.stdout.read(nbytes)
+            if len(buf) < nbytes:
+                break
+            fr = np.frombuffer(buf, np.uint8).reshape(size, size, 3)
+            t = d.shape[0]
+            d.resize(t + 1, axis=0)
+            d[t] = fr
+            res = fm.process(fr)
+            if res.multi_face_landmarks:
+                lms.append([(p.x * size, p.y * size) for p in res.multi_face_landmarks[0].landmark])
+                valid.append(True)
+            else:
+                lms.append(lms[-1] if lms else np.zeros((478, 2)))
+                valid.append(False)
+        f.attrs.update(fps=25, size=size, crop=[0, 0, size], source_size=[size, size])
+    proc.wait()
+    lm = np.asarray(lms, np.float32)
+    T, L = lm.shape[:2]
+    lo, hi = lm.min(1), lm.max(1)
+    with artifacts.write(run, "track", fingerprint=f"track-clip-{n_frames}", **common) as f:
+        f["landmarks2d"] = lm
+        f["landmarks3d"] = np.concatenate([lm, np.zeros((T, L, 1), np.float32)], -1)
+        f["valid"] = np.asarray(valid)
+        f["world_to_cam"] = np.tile(np.eye(4, dtype=np.float32), (T, 1, 1))
+        f["intrinsics"] = np.array([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], np.float32)
+        f["canonical_shape"] = np.zeros((L, 3), np.float32)
+        for k in ("reproj_error", "blink", "eye_area", "mouth_open"):
+            f[k] = np.zeros(T, np.float32)
+        f["lip_box"] = np.zeros((T, 4), np.int32)
+        f["face_box"] = np.concatenate([lo, hi], 1).astype(np.int32)
+        f.attrs.update(landmark_backend="mediapipe", n_landmarks=L, rigid_indices=np.arange(4), fps=25, size=size)
+    return T
 
 
 def astronaut_clip(n_frames: int = 24, size: int = 192, seed: int = 0):

@@ -164,13 +164,20 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
 def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kernel: np.ndarray,
                  neck_fill: str = "extend", extend_px: float = 0.0) -> np.ndarray:
     """The frame with the head removed (-> background plate) and the neck filled (module doc)."""
-    head = labels == hr.HEAD
-    remove = cv2.dilate(head.view(np.uint8), kernel).view(bool) & ((labels == hr.BACKGROUND) | head)
-    if neck_fill == "background":
-        remove |= labels == hr.NECK
     out = frame.copy()
-    out[remove] = plate[remove]
-    if neck_fill == "extend" and extend_px >= 1:
+    head = labels == hr.HEAD
+    rows, cols = np.flatnonzero(head.any(1)), np.flatnonzero(head.any(0))
+    if rows.size:  # work inside the head's box (grown by the kernel): most of the frame is untouched
+        r = kernel.shape[0] // 2 + 1
+        y0, y1 = max(rows[0] - r, 0), min(rows[-1] + r + 1, head.shape[0])
+        x0, x1 = max(cols[0] - r, 0), min(cols[-1] + r + 1, head.shape[1])
+        lab = labels[y0:y1, x0:x1]
+        grown = cv2.dilate(head[y0:y1, x0:x1].view(np.uint8), kernel).view(bool)
+        remove = grown & ((lab == hr.BACKGROUND) | (lab == hr.HEAD))
+        np.copyto(out[y0:y1, x0:x1], plate[y0:y1, x0:x1], where=remove[..., None])
+    if neck_fill == "background":
+        np.copyto(out, plate, where=(labels == hr.NECK)[..., None])
+    elif neck_fill == "extend" and extend_px >= 1:
         _extend_neck(out, frame, labels, head, int(round(extend_px)))
     return out
 

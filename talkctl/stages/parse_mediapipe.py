@@ -13,6 +13,12 @@ from . import head_regions as hr
 
 class MediapipeParser:
     def __init__(self, config: dict, device: str, n_landmarks: int):
+        import cv2
+
+        # the images here are small: OpenCV's thread pool costs more than it gives, above all
+        # on a loaded machine (restored in close())
+        self._cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
         try:
             import mediapipe as mp
 
@@ -62,4 +68,7 @@ class MediapipeParser:
             yield emit(len(buf) - len(pending))
 
     def close(self) -> None:
+        import cv2
+
         self._seg.close()
+        cv2.setNumThreads(self._cv_threads)
