@@ -68,6 +68,8 @@ def run(ctx, cfg) -> dict:
         T, S = _check_inputs(ctx, frames, lms)
         layout = _layout(ctx, lms.shape[1])
         parser = backend.get()(cfg, ctx.device, lms.shape[1])
+        for text in getattr(parser, "native_log", ()):
+            ctx.log.debug("%s start-up output: %s", backend.name, text)
         try:
             ctx.log.info("parse: %d frames of %dx%d, backend %s", T, S, S, backend.name)
             plate, seen = _plate(parser, frames, T, S, cfg)
