@@ -152,8 +152,8 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
             c = np.bincount(labels.ravel(), minlength=4)[:4]
             counts += c
             no_head += c[hr.HEAD] == 0
-            if t in preview_t:
-                preview.append((t, frame, labels, torso))
+            if t in preview_t:  # small tiles only: a frame would keep its whole read chunk alive
+                preview.append((t, _tile(overlay(frame, labels)), _tile(torso)))
             task.advance(1)
     frac = counts / counts.sum()
     if no_head:
@@ -228,23 +228,30 @@ def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
     return out.astype(np.uint8)
 
 
+PREVIEW_TILE = 256
+
+
+def _tile(img: np.ndarray) -> np.ndarray:
+    return cv2.resize(img, (PREVIEW_TILE, PREVIEW_TILE), interpolation=cv2.INTER_AREA)
+
+
 def _write_preview(ctx, cfg, plate, seen, samples) -> str:
-    tile = 256
+    """Contact sheet: coloured labels over sampled frames, the plate (never-seen part outlined),
+    and one torso target."""
     tiles = []
-    for t, frame, labels, _ in samples:
-        im = cv2.resize(overlay(frame, labels), (tile, tile), interpolation=cv2.INTER_AREA)
+    for t, im, _ in samples:
         _caption(im, f"frame {t}")
         tiles.append(im)
     pl = plate.copy()
     contours, _ = cv2.findContours((~seen).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(pl, contours, -1, (255, 255, 0), max(1, plate.shape[0] // 256))
-    pl = cv2.resize(pl, (tile, tile), interpolation=cv2.INTER_AREA)
+    pl = _tile(pl)
     _caption(pl, f"background plate ({100 * (1 - seen.mean()):.0f}% inpainted)")
-    t0, _, _, torso = samples[0]
-    tt = cv2.resize(torso, (tile, tile), interpolation=cv2.INTER_AREA)
+    t0, _, tt = samples[0]
+    tt = tt.copy()
     _caption(tt, f"torso target, frame {t0}")
     half = (len(tiles) + 1) // 2
-    blank = np.zeros((tile, tile, 3), np.uint8)
+    blank = np.zeros((PREVIEW_TILE, PREVIEW_TILE, 3), np.uint8)
     row1 = tiles[:half] + [pl]
     row2 = tiles[half:] + [blank] * (half - len(tiles[half:])) + [tt]
     sheet = np.concatenate([np.concatenate(row1, 1), np.concatenate(row2, 1)], 0)
