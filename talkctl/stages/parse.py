@@ -193,7 +193,8 @@ def _extend_neck(out: np.ndarray, frame: np.ndarray, labels: np.ndarray, head: n
     sub = neck[:, cols]
     top = np.argmax(sub, axis=0)  # first neck row per column
     height = sub.sum(0)
-    ok = (top > 0) & head[np.maximum(top - 1, 0), cols]  # only where the head sits on the neck
+    # only where the head sits on a real stretch of neck (not on a sliver between jaw and collar)
+    ok = (top > 0) & head[np.maximum(top - 1, 0), cols] & (height >= max(4, length // 4))
     if not ok.any():
         return
     cols, top, height = cols[ok], top[ok], height[ok]
