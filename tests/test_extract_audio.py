@@ -20,10 +20,10 @@ from talkctl.cli import main
 from talkctl.media import ffmpeg_exe
 from talkctl.stages import extract_audio as xa
 from talkctl.stages.melformant import MelFormantExtractor, lpc_formants, periodicity, frame_signal
+from conftest import shared_path
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TALKCTL_SHARED", REPO / ".." / "shared"))  # env: for checkouts elsewhere
 
 
 # ---- media ----------------------------------------------------------------------
@@ -353,9 +353,7 @@ def test_subprocess_json_on_stdout_only(media, tmp_path):
 # ---- real footage --------------------------------------------------------------------
 @pytest.mark.shared
 def test_real_clip_german_20s(tmp_path, capsys):
-    clip = SHARED / "data" / "video" / "german_20s.mp4"
-    if not clip.is_file():
-        pytest.skip(f"needs ../shared (no {clip})")
+    clip = shared_path("data", "video", "german_20s.mp4")
     run = tmp_path / "run"
     rc, out, err = cli(capsys, "extract-audio", clip, "--run", run, "--json")
     assert rc == 0, err

@@ -202,6 +202,13 @@ def features_for_audio(source, reference, device: str = "cpu") -> np.ndarray:
 
 
 # ---- the stage ------------------------------------------------------------------
+def resolve(cfg: dict, device: str) -> dict:
+    """Fingerprint the extractor "auto" picks here, not the word "auto"."""
+    from ..backends import select
+
+    return {**cfg, "extractor": select("audio-features", cfg.get("extractor") or "auto", device).name}
+
+
 def run(ctx, cfg: dict) -> dict:
     from ..rundir import check_input_file
     from .melformant import SILENT_CLIP_DB, VOICING_THRESHOLD, speech_level_db
