@@ -19,7 +19,7 @@ person mask, so the silhouette edges (hair against background) keep full resolut
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import cv2
@@ -42,9 +42,9 @@ RECT_V = (-1.6, 2.2)
 @dataclass
 class RegionParams:
     jaw_margin: float = 0.04  # the jaw line is pushed this far outwards (landmarks sit inside the jaw's edge)
-    ellipse_width: float = 1.55  # head ellipse half-width / face half-width (ears, hair volume)
+    ellipse_width: float = 1.9  # head ellipse half-width / face half-width (ears, hair volume)
     ellipse_centre: float = -0.12  # ellipse centre below the face centre (face heights)
-    ellipse_height: float = 0.80  # ellipse half-height below its centre; above it the strip goes up to the top
+    ellipse_height: float = 0.90  # ellipse half-height below its centre; above it the strip goes up to the top
     neck_top_width: float = 1.00  # neck band half-width / face half-width, at the jaw
     neck_bottom_width: float = 1.25  # ... at the shoulders
     shoulder_width: float = 0.70  # silhouette half-width (face heights) that counts as shoulders
@@ -151,6 +151,10 @@ def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
+def _from_rect_units(uv: np.ndarray) -> np.ndarray:
+    return np.stack([(uv[..., 0] - RECT_U[0]) * RECT_SCALE, (uv[..., 1] - RECT_V[0]) * RECT_SCALE], -1)
+
+
 def _to_rect_units(px: np.ndarray) -> np.ndarray:
     """Face-frame pixel coords -> (u, v) in face heights."""
     return np.stack([px[..., 0] / RECT_SCALE + RECT_U[0], px[..., 1] / RECT_SCALE + RECT_V[0]], -1)
@@ -219,8 +223,9 @@ class RegionState:
     shoulder: float | None = None
     neck_bottom: np.ndarray | None = None
     skin: Gaussian | None = None
+    skin_lab: Gaussian | None = None
     hair: Gaussian | None = None
-    clothes: Gaussian | None = None
+    clothes: list = field(default_factory=list)
     frame: int = 0
 
 
@@ -264,9 +269,12 @@ def split_person(frame: np.ndarray, person: np.ndarray, lm: np.ndarray, layout: 
 
     # skin colour from the cheeks / forehead, in rg chromaticity: the shadow under the chin
     # darkens the neck but keeps its chromaticity, a white or blue collar has another one
-    g = Gaussian.fit(chromaticity(_sample_patches(frame, skin_points(layout, lm), 2)), floor=0.012)
+    skin_px = _sample_patches(frame, skin_points(layout, lm), 2)
+    g = Gaussian.fit(chromaticity(skin_px), floor=0.012)
     if g is not None:
         state.skin = g
+        if params.long_hair:  # with lightness too: blond or brown hair has skin's chromaticity
+            state.skin_lab = Gaussian.fit(cv2.cvtColor(skin_px[None], cv2.COLOR_RGB2LAB)[0], floor=4.0)
     if state.skin is not None:
         skin = (state.skin.distance(chromaticity(rimg)) < params.skin_threshold) & (rimg.max(-1) > 25)
     else:
@@ -383,6 +391,24 @@ def _neck_zone(rperson, head, skin, uv, layout, p, state, uu, vv, rows):
     return band & (rows < bottom[None, :])
 
 
+def _clusters(samples: np.ndarray, k: int) -> list[Gaussian]:
+    """Colour models of up to k clusters (k-means) of the samples; clusters under 20 samples dropped."""
+    if len(samples) < 30:
+        return []
+    x = samples.reshape(-1, samples.shape[-1]).astype(np.float32)
+    if len(x) > 2000:
+        x = x[:: len(x) // 2000 + 1]
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
+    cv2.setRNGSeed(0)
+    _, idx, _ = cv2.kmeans(x, k, None, crit, 1, cv2.KMEANS_PP_CENTERS)
+    out = []
+    for j in range(k):
+        g = Gaussian.fit(x[idx.ravel() == j], floor=4.0) if (idx == j).sum() >= 20 else None
+        if g is not None:
+            out.append(g)
+    return out
+
+
 def _median5(x: np.ndarray) -> np.ndarray:
     """Median over 5 neighbours (edges repeated): removes one-column spikes in the collar line."""
     pad = np.pad(x, 2, mode="edge")
@@ -391,30 +417,37 @@ def _median5(x: np.ndarray) -> np.ndarray:
 
 def _long_hair(rimg, rperson, head, neck, skin, uv, layout, p, state, uu, vv):
     """Hair below the jaw line: person pixels beside / over the neck coloured like the hair above
-    the face (and unlike the clothes), connected to the head. None when there is nothing to add."""
+    the face (and unlike skin and clothes), connected to hair beside the face. None when there is
+    nothing to add. Colours in Lab with lightness: blond or brown hair has skin's chromaticity."""
     jaw_v = max(uv[layout.jaw_left][1], uv[layout.jaw_right][1])
     chin_v = uv[layout.chin][1]
     below = rperson & ~head & (vv > jaw_v - 0.1) & (vv < chin_v + 1.4)
-    if not below.any():
+    if not below.any() or state.skin_lab is None:
         return None
     lab = cv2.cvtColor(rimg, cv2.COLOR_RGB2LAB)
+    d_skin = state.skin_lab.distance(lab)
+    face_half = 0.5 * (uv[:, 0].max() - uv[:, 0].min())
+    u_c = 0.5 * (uv[:, 0].min() + uv[:, 0].max())
+    du = np.abs(uu - u_c)
     if state.hair is None or state.frame % 10 == 0:  # colour models: refreshed every 10 frames
         face_top = uv[:, 1].min()
-        face_half = 0.5 * (uv[:, 0].max() - uv[:, 0].min())
-        u_c = 0.5 * (uv[:, 0].min() + uv[:, 0].max())
-        src = head & ~skin & ((vv < face_top + 0.05) | ((np.abs(uu - u_c) > face_half * 1.1) & (vv < jaw_v)))
+        src = head & (d_skin > p.hair_threshold) & ((vv < face_top + 0.05) | ((du > face_half * 1.1) & (vv < jaw_v)))
         if src.sum() >= 30:
             state.hair = Gaussian.fit(lab[src], floor=4.0)
-        cl = rperson & (vv > chin_v + 0.9) & ~skin
-        state.clothes = Gaussian.fit(lab[cl], floor=4.0) if cl.sum() >= 30 else None
+        # clothes: the chest under the chin, where hanging hair rarely is; two colour clusters
+        cl = rperson & (vv > chin_v + 0.6) & (np.abs(uu - uv[layout.chin][0]) < face_half) & (d_skin > p.hair_threshold)
+        state.clothes = _clusters(lab[cl], 2)
     if state.hair is None:
         return None
-    if state.clothes is not None and state.clothes.distance(state.hair.mean[None])[0] < p.hair_threshold:
+    if any(c.distance(state.hair.mean[None])[0] < p.hair_threshold for c in state.clothes):
         return None  # hair and clothes alike (dark hair, dark jacket): a colour cut would be a guess
     d_hair = state.hair.distance(lab)
-    cand = below & ~skin & (d_hair < p.hair_threshold)
-    if state.clothes is not None:
-        cand &= d_hair < 0.7 * state.clothes.distance(lab)
+    hairy = (d_hair < p.hair_threshold) & (d_hair < d_skin)
+    for c in state.clothes:
+        hairy &= d_hair < 0.7 * c.distance(lab)
+    # not in front of the throat: the shadow under the chin looks like dark hair, and hair
+    # hangs beside the neck far more often than over it
+    cand = below & hairy & (np.abs(uu - uv[layout.chin][0]) > 0.8 * face_half)
     if not cand.any():
         return None
     cand = cv2.morphologyEx(cand.view(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).view(bool)
@@ -423,11 +456,11 @@ def _long_hair(rimg, rperson, head, neck, skin, uv, layout, p, state, uu, vv):
     # hanging hair is hair beside the face already above the jaw line, flowing on downwards: a
     # component must touch hair-coloured head pixels beside the lower face (a brown jacket next
     # to brown hair touches the head, if at all, at the collar, with skin or background above)
-    face_half = 0.5 * (uv[:, 0].max() - uv[:, 0].min())
-    u_c = 0.5 * (uv[:, 0].min() + uv[:, 0].max())
-    du = np.abs(uu - u_c)
-    sides = head & ~skin & (d_hair < p.hair_threshold) & (vv > jaw_v - 0.3) & (du > face_half)
-    if sides.sum() < 4:
+    face = np.zeros(head.shape, np.uint8)
+    cv2.fillPoly(face, [np.round(_from_rect_units(uv)).astype(np.int32)], 1)
+    face = cv2.dilate(face, np.ones((5, 5), np.uint8)).view(bool)  # the face's own shadows and stubble: not hair
+    sides = head & hairy & ~face & (vv > jaw_v - 0.3)
+    if sides.sum() < 0.005 * RECT_SCALE ** 2:
         return None
     gate = cv2.dilate(sides.view(np.uint8), np.ones((5, 5), np.uint8)).view(bool)
     n, comp = cv2.connectedComponents(cand.view(np.uint8), connectivity=8)

@@ -68,6 +68,8 @@ def run(ctx, cfg) -> dict:
         T, S = _check_inputs(ctx, frames, lms)
         layout = _layout(ctx, lms.shape[1])
         parser = backend.get()(cfg, ctx.device, lms.shape[1])
+        for text in getattr(parser, "native_log", ()):
+            ctx.log.debug("%s start-up output: %s", backend.name, text)
         try:
             ctx.log.info("parse: %d frames of %dx%d, backend %s", T, S, S, backend.name)
             plate, seen = _plate(parser, frames, T, S, cfg)
@@ -150,8 +152,8 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
             c = np.bincount(labels.ravel(), minlength=4)[:4]
             counts += c
             no_head += c[hr.HEAD] == 0
-            if t in preview_t:
-                preview.append((t, frame, labels, torso))
+            if t in preview_t:  # small tiles only: a frame would keep its whole read chunk alive
+                preview.append((t, _tile(overlay(frame, labels)), _tile(torso)))
             task.advance(1)
     frac = counts / counts.sum()
     if no_head:
@@ -164,13 +166,20 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
 def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kernel: np.ndarray,
                  neck_fill: str = "extend", extend_px: float = 0.0) -> np.ndarray:
     """The frame with the head removed (-> background plate) and the neck filled (module doc)."""
-    head = labels == hr.HEAD
-    remove = cv2.dilate(head.view(np.uint8), kernel).view(bool) & ((labels == hr.BACKGROUND) | head)
-    if neck_fill == "background":
-        remove |= labels == hr.NECK
     out = frame.copy()
-    out[remove] = plate[remove]
-    if neck_fill == "extend" and extend_px >= 1:
+    head = labels == hr.HEAD
+    rows, cols = np.flatnonzero(head.any(1)), np.flatnonzero(head.any(0))
+    if rows.size:  # work inside the head's box (grown by the kernel): most of the frame is untouched
+        r = kernel.shape[0] // 2 + 1
+        y0, y1 = max(rows[0] - r, 0), min(rows[-1] + r + 1, head.shape[0])
+        x0, x1 = max(cols[0] - r, 0), min(cols[-1] + r + 1, head.shape[1])
+        lab = labels[y0:y1, x0:x1]
+        grown = cv2.dilate(head[y0:y1, x0:x1].view(np.uint8), kernel).view(bool)
+        remove = grown & ((lab == hr.BACKGROUND) | (lab == hr.HEAD))
+        np.copyto(out[y0:y1, x0:x1], plate[y0:y1, x0:x1], where=remove[..., None])
+    if neck_fill == "background":
+        np.copyto(out, plate, where=(labels == hr.NECK)[..., None])
+    elif neck_fill == "extend" and extend_px >= 1:
         _extend_neck(out, frame, labels, head, int(round(extend_px)))
     return out
 
@@ -184,7 +193,8 @@ def _extend_neck(out: np.ndarray, frame: np.ndarray, labels: np.ndarray, head: n
     sub = neck[:, cols]
     top = np.argmax(sub, axis=0)  # first neck row per column
     height = sub.sum(0)
-    ok = (top > 0) & head[np.maximum(top - 1, 0), cols]  # only where the head sits on the neck
+    # only where the head sits on a real stretch of neck (not on a sliver between jaw and collar)
+    ok = (top > 0) & head[np.maximum(top - 1, 0), cols] & (height >= max(4, length // 4))
     if not ok.any():
         return
     cols, top, height = cols[ok], top[ok], height[ok]
@@ -219,23 +229,30 @@ def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
     return out.astype(np.uint8)
 
 
+PREVIEW_TILE = 256
+
+
+def _tile(img: np.ndarray) -> np.ndarray:
+    return cv2.resize(img, (PREVIEW_TILE, PREVIEW_TILE), interpolation=cv2.INTER_AREA)
+
+
 def _write_preview(ctx, cfg, plate, seen, samples) -> str:
-    tile = 256
+    """Contact sheet: coloured labels over sampled frames, the plate (never-seen part outlined),
+    and one torso target."""
     tiles = []
-    for t, frame, labels, _ in samples:
-        im = cv2.resize(overlay(frame, labels), (tile, tile), interpolation=cv2.INTER_AREA)
+    for t, im, _ in samples:
         _caption(im, f"frame {t}")
         tiles.append(im)
     pl = plate.copy()
     contours, _ = cv2.findContours((~seen).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(pl, contours, -1, (255, 255, 0), max(1, plate.shape[0] // 256))
-    pl = cv2.resize(pl, (tile, tile), interpolation=cv2.INTER_AREA)
+    pl = _tile(pl)
     _caption(pl, f"background plate ({100 * (1 - seen.mean()):.0f}% inpainted)")
-    t0, _, _, torso = samples[0]
-    tt = cv2.resize(torso, (tile, tile), interpolation=cv2.INTER_AREA)
+    t0, _, tt = samples[0]
+    tt = tt.copy()
     _caption(tt, f"torso target, frame {t0}")
     half = (len(tiles) + 1) // 2
-    blank = np.zeros((tile, tile, 3), np.uint8)
+    blank = np.zeros((PREVIEW_TILE, PREVIEW_TILE, 3), np.uint8)
     row1 = tiles[:half] + [pl]
     row2 = tiles[half:] + [blank] * (half - len(tiles[half:])) + [tt]
     sheet = np.concatenate([np.concatenate(row1, 1), np.concatenate(row2, 1)], 0)

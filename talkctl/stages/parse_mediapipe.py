@@ -2,7 +2,11 @@
 head / neck / torso (head_regions.py), with the person probability smoothed over time."""
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from collections import deque
+from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -11,12 +15,45 @@ from ..errors import MissingToolError
 from . import head_regions as hr
 
 
+@contextmanager
+def native_stderr_to(sink: list):
+    """Catch what native code (mediapipe's TFLite / absl start-up chatter) writes on fd 2, which
+    would otherwise land between the progress bars: the text is appended to `sink`."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to catch
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace").strip()
+            if text:
+                sink.append(text)
+
+
 class MediapipeParser:
     def __init__(self, config: dict, device: str, n_landmarks: int):
+        import cv2
+
+        # the images here are small: OpenCV's thread pool costs more than it gives, above all
+        # on a loaded machine (restored in close())
+        self._cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        self.native_log: list[str] = []
         try:
             import mediapipe as mp
 
-            self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=config["selfie_model"])
+            with native_stderr_to(self.native_log):  # the graph logs on start and first frame
+                self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=config["selfie_model"])
+                self._seg.process(np.zeros((64, 64, 3), np.uint8))
         except (ImportError, AttributeError) as exc:
             raise MissingToolError(f"mediapipe selfie segmentation unavailable ({exc}); pip install mediapipe==0.10.21") from None
         self.threshold = float(config["person_threshold"])
@@ -62,4 +99,7 @@ class MediapipeParser:
             yield emit(len(buf) - len(pending))
 
     def close(self) -> None:
+        import cv2
+
         self._seg.close()
+        cv2.setNumThreads(self._cv_threads)
