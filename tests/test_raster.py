@@ -382,6 +382,8 @@ def test_input_validation():
         rasterize(**dict(sc, colors=torch.zeros(5, 5, 3, dtype=F64)))
     with pytest.raises(ValueError, match="sh_degree"):
         rasterize(**sc, sh_degree=1)
+    with pytest.raises(ValueError, match="dtype"):
+        rasterize(**dict(sc, Ks=sc["Ks"].float()))
     with pytest.raises(ValueError, match="background"):
         rasterize(**sc, background=torch.zeros(2, 3, dtype=F64))
 
@@ -442,3 +444,14 @@ def test_gsplat_matches_torch(per_cam):
         x, y = grads["gsplat"][k].flatten(), grads["torch"][k].flatten()
         cos = torch.nn.functional.cosine_similarity(x, y, dim=0)
         assert cos > 0.98, (k, cos.item())
+
+
+def test_importing_kernel_packages_is_cheap():
+    """backend_catalog imports every owner module for `talkctl doctor`: no torch at import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, talkctl.kernels.raster, talkctl.kernels.hashgrid; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(
+        __file__).resolve().parents[1]))

@@ -10,11 +10,13 @@ load on first access.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 from ...backends import Backend, register
 
 
+@functools.lru_cache(maxsize=None)  # probes run on every "auto" render: look on disk once
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -22,6 +24,7 @@ def _installed(module: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
 def _cuda_reason() -> str | None:
     import torch
 

@@ -67,6 +67,8 @@ def validate_inputs(means, quats, scales, opacities, colors, viewmats, Ks, width
             raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
         if t.device != means.device:
             raise ValueError(f"{name} is on {t.device} but means is on {means.device}")
+        if t.dtype != means.dtype:
+            raise ValueError(f"{name} is {t.dtype} but means is {means.dtype}; use one dtype")
 
     if colors.dim() == 2:
         if colors.shape != (N, 3):

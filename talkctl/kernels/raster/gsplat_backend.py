@@ -39,8 +39,12 @@ def load():
             "gsplat %s has no prebuilt CUDA extension: compiling it now (first use only, "
             "can take several minutes; cached in torch_extensions)", getattr(gsplat, "__version__", "?"))
     t0 = time.perf_counter()
-    from gsplat.cuda._backend import _C  # triggers the JIT build when not prebuilt
-
+    try:
+        from gsplat.cuda._backend import _C  # triggers the JIT build when not prebuilt
+    except ImportError:  # a gsplat whose internals moved: it builds on first render instead
+        log.warning("gsplat: could not trigger the kernel build up front; the first render "
+                    "may pause while gsplat compiles")
+        return rasterize_gsplat
     if _C is None:
         raise MissingToolError(
             "gsplat could not load or build its CUDA extension (no CUDA toolkit/nvcc found); "
