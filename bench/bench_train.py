@@ -49,11 +49,14 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--set", dest="set_", action="append", default=[], help="key=value for all three stages")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep outputs that are up to date (their time and numbers are read from the artifacts)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_cpu.json")
     args = ap.parse_args(argv)
     if not args.video.exists():
         print(f"skipped: {args.video} is not here (needs ../shared)")
         return 0
+    from talkctl import artifacts
     from talkctl.config import parse_set
     from talkctl.pipeline import run_stage
     from talkctl.rundir import RunDir
@@ -65,11 +68,17 @@ def main(argv=None) -> int:
         run_stage(stage, run, preset=args.preset, overrides=over, device=args.device)
     over = {"resolution": args.size, **parse_set(args.set_)}
     rows, info = [], {"machine": machine(), "video": str(args.video), "preset": args.preset, "overrides": over}
+    keys = ("psnr_head", "psnr_torso", "psnr_full", "n_head", "n_torso", "n_gaussians", "train_seconds", "perceptual_loss")
+    outputs = {"init-static": "static", "train-deform": "deform", "train-torso": "torso"}
     for stage in ("init-static", "train-deform", "train-torso"):
         t = time.time()
-        s = run_stage(stage, run, preset=args.preset, overrides=over, device=args.device, force=True)
-        rows.append({"stage": stage, "seconds": round(time.time() - t, 1), **{k: v for k, v in s.items() if k in (
-            "psnr_head", "psnr_torso", "psnr_full", "n_head", "n_torso", "n_gaussians", "train_seconds", "perceptual_loss")}})
+        s = run_stage(stage, run, preset=args.preset, overrides=over, device=args.device, force=not args.reuse)
+        seconds = time.time() - t
+        if s["status"] == "up to date":  # --reuse: the numbers of the run that made the artifact
+            s = artifacts.read_attrs(run, outputs[stage])
+            seconds = float(s["seconds"])
+        rows.append({"stage": stage, "seconds": round(seconds, 1),
+                     **{k: (v.item() if hasattr(v, "item") else v) for k, v in s.items() if k in keys}})
         print(rows[-1], flush=True)
     info.update({ "stages": rows, "total_seconds": round(sum(r["seconds"] for r in rows), 1),
                  "load_avg_at_end": os.getloadavg()})
