@@ -41,6 +41,42 @@ def machine() -> dict:
             "load_avg_at_start": os.getloadavg()}
 
 
+def heldout_metrics(run, size: int, device: str) -> dict:
+    """Head-region and lip-box PSNR on the held-out frames: static Gaussians vs the deformed head."""
+    import h5py
+    import numpy as np
+    import torch
+
+    from talkctl.stages.head_model import load_head, load_static
+    from talkctl.stages.training import FrameStore, scale_intrinsics, split_frames
+
+    static, head = load_static(run, device)["head"], load_head(run, device)
+    with h5py.File(run.file("audio.h5")) as a:
+        head.set_audio(a["features"][()])
+    out = {"static_head": 0.0, "deform_head": 0.0, "static_lips": 0.0, "deform_lips": 0.0}
+    se = {k: [0.0, 0.0] for k in out}
+    with h5py.File(run.file("frames.h5")) as fr, h5py.File(run.file("parse.h5")) as pa, h5py.File(run.file("track.h5")) as tr:
+        S = fr["frames"].shape[1]
+        frames, labels = FrameStore(fr["frames"], size), FrameStore(pa["labels"], size, "labels")
+        K = scale_intrinsics(tr["intrinsics"][()], S, size)
+        w2c, blink, lips = tr["world_to_cam"][()], tr["blink"][()], tr["lip_box"][()] * size / S
+        _, held = split_frames(fr["frames"].shape[0])
+        with torch.no_grad():
+            for i in held:
+                m = labels.get([i])[..., 1:2]
+                target = frames.get([i]) * m
+                x0, y0, x1, y1 = (int(round(v)) for v in lips[i])
+                for name, r in (("static", static.render(w2c[[i]], K, size)),
+                                 ("deform", head.render([i], w2c[[i]], K, size, blink=blink[[i]]))):
+                    err = (r.rgb - target) ** 2
+                    se[f"{name}_head"][0] += float((err * m).sum()); se[f"{name}_head"][1] += float(m.sum()) * 3
+                    box = err[:, y0:y1, x0:x1]
+                    se[f"{name}_lips"][0] += float(box.sum()); se[f"{name}_lips"][1] += box.numel()
+    for k, (a, b) in se.items():
+        out[k] = round(10 * np.log10(1.0 / max(a / max(b, 1), 1e-10)), 3)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, default=SHARED / "data" / "video" / "german_20s.mp4")
@@ -87,6 +123,8 @@ def main(argv=None) -> int:
     with h5py.File(run.file("frames.h5")) as f:
         info["frames"] = int(f["frames"].shape[0])
         info["crop_size"] = int(f["frames"].shape[1])
+    info["held_out_static_vs_deform"] = heldout_metrics(run, args.size, args.device)
+    print("held-out, static vs deform:", info["held_out_static_vs_deform"])
     print(f"\n{'stage':14s} {'seconds':>8s} {'gaussians':>10s} {'held-out PSNR':>28s}")
     for r in rows:
         n = r.get("n_gaussians") or f"{r.get('n_head')}+{r.get('n_torso')}"
