@@ -212,6 +212,19 @@ def test_gaussians_on_and_beyond_the_image_border():
     assert_match(res)
 
 
+def test_gaussian_right_in_front_of_the_lens():
+    """A large Gaussian just past the near plane covers the whole image: no overflow."""
+    sc = scene(n=20, seed=24)
+    sc["means"][0] = torch.tensor([0.0, 0.0, 0.02], dtype=F64)
+    sc["scales"][0] = 5.0
+    sc["opacities"][0] = 0.5
+    res = run_both(sc)
+    out = res[0][0]
+    assert out.radii[0, 0] > 1000
+    assert (out.alpha > 0.49).all()  # it is in front of everything, everywhere
+    assert_match(res)
+
+
 def test_degenerate_scales():
     sc = scene(n=20, seed=10)
     sc["scales"][:6] = 1e-9  # points: the 0.3 px dilation gives them a footprint

@@ -216,10 +216,10 @@ def run(ctx, cfg: dict) -> dict:
             warn(f"no face in {n_missing} frames (gaps up to {longest / FPS:.2f} s at "
                  f"{ff.describe_runs(runs, FPS)}): interpolated and marked valid=False")
         empty = np.full((scheme.n, 3), np.nan, np.float32)
-        lm3d = np.stack([m if m is not None else empty for m in lms]).astype(np.float32)
+        lm3d = np.stack([m if m is not None else empty for m in lms]).astype(np.float32, copy=False)
         del lms
-        lm3d = ff.fill_gaps(lm3d, valid)
-        lm2d = lm3d[..., :2].copy()
+        ff.fill_gaps(lm3d, valid, out=lm3d)
+        lm2d = lm3d[..., :2]  # a view: no second copy of the landmarks
 
         # 4. head pose and features
         t0 = time.perf_counter()

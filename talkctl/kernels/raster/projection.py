@@ -113,7 +113,8 @@ def project(
     with torch.no_grad():
         b = 0.5 * (cxx + cyy)
         v1 = b + torch.sqrt((b * b - det).clamp(min=0.01))
-        radius = torch.ceil(3.0 * torch.sqrt(v1.clamp(min=0)))
+        # (clamped so that a Gaussian right in front of the lens cannot overflow int32)
+        radius = torch.ceil(3.0 * torch.sqrt(v1.clamp(min=0))).clamp(max=float(1 << 24))
         inside = (
             (u + radius > 0) & (u - radius < width) & (v + radius > 0) & (v - radius < height)
         )
