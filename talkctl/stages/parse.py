@@ -55,6 +55,11 @@ NON_SEMANTIC = {"preview", "chunk", "batch", "preview_frames"}
 LABEL_COLOURS = np.array([[0, 0, 0], [230, 40, 40], [40, 210, 60], [40, 90, 240]], np.uint8)
 
 
+def resolve(cfg: dict, device: str) -> dict:
+    """"auto" (or $TALKCTL_PARSING) -> the concrete backend, so the choice is fingerprinted."""
+    return {**cfg, "parsing": backends.select("parsing", cfg["parsing"], device).name}
+
+
 def run(ctx, cfg) -> dict:
     if cfg["neck_fill"] not in ("extend", "background"):
         from ..errors import UsageError
