@@ -38,6 +38,7 @@ DEFAULTS = {
     "facexlib_model": "bisenet",  # bisenet | parsenet
     "plate_frames": 200,  # frames sampled for the background plate
     "plate_dilate": 0.02,  # person mask grown by this fraction of the size before counting background
+    "plate_min_seen": 0.02,  # a plate pixel must be uncovered in this fraction of the samples, else inpainted
     "head_dilate": 0.008,  # torso target: head removal grown into the background by this fraction
     "neck_fill": "extend",  # extend | background (see module doc)
     "neck_extend": 0.25,  # neck continued this many face heights up under the chin
@@ -123,7 +124,7 @@ def _plate(parser, frames, T: int, S: int, cfg) -> tuple[np.ndarray, np.ndarray]
     for t in idx:  # one frame per chunk: single-frame reads are fast (h5py point selections are not)
         fr = frames[int(t)]
         builder.add(fr, bg_plate.background_mask(parser.person(fr), dil))
-    return builder.finish()
+    return builder.finish(min_count=max(1, int(round(cfg["plate_min_seen"] * len(idx)))))
 
 
 def _items(frames, lms, T: int, chunk: int, lm_store: dict):
