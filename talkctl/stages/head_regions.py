@@ -240,8 +240,10 @@ def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def split_person(frame: np.ndarray, person: np.ndarray, lm: np.ndarray, layout: FaceLayout,
                  params: RegionParams = RegionParams(), state: RegionState | None = None) -> np.ndarray:
-    """frame (S,S,3) uint8 RGB, person (S,S) bool, lm (L,2) px -> labels (S,S) uint8."""
+    """frame (S,S,3) uint8 RGB, person (S,S) bool, lm (L,2) px (pixel centres at i + 0.5, as
+    track.h5 stores them) -> labels (S,S) uint8."""
     S0, S1 = person.shape
+    lm = np.asarray(lm, np.float64) - 0.5  # to OpenCV's convention: pixel centres at integers
     outline = layout.outline(lm).astype(np.float64)
     try:
         m, face_h = face_frame(outline, layout.chin)
