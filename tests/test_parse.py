@@ -147,9 +147,11 @@ def test_neck_fill_background_removes_the_neck(clip, tmp_path):
     assert np.all(d["torso_frames"][neck] == np.broadcast_to(d["background"], d["torso_frames"].shape)[neck])
 
 
-def test_bad_neck_fill_is_a_usage_error(parsed, capsys):
-    assert main(["parse", "--run", str(parsed), "--set", "neck_fill=blur", "--force"]) == 2
-    assert "neck_fill" in capsys.readouterr().err
+@pytest.mark.parametrize("setting", ["neck_fill=blur", "plate_frames=0", "person_threshold=1.5", "facexlib_model=x"])
+def test_bad_settings_are_usage_errors(parsed, capsys, setting):
+    capsys.readouterr()
+    assert main(["parse", "--run", str(parsed), "--set", setting, "--force"]) == 2
+    assert setting.split("=")[0] in capsys.readouterr().err
 
 
 # ---- facexlib backend: real code around a tiny stand-in network ---------------------------

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from .. import backends
-from ..errors import ArtifactError, StageError
+from ..errors import ArtifactError, StageError, UsageError
 from . import bg_plate
 from . import head_regions as hr
 
@@ -57,15 +57,34 @@ LABEL_COLOURS = np.array([[0, 0, 0], [230, 40, 40], [40, 210, 60], [40, 90, 240]
 
 
 def resolve(cfg: dict, device: str) -> dict:
-    """"auto" (or $TALKCTL_PARSING) -> the concrete backend, so the choice is fingerprinted."""
+    """Check the settings, and make "auto" (or $TALKCTL_PARSING) the concrete backend, so the
+    choice is fingerprinted."""
+    _check_config(cfg)
     return {**cfg, "parsing": backends.select("parsing", cfg["parsing"], device).name}
 
 
-def run(ctx, cfg) -> dict:
-    if cfg["neck_fill"] not in ("extend", "background"):
-        from ..errors import UsageError
+def _check_config(cfg: dict) -> None:
+    def bad(key, what):
+        raise UsageError(f"parse setting {key} must be {what}, got {cfg[key]!r}")
 
-        raise UsageError(f"parse setting neck_fill must be extend or background, got {cfg['neck_fill']!r}")
+    if cfg["neck_fill"] not in ("extend", "background"):
+        bad("neck_fill", "extend or background")
+    if cfg["facexlib_model"] not in ("bisenet", "parsenet"):
+        bad("facexlib_model", "bisenet or parsenet")
+    if cfg["selfie_model"] not in (0, 1):
+        bad("selfie_model", "0 (general) or 1 (landscape)")
+    if not 0 < cfg["person_threshold"] < 1:
+        bad("person_threshold", "between 0 and 1")
+    for key in ("plate_frames", "chunk", "batch", "preview_frames"):
+        if cfg[key] < 1:
+            bad(key, "at least 1")
+    for key in ("smooth_frames", "plate_dilate", "plate_min_seen", "head_dilate", "neck_extend"):
+        if cfg[key] < 0:
+            bad(key, "0 or more")
+
+
+def run(ctx, cfg) -> dict:
+    _check_config(cfg)
     backend = backends.select("parsing", cfg["parsing"], ctx.device)
     ctx.use_backend("parsing", backend.name)
     t_start = time.time()
@@ -78,7 +97,7 @@ def run(ctx, cfg) -> dict:
             ctx.log.debug("%s start-up output: %s", backend.name, text)
         try:
             ctx.log.info("parse: %d frames of %dx%d, backend %s", T, S, S, backend.name)
-            plate, seen = _plate(parser, frames, T, S, cfg)
+            plate, seen = _plate(ctx, parser, frames, T, S, cfg)
             ctx.log.info("background plate: %.1f%% of pixels seen, rest inpainted", 100 * seen.mean())
             with ctx.write("parse") as out:
                 summary = _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T, S)
@@ -117,13 +136,15 @@ def _layout(ctx, n_landmarks: int):
         raise StageError(f"parse cannot use track.h5's landmarks: {exc}; rerun `talkctl track --landmarks mediapipe`") from None
 
 
-def _plate(parser, frames, T: int, S: int, cfg) -> tuple[np.ndarray, np.ndarray]:
+def _plate(ctx, parser, frames, T: int, S: int, cfg) -> tuple[np.ndarray, np.ndarray]:
     idx = bg_plate.sample_indices(T, cfg["plate_frames"])
     builder = bg_plate.PlateBuilder(len(idx), S, S)
     dil = int(round(cfg["plate_dilate"] * S))
-    for t in idx:  # one frame per chunk: single-frame reads are fast (h5py point selections are not)
-        fr = frames[int(t)]
-        builder.add(fr, bg_plate.background_mask(parser.person(fr), dil))
+    with ctx.progress(len(idx), "background plate") as task:
+        for t in idx:  # one frame per chunk: single-frame reads are fast (h5py point selections are not)
+            fr = frames[int(t)]
+            builder.add(fr, bg_plate.background_mask(parser.person(fr), dil))
+            task.advance(1)
     return builder.finish(min_count=max(1, int(round(cfg["plate_min_seen"] * len(idx)))))
 
 
