@@ -286,7 +286,7 @@ def split_person(frame: np.ndarray, person: np.ndarray, lm: np.ndarray, layout: 
     neck = neck_zone & rperson
 
     if params.long_hair:
-        hair = _long_hair(rimg, rperson, head, neck, skin, uv, layout, params, state, uu, vv)
+        hair = _long_hair(rimg, rperson, head, uv, layout, params, state, uu, vv)
         if hair is not None:
             hair = cv2.dilate(hair.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
             head_zone = head_zone | hair
@@ -417,7 +417,7 @@ def _median5(x: np.ndarray) -> np.ndarray:
     return np.median(np.stack([pad[i:i + len(x)] for i in range(5)]), 0)
 
 
-def _long_hair(rimg, rperson, head, neck, skin, uv, layout, p, state, uu, vv):
+def _long_hair(rimg, rperson, head, uv, layout, p, state, uu, vv):
     """Hair below the jaw line: person pixels beside / over the neck coloured like the hair above
     the face (and unlike skin and clothes), connected to hair beside the face. None when there is
     nothing to add. Colours in Lab with lightness: blond or brown hair has skin's chromaticity."""

@@ -91,7 +91,7 @@ def run(ctx, cfg) -> dict:
     with ctx.read("frames") as ff, ctx.read("track") as tf:
         frames, lms = ff["frames"], tf["landmarks2d"]
         T, S = _check_inputs(ctx, frames, lms)
-        layout = _layout(ctx, lms.shape[1])
+        layout = _layout(lms.shape[1])
         parser = backend.get()(cfg, ctx.device, lms.shape[1])
         for text in getattr(parser, "native_log", ()):
             ctx.log.debug("%s start-up output: %s", backend.name, text)
@@ -110,7 +110,7 @@ def run(ctx, cfg) -> dict:
     summary["background_seen"] = round(float(seen.mean()), 4)
     summary["frames_per_s"] = round(T / max(time.time() - t_start, 1e-6), 2)
     if cfg["preview"]:
-        summary["preview"] = str(_write_preview(ctx, cfg, plate, seen, summary.pop("_preview")))
+        summary["preview"] = str(_write_preview(ctx, plate, seen, summary.pop("_preview")))
     else:
         summary.pop("_preview")
     return summary
@@ -129,7 +129,7 @@ def _check_inputs(ctx, frames, lms) -> tuple[int, int]:
     return frames.shape[0], frames.shape[1]
 
 
-def _layout(ctx, n_landmarks: int):
+def _layout(n_landmarks: int):
     try:
         return hr.layout_for(n_landmarks)
     except ValueError as exc:
@@ -263,7 +263,7 @@ def _tile(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (PREVIEW_TILE, PREVIEW_TILE), interpolation=cv2.INTER_AREA)
 
 
-def _write_preview(ctx, cfg, plate, seen, samples) -> str:
+def _write_preview(ctx, plate, seen, samples) -> str:
     """Contact sheet: coloured labels over sampled frames, the plate (never-seen part outlined),
     and one torso target."""
     tiles = []
