@@ -104,6 +104,10 @@ def test_preview_and_rerun_up_to_date(parsed, capsys):
     capsys.readouterr()
     assert main(["parse", "--run", str(parsed), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "up to date"
+    (parsed / "parse_preview.png").unlink()  # --preview alone does not change the result: no rerun
+    assert main(["parse", "--run", str(parsed), "--json", "--preview"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "up to date" and (parsed / "parse_preview.png").exists()
 
 
 def test_parse_without_track_names_the_track_stage(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -109,11 +110,15 @@ def run(ctx, cfg) -> dict:
             parser.close()
     summary["background_seen"] = round(float(seen.mean()), 4)
     summary["frames_per_s"] = round(T / max(time.time() - t_start, 1e-6), 2)
-    if cfg["preview"]:
-        summary["preview"] = str(_write_preview(ctx, plate, seen, summary.pop("_preview")))
-    else:
-        summary.pop("_preview")
+    summary.update(when_up_to_date(ctx.run, cfg))
     return summary
+
+
+def when_up_to_date(run, cfg: dict) -> dict:
+    """`--preview` (also on an up-to-date run): the contact sheet from the artifacts."""
+    if cfg.get("preview"):
+        return {"preview": str(write_preview(run, cfg.get("preview_frames", 8)))}
+    return {}
 
 
 def _check_inputs(ctx, frames, lms) -> tuple[int, int]:
@@ -162,8 +167,6 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
 
     d_labels = out.create_dataset("labels", (T, S, S), np.uint8, **frame_chunks((T, S, S)))
     d_torso = out.create_dataset("torso_frames", (T, S, S, 3), np.uint8, **frame_chunks((T, S, S, 3)))
-    preview_t = set(bg_plate.sample_indices(T, cfg["preview_frames"]).tolist())
-    preview = []
     counts = np.zeros(4, np.float64)
     no_head = 0
     grow = max(1, int(round(cfg["head_dilate"] * S)))
@@ -179,15 +182,13 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
             c = np.bincount(labels.ravel(), minlength=4)[:4]
             counts += c
             no_head += c[hr.HEAD] == 0
-            if t in preview_t:  # small tiles only: a frame would keep its whole read chunk alive
-                preview.append((t, _tile(overlay(frame, labels)), _tile(torso)))
             task.advance(1)
     frac = counts / counts.sum()
     if no_head:
         ctx.log.warning("%d frames have no head pixels (face not found there?)", no_head)
     return {"frames": T, "size": S,
             **{f"{hr.LABEL_NAMES[k]}_fraction": round(float(frac[k]), 4) for k in range(4)},
-            "frames_without_head": int(no_head), "_preview": preview}
+            "frames_without_head": int(no_head)}
 
 
 def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kernel: np.ndarray,
@@ -263,21 +264,26 @@ def _tile(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (PREVIEW_TILE, PREVIEW_TILE), interpolation=cv2.INTER_AREA)
 
 
-def _write_preview(ctx, plate, seen, samples) -> str:
-    """Contact sheet: coloured labels over sampled frames, the plate (never-seen part outlined),
-    and one torso target."""
-    tiles = []
-    for t, im, _ in samples:
-        _caption(im, f"frame {t}")
-        tiles.append(im)
+def write_preview(run, n_frames: int = 8) -> Path:
+    """RUN/parse_preview.png: coloured labels over sampled frames, the background plate (its
+    never-seen part outlined) and one torso target, read back from frames.h5 and parse.h5."""
+    from ..artifacts import open_for_read
+
+    with open_for_read(run, "frames") as ff, open_for_read(run, "parse") as pf:
+        idx = bg_plate.sample_indices(pf["labels"].shape[0], n_frames)
+        tiles = []
+        for t in idx:
+            im = _tile(overlay(ff["frames"][int(t)], pf["labels"][int(t)]))
+            _caption(im, f"frame {t}")
+            tiles.append(im)
+        plate, seen = pf["background"][()], pf["background_seen"][()]
+        tt = _tile(pf["torso_frames"][int(idx[0])])
+    _caption(tt, f"torso target, frame {idx[0]}")
     pl = plate.copy()
     contours, _ = cv2.findContours((~seen).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(pl, contours, -1, (255, 255, 0), max(1, plate.shape[0] // 256))
     pl = _tile(pl)
     _caption(pl, f"background plate ({100 * (1 - seen.mean()):.0f}% inpainted)")
-    t0, _, tt = samples[0]
-    tt = tt.copy()
-    _caption(tt, f"torso target, frame {t0}")
     half = (len(tiles) + 1) // 2
     blank = np.zeros((PREVIEW_TILE, PREVIEW_TILE, 3), np.uint8)
     row1 = tiles[:half] + [pl]
@@ -290,7 +296,7 @@ def _write_preview(ctx, plate, seen, samples) -> str:
         cv2.putText(legend, hr.LABEL_NAMES[k], (x + 16, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         x += 90
     sheet = np.concatenate([legend, sheet], 0)
-    path = ctx.run.file("parse_preview.png")
+    path = run.file("parse_preview.png")
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     return path
 
