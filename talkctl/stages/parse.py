@@ -7,7 +7,8 @@ Two passes over frames.h5, streamed in chunks (memory does not grow with the cli
      written frame by frame.
 
 Torso target (`torso_frames`, what the torso stage learns to render), as in RAD-NeRF / ER-NeRF:
-head pixels (grown a little into the background, so no hair fringe is left) -> background plate.
+head pixels -> background plate, and so are background pixels near the head (head_dilate: the
+soft hair fringe and flyaway strands the person mask leaves out).
 The neck stays: it moves with the body, and the head model does not draw it. With
 neck_fill="extend" (default) the top of the neck is continued upwards under the chin, into the
 pixels the head covered (darkening a little, like the shadow there), so a head rendered in a
@@ -40,7 +41,7 @@ DEFAULTS = {
     "plate_frames": 200,  # frames sampled for the background plate
     "plate_dilate": 0.02,  # person mask grown by this fraction of the size before counting background
     "plate_min_seen": 0.02,  # a plate pixel must be uncovered in this fraction of the samples, else inpainted
-    "head_dilate": 0.008,  # torso target: head removal grown into the background by this fraction
+    "head_dilate": 0.03,  # torso target: head removal grown into the background by this fraction (flyaway hair)
     "neck_fill": "extend",  # extend | background (see module doc)
     "neck_extend": 0.25,  # neck continued this many face heights up under the chin
     "chunk": 16,  # frames read at once
@@ -213,7 +214,9 @@ def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kerne
 
 
 def _extend_neck(out: np.ndarray, frame: np.ndarray, labels: np.ndarray, head: np.ndarray, length: int) -> None:
-    """Continue each neck column upwards into the head pixels above it (RAD-NeRF's neck fill)."""
+    """Continue the neck upwards into the head pixels above it (RAD-NeRF's neck fill): each
+    column from the head's lower edge, in the colour of the neck's top (columns where the neck
+    is only a sliver, e.g. a collar right under the chin, take their neighbours' colour)."""
     neck = labels == hr.NECK
     cols = np.flatnonzero(neck.any(0))
     if cols.size == 0:
@@ -221,21 +224,25 @@ def _extend_neck(out: np.ndarray, frame: np.ndarray, labels: np.ndarray, head: n
     sub = neck[:, cols]
     top = np.argmax(sub, axis=0)  # first neck row per column
     height = sub.sum(0)
-    # only where the head sits on a real stretch of neck (not on a sliver between jaw and collar)
-    ok = (top > 0) & head[np.maximum(top - 1, 0), cols] & (height >= max(4, length // 4))
-    if not ok.any():
+    # colour sources: where the head sits on a real stretch of neck
+    good = (top > 0) & head[np.maximum(top - 1, 0), cols] & (height >= max(4, length // 4))
+    if not good.any():
         return
-    cols, top, height = cols[ok], top[ok], height[ok]
-    src = top + np.minimum(3, height - 1)  # a few px down: the chin's edge is blurred into the neck top
-    colour = frame[src, cols].astype(np.float32)  # (m,3)
-    k = np.arange(1, length + 1)[:, None]  # (L,1)
-    rows = top[None, :] - k  # (L,m)
-    valid = rows >= 0
+    src = top[good] + np.minimum(3, height[good] - 1)  # a few px down: the chin's edge blurs into the neck top
+    colour = frame[src, cols[good]].astype(np.float32)  # (m,3)
+    span = np.arange(cols[good][0], cols[good][-1] + 1)  # every column between the outer good ones
+    colour = np.stack([np.interp(span, cols[good], colour[:, c]) for c in range(3)], -1)
+    # start row per column: the head's lower edge (the last head pixel above the neck / body)
+    hs = head[:, span]
+    below = np.where(hs.any(0), hs.shape[0] - 1 - np.argmax(hs[::-1], axis=0), -1)
+    k = np.arange(0, length)[:, None]  # (L,1)
+    rows = below[None, :] - k  # (L,m)
+    valid = (rows >= 0) & (below[None, :] >= 0)
     rows_c = np.maximum(rows, 0)
-    valid &= head[rows_c, cols[None, :]]
+    valid &= head[rows_c, span[None, :]]
     shade = 1.0 - 0.2 * (k / length)  # darker towards the chin, as under a real one
     paint = np.clip(colour[None] * shade[..., None], 0, 255).astype(np.uint8)
-    rr, cc = rows_c[valid], np.broadcast_to(cols[None, :], rows.shape)[valid]
+    rr, cc = rows_c[valid], np.broadcast_to(span[None, :], rows.shape)[valid]
     if rr.size == 0:
         return
     out[rr, cc] = paint[valid]
