@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -227,7 +228,7 @@ def _file(base: Path, where: str, value, what: str, problems: list[str]) -> Path
     if p.stat().st_size == 0:
         problems.append(f"{where}: {what} file {p} is empty")
         return None
-    return p.absolute()
+    return Path(os.path.normpath(p.absolute()))  # "clips/../x.mp4" -> "x.mp4", links kept
 
 
 def check_configs(manifest: Manifest, names: list[str]) -> None:
