@@ -182,20 +182,33 @@ def train_torso(run: RunOpt = None, rasterizer: RasterOpt = None, resume: Resume
 @app.command()
 def render(run: RunOpt = None,
            audio: Annotated[Optional[Path], typer.Option(help="Driving audio (wav, mp3, mp4, ...); default: held-out part of the clip.")] = None,
-           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4.")] = None,
-           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4 (default RUN/render.mp4).")] = None,
+           pose: Annotated[Optional[str], typer.Option(help="Head poses and blinks: train (ping-pong, default) | still | RUN_DIR | FILE.npz.")] = None,
+           full_frame: Annotated[bool, typer.Option("--full-frame", help="Paste the render back into the source video's frames.")] = False,
+           size: Annotated[Optional[int], typer.Option(help="Output side in pixels (default: the training resolution).")] = None,
+           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
            json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Render the talking head saying new audio, as an .mp4 with the audio in it."""
-    _common(json_, verbose, quiet, debug)
-    _not_built("render")
+    from . import config as configmod
+    from .console import make_progress
+    from .pipeline import resolve_device
+    from .rundir import RunDir, check_input_file
+    from .stages import render as rmod
 
-
-@app.command("eval")
-def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directories to evaluate and compare.")] = None,
-          json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
-    """Quality and speed figures (eval.json, report.html); several runs -> one table."""
     _common(json_, verbose, quiet, debug)
-    _not_built("eval")
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
+    overrides = {**configmod.parse_set(set_), **{k: v for k, v in {"pose": pose, "size": size}.items() if v is not None}}
+    cfg = rmod.resolve_config(preset, configmod.load_toml(config), overrides)
+    if audio is not None:
+        check_input_file(audio, "audio")
+    rd = RunDir(run, create=False)
+    dev = resolve_device(device)
+    out = output if output is not None else rd.file("render.mp4")
+    with rd.lock("talkctl render"):
+        summary = rmod.render_to_file(rd, out, audio=audio, cfg=cfg, device=dev, full_frame=full_frame,
+                                      progress=make_progress(_State.quiet or _State.json))
+    _emit({"stage": "render", "status": "done", "run": str(rd), **summary})
 
 
 def _not_built(verb: str):
