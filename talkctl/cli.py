@@ -211,6 +211,46 @@ def render(run: RunOpt = None,
     _emit({"stage": "render", "status": "done", "run": str(rd), **summary})
 
 
+@app.command("eval")
+def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directories to evaluate and compare.")] = None,
+          run: RunOpt = None,
+          audio: Annotated[Optional[Path], typer.Option(help="Also drive the head with this audio: lip-sync figures on new speech.")] = None,
+          config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
+          json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Quality and speed figures (eval.json, report.html); several runs -> one table."""
+    from . import config as configmod
+    from .console import err, make_progress
+    from .pipeline import resolve_device
+    from .report import comparison_table
+    from .rundir import RunDir, check_input_file
+    from .stages import eval as emod
+
+    _common(json_, verbose, quiet, debug)
+    dirs = list(runs or []) + ([run] if run is not None else [])
+    if not dirs:
+        raise UsageError("no run directory: `talkctl eval RUN [RUN2 ...]` (runs trained up to train-torso)")
+    cfg = configmod.resolve("eval", emod.DEFAULTS, emod.PRESETS, preset, configmod.load_toml(config),
+                            configmod.parse_set(set_))
+    if audio is not None:
+        check_input_file(audio, "audio")
+    rds = [RunDir(d, create=False) for d in dirs]
+    dev = resolve_device(device)
+    results = []
+    for rd in rds:
+        with rd.lock("talkctl eval"):
+            results.append(emod.evaluate(rd, audio=audio, cfg=cfg, device=dev,
+                                         progress=make_progress(_State.quiet or _State.json)))
+    rows = emod.comparison_rows(results)
+    if not _State.quiet:
+        err.print(comparison_table(rows))
+        if not _State.json:
+            for r in results:
+                err.print(f"report: {r['report']}\nfigures: {r['eval_json']}")
+    if _State.json:
+        out = results[0] if len(results) == 1 else {"runs": results, "table": rows}
+        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+
+
 def _not_built(verb: str):
     from .pipeline import load_stage_module, stage_spec
 
