@@ -350,11 +350,14 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Where the exampl
 
     _common(json_, verbose, quiet, debug)
     result = run_demo(out, preset=preset or "tiny", device=device, progress=make_progress(_State.quiet or _State.json),
-                      on_stage=_emit)
+                      on_stage=(lambda s: None) if _State.json else _emit)
     if _State.json:
         _emit(result)
         return
     err.print(f"\nexample clip: {result['video']}\nrun directory: {result['run']}")
+    if result.get("demo_video"):
+        err.print(f"[bold]the head saying a new voice:[/] {result['demo_video']}  (voice: {result['voice']})\n"
+                  f"[bold]evaluation report:[/] {result['report']}  (figures: {result['eval_json']})")
     if result["not_built"]:
         err.print(f"[yellow]stopped before: {', '.join(result['not_built'])} (not built yet in this version)[/]")
 

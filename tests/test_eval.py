@@ -127,3 +127,25 @@ def test_eval_needs_a_run(capsys, tmp_path):
     capsys.readouterr()
     assert main(["eval", str(empty), "-q"]) == 4
     assert "talkctl extract-audio" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_small(tmp_path):
+    """The demo's whole path (every stage, render with an unseen voice, eval) at test sizes."""
+    import torch
+
+    from talkctl.demo import run_demo
+    from talkctl.media import probe
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = run_demo(tmp_path / "demo", preset="tiny", seconds=3.0, size=128, device="cpu", voice_seconds=1.2,
+                       overrides={**trained_run.OVERRIDES, "render": {"size": 32}, "eval": {"report_frames": 1}})
+    finally:
+        torch.set_num_threads(threads)
+    assert res["status"] == "complete" and res["not_built"] == []
+    assert res["stages"] == list(trained_run.STAGES) + ["render", "eval"]
+    info = probe(res["demo_video"])
+    assert res["demo_video"] == str(tmp_path / "demo" / "demo.mp4") and info["video"]["width"] == 32 and info["audio"]
+    assert abs(info["duration"] - 1.2) < 0.08
+    assert (tmp_path / "demo" / "run" / "report.html").exists() and (tmp_path / "demo" / "run" / "eval.json").exists()
