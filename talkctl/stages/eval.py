@@ -209,7 +209,7 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
             for idx, out, secs in render_batches(renderer, drive, int(cfg["batch"]), real_frames):
                 model_s += secs
                 n_rendered += len(idx)
-                real = real_frames(idx)
+                real = out["real"]
                 for j, i in enumerate(idx):
                     mask = _resize(pf["labels"][a + i], size, nearest=True) == 1
                     head_figs.add(real[j], out["head_over_real"][j], mask if mask.any() else None)

@@ -264,7 +264,8 @@ class SourceFrames:
 
 # ---- the loop -----------------------------------------------------------------------
 def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Callable | None = None) -> Iterator[tuple[np.ndarray, dict, float]]:
-    """Yield (frame indices, render outputs, model seconds) batch by batch."""
+    """Yield (frame indices, render outputs, model seconds) batch by batch. With real_frames(idx)
+    -> (C,S,S,3) uint8, the outputs also hold "real" and "head_over_real"."""
     renderer.set_audio(drive.features)
     batch = max(1, int(batch))
     for b0 in range(0, drive.n_frames, batch):
@@ -272,6 +273,8 @@ def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Ca
         real = real_frames(idx) if real_frames is not None else None
         t0 = time.perf_counter()
         out = renderer.render(idx, drive.world_to_cam[idx], drive.blink[idx], real)
+        if real is not None:
+            out["real"] = real
         yield idx, out, time.perf_counter() - t0
 
 
