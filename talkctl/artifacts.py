@@ -98,7 +98,7 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         ArtifactSpec("parse", "parse.h5", "talkctl.parse", 1, "parse", {
             "labels": "(T, H, W) uint8, one frame per chunk: 0 background, 1 head (face, hair, ears), 2 neck, 3 torso",
             "background": "(H, W, 3) uint8 RGB: background plate (per-pixel median where uncovered, rest inpainted)",
-            "background_seen": "(H, W) bool: plate pixels seen uncovered in some sampled frame (False = inpainted)",
+            "background_seen": "(H, W) bool: plate pixels seen uncovered often enough (plate_min_seen of the samples) (False = inpainted)",
             "torso_frames": "(T, H, W, 3) uint8 RGB, one frame per chunk: the torso stage's target = the frame with "
                             "head pixels -> background plate; the neck kept and, with neck_fill=extend, continued "
                             "up under the chin (neck_fill=background: neck -> plate too)",

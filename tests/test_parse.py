@@ -56,7 +56,7 @@ def test_person_mask_matches_truth_and_head_holds_the_face(parsed, clip):
     person = labels > 0
     iou = (person & masks).sum() / (person | masks).sum()
     assert iou > 0.9, iou
-    xy = np.round(lms).astype(int).clip(0, S - 1)
+    xy = np.floor(lms).astype(int).clip(0, S - 1)  # landmarks: pixel centres at i + 0.5
     at_landmarks = labels[np.arange(T)[:, None], xy[..., 1], xy[..., 0]]
     assert (at_landmarks == hr.HEAD).mean() > 0.98
 
@@ -104,6 +104,10 @@ def test_preview_and_rerun_up_to_date(parsed, capsys):
     capsys.readouterr()
     assert main(["parse", "--run", str(parsed), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "up to date"
+    (parsed / "parse_preview.png").unlink()  # --preview alone does not change the result: no rerun
+    assert main(["parse", "--run", str(parsed), "--json", "--preview"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "up to date" and (parsed / "parse_preview.png").exists()
 
 
 def test_parse_without_track_names_the_track_stage(tmp_path):
@@ -147,9 +151,11 @@ def test_neck_fill_background_removes_the_neck(clip, tmp_path):
     assert np.all(d["torso_frames"][neck] == np.broadcast_to(d["background"], d["torso_frames"].shape)[neck])
 
 
-def test_bad_neck_fill_is_a_usage_error(parsed, capsys):
-    assert main(["parse", "--run", str(parsed), "--set", "neck_fill=blur", "--force"]) == 2
-    assert "neck_fill" in capsys.readouterr().err
+@pytest.mark.parametrize("setting", ["neck_fill=blur", "plate_frames=0", "person_threshold=1.5", "facexlib_model=x"])
+def test_bad_settings_are_usage_errors(parsed, capsys, setting):
+    capsys.readouterr()
+    assert main(["parse", "--run", str(parsed), "--set", setting, "--force"]) == 2
+    assert setting.split("=")[0] in capsys.readouterr().err
 
 
 # ---- facexlib backend: real code around a tiny stand-in network ---------------------------
@@ -204,3 +210,39 @@ def test_facexlib_weights_are_found_in_the_documented_folder(tmp_path, monkeypat
     (tmp_path / "parsing_bisenet.pth").write_bytes(b"x")
     assert parsing.find_weights("parsing_bisenet.pth") == tmp_path / "parsing_bisenet.pth"
     assert parsing.weights_dirs()[0] == tmp_path
+
+
+# ---- the real chain: synthetic talking subject -> track -> parse ---------------------------
+@pytest.fixture(scope="module")
+def subject_parsed(synthetic_subject, tmp_path_factory):
+    run = tmp_path_factory.mktemp("subject") / "run"
+    assert main(["track", str(synthetic_subject.video_path), "--run", str(run), "--size", "256", "-q"]) == 0
+    assert main(["parse", "--run", str(run), "-q"]) == 0
+    return run
+
+
+def test_real_track_then_parse_on_the_synthetic_subject(subject_parsed, synthetic_subject):
+    from talkctl import synthetic
+
+    d, attrs = _read(subject_parsed)
+    with h5py.File(subject_parsed / "frames.h5", "r") as f:
+        x0, y0, side = (int(v) for v in f.attrs["crop"])
+    with h5py.File(subject_parsed / "track.h5", "r") as f:
+        lms = f["landmarks2d"][()]
+    T2, S2 = d["labels"].shape[:2]
+    # the backdrop the subject was composited on (synthetic.py draws it from seed [seed, 4]),
+    # cut and scaled like track's crop
+    back = synthetic._backdrop(synthetic_subject.size, np.random.default_rng([0, 4]))
+    back = np.round(back * 255).astype(np.uint8)
+    canvas = np.zeros((side, side, 3), np.uint8)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + side, back.shape[1]), min(y0 + side, back.shape[0])
+    canvas[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = back[sy0:sy1, sx0:sx1]
+    truth = cv2.resize(canvas, (S2, S2), interpolation=cv2.INTER_AREA)
+    seen = d["background_seen"]
+    assert seen.mean() > 0.3
+    err = d["background"][seen].astype(np.float64) - truth[seen]
+    psnr = 10 * np.log10(255 ** 2 / (err ** 2).mean())
+    assert psnr > 30, psnr  # (the clip is H.264: a few dB of coding noise)
+    xy = np.floor(lms).astype(int).clip(0, S2 - 1)
+    assert (d["labels"][np.arange(T2)[:, None], xy[..., 1], xy[..., 0]] == hr.HEAD).mean() > 0.98

@@ -207,7 +207,7 @@ def test_cli_end_to_end_on_synthetic_clip(synthetic_subject, tmp_path, capsys):
     capsys.readouterr()
     out = {}
     for verb in ("init-static", "train-deform", "train-torso"):
-        assert main([verb, "--run", run] + common + ["--set", "resolution=48"]) == 0, verb
+        assert main([verb, "--run", run] + common + ["--set", "resolution=32"]) == 0, verb
         out[verb] = json.loads(capsys.readouterr().out)
         assert out[verb]["status"] == "done"
     assert out["init-static"]["psnr_head"] > 15

@@ -2,7 +2,7 @@
 
 Per pixel, the median colour over the sampled frames in which that pixel is background (the
 person mask dilated, so soft hair edges and shadows next to the body do not leak in). Pixels the
-person never uncovered are inpainted (OpenCV Telea), and reported as such.
+person never (or too rarely) uncovered are inpainted (OpenCV Telea), and reported as such.
 Memory: the samples only (at most `max_frames` frames), whatever the clip length.
 """
 from __future__ import annotations
@@ -39,7 +39,9 @@ class PlateBuilder:
         self.masks[self.n] = bg
         self.n += 1
 
-    def finish(self, inpaint_radius: int = 5, rows_per_block: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self, min_count: int = 1, inpaint_radius: int = 5, rows_per_block: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """min_count: a pixel seen uncovered fewer times is inpainted instead (pixels next to
+        the person are uncovered rarely, and one bad mask there would decide the colour)."""
         frames, masks = self.frames[:self.n], self.masks[:self.n]
         n, h, w = masks.shape
         plate = np.zeros((h, w, 3), np.uint8)
@@ -56,7 +58,7 @@ class PlateBuilder:
             hi = np.take_along_axis(vals, np.minimum(c // 2, n - 1), -1)[..., 0]
             med = (lo.astype(np.float32) + hi) / 2
             plate[r0:r1] = np.clip(np.round(med), 0, 255).astype(np.uint8)
-        seen = count > 0
+        seen = count >= max(1, min_count)
         if not seen.all():
             plate = fill_holes(plate, ~seen, inpaint_radius)
         return plate, seen

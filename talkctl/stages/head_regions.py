@@ -240,8 +240,10 @@ def _grid() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def split_person(frame: np.ndarray, person: np.ndarray, lm: np.ndarray, layout: FaceLayout,
                  params: RegionParams = RegionParams(), state: RegionState | None = None) -> np.ndarray:
-    """frame (S,S,3) uint8 RGB, person (S,S) bool, lm (L,2) px -> labels (S,S) uint8."""
+    """frame (S,S,3) uint8 RGB, person (S,S) bool, lm (L,2) px (pixel centres at i + 0.5, as
+    track.h5 stores them) -> labels (S,S) uint8."""
     S0, S1 = person.shape
+    lm = np.asarray(lm, np.float64) - 0.5  # to OpenCV's convention: pixel centres at integers
     outline = layout.outline(lm).astype(np.float64)
     try:
         m, face_h = face_frame(outline, layout.chin)
@@ -284,7 +286,7 @@ def split_person(frame: np.ndarray, person: np.ndarray, lm: np.ndarray, layout: 
     neck = neck_zone & rperson
 
     if params.long_hair:
-        hair = _long_hair(rimg, rperson, head, neck, skin, uv, layout, params, state, uu, vv)
+        hair = _long_hair(rimg, rperson, head, uv, layout, params, state, uu, vv)
         if hair is not None:
             hair = cv2.dilate(hair.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
             head_zone = head_zone | hair
@@ -415,7 +417,7 @@ def _median5(x: np.ndarray) -> np.ndarray:
     return np.median(np.stack([pad[i:i + len(x)] for i in range(5)]), 0)
 
 
-def _long_hair(rimg, rperson, head, neck, skin, uv, layout, p, state, uu, vv):
+def _long_hair(rimg, rperson, head, uv, layout, p, state, uu, vv):
     """Hair below the jaw line: person pixels beside / over the neck coloured like the hair above
     the face (and unlike skin and clothes), connected to hair beside the face. None when there is
     nothing to add. Colours in Lab with lightness: blond or brown hair has skin's chromaticity."""

@@ -7,7 +7,8 @@ Two passes over frames.h5, streamed in chunks (memory does not grow with the cli
      written frame by frame.
 
 Torso target (`torso_frames`, what the torso stage learns to render), as in RAD-NeRF / ER-NeRF:
-head pixels (grown a little into the background, so no hair fringe is left) -> background plate.
+head pixels -> background plate, and so are background pixels near the head (head_dilate: the
+soft hair fringe and flyaway strands the person mask leaves out).
 The neck stays: it moves with the body, and the head model does not draw it. With
 neck_fill="extend" (default) the top of the neck is continued upwards under the chin, into the
 pixels the head covered (darkening a little, like the shadow there), so a head rendered in a
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .. import backends
-from ..errors import ArtifactError, StageError
+from ..errors import ArtifactError, StageError, UsageError
 from . import bg_plate
 from . import head_regions as hr
 
@@ -38,7 +40,8 @@ DEFAULTS = {
     "facexlib_model": "bisenet",  # bisenet | parsenet
     "plate_frames": 200,  # frames sampled for the background plate
     "plate_dilate": 0.02,  # person mask grown by this fraction of the size before counting background
-    "head_dilate": 0.008,  # torso target: head removal grown into the background by this fraction
+    "plate_min_seen": 0.02,  # a plate pixel must be uncovered in this fraction of the samples, else inpainted
+    "head_dilate": 0.03,  # torso target: head removal grown into the background by this fraction (flyaway hair)
     "neck_fill": "extend",  # extend | background (see module doc)
     "neck_extend": 0.25,  # neck continued this many face heights up under the chin
     "chunk": 16,  # frames read at once
@@ -55,24 +58,48 @@ NON_SEMANTIC = {"preview", "chunk", "batch", "preview_frames"}
 LABEL_COLOURS = np.array([[0, 0, 0], [230, 40, 40], [40, 210, 60], [40, 90, 240]], np.uint8)
 
 
-def run(ctx, cfg) -> dict:
-    if cfg["neck_fill"] not in ("extend", "background"):
-        from ..errors import UsageError
+def resolve(cfg: dict, device: str) -> dict:
+    """Check the settings, and make "auto" (or $TALKCTL_PARSING) the concrete backend, so the
+    choice is fingerprinted."""
+    _check_config(cfg)
+    return {**cfg, "parsing": backends.select("parsing", cfg["parsing"], device).name}
 
-        raise UsageError(f"parse setting neck_fill must be extend or background, got {cfg['neck_fill']!r}")
+
+def _check_config(cfg: dict) -> None:
+    def bad(key, what):
+        raise UsageError(f"parse setting {key} must be {what}, got {cfg[key]!r}")
+
+    if cfg["neck_fill"] not in ("extend", "background"):
+        bad("neck_fill", "extend or background")
+    if cfg["facexlib_model"] not in ("bisenet", "parsenet"):
+        bad("facexlib_model", "bisenet or parsenet")
+    if cfg["selfie_model"] not in (0, 1):
+        bad("selfie_model", "0 (general) or 1 (landscape)")
+    if not 0 < cfg["person_threshold"] < 1:
+        bad("person_threshold", "between 0 and 1")
+    for key in ("plate_frames", "chunk", "batch", "preview_frames"):
+        if cfg[key] < 1:
+            bad(key, "at least 1")
+    for key in ("smooth_frames", "plate_dilate", "plate_min_seen", "head_dilate", "neck_extend"):
+        if cfg[key] < 0:
+            bad(key, "0 or more")
+
+
+def run(ctx, cfg) -> dict:
+    _check_config(cfg)
     backend = backends.select("parsing", cfg["parsing"], ctx.device)
     ctx.use_backend("parsing", backend.name)
     t_start = time.time()
     with ctx.read("frames") as ff, ctx.read("track") as tf:
         frames, lms = ff["frames"], tf["landmarks2d"]
         T, S = _check_inputs(ctx, frames, lms)
-        layout = _layout(ctx, lms.shape[1])
+        layout = _layout(lms.shape[1])
         parser = backend.get()(cfg, ctx.device, lms.shape[1])
         for text in getattr(parser, "native_log", ()):
             ctx.log.debug("%s start-up output: %s", backend.name, text)
         try:
             ctx.log.info("parse: %d frames of %dx%d, backend %s", T, S, S, backend.name)
-            plate, seen = _plate(parser, frames, T, S, cfg)
+            plate, seen = _plate(ctx, parser, frames, T, S, cfg)
             ctx.log.info("background plate: %.1f%% of pixels seen, rest inpainted", 100 * seen.mean())
             with ctx.write("parse") as out:
                 summary = _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T, S)
@@ -84,11 +111,15 @@ def run(ctx, cfg) -> dict:
             parser.close()
     summary["background_seen"] = round(float(seen.mean()), 4)
     summary["frames_per_s"] = round(T / max(time.time() - t_start, 1e-6), 2)
-    if cfg["preview"]:
-        summary["preview"] = str(_write_preview(ctx, cfg, plate, seen, summary.pop("_preview")))
-    else:
-        summary.pop("_preview")
+    summary.update(when_up_to_date(ctx.run, cfg))
     return summary
+
+
+def when_up_to_date(run, cfg: dict) -> dict:
+    """`--preview` (also on an up-to-date run): the contact sheet from the artifacts."""
+    if cfg.get("preview"):
+        return {"preview": str(write_preview(run, cfg.get("preview_frames", 8)))}
+    return {}
 
 
 def _check_inputs(ctx, frames, lms) -> tuple[int, int]:
@@ -104,21 +135,23 @@ def _check_inputs(ctx, frames, lms) -> tuple[int, int]:
     return frames.shape[0], frames.shape[1]
 
 
-def _layout(ctx, n_landmarks: int):
+def _layout(n_landmarks: int):
     try:
         return hr.layout_for(n_landmarks)
     except ValueError as exc:
         raise StageError(f"parse cannot use track.h5's landmarks: {exc}; rerun `talkctl track --landmarks mediapipe`") from None
 
 
-def _plate(parser, frames, T: int, S: int, cfg) -> tuple[np.ndarray, np.ndarray]:
+def _plate(ctx, parser, frames, T: int, S: int, cfg) -> tuple[np.ndarray, np.ndarray]:
     idx = bg_plate.sample_indices(T, cfg["plate_frames"])
     builder = bg_plate.PlateBuilder(len(idx), S, S)
     dil = int(round(cfg["plate_dilate"] * S))
-    for t in idx:  # one frame per chunk: single-frame reads are fast (h5py point selections are not)
-        fr = frames[int(t)]
-        builder.add(fr, bg_plate.background_mask(parser.person(fr), dil))
-    return builder.finish()
+    with ctx.progress(len(idx), "background plate") as task:
+        for t in idx:  # one frame per chunk: single-frame reads are fast (h5py point selections are not)
+            fr = frames[int(t)]
+            builder.add(fr, bg_plate.background_mask(parser.person(fr), dil))
+            task.advance(1)
+    return builder.finish(min_count=max(1, int(round(cfg["plate_min_seen"] * len(idx)))))
 
 
 def _items(frames, lms, T: int, chunk: int, lm_store: dict):
@@ -135,8 +168,6 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
 
     d_labels = out.create_dataset("labels", (T, S, S), np.uint8, **frame_chunks((T, S, S)))
     d_torso = out.create_dataset("torso_frames", (T, S, S, 3), np.uint8, **frame_chunks((T, S, S, 3)))
-    preview_t = set(bg_plate.sample_indices(T, cfg["preview_frames"]).tolist())
-    preview = []
     counts = np.zeros(4, np.float64)
     no_head = 0
     grow = max(1, int(round(cfg["head_dilate"] * S)))
@@ -152,15 +183,13 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
             c = np.bincount(labels.ravel(), minlength=4)[:4]
             counts += c
             no_head += c[hr.HEAD] == 0
-            if t in preview_t:  # small tiles only: a frame would keep its whole read chunk alive
-                preview.append((t, _tile(overlay(frame, labels)), _tile(torso)))
             task.advance(1)
     frac = counts / counts.sum()
     if no_head:
         ctx.log.warning("%d frames have no head pixels (face not found there?)", no_head)
     return {"frames": T, "size": S,
             **{f"{hr.LABEL_NAMES[k]}_fraction": round(float(frac[k]), 4) for k in range(4)},
-            "frames_without_head": int(no_head), "_preview": preview}
+            "frames_without_head": int(no_head)}
 
 
 def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kernel: np.ndarray,
@@ -185,7 +214,9 @@ def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kerne
 
 
 def _extend_neck(out: np.ndarray, frame: np.ndarray, labels: np.ndarray, head: np.ndarray, length: int) -> None:
-    """Continue each neck column upwards into the head pixels above it (RAD-NeRF's neck fill)."""
+    """Continue the neck upwards into the head pixels above it (RAD-NeRF's neck fill): each
+    column from the head's lower edge, in the colour of the neck's top (columns where the neck
+    is only a sliver, e.g. a collar right under the chin, take their neighbours' colour)."""
     neck = labels == hr.NECK
     cols = np.flatnonzero(neck.any(0))
     if cols.size == 0:
@@ -193,21 +224,25 @@ def _extend_neck(out: np.ndarray, frame: np.ndarray, labels: np.ndarray, head: n
     sub = neck[:, cols]
     top = np.argmax(sub, axis=0)  # first neck row per column
     height = sub.sum(0)
-    # only where the head sits on a real stretch of neck (not on a sliver between jaw and collar)
-    ok = (top > 0) & head[np.maximum(top - 1, 0), cols] & (height >= max(4, length // 4))
-    if not ok.any():
+    # colour sources: where the head sits on a real stretch of neck
+    good = (top > 0) & head[np.maximum(top - 1, 0), cols] & (height >= max(4, length // 4))
+    if not good.any():
         return
-    cols, top, height = cols[ok], top[ok], height[ok]
-    src = top + np.minimum(3, height - 1)  # a few px down: the chin's edge is blurred into the neck top
-    colour = frame[src, cols].astype(np.float32)  # (m,3)
-    k = np.arange(1, length + 1)[:, None]  # (L,1)
-    rows = top[None, :] - k  # (L,m)
-    valid = rows >= 0
+    src = top[good] + np.minimum(3, height[good] - 1)  # a few px down: the chin's edge blurs into the neck top
+    colour = frame[src, cols[good]].astype(np.float32)  # (m,3)
+    span = np.arange(cols[good][0], cols[good][-1] + 1)  # every column between the outer good ones
+    colour = np.stack([np.interp(span, cols[good], colour[:, c]) for c in range(3)], -1)
+    # start row per column: the head's lower edge (the last head pixel above the neck / body)
+    hs = head[:, span]
+    below = np.where(hs.any(0), hs.shape[0] - 1 - np.argmax(hs[::-1], axis=0), -1)
+    k = np.arange(0, length)[:, None]  # (L,1)
+    rows = below[None, :] - k  # (L,m)
+    valid = (rows >= 0) & (below[None, :] >= 0)
     rows_c = np.maximum(rows, 0)
-    valid &= head[rows_c, cols[None, :]]
+    valid &= head[rows_c, span[None, :]]
     shade = 1.0 - 0.2 * (k / length)  # darker towards the chin, as under a real one
     paint = np.clip(colour[None] * shade[..., None], 0, 255).astype(np.uint8)
-    rr, cc = rows_c[valid], np.broadcast_to(cols[None, :], rows.shape)[valid]
+    rr, cc = rows_c[valid], np.broadcast_to(span[None, :], rows.shape)[valid]
     if rr.size == 0:
         return
     out[rr, cc] = paint[valid]
@@ -236,21 +271,26 @@ def _tile(img: np.ndarray) -> np.ndarray:
     return cv2.resize(img, (PREVIEW_TILE, PREVIEW_TILE), interpolation=cv2.INTER_AREA)
 
 
-def _write_preview(ctx, cfg, plate, seen, samples) -> str:
-    """Contact sheet: coloured labels over sampled frames, the plate (never-seen part outlined),
-    and one torso target."""
-    tiles = []
-    for t, im, _ in samples:
-        _caption(im, f"frame {t}")
-        tiles.append(im)
+def write_preview(run, n_frames: int = 8) -> Path:
+    """RUN/parse_preview.png: coloured labels over sampled frames, the background plate (its
+    never-seen part outlined) and one torso target, read back from frames.h5 and parse.h5."""
+    from ..artifacts import open_for_read
+
+    with open_for_read(run, "frames") as ff, open_for_read(run, "parse") as pf:
+        idx = bg_plate.sample_indices(pf["labels"].shape[0], n_frames)
+        tiles = []
+        for t in idx:
+            im = _tile(overlay(ff["frames"][int(t)], pf["labels"][int(t)]))
+            _caption(im, f"frame {t}")
+            tiles.append(im)
+        plate, seen = pf["background"][()], pf["background_seen"][()]
+        tt = _tile(pf["torso_frames"][int(idx[0])])
+    _caption(tt, f"torso target, frame {idx[0]}")
     pl = plate.copy()
     contours, _ = cv2.findContours((~seen).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(pl, contours, -1, (255, 255, 0), max(1, plate.shape[0] // 256))
     pl = _tile(pl)
     _caption(pl, f"background plate ({100 * (1 - seen.mean()):.0f}% inpainted)")
-    t0, _, tt = samples[0]
-    tt = tt.copy()
-    _caption(tt, f"torso target, frame {t0}")
     half = (len(tiles) + 1) // 2
     blank = np.zeros((PREVIEW_TILE, PREVIEW_TILE, 3), np.uint8)
     row1 = tiles[:half] + [pl]
@@ -263,7 +303,7 @@ def _write_preview(ctx, cfg, plate, seen, samples) -> str:
         cv2.putText(legend, hr.LABEL_NAMES[k], (x + 16, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         x += 90
     sheet = np.concatenate([legend, sheet], 0)
-    path = ctx.run.file("parse_preview.png")
+    path = run.file("parse_preview.png")
     cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     return path
 
