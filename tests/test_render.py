@@ -159,3 +159,25 @@ def test_bad_inputs(trained, speech, tmp_path, capsys):
         rc, _, err = _render(capsys, run, "--audio", str(speech), "-o", str(tmp_path / "l.mp4"))
     assert rc == 6 and "train-deform" in err
     assert not (tmp_path / "l.mp4").exists()
+
+
+def test_lazy_windows_and_batch_slices_match_the_whole_sequence(trained, speech):
+    """The per-batch audio slices give exactly what features_for_audio + the whole sequence give."""
+    import torch
+
+    from talkctl.stages import render as rmod
+    from talkctl.stages.extract_audio import features_for_audio, load_waveform
+
+    run, _ = trained
+    wav = load_waveform(speech)
+    lazy = rmod.driving_features(wav, run)
+    full = features_for_audio(wav, run)
+    assert lazy.shape == full.shape and np.array_equal(lazy[:], full) and np.array_equal(lazy[5:9], full[5:9])
+    drive = rmod.audio_drive(run, speech, rmod.DEFAULTS)
+    r = rmod.Renderer.load(run, "cpu", 24)
+    sliced = np.concatenate([o["full"] for _, o, _ in rmod.render_batches(r, drive, batch=5)])
+    r.set_audio(full)
+    with torch.no_grad():
+        whole = r.render(np.arange(len(full)), drive.world_to_cam, drive.blink)["full"]
+    assert sliced.shape == whole.shape
+    assert np.abs(sliced.astype(int) - whole.astype(int)).max() <= 1
