@@ -77,6 +77,17 @@ def test_full_frame_has_the_source_size(trained, speech, tmp_path, capsys):
     src, got = probe(subject.video_path)["video"], probe(out)["video"]
     assert (got["width"], got["height"]) == (src["width"], src["height"])
     assert s["full_frame"] and s["size"] == [src["width"], src["height"]]
+    # outside the crop the output is the source frame the pose came from (ping-pong from frame 0)
+    import h5py
+
+    with h5py.File(run.file("frames.h5")) as f:
+        x0, y0, side = (int(v) for v in f.attrs["crop"])
+    outside = np.ones((src["height"], src["width"]), bool)
+    outside[max(y0, 0):y0 + side, max(x0, 0):x0 + side] = False
+    if outside.any():
+        got0 = next(read_video_frames(out, fps=None)).astype(float)
+        src0 = next(read_video_frames(subject.video_path, fps=None)).astype(float)
+        assert np.abs(got0 - src0)[outside].mean() < 10
 
 
 def test_pose_sources(trained, speech, tmp_path, capsys):
