@@ -1,7 +1,8 @@
-"""Stand-in for the `track` stage in parse tests and benchmarks: frames.h5 + track.h5 in the
-documented layout (CORE_API.md), written through talkctl.artifacts with a made-up fingerprint.
-
-Used until the real track stage is on main; `track_clip` runs mediapipe face mesh directly.
+"""frames.h5 + track.h5 written directly (documented layout, made-up fingerprints) for the parse
+tests: clips whose truth is exact (person masks and background known pixel for pixel, no video
+coding), and malformed or stale inputs. `track_clip` is a quick stand-in tracker (mediapipe face
+mesh, fixed square crop) that bench_parse.py uses for partial clips (--frames); whole clips
+go through the real `track` stage.
 """
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ def background_mask(person: np.ndarray, dilate_px: int) -> np.ndarray:
     """Pixels safely away from the person (bool)."""
     p = person.astype(np.uint8)
     if dilate_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * dilate_px + 1, 2 * dilate_px + 1))
+        # a square: dilated in separable passes, ~15x faster than a disc of that size
+        k = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * dilate_px + 1, 2 * dilate_px + 1))
         p = cv2.dilate(p, k)
     return p == 0
 

@@ -171,7 +171,8 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
     counts = np.zeros(4, np.float64)
     no_head = 0
     grow = max(1, int(round(cfg["head_dilate"] * S)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1))
+    # a square: OpenCV dilates with it in separable passes, ~15x faster than a disc of that size
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * grow + 1, 2 * grow + 1))
     lm_store: dict = {}
     with ctx.progress(T, "parse") as task:
         for t, frame, labels in parser.stream(_items(frames, lms, T, cfg["chunk"], lm_store)):

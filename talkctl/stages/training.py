@@ -5,8 +5,12 @@ A stage builds a `Trainable` (its models, optimizers, one-step function, validat
 hands it to `train(...)`. The loop owns: step counting, validation every `val_every`
 steps, the progress bar, checkpoints every `checkpoint_every` steps to
 RUN/checkpoints/<name>.h5 (parameters, Adam state, step, torch + numpy RNG, elapsed
-time, validation curve; atomic .partial + os.replace), resuming from one, and
-`stop_after` (stop at a step with a checkpoint written: time-boxed runs and tests).
+time, validation curve; atomic .partial + os.replace), resuming from one (`resume`, only
+from a checkpoint with the stage's current fingerprint), and `stop_after` (stop at a step
+with a checkpoint written: time-boxed runs and tests). A finished phase also leaves a
+checkpoint; the stage drops its checkpoints (`clear_checkpoints`) once its artifact is
+written, so an interrupted multi-phase stage (init-static: head, then torso) resumes
+where it stopped.
 
 Frames stream from frames.h5 / parse.h5 through `FrameStore`: random access, one HDF5
 chunk per frame, downscaled to the training size and kept in an LRU cache of at most
