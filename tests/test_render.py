@@ -192,3 +192,23 @@ def test_lazy_windows_and_batch_slices_match_the_whole_sequence(trained, speech)
         whole = r.render(np.arange(len(full)), drive.world_to_cam, drive.blink)["full"]
     assert sliced.shape == whole.shape
     assert np.abs(sliced.astype(int) - whole.astype(int)).max() <= 1
+
+
+def test_subprocess_held_out_full_frame_json_only_on_stdout(trained, tmp_path):
+    """The real entry point: stdout is exactly the JSON summary (pipeable), progress goes to stderr."""
+    import os
+    import subprocess
+    import sys
+
+    run, subject = trained
+    out = tmp_path / "held_full.mp4"
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    p = subprocess.run([sys.executable, "-m", "talkctl", "render", "--run", str(run.path), "-o", str(out),
+                        "--full-frame", "--device", "cpu", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    s = json.loads(p.stdout)
+    from talkctl.stages.render import held_out_range
+
+    a, b = held_out_range(run)
+    assert s["frames"] == b - a and s["full_frame"] and "held-out" in s["pose"]
+    assert probe(out)["video"]["width"] == probe(subject.video_path)["video"]["width"]
