@@ -55,6 +55,7 @@ def test_new_audio_gives_mp4_with_sound_and_metadata(trained, speech, tmp_path, 
     tags = read_tags(out)
     assert tags["talkctl_audio"] == str(speech.absolute())
     assert "ping-pong" in tags["talkctl_pose"] and "fps" in tags["talkctl_speed"]
+    assert tags["talkctl_blink"] == s["blink"] and "pose source" in s["blink"]
     assert not list(tmp_path.glob("*partial*")) and not list(tmp_path.glob("*tagging*"))
 
 

@@ -144,6 +144,7 @@ class Drive:
     audio_description: str
     source_frames: np.ndarray | None  # (T,) frames of this run's video matching each pose (full-frame paste)
     held_out: tuple[int, int] | None = None
+    blink_description: str = ""
 
     @property
     def n_frames(self) -> int:
@@ -183,7 +184,8 @@ def self_drive(run) -> Drive:
         raise StageError(f"the run has no held-out frames with audio (frames {a}..{b}); rerun extract-audio and track")
     idx = np.arange(a, b)
     return Drive(feats, wav.astype(np.float32), w2c, blink, f"held-out frames {a}..{b - 1} of the training clip (self-driven)",
-                 f"held-out audio of the training clip ({(b - a) / FPS:.2f} s)", idx, (a, b))
+                 f"held-out audio of the training clip ({(b - a) / FPS:.2f} s)", idx, (a, b),
+                 "the held-out frames' own blinks (track.h5)")
 
 
 class FeatureWindows:
@@ -227,8 +229,9 @@ def audio_drive(run, audio: Path, cfg: dict, device: str = "cpu") -> Drive:
     n = len(feats)
     pose = str(cfg["pose"])
     poses = pose_sequence(pose, n, start=int(cfg["pose_start"]), run=run, blink_mode=str(cfg["blink"]))
+    blinks = "eyes open" if not np.any(poses.blink) else f"from the pose source ({pose}), following its frames"
     return Drive(feats, wav, poses.world_to_cam, poses.blink, poses.description, str(Path(audio).absolute()),
-                 poses.source_frames if pose in ("train", "still") else None)
+                 poses.source_frames if pose in ("train", "still") else None, blink_description=blinks)
 
 
 # ---- source frames for --full-frame --------------------------------------------------
@@ -363,7 +366,8 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
         still = int(cfg["pose_start"])
     else:
         out_size = (size, size)
-    meta_src = {"talkctl_pose": drive.pose_description, "talkctl_audio": drive.audio_description, "talkctl_run": str(run)}
+    meta_src = {"talkctl_pose": drive.pose_description, "talkctl_blink": drive.blink_description,
+                "talkctl_audio": drive.audio_description, "talkctl_run": str(run)}
     model_s = 0.0
     n_done = 0
     try:
@@ -387,7 +391,8 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
     summary = {
         "output": str(output), "frames": stats["frames"], "rendered_frames": n_done,
         "frames_padded": stats["frames_padded"], "duration_s": round(stats["frames"] / FPS, 3),
-        "audio": drive.audio_description, "pose": drive.pose_description, "size": list(out_size),
+        "audio": drive.audio_description, "pose": drive.pose_description, "blink": drive.blink_description,
+        "size": list(out_size),
         "render_size": size, "full_frame": bool(full_frame), "device": device_name(device),
         "model_fps": round(n_done / model_s, 2) if model_s > 0 else None,
         "end_to_end_fps": round(n_done / total_s, 2) if total_s > 0 else None,
