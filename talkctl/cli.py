@@ -28,7 +28,7 @@ app = typer.Typer(
 
 # ---- common options (DESIGN.md: every verb takes them) ------------------------
 RunOpt = Annotated[Optional[Path], typer.Option("--run", "-r", help="Run directory (made if missing).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file: preset and [stage] tables.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file: preset and one table per stage.")]
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="tiny | fast | paper (default: fast).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if the outputs are up to date.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")]

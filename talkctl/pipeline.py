@@ -4,6 +4,8 @@ A stage module (talkctl/stages/<name>.py) provides:
   VERSION: int                bump when its output changes for the same inputs
   DEFAULTS, PRESETS, NON_SEMANTIC   (see config.py)
   run(ctx: Context, config: dict) -> dict   writes its artifacts with ctx.write(...)
+  resolve(config, device) -> config   optional: settings that depend on this machine (an "auto"
+                              backend whose choice changes the result) made concrete before fingerprinting
 
 `run_stage` resolves the config, takes the run directory's lock, checks inputs, skips the
 stage when every output already carries the same fingerprint, and records the time.
@@ -36,7 +38,7 @@ class StageSpec:
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("extract-audio", "talkctl.stages.extract_audio", ("video",), ("audio",),
-              "Audio track -> 16 kHz waveform and per-frame features (audio.h5).", built=False),
+              "Audio track -> 16 kHz waveform and per-frame features (audio.h5)."),
     StageSpec("track", "talkctl.stages.track", ("video",), ("frames", "track"),
               "Frames, landmarks, head pose, blink (frames.h5, track.h5).", built=False),
     StageSpec("parse", "talkctl.stages.parse", ("frames", "track"), ("parse",),
@@ -180,6 +182,9 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
     """Run one stage (or report it up to date). Returns its summary."""
     spec = stage_spec(name)
     mod, cfg = stage_config(spec, preset, toml, overrides)
+    device = resolve_device(device)
+    if hasattr(mod, "resolve"):  # e.g. "auto" backends -> the concrete choice, so it is fingerprinted
+        cfg = mod.resolve(cfg, device)
     sem = configmod.semantic(cfg, set(getattr(mod, "NON_SEMANTIC", ())))
     with run.lock(f"talkctl {name}"):
         artifacts.remove_partials(run)
@@ -195,7 +200,7 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
         ctx = Context(run=run, stage=spec, version=mod.VERSION, config=sem, inputs=inputs, fingerprint=fp,
-                      device=resolve_device(device), progress=progress, log=logger)
+                      device=device, progress=progress, log=logger)
         try:
             logger.info("start %s (fingerprint %s, device %s, config %s)", name, fp, ctx.device, sem)
             summary = mod.run(ctx, cfg) or {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("TALKCTL_SHARED", REPO.parent / "shared"))  # env: checkouts elsewhere
 
 
 def shared_path(*parts) -> Path:

@@ -1,0 +1,148 @@
+"""Benchmark: extract-audio feature speed on CPU (target: 60 s of audio in under 3 s).
+
+Rows: mel-formant features (raw frames + normalisation + 25 fps windows) for 60 s of
+synthetic speech-like audio and, when ../shared exists, for 60 s of real speech (the
+french clip looped); ffmpeg decoding of that clip; the whole stage through run_stage.
+Prints a table and writes bench/results/audio_cpu.json (medians over --repeat runs).
+
+    OMP_WAIT_POLICY=PASSIVE python bench/bench_audio.py [--repeat 7] [--seconds 60]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT / ".." / "shared"))
+SR = 16000
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    """Alternating vowels (pulse train through formant resonators), fricative noise and pauses."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(seed)
+    vowels = [((730, 1090, 2440)), ((270, 2290, 3010)), ((300, 870, 2240)), ((530, 1840, 2480)), ((570, 840, 2410))]
+    out, n_total = [], int(seconds * SR)
+    while sum(map(len, out)) < n_total:
+        n = int(rng.uniform(0.08, 0.3) * SR)
+        kind = rng.choice(["vowel", "vowel", "vowel", "fricative", "pause"])
+        if kind == "vowel":
+            f0 = rng.uniform(90, 220)
+            y = np.zeros(n)
+            y[(np.arange(0, n, SR / f0)).astype(int)] = 1.0
+            for f in vowels[rng.integers(len(vowels))]:
+                bw = rng.uniform(60, 150)
+                r = np.exp(-np.pi * bw / SR)
+                y = lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * f / SR), r * r], y)
+            y = lfilter([1], [1, -0.9], y) * rng.uniform(0.2, 1.0) / (np.abs(y).max() + 1e-9)
+        elif kind == "fricative":
+            y = lfilter([1, -0.95], [1], rng.normal(0, 0.05, n))
+        else:
+            y = rng.normal(0, 1e-4, n)
+        out.append(y)
+    return (0.3 * np.concatenate(out)[:n_total]).astype(np.float32)
+
+
+def timed(fn, repeat: int) -> tuple[float, list[float]]:
+    fn()  # warm-up: first-call costs (imports, FFT plans) are not steady-state speed
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), times
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import scipy
+    import torch
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "torch": torch.__version__, "platform": platform.platform(),
+            "load_average_1m_before": os.getloadavg()[0]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "audio_cpu.json")
+    args = ap.parse_args()
+
+    from talkctl.stages import extract_audio as xa
+
+    info = machine()
+    recipe = xa.FeatureRecipe.from_config(dict(xa.DEFAULTS))
+
+    def features(wav):
+        def go():
+            raw = recipe.raw(wav)
+            recipe.fit(raw)
+            return recipe.windows(raw, xa.n_video_frames(len(wav)))[1]
+        return go
+
+    rows = []
+    synth = speech_like(args.seconds)
+    med, times = timed(features(synth), args.repeat)
+    rows.append({"case": f"mel-formant features, synthetic speech {args.seconds:.0f} s", "median_s": med, "runs_s": times,
+                 "audio_s": args.seconds})
+
+    clip = SHARED / "data" / "video" / "french_50s.mp4"
+    if clip.is_file():
+        real = xa.load_waveform(clip)
+        looped = np.resize(real, int(args.seconds * SR))
+        med, times = timed(features(looped), args.repeat)
+        rows.append({"case": f"mel-formant features, real speech {args.seconds:.0f} s (french clip looped)",
+                     "median_s": med, "runs_s": times, "audio_s": args.seconds})
+        med, times = timed(lambda: xa.load_waveform(clip), args.repeat)
+        rows.append({"case": "ffmpeg decode french_50s.mp4 (48 kHz AAC -> 16 kHz mono)", "median_s": med,
+                     "runs_s": times, "audio_s": len(real) / SR})
+
+        from talkctl.pipeline import run_stage
+        from talkctl.rundir import RunDir
+
+        with tempfile.TemporaryDirectory() as tmp:
+            rd = RunDir(Path(tmp) / "run")
+            rd.set_video(clip)
+            med, times = timed(lambda: run_stage("extract-audio", rd, force=True, device="cpu"), args.repeat)
+        rows.append({"case": "whole stage on french_50s.mp4 (decode + features + write audio.h5)", "median_s": med,
+                     "runs_s": times, "audio_s": len(real) / SR})
+    else:
+        print(f"(no {clip}: real-speech rows skipped)", file=sys.stderr)
+
+    info["load_average_1m_after"] = os.getloadavg()[0]
+    width = max(len(r["case"]) for r in rows)
+    print(f"{'case':<{width}}  {'median s':>9}  {'x realtime':>10}")
+    for r in rows:
+        r["realtime_factor"] = r["audio_s"] / r["median_s"]
+        print(f"{r['case']:<{width}}  {r['median_s']:>9.3f}  {r['realtime_factor']:>10.0f}")
+    print(f"machine: {info['cpu']}, {info['cores']} cores, load avg {info['load_average_1m_before']:.1f} -> "
+          f"{info['load_average_1m_after']:.1f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    target = {"case": rows[0]["case"], "limit_s": 3.0, "met": all(r["median_s"] < 3.0 for r in rows if "features" in r["case"])}
+    args.out.write_text(json.dumps({"benchmark": "extract-audio CPU", "repeat": args.repeat, "machine": info,
+                                    "target": target, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

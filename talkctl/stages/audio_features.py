@@ -1,0 +1,66 @@
+"""Audio feature extractors (`audio-features` backends) and their common interface.
+
+An extractor turns a 16 kHz mono float32 waveform into a sequence of raw feature
+frames at a fixed rate. The extract-audio stage then normalises them and cuts one
+window of frames per 25 fps video frame (see `extract_audio.window_indices`).
+
+    ex = make_extractor("mel-formant", cfg, device)
+    ex.rate, ex.offset      # feature frames per second; centre time (s) of frame 0
+    ex.names                # one name per feature dimension (len == ex.dim)
+    ex.min_std              # (D,) floor for the normalisation std, or None (robust default)
+    ex.frames(wav)          # -> (F, D) float32 raw features, frame j centred at offset + j / rate
+
+Registered backends (module import stays cheap: numpy/transformers load in `load`):
+  mel-formant  log-mel filterbank + LPC formants + voicing + log-energy (no weights, default)
+  hubert       HuBERT hidden states at 50 Hz via transformers (needs the model's weights)
+  wav2vec2     wav2vec 2.0 hidden states at 50 Hz via transformers (needs the model's weights)
+"""
+from __future__ import annotations
+
+import importlib.util
+
+from ..backends import Backend, register, select
+
+KIND = "audio-features"
+
+
+def _always_usable(device: str) -> str | None:
+    return None if importlib.util.find_spec("numpy") else "numpy is not installed"
+
+
+def _transformers_usable(device: str) -> str | None:
+    if importlib.util.find_spec("transformers") is None:
+        return "transformers is not installed; `pip install 'talkctl[hubert]'`"
+    return None
+
+
+def _load_mel_formant():
+    from .melformant import MelFormantExtractor
+
+    return MelFormantExtractor.from_config
+
+
+def _load_neural(kind: str):
+    def load():
+        from .neural_audio import NeuralExtractor
+
+        return lambda cfg, device: NeuralExtractor.from_config(kind, cfg, device)
+
+    return load
+
+
+register(Backend(KIND, "mel-formant", _always_usable, _load_mel_formant,
+                 "log-mel + LPC formants F1-F3, voicing, energy at 100 Hz (numpy, no weights)",
+                 devices=("cpu", "cuda"), priority=10))
+register(Backend(KIND, "hubert", _transformers_usable, _load_neural("hubert"),
+                 "HuBERT hidden states at 50 Hz (transformers; weights from --model or the HF cache)",
+                 devices=("cpu", "cuda"), priority=1))
+register(Backend(KIND, "wav2vec2", _transformers_usable, _load_neural("wav2vec2"),
+                 "wav2vec 2.0 hidden states at 50 Hz (transformers; weights from --model or the HF cache)",
+                 devices=("cpu", "cuda"), priority=0))
+
+
+def make_extractor(name: str, cfg: dict, device: str = "cpu"):
+    """Select the backend (explicit unusable choice -> MissingToolError) and build the extractor."""
+    backend = select(KIND, name, device)
+    return backend.name, backend.get()(cfg, device)
