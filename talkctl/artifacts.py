@@ -68,10 +68,33 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
                      "(0 = audio only; track resamples video to 25 fps so its T matches)",
         }),
         ArtifactSpec("frames", "frames.h5", "talkctl.frames", 1, "track", {
-            "frames": "(T, H, W, 3) uint8 RGB, one frame per chunk",
-            "attrs": "fps, size, crop (x0, y0, side) in source pixels, source_size (w, h)",
+            "frames": "(T, S, S, 3) uint8 RGB at 25 fps, one frame per chunk (gzip)",
+            "attrs": "fps=25, size=S, crop=[x0, y0, side] in source pixels (may reach outside the "
+                     "source: that part is padded black; paste renders back by scaling S -> side), "
+                     "source_size=[w, h] of the decoded source (rotation metadata applied)",
         }),
-        ArtifactSpec("track", "track.h5", "talkctl.track", 1, "track", {}),
+        ArtifactSpec("track", "track.h5", "talkctl.track", 1, "track", {
+            "landmarks2d": "(T, L, 2) float32: landmark x, y in crop pixels (pixel centres at i + 0.5)",
+            "landmarks3d": "(T, L, 3) float32: the backend's own 3D estimate; x, y as landmarks2d, z "
+                           "depth in the same pixel scale (larger = farther)",
+            "valid": "(T,) bool: False = no face found, the frame's values are interpolated",
+            "world_to_cam": "(T, 4, 4) float32: OpenCV camera (x right, y down, z forward); world = "
+                            "canonical head space (camera = inverse head pose)",
+            "intrinsics": "(3, 3) float32: pinhole K in crop pixels, principal point (S/2, S/2)",
+            "canonical_shape": "(L, 3) float32: the face's landmarks in canonical head space: x towards "
+                               "image right of a frontal view, y down (to the chin), z into the head; origin "
+                               "~ head centre (eye line, ~7.5 cm behind the eyes); outer eye corners 0.65 "
+                               "apart (1 unit ~ 14 cm): the head fits in [-1, 1]^3",
+            "reproj_error": "(T,) float32: mean reprojection error of the rigid landmarks, px",
+            "blink": "(T,) float32: eye closedness, 0 = open as usual, 1 = closed (per-subject normalised)",
+            "eye_area": "(T,) float32: area of both eye contours / face-oval area (raw)",
+            "mouth_open": "(T,) float32: inner-lip gap / face height (raw)",
+            "lip_box": "(T, 4) int32: x0, y0, x1, y1 (x1, y1 exclusive) square padded lip box, crop px",
+            "face_box": "(T, 4) int32: x0, y0, x1, y1 bounding box of all landmarks, crop px",
+            "attrs": "landmark_backend, landmark_scheme (mediapipe-478 | ibug-68), n_landmarks=L, "
+                     "rigid_indices (landmarks used for the pose), fps=25, size=S, crop, source_size, "
+                     "focal (px), keyframes (bundle-adjusted frames), ba_rms_px",
+        }),
         ArtifactSpec("parse", "parse.h5", "talkctl.parse", 1, "parse", {}),
         ArtifactSpec("static", "static.h5", "talkctl.static", 1, "init-static", {}),
         ArtifactSpec("deform", "deform.h5", "talkctl.deform", 1, "train-deform", {}),

@@ -40,7 +40,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("extract-audio", "talkctl.stages.extract_audio", ("video",), ("audio",),
               "Audio track -> 16 kHz waveform and per-frame features (audio.h5)."),
     StageSpec("track", "talkctl.stages.track", ("video",), ("frames", "track"),
-              "Frames, landmarks, head pose, blink (frames.h5, track.h5).", built=False),
+              "Frames, landmarks, head pose, blink (frames.h5, track.h5)."),
     StageSpec("parse", "talkctl.stages.parse", ("frames", "track"), ("parse",),
               "Head / neck / torso / background masks and background plate (parse.h5).", built=False),
     StageSpec("init-static", "talkctl.stages.init_static", ("frames", "track", "parse"), ("static",),

@@ -1,0 +1,290 @@
+"""Stage `track`: video -> frames.h5 (the cropped 25 fps frames) and track.h5 (landmarks,
+head pose, intrinsics, blink, mouth opening, lip and face boxes).
+
+1. Crop pass: every `sample_every`-th frame at reduced resolution through the landmark
+   backend's face detector -> one square crop for the whole clip (fixed camera).
+2. Main pass: ffmpeg decodes once (fps=25, crop, resize in its filter graph) into a pipe read
+   by a thread; each frame goes through the landmark detector and is compressed in a worker
+   thread and written as one HDF5 chunk. Memory stays flat with the clip length.
+3. Gaps: frames without a face are interpolated (valid=False) when the gaps are short;
+   too many or too long gaps fail the stage with the time ranges.
+4. Head pose by bundle adjustment + PnP (headpose.py), per-frame features (face_features.py).
+
+Decisions: a second face in the picture is not an error: the subject is the largest, most
+central face of the crop pass, followed frame to frame by position, and a warning says how
+often another face was seen. A gap longer than `max_gap_s` (default 0.5 s) or more than
+`max_missing` (10 %) of frames without a face fails: those frames cannot train a head, and
+the user should trim them (the error lists the time ranges).
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .. import artifacts
+from ..backends import select
+from ..errors import InputError, StageError
+from ..media import probe
+from . import face_features as ff
+from .headpose import fit_head_pose, rotation_steps_deg
+from .video_frames import FPS, FrameStream, choose_crop, crop_filter, read_still, sample_filter
+
+VERSION = 1
+DEFAULTS = {
+    "size": 512,              # side of the stored square frames, px
+    "landmarks": "auto",      # landmark backend: auto | mediapipe | face-alignment
+    "preview": False,         # write RUN/track_preview.png
+    "crop_scale": 2.4,        # crop side = crop_scale x the face box (head and shoulders)
+    "crop_shift": 0.15,       # crop centre below the face centre, in face sizes
+    "sample_every": 10,       # crop pass: every n-th frame (at 25 fps)
+    "min_seconds": 1.0,       # shorter clips are refused
+    "min_crop_px": 64,        # a crop smaller than this in source pixels is refused (too little detail)
+    "max_gap_s": 0.5,         # longest run of frames without a face that is interpolated
+    "max_missing": 0.1,       # largest fraction of frames without a face
+    "keyframes": 80,          # frames in the bundle adjustment
+    "fov_deg": 24.0,          # prior on the camera's field of view (weak: the fit refines it)
+    "smooth_sigma": 1.0,      # temporal smoothing of the poses, frames (0: none)
+    "gzip_level": 1,          # frames.h5 compression level (1: fast, files ~3x smaller than raw)
+}
+PRESETS = {"tiny": {"size": 128, "keyframes": 30}, "fast": {}, "paper": {"keyframes": 150}}
+NON_SEMANTIC = {"preview", "gzip_level"}
+
+
+def resolve(cfg: dict, device: str) -> dict:
+    """Fingerprint the landmark backend "auto" picks here (its landmarks differ), not "auto"."""
+    return {**cfg, "landmarks": select("landmarks", cfg.get("landmarks") or "auto", device).name}
+
+
+def _subject_boxes(samples: list[list[tuple]]) -> tuple[np.ndarray, int, np.ndarray]:
+    """The subject's box in each sample that saw a face: the largest, most central face, then
+    in every sample the face nearest to its median position. Returns (boxes, samples with more
+    than one face, subject centre)."""
+    with_face = [s for s in samples if s]
+    first = []
+    for s in with_face:  # area weighted by closeness to the image centre is done by the caller's coords
+        first.append(max(s, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]) * (0.5 + b[4])))
+    centre = np.median([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b in first], axis=0)
+    boxes = []
+    for s in with_face:
+        boxes.append(min(s, key=lambda b: np.hypot((b[0] + b[2]) / 2 - centre[0], (b[1] + b[3]) / 2 - centre[1]))[:4])
+    multi = sum(len(s) > 1 for s in with_face)
+    return np.array(boxes, dtype=np.float64), multi, centre
+
+
+def crop_pass(video, width: int, height: int, detector, cfg: dict, log) -> dict:
+    filters, sw, sh, (fx, fy) = sample_filter(width, height, cfg["sample_every"])
+    samples = []
+    with FrameStream(video, filters, sw, sh, what="sample frames of") as stream:
+        for frame in stream:
+            samples.append([(b[0] * fx, b[1] * fy, b[2] * fx, b[3] * fy, b[4]) for b in detector.boxes(frame)])
+    n_face = sum(bool(s) for s in samples)
+    if not samples:
+        raise InputError(f"{video} has no decodable video frames; give a video of one person talking")
+    if n_face == 0:
+        raise StageError(f"no face found in any of {len(samples)} sampled frames of {video.name}; "
+                         "talkctl needs a video of one person facing the camera")
+    boxes, multi, centre = _subject_boxes(samples)
+    return {"boxes": boxes, "samples": len(samples), "with_face": n_face, "multi": multi, "centre": centre}
+
+
+def _pick_face(faces: list[np.ndarray], near: np.ndarray) -> np.ndarray:
+    if len(faces) == 1:
+        return faces[0]
+    return min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(0) - near)))
+
+
+def run(ctx, cfg: dict) -> dict:
+    t_start = time.perf_counter()
+    video = ctx.video_path()
+    size = int(cfg["size"])
+    if not 32 <= size <= 4096:
+        raise InputError(f"track size {size} is out of range; use 32..4096 (default 512)")
+    info = probe(video)
+    if info["video"] is None:
+        raise InputError(f"{video} has no video stream; give a video of one person talking")
+    duration = info["duration"] or 0.0
+    if duration and duration < cfg["min_seconds"]:
+        raise InputError(f"{video.name} is {duration:.2f} s long; track needs at least {cfg['min_seconds']:g} s "
+                         "of one person talking (ideally minutes)")
+    backend = select("landmarks", cfg["landmarks"], ctx.device)
+    ctx.use_backend("landmarks", backend.name)
+    Detector = backend.get()
+    scheme = Detector.scheme
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        ctx.log.warning(msg)
+
+    still = read_still(video)
+    height, width = still.shape[:2]
+    # 1. crop pass
+    t0 = time.perf_counter()
+    det = Detector(max_faces=4, video=False, device=ctx.device)
+    try:
+        cp = crop_pass(video, width, height, det, cfg, ctx.log)
+    finally:
+        det.close()
+    crop = choose_crop(cp["boxes"], width, height, size, cfg["crop_scale"], cfg["crop_shift"])
+    if crop.side < cfg["min_crop_px"]:
+        raise InputError(f"the face region of {video.name} is only {crop.side} px ({width}x{height} video); "
+                         f"track needs at least {cfg['min_crop_px']} px: use a higher-resolution video")
+    upscale = size / crop.side
+    if upscale > 2.0:
+        warn(f"the crop is {crop.side} px in the source and is upscaled {upscale:.1f}x to {size} px: "
+             "renders will look soft; a higher-resolution video (or a smaller --size) fits better")
+    two_faces = cp["multi"] > 0.2 * cp["with_face"]
+    if cp["multi"]:
+        msg = (f"more than one face in {cp['multi']} of {cp['with_face']} sampled frames; tracking the largest, "
+               f"most central one (around x={cp['centre'][0]:.0f}, y={cp['centre'][1]:.0f} source px)")
+        (warn if two_faces else ctx.log.info)(msg)
+    ctx.log.info("crop pass: %d samples, %d with a face, crop %s of %dx%d (%.2f s)", cp["samples"], cp["with_face"],
+                 crop.as_list(), width, height, time.perf_counter() - t0)
+    t_crop = time.perf_counter() - t0
+
+    # 2. main pass
+    near = (cp["centre"] - [crop.x0, crop.y0]) * size / crop.side
+    est_frames = max(1, int(round(duration * FPS))) if duration else None
+    shape = (size, size, 3)
+    t0 = time.perf_counter()
+    with ctx.write("frames") as fr:
+        opts = artifacts.frame_chunks((0, *shape))
+        opts["compression_opts"] = int(cfg["gzip_level"])
+        ds = fr.create_dataset("frames", shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8, **opts)
+        lms: list[np.ndarray | None] = []
+        det = Detector(max_faces=2 if two_faces else 1, video=True, device=ctx.device)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-deflate")
+        pending: deque = deque()
+
+        def flush(keep: int) -> None:
+            while len(pending) > keep or (pending and pending[0][1].done()):
+                i, fut = pending.popleft()
+                if i >= ds.shape[0]:
+                    ds.resize(i + 256, axis=0)
+                ds.id.write_direct_chunk((i, 0, 0, 0), fut.result())
+
+        try:
+            with FrameStream(video, crop_filter(crop, width, height, size), size, size) as stream, \
+                    ctx.progress(est_frames, "track") as task:
+                for i, frame in enumerate(stream):
+                    pending.append((i, pool.submit(zlib.compress, frame, int(cfg["gzip_level"]))))
+                    faces = det.faces(frame)
+                    if faces:
+                        face = _pick_face(faces, near)
+                        near = face[:, :2].mean(0)
+                        lms.append(face)
+                    else:
+                        lms.append(None)
+                    flush(keep=6)
+                    task.advance(1)
+            flush(keep=0)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            det.close()
+        T = len(lms)
+        ds.resize(T, axis=0)
+        t_main = time.perf_counter() - t0
+        if T < cfg["min_seconds"] * FPS:
+            raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); track needs at least "
+                             f"{cfg['min_seconds']:g} s of one person talking")
+        fr.attrs.update({"fps": FPS, "size": size, "crop": np.array(crop.as_list(), np.int64),
+                         "source_size": np.array([width, height], np.int64)})
+
+        # 3. gaps
+        valid = np.array([m is not None for m in lms])
+        n_missing = int((~valid).sum())
+        runs = ff.missing_runs(valid)
+        longest = max((b - a for a, b in runs), default=0)
+        if n_missing == T:
+            raise StageError(f"no face found in any of the {T} frames of {video.name}; "
+                             "talkctl needs a video of one person facing the camera")
+        if n_missing > cfg["max_missing"] * T or longest > cfg["max_gap_s"] * FPS:
+            raise StageError(
+                f"no face in {n_missing} of {T} frames ({100 * n_missing / T:.0f}%, longest gap {longest / FPS:.2f} s) "
+                f"at {ff.describe_runs([r for r in runs if r[1] - r[0] > 1] or runs, FPS)}; trim those parts "
+                f"(e.g. ffmpeg -ss/-to) or allow it with --set max_gap_s=... / --set max_missing=...")
+        if n_missing:
+            warn(f"no face in {n_missing} frames (gaps up to {longest / FPS:.2f} s at "
+                 f"{ff.describe_runs(runs, FPS)}): interpolated and marked valid=False")
+        empty = np.full((scheme.n, 3), np.nan, np.float32)
+        lm3d = np.stack([m if m is not None else empty for m in lms]).astype(np.float32)
+        del lms
+        lm3d = ff.fill_gaps(lm3d, valid)
+        lm2d = lm3d[..., :2].copy()
+
+        # 4. head pose and features
+        t0 = time.perf_counter()
+        pose = fit_head_pose(lm2d, lm3d, valid, scheme.rigid, scheme.eye_outer, scheme.chin, size,
+                             keyframes=int(cfg["keyframes"]), fov_deg=float(cfg["fov_deg"]),
+                             smooth_sigma=float(cfg["smooth_sigma"]), log=ctx.log)
+        t_pose = time.perf_counter() - t0
+        steps = rotation_steps_deg(pose.R)
+        area = ff.eye_area(lm2d, scheme)
+        features = {
+            "blink": ff.blink_from_area(area, valid),
+            "eye_area": area,
+            "mouth_open": ff.mouth_open(lm2d, scheme),
+            "lip_box": ff.lip_boxes(lm2d, scheme, size),
+            "face_box": ff.face_boxes(lm2d, size),
+        }
+        with ctx.write("track") as tr:
+            big = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+            tr.create_dataset("landmarks2d", data=lm2d.astype(np.float32), **big)
+            tr.create_dataset("landmarks3d", data=lm3d, **big)
+            tr.create_dataset("valid", data=valid)
+            tr.create_dataset("world_to_cam", data=pose.world_to_cam())
+            tr.create_dataset("intrinsics", data=pose.K.astype(np.float32))
+            tr.create_dataset("canonical_shape", data=pose.shape.astype(np.float32))
+            tr.create_dataset("reproj_error", data=pose.reproj.astype(np.float32))
+            for name, arr in features.items():
+                tr.create_dataset(name, data=arr)
+            tr.attrs.update({
+                "landmark_backend": backend.name, "landmark_scheme": scheme.name, "n_landmarks": scheme.n,
+                "rigid_indices": np.array(scheme.rigid, np.int64), "fps": FPS, "size": size,
+                "crop": np.array(crop.as_list(), np.int64), "source_size": np.array([width, height], np.int64),
+                "focal": pose.focal, "keyframes": pose.keyframes.astype(np.int64), "ba_rms_px": pose.ba_rms,
+            })
+    t_total = time.perf_counter() - t_start
+    if cfg["preview"]:
+        write_preview(ctx.run, still=still)
+    rep_valid = pose.reproj[valid]
+    return {
+        "frames": T,
+        "video_seconds": round(T / FPS, 2),
+        "source": f"{width}x{height}",
+        "crop": crop.as_list(),
+        "face_rate": round(float(valid.mean()), 4),
+        "gap_frames": n_missing,
+        "two_faces": bool(two_faces),
+        "focal_px": round(pose.focal, 1),
+        "median_reproj_px": round(float(np.median(rep_valid)), 3),
+        "p95_reproj_px": round(float(np.percentile(rep_valid, 95)), 3),
+        "max_rotation_step_deg": round(float(steps.max()) if len(steps) else 0.0, 3),
+        "blink_frames": int((features["blink"] > 0.5).sum()),
+        "frames_per_s": round(T / t_total, 1),
+        "timings_s": {"crop_pass": round(t_crop, 2), "decode_landmarks_write": round(t_main, 2),
+                      "pose": round(t_pose, 2), "total": round(t_total, 2)},
+        "warnings": warnings,
+    }
+
+
+def write_preview(run, still: np.ndarray | None = None, path=None):
+    """Contact sheet from a run's frames.h5 and track.h5 (RUN/track_preview.png)."""
+    from .track_preview import contact_sheet
+
+    if still is None:
+        v = run.video()
+        still = read_still(v[0]) if v and v[0].exists() else None
+    with artifacts.open_for_read(run, "frames") as fr, artifacts.open_for_read(run, "track") as tr:
+        crop = [int(v) for v in fr.attrs["crop"]]
+        if still is None:  # no source video at hand: show the first crop as the "source"
+            still = fr["frames"][0]
+            crop = [0, 0, still.shape[0]]
+        w2c = tr["world_to_cam"][:]
+        return contact_sheet(path or run.file("track_preview.png"), fr["frames"], tr["landmarks2d"][:],
+                             tr.attrs["rigid_indices"], w2c[:, :3, :3], w2c[:, :3, 3], tr["intrinsics"][:],
+                             tr["lip_box"][:], tr["valid"][:], crop, still, float(fr.attrs["fps"]))
