@@ -241,3 +241,21 @@ def test_cli_bad_setting_is_a_usage_error(tmp_path, capsys):
     write_inputs(run, feats, track)
     assert main(["train-a2l", "--run", str(run.path), "--set", "no_such_key=1"]) == 2
     assert main(["train-a2l", "--run", str(run.path), "--set", "d_model=30", "--set", "heads=4"]) == 2
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    feats, track, _ = synthetic_subject(T=120)
+    cfg = {**train_a2l.DEFAULTS, **TINY, "iterations": 40, "eval_every": 20, "checkpoint_every": 1000,
+           "dropout": 0.1, "resume": True}
+    data = train_a2l.prepare(_h5like(feats), track, cfg)
+    whole, curve_whole, _ = train_a2l.train_model(data, cfg, checkpoint=tmp_path / "a.h5", fingerprint="x")
+    train_a2l.train_model(data, cfg, checkpoint=tmp_path / "b.h5", fingerprint="y", stop_after=25)
+    with h5py.File(tmp_path / "b.h5", "r") as f:
+        assert int(f.attrs["step"]) == 25 and "model" in f and "optimizer" in f
+    resumed, curve_resumed, _ = train_a2l.train_model(data, cfg, checkpoint=tmp_path / "b.h5", fingerprint="y")
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert curve_whole == curve_resumed
+    # a checkpoint of another configuration is not resumed from
+    other, _, _ = train_a2l.train_model(data, {**cfg, "iterations": 5}, checkpoint=tmp_path / "b.h5", fingerprint="z")
+    assert not torch.equal(other.head.weight, resumed.head.weight)

@@ -165,7 +165,8 @@ def jitter(offsets: np.ndarray) -> float:
 
 
 # ---- checkpoints (named datasets, never pickles) -----------------------------------------
-def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator, fingerprint: str, curve: dict):
+def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator, fingerprint: str, curve: dict,
+                     running: list):
     import h5py
     import torch
 
@@ -183,6 +184,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
         c = f.create_group("curve")
         for k, v in curve.items():
             c.create_dataset(k, data=np.asarray(v, np.float64))
+        f.create_dataset("running_loss", data=np.asarray(running, np.float64))  # since the last curve point
         f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
         f.attrs["numpy_rng"] = json.dumps(rng.bit_generator.state)
         f.attrs["step"] = step
@@ -191,7 +193,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
 
 
 def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerprint: str):
-    """(step, curve) from a checkpoint of the same fingerprint, or None."""
+    """(step, curve, running losses) from a checkpoint of the same fingerprint, or None."""
     import h5py
     import torch
 
@@ -211,8 +213,8 @@ def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerpri
         opt.load_state_dict(sd)
         torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
         rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
-        curve = {k: list(f["curve"][k][()]) for k in f["curve"]}
-        return int(f.attrs["step"]), curve
+        curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
+        return int(f.attrs["step"]), curve, f["running_loss"][()].tolist()
 
 
 # ---- training ------------------------------------------------------------------------
@@ -254,11 +256,11 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
     M = torch.as_tensor(data.valid[:n_train], dtype=torch.float32, device=device)
     P = len(data.indices)
     curve = {"step": [], "train_loss": [], "heldout_mouth_lmd": []}
-    start = 0
+    start, running = 0, []
     if checkpoint is not None and cfg.get("resume"):
         got = _load_checkpoint(checkpoint, model, opt, rng, fingerprint)
         if got is not None:
-            start, curve = got
+            start, curve, running = got
             if log:
                 log.info("resumed from %s at step %d", checkpoint, start)
     vw, noise = float(cfg["velocity_weight"]), float(cfg["feature_noise"])
@@ -268,7 +270,6 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
         d = (a - b).reshape(*a.shape[:-1], P, 3)
         return d.norm(dim=-1) if cfg["loss"] == "l1" else (d ** 2).sum(-1)
 
-    running = []
     from ..pipeline import null_progress
 
     with (progress or null_progress)(iters, "train-a2l") as task:
@@ -311,7 +312,7 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
                              curve["heldout_mouth_lmd"][-1])
             if checkpoint is not None and (done % int(cfg["checkpoint_every"]) == 0 or done == iters
                                            or (stop_after is not None and done == stop_after)):
-                _save_checkpoint(checkpoint, model, opt, done, rng, fingerprint, curve)
+                _save_checkpoint(checkpoint, model, opt, done, rng, fingerprint, curve, running)
             task.advance(1, loss=round(float(loss.detach()), 4))
     return model, curve, binfo
 
