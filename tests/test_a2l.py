@@ -73,12 +73,19 @@ def synthetic_subject(seed=0, T=275, noise_px=0.3, feature_noise=0.0, sigma=3.0)
     t = np.array([128.0, 128.0, 300.0]) + 5.0 * _smooth_noise(rng, T, 3, 5.0)
     lm3d = s[:, :, None] * np.einsum("tij,tlj->tli", R, pts) + t[:, None]
     lm3d += rng.normal(0, noise_px, lm3d.shape)
+    # the same head seen by a perspective camera (world_to_cam = head pose, 4 units away)
+    K = np.array([[600.0, 0, 128], [0, 600.0, 128], [0, 0, 1]])
+    w2c = np.tile(np.eye(4), (T, 1, 1))
+    w2c[:, :3, :3] = R
+    w2c[:, :3, 3] = np.array([0.0, 0.0, 4.0]) + 0.05 * _smooth_noise(rng, T, 3, 5.0)
+    cam = np.einsum("tij,tlj->tli", R, pts) + w2c[:, None, :3, 3]
+    lm2d = (cam / cam[..., 2:3]) @ K.T
+    lm2d = lm2d[..., :2] + rng.normal(0, noise_px, lm2d[..., :2].shape)
     if feature_noise:
         feats = feats + feature_noise * rng.standard_normal(feats.shape).astype(np.float32)
-    w2c = np.tile(np.eye(4, dtype=np.float32), (T, 1, 1))
-    track = {"landmarks3d": lm3d.astype(np.float32), "landmarks2d": lm3d[..., :2].astype(np.float32),
-             "valid": np.ones(T, bool), "canonical_shape": canonical.astype(np.float32), "world_to_cam": w2c,
-             "intrinsics": np.array([[500, 0, 128], [0, 500, 128], [0, 0, 1]], np.float32),
+    track = {"landmarks3d": lm3d.astype(np.float32), "landmarks2d": lm2d.astype(np.float32),
+             "valid": np.ones(T, bool), "canonical_shape": canonical.astype(np.float32),
+             "world_to_cam": w2c.astype(np.float32), "intrinsics": K.astype(np.float32),
              "attrs": {"n_landmarks": 68, "rigid_indices": np.array(RIGID_68), "landmark_backend": "face-alignment"}}
     return feats, track, offsets
 
@@ -113,11 +120,18 @@ def trained(tmp_path_factory):
 # ---- canonical landmarks -----------------------------------------------------------
 def test_procrustes_removes_the_head_pose():
     feats, track, offsets = synthetic_subject(noise_px=0.0, T=40)
-    lm = cl.canonical_landmarks(track)
     truth = track["canonical_shape"][None] + offsets
-    assert lm.method == "procrustes"
+    lm = cl.canonical_landmarks(track, method="procrustes")
     assert np.abs(lm.points - truth).max() < 1e-3  # exact up to float32: rigid points do not move
     assert lm.rigid_rms.max() < 1e-3
+    lifted = cl.canonical_landmarks(track)  # auto: the track has cameras
+    assert lifted.method == "lift-2d" and lifted.rigid_rms.max() < 1e-4
+    # moving points keep the neutral depth: the error lies along the viewing ray (mostly canonical
+    # z); in the face plane it is far below the motion itself
+    moving = np.linalg.norm(offsets, axis=-1) > 0
+    err = np.abs(lifted.points - truth)[moving]
+    motion = np.linalg.norm(offsets[moving], axis=-1).mean()
+    assert err[:, :2].mean() < 0.05 * motion and err[:, 2].mean() < 0.15 * motion
 
 
 def test_lift_2d_inverts_a_perspective_projection():

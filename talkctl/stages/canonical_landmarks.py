@@ -8,8 +8,13 @@ rotation, translation) that best maps the frame's *rigid* points (nose bridge, e
 forehead, temples: points that speech does not move) onto the canonical shape's. Applied
 to all points it leaves only what the face itself did: mouth, jaw, eyelids.
 
-Without landmarks3d the 2D landmarks are lifted instead: each point is put at the depth the
-posed canonical shape has there (world_to_cam, intrinsics) and taken back to head space.
+The other way ("lift-2d", the default when the track has cameras): each 2D landmark is put
+at the depth the posed canonical shape has there (world_to_cam, intrinsics) and taken back to
+head space. It is consistent with the perspective cameras the Gaussians are rendered with and
+needs no depth from the backend; its only approximation is the depth of moving points (a
+dropping jaw keeps the neutral depth). On french_50s (mediapipe) it leaves the rigid points
+steadier (mean deviation 0.6 % vs 1.0 % of the eye distance) and less head pose in the mouth
+offsets (R^2 of a linear fit on the pose 0.23 vs 0.34) than Procrustes on landmarks3d.
 
 Public API (also used by the landmark-conditioned deformation):
     lm = canonical_landmarks(track)          # track: open h5py.File / dict of arrays + attrs
@@ -151,8 +156,11 @@ def canonical_landmarks(track, method: str = "auto") -> CanonicalLandmarks:
     n = int(attrs.get("n_landmarks", canonical.shape[0]))
     rigid = np.asarray(attrs["rigid_indices"], dtype=np.int64)
     lm3d = _get(track, "landmarks3d")
+    posed = all(k in track for k in ("landmarks2d", "world_to_cam", "intrinsics"))
     if method == "auto":
-        method = "procrustes" if lm3d is not None else "lift-2d"
+        # lift-2d when the track has a camera: on real clips it leaves less head pose in the
+        # offsets than aligning the backend's own (weak-perspective) 3D estimate
+        method = "lift-2d" if posed else "procrustes"
     if method == "procrustes":
         if lm3d is None:
             raise ValueError("track has no landmarks3d; use method='lift-2d'")

@@ -44,6 +44,7 @@ DEFAULTS = {
     "conv_channels": 64,
     "formants": True,       # use the formant channels of the features (ablation switch)
     "parts": ["mouth", "jaw", "eyes"],
+    "alignment": "auto",    # pose removal: auto | lift-2d | procrustes (canonical_landmarks.py)
     "pca_components": 32,   # predict in a PCA basis of the subject's offsets (0: plain coordinates)
     "pca_variance": 0.999,
     "loss": "l1",           # l1 | l2 landmark loss (in inter-ocular units)
@@ -93,7 +94,9 @@ def prepare(audio, track, cfg: dict, log=None) -> A2LData:
         raise ArtifactError(f"audio.h5 lists {len(names)} feature names for {feats.shape[-1]} channels: "
                             "rerun `talkctl extract-audio --force`")
     channels = input_channels(names, bool(cfg["formants"]))
-    lm = canonical_landmarks(track)
+    if cfg["alignment"] not in ("auto", "lift-2d", "procrustes"):
+        raise UsageError(f"train-a2l alignment={cfg['alignment']!r}: use auto, lift-2d or procrustes")
+    lm = canonical_landmarks(track, method=cfg["alignment"])
     T_audio, T_track = feats.shape[0], lm.points.shape[0]
     T = min(T_audio, T_track)
     if abs(T_audio - T_track) > 25:
