@@ -42,7 +42,7 @@ def canonical_face(rng):
     return shape
 
 
-def synthetic_subject(seed=0, T=275, noise_px=0.3, feature_noise=0.0, sigma=3.0):
+def make_inputs(seed=0, T=275, noise_px=0.3, feature_noise=0.0, sigma=3.0):
     """(features (T,W,D), track dict, truth offsets (T,68,3) in canonical space)."""
     rng = np.random.default_rng(seed)
     D = len(NAMES)
@@ -110,7 +110,7 @@ TINY = {"iterations": 400, "d_model": 64, "layers": 2, "heads": 4, "seq_len": 32
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    feats, track, offsets = synthetic_subject()
+    feats, track, offsets = make_inputs()
     run = RunDir(tmp_path_factory.mktemp("a2l") / "run")
     write_inputs(run, feats, track)
     summary = run_stage("train-a2l", run, preset="tiny", overrides=TINY, device="cpu")
@@ -119,7 +119,7 @@ def trained(tmp_path_factory):
 
 # ---- canonical landmarks -----------------------------------------------------------
 def test_procrustes_removes_the_head_pose():
-    feats, track, offsets = synthetic_subject(noise_px=0.0, T=40)
+    feats, track, offsets = make_inputs(noise_px=0.0, T=40)
     truth = track["canonical_shape"][None] + offsets
     lm = cl.canonical_landmarks(track, method="procrustes")
     assert np.abs(lm.points - truth).max() < 1e-3  # exact up to float32: rigid points do not move
@@ -189,7 +189,7 @@ def test_a2l_round_trips_and_predicts_new_audio(trained):
         neutral = f["neutral"][()]
         idx = f["landmark_indices"][()]
     assert np.allclose(pred.offsets(feats[250:]), stored, atol=1e-5)
-    new = synthetic_subject(seed=7, T=37)[0]
+    new = make_inputs(seed=7, T=37)[0]
     lm = train_a2l.predict_landmarks(run.path, new)
     assert lm.shape == (37, 68, 3) and np.isfinite(lm).all()
     still = np.setdiff1d(np.arange(68), idx)
@@ -202,7 +202,7 @@ def test_a2l_round_trips_and_predicts_new_audio(trained):
 
 
 def test_formants_switch_changes_the_input(tmp_path):
-    feats, track, _ = synthetic_subject(T=120)
+    feats, track, _ = make_inputs(T=120)
     cfg = {**train_a2l.DEFAULTS, **TINY}
     with_f = train_a2l.prepare(_h5like(feats), track, {**cfg, "formants": True})
     without = train_a2l.prepare(_h5like(feats), track, {**cfg, "formants": False})
@@ -224,7 +224,7 @@ class _h5like(dict):
 
 def test_velocity_loss_reduces_jitter():
     # per-frame noise in the features (not in the smooth truth) makes frame-wise predictions jitter
-    feats, track, _ = synthetic_subject(T=275, feature_noise=2.0, sigma=8.0, noise_px=0.0)
+    feats, track, _ = make_inputs(T=275, feature_noise=2.0, sigma=8.0, noise_px=0.0)
     jit, verr = {}, {}
     for vw in (0.0, 4.0):
         cfg = {**train_a2l.DEFAULTS, **TINY, "velocity_weight": vw, "iterations": 300}
@@ -240,7 +240,7 @@ def test_velocity_loss_reduces_jitter():
 
 # ---- CLI --------------------------------------------------------------------------
 def test_cli_missing_track_exits_4_naming_track(tmp_path, capsys):
-    feats, track, _ = synthetic_subject(T=40)
+    feats, track, _ = make_inputs(T=40)
     run = RunDir(tmp_path / "run")
     write_inputs(run, feats, track, track_file=False)
     rc = main(["train-a2l", "--run", str(run.path), "--preset", "tiny"])
@@ -250,7 +250,7 @@ def test_cli_missing_track_exits_4_naming_track(tmp_path, capsys):
 
 
 def test_cli_bad_setting_is_a_usage_error(tmp_path, capsys):
-    feats, track, _ = synthetic_subject(T=40)
+    feats, track, _ = make_inputs(T=40)
     run = RunDir(tmp_path / "run")
     write_inputs(run, feats, track)
     assert main(["train-a2l", "--run", str(run.path), "--set", "no_such_key=1"]) == 2
@@ -258,7 +258,7 @@ def test_cli_bad_setting_is_a_usage_error(tmp_path, capsys):
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
-    feats, track, _ = synthetic_subject(T=120)
+    feats, track, _ = make_inputs(T=120)
     cfg = {**train_a2l.DEFAULTS, **TINY, "iterations": 40, "eval_every": 20, "checkpoint_every": 1000,
            "dropout": 0.1, "resume": True}
     data = train_a2l.prepare(_h5like(feats), track, cfg)
@@ -273,3 +273,33 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     # a checkpoint of another configuration is not resumed from
     other, _, _ = train_a2l.train_model(data, {**cfg, "iterations": 5}, checkpoint=tmp_path / "b.h5", fingerprint="z")
     assert not torch.equal(other.head.weight, resumed.head.weight)
+
+
+# ---- real stages on the synthetic talking subject -------------------------------------------
+def test_real_stages_on_the_synthetic_subject(synthetic_subject, tmp_path):
+    """extract-audio + track (mediapipe, 478 points) + train-a2l: the canonical mouth opening
+    follows the rendered one, and a2l.h5 holds the mediapipe moving subset."""
+    from talkctl.errors import MissingToolError
+
+    run = RunDir(tmp_path / "run")
+    run.set_video(synthetic_subject.video_path)
+    run_stage("extract-audio", run, device="cpu")
+    try:
+        run_stage("track", run, preset="tiny", device="cpu")
+    except MissingToolError as exc:
+        pytest.skip(f"no landmark backend here: {exc.message}")
+    with h5py.File(artifacts.spec("track").path(run), "r") as f:
+        lm = cl.canonical_landmarks(f)
+        mouth_open_2d = f["mouth_open"][()]
+    from talkctl.metrics import pearson
+
+    assert lm.n == 478 and lm.method == "lift-2d"
+    truth = synthetic_subject.opening[:len(lm.points)]
+    corr = pearson(cl.mouth_opening(lm.points, lm.n), truth)
+    # as good as track's own 2D measure (tiny preset: 128 px crops, so mediapipe is the limit)
+    assert corr > 0.8 and corr > pearson(mouth_open_2d, truth) - 0.03, corr
+    summary = run_stage("train-a2l", run, preset="tiny", overrides={"iterations": 60, "eval_every": 30}, device="cpu")
+    assert summary["landmarks"] == len(cl.moving_indices(478, rigid=lm.rigid))
+    with h5py.File(artifacts.spec("a2l").path(run), "r") as f:
+        assert f.attrs["n_landmarks"] == 478 and f["neutral"].shape == (478, 3)
+        assert np.isfinite(json.loads(f.attrs["metrics"])["mouth_lmd"])
