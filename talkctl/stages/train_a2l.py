@@ -14,6 +14,7 @@ selection, landmark indices, neutral face); checkpoints go to RUN/checkpoints/a2
 
 Public API:
     predict_landmarks(run, features (T,W,D)) -> (T,L,3) canonical landmarks
+    landmarks_for_audio(run, media path or 16 kHz waveform) -> (T,L,3)
     load_predictor(run) -> A2LPredictor (.offsets(features), .landmarks(features), .indices, .neutral)
 """
 from __future__ import annotations
@@ -362,7 +363,8 @@ def run(ctx, cfg: dict) -> dict:
         f.attrs["metrics"] = json.dumps(metrics)
         f.attrs["held_start"] = data.held_start
         f.attrs["train_seconds"] = train_seconds
-    return {**{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, **data.info,
+    info = {k: round(v, 4) if isinstance(v, float) else v for k, v in data.info.items()}
+    return {**{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, **info,
             "formants": bool(cfg["formants"]), "pca_components": binfo["components"],
             "iterations": int(cfg["iterations"])}
 
@@ -445,3 +447,14 @@ def predict_landmarks(run, features: np.ndarray, device: str = "cpu") -> np.ndar
     """Canonical landmarks (T, L, 3) the subject would make saying the audio of `features`
     (T, W, D): the neutral face with the mouth, jaw and eyelid points moved."""
     return load_predictor(run, device).landmarks(features)
+
+
+def landmarks_for_audio(run, source, device: str = "cpu") -> np.ndarray:
+    """Canonical landmarks (T, L, 3) for new audio: a media file or a (S,) 16 kHz waveform.
+    Features are made exactly like the run's own (extract_audio.features_for_audio)."""
+    from ..rundir import RunDir
+    from .extract_audio import features_for_audio
+
+    rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
+    predictor = load_predictor(rd, device)
+    return predictor.landmarks(features_for_audio(source, rd, device))
