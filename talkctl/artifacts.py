@@ -83,8 +83,8 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "intrinsics": "(3, 3) float32: pinhole K in crop pixels, principal point (S/2, S/2)",
             "canonical_shape": "(L, 3) float32: the face's landmarks in canonical head space: x towards "
                                "image right of a frontal view, y down (to the chin), z into the head; origin "
-                               "~ head centre (eye line, ~7.5 cm behind the eyes); outer eye corners 0.65 "
-                               "apart (1 unit ~ 14 cm): the head fits in [-1, 1]^3",
+                               "~ head centre (just below the eye line, ~7.5 cm behind the eyes); outer eye corners 0.62 "
+                               "apart (1 unit ~ 14.5 cm): the head fits in [-1, 1]^3",
             "reproj_error": "(T,) float32: mean reprojection error of the rigid landmarks, px",
             "blink": "(T,) float32: eye closedness, 0 = open as usual, 1 = closed (per-subject normalised)",
             "eye_area": "(T,) float32: area of both eye contours / face-oval area (raw)",
@@ -95,10 +95,46 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
                      "rigid_indices (landmarks used for the pose), fps=25, size=S, crop, source_size, "
                      "focal (px), keyframes (bundle-adjusted frames), ba_rms_px",
         }),
-        ArtifactSpec("parse", "parse.h5", "talkctl.parse", 1, "parse", {}),
-        ArtifactSpec("static", "static.h5", "talkctl.static", 1, "init-static", {}),
-        ArtifactSpec("deform", "deform.h5", "talkctl.deform", 1, "train-deform", {}),
-        ArtifactSpec("torso", "torso.h5", "talkctl.torso", 1, "train-torso", {}),
+        ArtifactSpec("parse", "parse.h5", "talkctl.parse", 1, "parse", {
+            "labels": "(T, H, W) uint8, one frame per chunk: 0 background, 1 head (face, hair, ears), 2 neck, 3 torso",
+            "background": "(H, W, 3) uint8 RGB: background plate (per-pixel median where uncovered, rest inpainted)",
+            "background_seen": "(H, W) bool: plate pixels seen uncovered often enough (plate_min_seen of the samples) (False = inpainted)",
+            "torso_frames": "(T, H, W, 3) uint8 RGB, one frame per chunk: the torso stage's target = the frame with "
+                            "head pixels -> background plate; the neck kept and, with neck_fill=extend, continued "
+                            "up under the chin (neck_fill=background: neck -> plate too)",
+            "attrs": "parsing_backend, neck_fill (extend | background), fps, size, label_names (JSON id -> name)",
+        }),
+        ArtifactSpec("static", "static.h5", "talkctl.static", 1, "init-static", {
+            "head/<gaussians>": "canonical head Gaussians (see GAUSSIANS below), attrs sh_degree, n_gaussians, train_seconds",
+            "head/val_psnr": "(K, 2) float64: (step, held-out head-region PSNR dB) during training",
+            "torso/<gaussians>": "torso Gaussians in the fixed camera's space (OpenCV, world_to_cam = identity)",
+            "torso/val_psnr": "(K, 2) float64: (step, held-out torso-region PSNR dB)",
+            "torso/world_to_cam": "(4, 4) float32: the fixed torso camera (identity)",
+            "intrinsics": "(3, 3) float32: pinhole K at the training resolution",
+            "attrs": "resolution, crop_size, psnr_head, psnr_torso, n_head, n_torso, train_seconds, head_depth, held_out [start, end)",
+            "side file": "RUN/static.ply: the canonical head as a standard 3DGS PLY",
+        }),
+        ArtifactSpec("deform", "deform.h5", "talkctl.deform", 1, "train-deform", {
+            "head/<gaussians>": "canonical head Gaussians trained with the field",
+            "field/<param>": "DeformField state_dict, one dataset per tensor (hash grid + MLP)",
+            "condition/<param>": "condition state_dict (audio: conv + attention weights, mean, std)",
+            "audio_mean, audio_std": "(D,) float32: per-dimension normalisation of audio.h5 features used in training",
+            "val_psnr": "(K, 2) float64: (step, held-out head-region PSNR dB)",
+            "intrinsics": "(3, 3) float32: K at the training resolution",
+            "attrs": "field_spec, condition_spec (JSON, to rebuild the networks), condition, encoding, perceptual_loss "
+                     "(lpips|dssim|none: the one actually used), lip_loss, init_from, audio_extractor, resolution, "
+                     "crop_size, psnr_head, n_gaussians, train_seconds, held_out",
+        }),
+        ArtifactSpec("torso", "torso.h5", "talkctl.torso", 1, "train-torso", {
+            "torso/<gaussians>": "torso Gaussians (fixed camera space)",
+            "field/<param>": "pose-conditioned DeformField state_dict",
+            "pose/<param>": "PoseCondition buffers (pose mean, std)",
+            "world_to_cam": "(4, 4) float32: the fixed camera (identity)",
+            "intrinsics": "(3, 3) float32: K at the training resolution",
+            "background": "(R, R, 3) uint8: background plate at the training resolution",
+            "val_psnr": "(K, 2) float64: (step, held-out full-composite PSNR dB)",
+            "attrs": "field_spec, condition_spec, resolution, crop_size, psnr_full, n_gaussians, train_seconds, held_out",
+        }),
         ArtifactSpec("a2l", "a2l.h5", "talkctl.a2l", 1, "train-a2l", {
             "weights/<name>": "float32 arrays: the Transformer's state_dict (a2l_model.AudioToLandmarks), one "
                               "dataset per parameter or buffer (`basis` (K, 3P): coefficients -> offsets)",
@@ -116,6 +152,11 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         }),
     ]
 }
+
+
+# Every <gaussians> group: means (N,3), quats (N,4) wxyz unnormalised, log_scales (N,3),
+# opacity_logits (N,), sh_dc (N,3), sh_rest (N,K-1,3) float32 (stages/gaussians.py).
+GAUSSIANS = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest")
 
 
 def spec(name: str) -> ArtifactSpec:

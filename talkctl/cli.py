@@ -146,7 +146,7 @@ def parse(run: RunOpt = None,
     _stage("parse", run, None, config, preset, force, device, set_, {"parsing": parsing, "preview": preview or None})
 
 
-RasterOpt = Annotated[Optional[str], typer.Option("--rasterizer", help="auto | torch | gsplat | diff-gaussian-rasterization.")]
+RasterOpt = Annotated[Optional[str], typer.Option("--rasterizer", help="auto | torch | gsplat | diffgs (diff-gaussian-rasterization).")]
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")]
 
 

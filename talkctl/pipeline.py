@@ -6,6 +6,8 @@ A stage module (talkctl/stages/<name>.py) provides:
   run(ctx: Context, config: dict) -> dict   writes its artifacts with ctx.write(...)
   resolve(config, device) -> config   optional: settings that depend on this machine (an "auto"
                               backend whose choice changes the result) made concrete before fingerprinting
+  when_up_to_date(run, config) -> dict   optional: side outputs of NON_SEMANTIC settings (e.g. a
+                              --preview PNG) made from the existing artifacts when the stage is skipped
 
 `run_stage` resolves the config, takes the run directory's lock, checks inputs, skips the
 stage when every output already carries the same fingerprint, and records the time.
@@ -42,13 +44,13 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("track", "talkctl.stages.track", ("video",), ("frames", "track"),
               "Frames, landmarks, head pose, blink (frames.h5, track.h5)."),
     StageSpec("parse", "talkctl.stages.parse", ("frames", "track"), ("parse",),
-              "Head / neck / torso / background masks and background plate (parse.h5).", built=False),
+              "Head / neck / torso / background masks and background plate (parse.h5)."),
     StageSpec("init-static", "talkctl.stages.init_static", ("frames", "track", "parse"), ("static",),
-              "Static head and torso Gaussians (static.h5, static.ply).", built=False),
+              "Static head and torso Gaussians (static.h5, static.ply)."),
     StageSpec("train-deform", "talkctl.stages.train_deform", ("audio", "frames", "track", "parse", "static"),
-              ("deform",), "Audio-driven deformation field of the head (deform.h5).", built=False),
-    StageSpec("train-torso", "talkctl.stages.train_torso", ("frames", "track", "parse", "static", "deform"),
-              ("torso",), "Pose-conditioned torso (torso.h5).", built=False),
+              ("deform",), "Audio-driven deformation field of the head (deform.h5)."),
+    StageSpec("train-torso", "talkctl.stages.train_torso", ("audio", "frames", "track", "parse", "static", "deform"),
+              ("torso",), "Pose-conditioned torso (torso.h5)."),
     StageSpec("train-a2l", "talkctl.stages.train_a2l", ("audio", "track"), ("a2l",),
               "Audio -> landmark motion Transformer of the decoupled two-stage method (a2l.h5)."),
     StageSpec("render", "talkctl.stages.render", (), (),
@@ -192,8 +194,9 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
         fp = artifacts.fingerprint(name, mod.VERSION, sem, inputs)
         outputs = {o: artifacts.spec(o).path(run) for o in spec.outputs}
         if not force and all(artifacts.current_fingerprint(run, o) == fp for o in spec.outputs):
+            extra = mod.when_up_to_date(run, cfg) if hasattr(mod, "when_up_to_date") else None
             return {"stage": name, "status": "up to date", "run": str(run),
-                    "outputs": {o: str(p) for o, p in outputs.items()}}
+                    "outputs": {o: str(p) for o, p in outputs.items()}, **(extra or {})}
         logger = logging.getLogger(f"talkctl.{name}")
         handler = logging.FileHandler(run.path / "logs" / f"{name}.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

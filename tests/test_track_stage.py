@@ -90,6 +90,12 @@ def test_rerun_is_up_to_date_and_json_goes_to_stdout(bump_run, clips, capsys):
     rc = main(["track", str(clips["bump"]), "--run", str(bump_run), "--size", "192", "--json"])
     out = capsys.readouterr().out
     assert rc == 0 and json.loads(out)["status"] == "up to date"
+    # --preview on an up-to-date run draws the sheet from the artifacts without tracking again
+    png = bump_run / "track_preview.png"
+    png.unlink()
+    rc = main(["track", str(clips["bump"]), "--run", str(bump_run), "--size", "192", "--preview", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["status"] == "up to date" and summary["preview"] == str(png) and png.exists()
 
 
 def test_no_face_fails_with_one_line_and_writes_nothing(tmp_path, capsys):
@@ -111,6 +117,19 @@ def test_face_leaving_the_picture_for_two_seconds_fails_with_the_time_range(tmp_
     assert rc == 5 and len(err.splitlines()) == 1
     assert "no face in 50 of 125 frames" in err and "1.00-3.00 s" in err and "trim" in err
     assert _no_outputs(run)
+
+
+def test_a_short_gap_is_interpolated_and_flagged(tmp_path):
+    video = fx.face_clip(tmp_path / "gap.mp4", n=100, width=160, height=160, visible=lambda i: not 40 <= i < 48)
+    run = tmp_path / "run"
+    assert main(["track", str(video), "--run", str(run), "--size", "128", "-q"]) == 0
+    with h5py.File(run / "track.h5", "r") as f:
+        valid = f["valid"][:]
+        lm = f["landmarks2d"][:]
+    assert (~valid).sum() >= 6 and not valid[42:46].any() and valid[:38].all() and valid[50:].all()
+    assert np.isfinite(lm).all()
+    # interpolated landmarks lie between their neighbours
+    assert np.abs(lm[44] - (lm[38] + lm[50]) / 2).max() < 0.2 * 128
 
 
 def test_two_faces_track_the_largest_one_with_a_warning(tmp_path, capsys):
@@ -153,6 +172,18 @@ def test_tiny_video_is_upscaled_with_a_warning_and_a_too_small_one_refused(tmp_p
     err = capsys.readouterr().err.strip()
     assert rc in (2, 5) and len(err.splitlines()) == 1  # too small for a crop, or no face found in it
     assert _no_outputs(tmp_path / "run2")
+
+
+def test_audio_file_is_refused(tmp_path, capsys):
+    from talkctl.media import ffmpeg_exe
+
+    wav = tmp_path / "speech.wav"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=2", str(wav)],
+                   check=True)
+    rc = main(["track", str(wav), "--run", str(tmp_path / "run"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "has no video stream" in err and len(err.splitlines()) == 1
+    assert _no_outputs(tmp_path / "run")
 
 
 def test_too_short_clip_is_refused(tmp_path, capsys):

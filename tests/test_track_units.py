@@ -83,13 +83,15 @@ def _synthetic_face(rng, scheme) -> np.ndarray:
     xy = rng.uniform([-0.45, -0.6], [0.45, 0.75], (scheme.n, 2))
     xy[scheme.eye_outer[0]], xy[scheme.eye_outer[1]] = (-0.33, 0.0), (0.33, 0.0)
     xy[scheme.chin] = (0.0, 0.72)
+    xy[scheme.nose_tip] = (0.0, 0.3)
     r2 = (xy[:, 0] / 0.55) ** 2 + (xy[:, 1] / 0.85) ** 2
     z = -0.5 * np.clip(1 - r2, 0, None) ** 1.5
     return np.column_stack([xy, z])
 
 
-@pytest.mark.parametrize("MP", [MP, FAN_68], ids=["mediapipe-478", "ibug-68"])
-def test_head_pose_recovers_rotations_focal_and_canonical_scale(MP):
+@pytest.mark.parametrize("MP,depth_sign", [(MP, 1), (FAN_68, 1), (MP, -1)],
+                         ids=["mediapipe-478", "ibug-68", "depth-larger-is-closer"])
+def test_head_pose_recovers_rotations_focal_and_canonical_scale(MP, depth_sign):
     rng = np.random.default_rng(3)
     X = _synthetic_face(rng, MP)
     T, size, focal = 120, 256, 400.0
@@ -103,10 +105,10 @@ def test_head_pose_recovers_rotations_focal_and_canonical_scale(MP):
     uv = focal * cam[..., :2] / cam[..., 2:] + size / 2
     uv += rng.normal(0, 0.3, uv.shape)  # landmark noise, px
     # the backend's "3D estimate": weak-perspective x, y and a depth that is 30 % too shallow
-    lm3d = np.concatenate([uv, 0.7 * focal / 6.0 * (cam[..., 2:] - 6.0)], -1).astype(np.float32)
+    lm3d = np.concatenate([uv, depth_sign * 0.7 * focal / 6.0 * (cam[..., 2:] - 6.0)], -1).astype(np.float32)
     valid = np.ones(T, bool)
     pose = hp.fit_head_pose(uv.astype(np.float32), lm3d, valid, MP.rigid, MP.eye_outer, MP.chin, size,
-                            keyframes=40, smooth_sigma=0)
+                            nose_tip=MP.nose_tip, keyframes=40, smooth_sigma=0)
     rel_est = np.einsum("tij,kj->tik", pose.R, pose.R[0])
     rel_true = np.einsum("tij,kj->tik", R, R[0])
     cos = (np.trace(np.einsum("tij,tkj->tik", rel_est, rel_true), axis1=1, axis2=2) - 1) / 2
@@ -115,11 +117,12 @@ def test_head_pose_recovers_rotations_focal_and_canonical_scale(MP):
     assert np.median(err) < (1.5 if fewer else 1.0) and err.max() < (4.0 if fewer else 2.5), (np.median(err), err.max())
     assert np.median(pose.reproj) < 0.6
     assert abs(pose.focal / focal - 1) < 0.25
-    # canonical space: eye corners 0.65 apart, the face well inside the unit cube
+    # canonical space: eye corners 0.62 apart, the face well inside the unit cube
     shape = pose.shape
-    assert np.linalg.norm(shape[MP.eye_outer[1]] - shape[MP.eye_outer[0]]) == pytest.approx(0.65, rel=1e-3)
+    assert np.linalg.norm(shape[MP.eye_outer[1]] - shape[MP.eye_outer[0]]) == pytest.approx(0.62, rel=1e-3)
     assert np.abs(shape).max() < 1.0
     assert shape[MP.chin, 1] > 0.3 and shape[MP.eye_outer[1], 0] > 0  # y down, x to image right
+    assert shape[MP.nose_tip, 2] < shape[list(MP.eye_outer), 2].mean() - 0.1  # the nose towards the camera
     w2c = pose.world_to_cam()
     assert w2c.shape == (T, 4, 4) and np.allclose(w2c[:, 3], [0, 0, 0, 1])
     assert (w2c[:, 2, 3] > 0).all()  # head in front of the camera

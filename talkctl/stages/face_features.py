@@ -78,9 +78,11 @@ def describe_runs(runs: list[tuple[int, int]], fps: float, limit: int = 4) -> st
     return ", ".join(parts)
 
 
-def fill_gaps(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Linear interpolation over time of frames that are not valid (nearest value at the ends)."""
-    out = np.array(values, dtype=np.float32, copy=True)
+def fill_gaps(values: np.ndarray, valid: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Linear interpolation over time of frames that are not valid (nearest value at the ends);
+    in place when `out` is `values` (float32)."""
+    if out is None:
+        out = np.array(values, dtype=np.float32, copy=True)
     good = np.flatnonzero(valid)
     bad = np.flatnonzero(~np.asarray(valid, bool))
     if len(bad) == 0 or len(good) == 0:

@@ -20,12 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Canonical head space: outer eye corners 0.65 apart (about 9 cm on an adult, so 1 unit is
-# about 14 cm: the face spans ~1.3 from hairline to chin and the whole head fits in [-1, 1]^3);
-# origin on the eye line (about half of the crown-to-chin height) and 0.54 units (~7.5 cm)
-# behind the outer eye corners, near the centre of the skull.
-EYE_CORNER_DISTANCE = 0.65
-CENTRE_BEHIND_EYES = 0.54
+# Canonical head space: outer eye corners 0.62 apart (about 9 cm on an adult, so 1 unit is
+# about 14.5 cm: the face spans ~1.2 from hairline to chin); origin 0.05 below the eye line
+# (the eyes are near half of the crown-to-chin height; the open jaw needs the room below) and
+# 0.52 units (~7.5 cm) behind the outer eye corners, near the centre of the skull. Then the
+# crown is at y ~ -0.9, the open chin at y ~ +0.95, the nose tip at z ~ -0.85 and the back of
+# the head at z ~ +0.7: the head fits in [-1, 1]^3.
+EYE_CORNER_DISTANCE = 0.62
+CENTRE_BELOW_EYES = 0.05
+CENTRE_BEHIND_EYES = 0.52
 
 
 @dataclass
@@ -93,7 +96,7 @@ def mean_shape(points: np.ndarray, rigid: np.ndarray, iterations: int = 3) -> np
 def canonical_frame(shape: np.ndarray, eye_outer: tuple[int, int], chin: int) -> tuple[float, np.ndarray, np.ndarray]:
     """(s, Q, o) such that X_canonical = s * Q @ (X - o): x from the right to the left outer
     eye corner (image right for a frontal face), y towards the chin, z = x cross y (into the
-    head, away from a frontal camera); origin at the head centre; eye corners 0.65 apart."""
+    head, away from a frontal camera); origin at the head centre; eye corners 0.62 apart."""
     right, left = shape[eye_outer[0]], shape[eye_outer[1]]
     x = left - right
     dist = np.linalg.norm(x)
@@ -105,7 +108,7 @@ def canonical_frame(shape: np.ndarray, eye_outer: tuple[int, int], chin: int) ->
     z = np.cross(x, y)
     Q = np.stack([x, y, z])
     s = EYE_CORNER_DISTANCE / dist
-    o = mid + (CENTRE_BEHIND_EYES / s) * z
+    o = mid + (CENTRE_BEHIND_EYES * z + CENTRE_BELOW_EYES * y) / s
     return s, Q, o
 
 
@@ -279,13 +282,20 @@ def reprojection_errors(R, t, X, uv, K) -> np.ndarray:
 
 
 def fit_head_pose(lm2d: np.ndarray, lm3d: np.ndarray, valid: np.ndarray, rigid, eye_outer, chin, size: int, *,
-                  keyframes: int = 80, fov_deg: float = 24.0, smooth_sigma: float = 1.0, log=None) -> HeadPose:
-    """lm2d (T,L,2) px (gaps already filled), lm3d (T,L,3), valid (T,) -> HeadPose."""
+                  nose_tip: int | None = None, keyframes: int = 80, fov_deg: float = 24.0, smooth_sigma: float = 1.0,
+                  log=None) -> HeadPose:
+    """lm2d (T,L,2) px (gaps already filled), lm3d (T,L,3), valid (T,) -> HeadPose.
+
+    nose_tip: index of a point that sticks out towards the camera; when the backend's depth
+    has the opposite sign convention (the nose behind the eyes), the initial depth is mirrored.
+    """
     rigid = np.asarray(rigid)
     T = len(lm2d)
     keys = keyframe_indices(valid, keyframes)
     # 1-2: initial shape in canonical space
     shape = mean_shape(lm3d[keys].astype(np.float64), rigid)
+    if nose_tip is not None and shape[nose_tip, 2] > shape[list(eye_outer), 2].mean():
+        shape[:, 2] *= -1  # depth convention "larger = closer": make it "larger = farther"
     s, Q, o = canonical_frame(shape, eye_outer, chin)
     shape = s * (shape - o) @ Q.T
     f0 = focal_from_fov(fov_deg, size)

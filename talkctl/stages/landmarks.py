@@ -45,6 +45,7 @@ class Scheme:
     eye_outer: tuple[int, int]    # outer eye corners (right, left): canonical x axis and scale
     face_top: int                 # top of the face (face height = face_top .. chin)
     chin: int
+    nose_tip: int                 # closest to the camera on a frontal face (checks the depth sign)
 
 
 MEDIAPIPE_478 = Scheme(
@@ -68,6 +69,7 @@ MEDIAPIPE_478 = Scheme(
     eye_outer=(33, 263),
     face_top=10,
     chin=152,
+    nose_tip=1,
 )
 
 FAN_68 = Scheme(
@@ -85,6 +87,7 @@ FAN_68 = Scheme(
     eye_outer=(36, 45),
     face_top=27,
     chin=8,
+    nose_tip=30,
 )
 
 

@@ -11,10 +11,12 @@ head pose, intrinsics, blink, mouth opening, lip and face boxes).
 4. Head pose by bundle adjustment + PnP (headpose.py), per-frame features (face_features.py).
 
 Decisions: a second face in the picture is not an error: the subject is the largest, most
-central face of the crop pass, followed frame to frame by position, and a warning says how
-often another face was seen. A gap longer than `max_gap_s` (default 0.5 s) or more than
-`max_missing` (10 %) of frames without a face fails: those frames cannot train a head, and
-the user should trim them (the error lists the time ranges).
+central face of the crop pass, followed frame to frame by position (a face that jumps more
+than 0.3 x the crop is someone else), and a warning says how often another face was seen.
+Gaps without a face up to `max_gap_s` (1 s) are interpolated and flagged valid=False, so
+training can skip them; a longer gap or more than `max_missing` (10 %) of frames without a
+face fails: those frames cannot train a head, and the user should trim them (the error
+lists the time ranges).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ DEFAULTS = {
     "sample_every": 10,       # crop pass: every n-th frame (at 25 fps)
     "min_seconds": 1.0,       # shorter clips are refused
     "min_crop_px": 64,        # a crop smaller than this in source pixels is refused (too little detail)
-    "max_gap_s": 0.5,         # longest run of frames without a face that is interpolated
+    "max_gap_s": 1.0,         # longest run of frames without a face that is interpolated
     "max_missing": 0.1,       # largest fraction of frames without a face
     "keyframes": 80,          # frames in the bundle adjustment
     "fov_deg": 24.0,          # prior on the camera's field of view (weak: the fit refines it)
@@ -59,18 +61,21 @@ def resolve(cfg: dict, device: str) -> dict:
     return {**cfg, "landmarks": select("landmarks", cfg.get("landmarks") or "auto", device).name}
 
 
-def _subject_boxes(samples: list[list[tuple]]) -> tuple[np.ndarray, int, np.ndarray]:
-    """The subject's box in each sample that saw a face: the largest, most central face, then
-    in every sample the face nearest to its median position. Returns (boxes, samples with more
-    than one face, subject centre)."""
+def _subject_boxes(samples: list[list[tuple]], width: int, height: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """The subject's box in each sample that saw a face: first the largest, most central face
+    of each sample, then in every sample the face nearest to their median position.
+    Returns (boxes, number of samples with more than one face, subject centre)."""
     with_face = [s for s in samples if s]
-    first = []
-    for s in with_face:  # area weighted by closeness to the image centre is done by the caller's coords
-        first.append(max(s, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]) * (0.5 + b[4])))
+    half_diag = 0.5 * np.hypot(width, height)
+
+    def prominence(b) -> float:  # area, halved for a face in a corner
+        d = np.hypot((b[0] + b[2]) / 2 - width / 2, (b[1] + b[3]) / 2 - height / 2)
+        return (b[2] - b[0]) * (b[3] - b[1]) * (1.0 - 0.5 * min(1.0, d / half_diag))
+
+    first = [max(s, key=prominence) for s in with_face]
     centre = np.median([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b in first], axis=0)
-    boxes = []
-    for s in with_face:
-        boxes.append(min(s, key=lambda b: np.hypot((b[0] + b[2]) / 2 - centre[0], (b[1] + b[3]) / 2 - centre[1]))[:4])
+    boxes = [min(s, key=lambda b: np.hypot((b[0] + b[2]) / 2 - centre[0], (b[1] + b[3]) / 2 - centre[1]))[:4]
+             for s in with_face]
     multi = sum(len(s) > 1 for s in with_face)
     return np.array(boxes, dtype=np.float64), multi, centre
 
@@ -87,14 +92,17 @@ def crop_pass(video, width: int, height: int, detector, cfg: dict, log) -> dict:
     if n_face == 0:
         raise StageError(f"no face found in any of {len(samples)} sampled frames of {video.name}; "
                          "talkctl needs a video of one person facing the camera")
-    boxes, multi, centre = _subject_boxes(samples)
+    boxes, multi, centre = _subject_boxes(samples, width, height)
     return {"boxes": boxes, "samples": len(samples), "with_face": n_face, "multi": multi, "centre": centre}
 
 
-def _pick_face(faces: list[np.ndarray], near: np.ndarray) -> np.ndarray:
-    if len(faces) == 1:
-        return faces[0]
-    return min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(0) - near)))
+def _pick_face(faces: list[np.ndarray], near: np.ndarray, max_jump: float | None) -> np.ndarray | None:
+    """The face nearest to where the subject was; with other people in the picture, a face
+    farther than max_jump px is someone else (the subject is then missing in this frame)."""
+    face = min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(0) - near)))
+    if max_jump is not None and np.linalg.norm(face[:, :2].mean(0) - near) > max_jump:
+        return None
+    return face
 
 
 def run(ctx, cfg: dict) -> dict:
@@ -104,7 +112,7 @@ def run(ctx, cfg: dict) -> dict:
     if not 32 <= size <= 4096:
         raise InputError(f"track size {size} is out of range; use 32..4096 (default 512)")
     info = probe(video)
-    if info["video"] is None:
+    if info["video"] is None:  # e.g. an audio file
         raise InputError(f"{video} has no video stream; give a video of one person talking")
     duration = info["duration"] or 0.0
     if duration and duration < cfg["min_seconds"]:
@@ -137,11 +145,10 @@ def run(ctx, cfg: dict) -> dict:
     if upscale > 2.0:
         warn(f"the crop is {crop.side} px in the source and is upscaled {upscale:.1f}x to {size} px: "
              "renders will look soft; a higher-resolution video (or a smaller --size) fits better")
-    two_faces = cp["multi"] > 0.2 * cp["with_face"]
-    if cp["multi"]:
-        msg = (f"more than one face in {cp['multi']} of {cp['with_face']} sampled frames; tracking the largest, "
-               f"most central one (around x={cp['centre'][0]:.0f}, y={cp['centre'][1]:.0f} source px)")
-        (warn if two_faces else ctx.log.info)(msg)
+    two_faces = cp["multi"] > 0  # then the main pass looks for 2 faces and follows the subject's position
+    if two_faces:
+        warn(f"more than one face in {cp['multi']} of {cp['with_face']} sampled frames; tracking the largest, "
+             f"most central one (around x={cp['centre'][0]:.0f}, y={cp['centre'][1]:.0f} source px)")
     ctx.log.info("crop pass: %d samples, %d with a face, crop %s of %dx%d (%.2f s)", cp["samples"], cp["with_face"],
                  crop.as_list(), width, height, time.perf_counter() - t0)
     t_crop = time.perf_counter() - t0
@@ -173,12 +180,10 @@ def run(ctx, cfg: dict) -> dict:
                 for i, frame in enumerate(stream):
                     pending.append((i, pool.submit(zlib.compress, frame, int(cfg["gzip_level"]))))
                     faces = det.faces(frame)
-                    if faces:
-                        face = _pick_face(faces, near)
+                    face = _pick_face(faces, near, 0.3 * size if two_faces else None) if faces else None
+                    if face is not None:
                         near = face[:, :2].mean(0)
-                        lms.append(face)
-                    else:
-                        lms.append(None)
+                    lms.append(face)
                     flush(keep=6)
                     task.advance(1)
             flush(keep=0)
@@ -211,15 +216,15 @@ def run(ctx, cfg: dict) -> dict:
             warn(f"no face in {n_missing} frames (gaps up to {longest / FPS:.2f} s at "
                  f"{ff.describe_runs(runs, FPS)}): interpolated and marked valid=False")
         empty = np.full((scheme.n, 3), np.nan, np.float32)
-        lm3d = np.stack([m if m is not None else empty for m in lms]).astype(np.float32)
+        lm3d = np.stack([m if m is not None else empty for m in lms]).astype(np.float32, copy=False)
         del lms
-        lm3d = ff.fill_gaps(lm3d, valid)
-        lm2d = lm3d[..., :2].copy()
+        ff.fill_gaps(lm3d, valid, out=lm3d)
+        lm2d = lm3d[..., :2]  # a view: no second copy of the landmarks
 
         # 4. head pose and features
         t0 = time.perf_counter()
         pose = fit_head_pose(lm2d, lm3d, valid, scheme.rigid, scheme.eye_outer, scheme.chin, size,
-                             keyframes=int(cfg["keyframes"]), fov_deg=float(cfg["fov_deg"]),
+                             nose_tip=scheme.nose_tip, keyframes=int(cfg["keyframes"]), fov_deg=float(cfg["fov_deg"]),
                              smooth_sigma=float(cfg["smooth_sigma"]), log=ctx.log)
         t_pose = time.perf_counter() - t0
         steps = rotation_steps_deg(pose.R)
@@ -249,8 +254,7 @@ def run(ctx, cfg: dict) -> dict:
                 "focal": pose.focal, "keyframes": pose.keyframes.astype(np.int64), "ba_rms_px": pose.ba_rms,
             })
     t_total = time.perf_counter() - t_start
-    if cfg["preview"]:
-        write_preview(ctx.run, still=still)
+    preview = str(write_preview(ctx.run, still=still)) if cfg["preview"] else None
     rep_valid = pose.reproj[valid]
     return {
         "frames": T,
@@ -264,12 +268,22 @@ def run(ctx, cfg: dict) -> dict:
         "median_reproj_px": round(float(np.median(rep_valid)), 3),
         "p95_reproj_px": round(float(np.percentile(rep_valid, 95)), 3),
         "max_rotation_step_deg": round(float(steps.max()) if len(steps) else 0.0, 3),
+        "max_rotation_step_at_s": round((int(steps.argmax()) + 1) / FPS, 2) if len(steps) else 0.0,
+        "p99_rotation_step_deg": round(float(np.percentile(steps, 99)) if len(steps) else 0.0, 3),
         "blink_frames": int((features["blink"] > 0.5).sum()),
         "frames_per_s": round(T / t_total, 1),
         "timings_s": {"crop_pass": round(t_crop, 2), "decode_landmarks_write": round(t_main, 2),
                       "pose": round(t_pose, 2), "total": round(t_total, 2)},
         "warnings": warnings,
+        **({"preview": preview} if preview else {}),
     }
+
+
+def when_up_to_date(run, cfg: dict) -> dict:
+    """`--preview` on an up-to-date run: draw the sheet from the existing artifacts."""
+    if cfg.get("preview"):
+        return {"preview": str(write_preview(run))}
+    return {}
 
 
 def write_preview(run, still: np.ndarray | None = None, path=None):

@@ -1,0 +1,95 @@
+"""Gaussian-splatting rasteriser: `rasterize(...) -> RasterOutput` over registered backends.
+
+Backends (kind "raster", "auto" takes the highest priority usable one):
+  gsplat  (CUDA, priority 30)  the gsplat library; compiles its kernels on first use
+  diffgs  (CUDA, priority 20)  the reference 3DGS diff-gaussian-rasterization, if importable
+  torch   (CPU/CUDA, 10)       pure-PyTorch tiled reference, always usable
+
+Importing this package is cheap (no torch import); `rasterize` and `RasterOutput`
+load on first access.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+from ...backends import Backend, register
+
+
+@functools.lru_cache(maxsize=None)  # probes run on every "auto" render: look on disk once
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_reason() -> str | None:
+    import torch
+
+    return None if torch.cuda.is_available() else "torch sees no CUDA device"
+
+
+def _probe_gsplat(device: str) -> str | None:
+    if not _installed("gsplat"):
+        return "gsplat is not installed (pip install 'talkctl[cuda]' on a CUDA machine)"
+    return _cuda_reason()
+
+
+def _probe_diffgs(device: str) -> str | None:
+    if not _installed("diff_gaussian_rasterization"):
+        return ("diff_gaussian_rasterization is not installed (build it from "
+                "graphdeco-inria/diff-gaussian-rasterization)")
+    return _cuda_reason()
+
+
+def _load_torch():
+    from .torch_backend import rasterize_torch
+
+    return rasterize_torch
+
+
+def _load_gsplat():
+    from .gsplat_backend import load
+
+    return load()
+
+
+def _load_diffgs():
+    from .diffgs_backend import rasterize_diffgs
+
+    return rasterize_diffgs
+
+
+register(Backend(
+    kind="raster", name="gsplat", probe=_probe_gsplat, load=_load_gsplat, devices=("cuda",),
+    priority=30, description="gsplat CUDA rasteriser (JIT-compiles on first use when not prebuilt)",
+    capabilities={"per_camera_means": True, "sh_degree": 3, "backward": True},
+))
+register(Backend(
+    kind="raster", name="diffgs", probe=_probe_diffgs, load=_load_diffgs, devices=("cuda",),
+    priority=20, description="graphdeco diff-gaussian-rasterization (one camera per call)",
+    capabilities={"per_camera_means": True, "sh_degree": 3, "backward": True},
+))
+register(Backend(
+    kind="raster", name="torch", probe=lambda device: None, load=_load_torch,
+    devices=("cpu", "cuda"), priority=10,
+    description="pure-PyTorch tiled rasteriser (reference, CPU path)",
+    capabilities={"per_camera_means": True, "sh_degree": 3, "backward": True},
+))
+
+
+def __getattr__(name):  # lazy: keep `import talkctl.kernels.raster` free of torch
+    if name == "rasterize":
+        from .api import rasterize
+
+        return rasterize
+    if name == "RasterOutput":
+        from .api_types import RasterOutput
+
+        return RasterOutput
+    raise AttributeError(name)
+
+
+__all__ = ["RasterOutput", "rasterize"]

@@ -1,0 +1,146 @@
+"""Loading trained models for rendering: the API the render and eval stages call.
+
+    head = load_head(run, device)             # deform.h5: canonical Gaussians + field + condition
+    head.set_audio(features)                  # (T,W,D) from audio.h5 of the driving audio
+    out = head.render(frames, world_to_cam, K, size, blink=None)   # frames: (C,) audio frame indices
+    torso = load_torso(run, device)           # torso.h5: torso Gaussians + pose field
+    t_out = torso.render(world_to_cam, K, size)                     # the head poses drive the torso
+    img = composite(background, t_out, out)   # plate <- torso <- head, (C,size,size,3) in [0,1]
+    static = load_static(run, device)         # static.h5 (no deformation): .render(world_to_cam, K, size)
+
+world_to_cam (C,4,4) are head-to-camera transforms (track.h5's world_to_cam); K (3,3) is in
+pixels of the size x size output (`scale_intrinsics(track_K, crop_size, size)`; each model
+keeps `.K_crop`/`.crop_size` of its training data for that). The renders are RasterOutputs
+over black (rgb premultiplied by alpha).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from ..rundir import RunDir
+from .. import artifacts
+from .deform_field import DeformField, apply_deform, build_condition, make_encoder, read_state_dict
+from .gaussians import GaussianModel
+from .splat import over, render, resolve_rasterizer
+
+
+def _tensor(x, device):
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
+
+
+def build_field(spec: dict, eye_dim: int = 1, hashgrid: str = "auto") -> DeformField:
+    enc = make_encoder(spec["encoding"], spec["bounds"], spec["grid"], hashgrid)
+    return DeformField(enc, spec["cond_dim"], eye_dim=eye_dim, hidden=spec["hidden"], n_layers=spec["layers"])
+
+
+class StaticModel:
+    def __init__(self, gaussians: GaussianModel, rasterize):
+        self.gaussians, self.rasterize = gaussians, rasterize
+
+    @torch.no_grad()
+    def render(self, world_to_cam, K, size: int):
+        g = self.gaussians
+        colors, deg = g.color_inputs()
+        return render(self.rasterize, g.means, g.quats, g.scales, g.opacities, colors,
+                      _tensor(world_to_cam, g.means.device), _tensor(K, g.means.device), int(size), deg)
+
+
+class HeadModel:
+    """Canonical head Gaussians deformed by the condition (audio) and blink."""
+
+    def __init__(self, gaussians, field, condition, rasterize, attrs: dict):
+        self.gaussians, self.field, self.condition, self.rasterize = gaussians, field, condition, rasterize
+        self.attrs = attrs
+        self.device = gaussians.means.device
+
+    def set_audio(self, features: np.ndarray) -> None:
+        """Driving audio features (T,W,D), normalised with the training statistics."""
+        self.condition.set_source(features=features)
+
+    @torch.no_grad()
+    def deformed(self, frames, blink=None):
+        g = self.gaussians
+        t = torch.as_tensor(np.asarray(frames), dtype=torch.long, device=self.device)
+        code = self.condition.encode(t)
+        eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
+        d = self.field(g.means, code, eye)
+        return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
+
+    @torch.no_grad()
+    def render(self, frames, world_to_cam, K, size: int, blink=None):
+        g = self.gaussians
+        means, quats, scales = self.deformed(frames, blink)
+        colors, deg = g.color_inputs()
+        return render(self.rasterize, means, quats, scales, g.opacities, colors,
+                      _tensor(world_to_cam, self.device), _tensor(K, self.device), int(size), deg)
+
+
+class TorsoModel:
+    """Torso Gaussians in the fixed camera's space, deformed by the head pose."""
+
+    def __init__(self, gaussians, field, pose_condition, rasterize, attrs: dict):
+        self.gaussians, self.field, self.pose, self.rasterize, self.attrs = gaussians, field, pose_condition, rasterize, attrs
+        self.device = gaussians.means.device
+
+    @torch.no_grad()
+    def render(self, world_to_cam, K, size: int):
+        g = self.gaussians
+        w2c = _tensor(world_to_cam, self.device)
+        code = self.pose.encode_pose(w2c)
+        d = self.field(g.means, code)
+        means, quats, scales = apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
+        colors, deg = g.color_inputs()
+        eye = torch.eye(4, device=self.device).expand(len(w2c), 4, 4)
+        return render(self.rasterize, means, quats, scales, g.opacities, colors, eye,
+                      _tensor(K, self.device), int(size), deg)
+
+
+def composite(background, torso_out, head_out) -> torch.Tensor:
+    """background plate (H,W,3) or (C,H,W,3) <- torso render <- head render; (C,H,W,3) in [0,1]."""
+    bg = torch.as_tensor(background, dtype=torch.float32, device=head_out.rgb.device)
+    if bg.dtype == torch.uint8 or bg.max() > 1.5:
+        bg = bg / 255.0
+    under = bg.expand_as(head_out.rgb)
+    if torso_out is not None:
+        under = over(torso_out.rgb, torso_out.alpha, under)
+    return over(head_out.rgb, head_out.alpha, under).clamp(0, 1)
+
+
+def _rasterizer(name, device):
+    return resolve_rasterizer(name, device)
+
+
+def load_static(run, device: str = "cpu", rasterizer: str = "auto") -> dict:
+    """{"head": StaticModel, "torso": StaticModel} from static.h5."""
+    run = run if isinstance(run, RunDir) else RunDir(run, create=False)
+    rast = _rasterizer(rasterizer, device)
+    with artifacts.open_for_read(run, "static") as f:
+        return {k: StaticModel(GaussianModel.load_h5(f[k], device), rast) for k in ("head", "torso")}
+
+
+def load_head(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str = "auto") -> HeadModel:
+    run = run if isinstance(run, RunDir) else RunDir(run, create=False)
+    with artifacts.open_for_read(run, "deform") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        gaussians = GaussianModel.load_h5(f["head"], device)
+        field = build_field(json.loads(attrs["field_spec"]), hashgrid=hashgrid)
+        field.load_state_dict(read_state_dict(f["field"]))
+        condition = build_condition(json.loads(attrs["condition_spec"]), read_state_dict(f["condition"]))
+        attrs["K"] = f["intrinsics"][()]
+    return HeadModel(gaussians, field.to(device).eval(), condition.to(device).eval(), _rasterizer(rasterizer, device), attrs)
+
+
+def load_torso(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str = "auto") -> TorsoModel:
+    run = run if isinstance(run, RunDir) else RunDir(run, create=False)
+    with artifacts.open_for_read(run, "torso") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        gaussians = GaussianModel.load_h5(f["torso"], device)
+        field = build_field(json.loads(attrs["field_spec"]), eye_dim=0, hashgrid=hashgrid)
+        field.load_state_dict(read_state_dict(f["field"]))
+        pose = build_condition(json.loads(attrs["condition_spec"]), read_state_dict(f["pose"]))
+        attrs["K"] = f["intrinsics"][()]
+        attrs["background"] = f["background"][()]
+    return TorsoModel(gaussians, field.to(device).eval(), pose.to(device).eval(), _rasterizer(rasterizer, device), attrs)

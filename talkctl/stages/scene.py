@@ -1,0 +1,91 @@
+"""The training data of one run, opened once: cameras, frames, masks, plate, split.
+
+`Scene(ctx, cfg, audio=False)` opens frames.h5, track.h5, parse.h5 (and audio.h5) for the
+stage's lifetime and exposes them at the training resolution `cfg["resolution"]`:
+  w2c (T,4,4) head-to-camera per frame, K (3,3) at training resolution,
+  blink (T,), lip_box (T,4) in training pixels, background (R,R,3), train_idx / held_idx,
+  head_targets(idx), torso_targets(idx), full_frames(idx).
+Labels: 0 background, 1 head, 2 neck, 3 torso (parse.h5).
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import numpy as np
+import torch
+
+from ..errors import ArtifactError
+from .training import FrameStore, resize_images, scale_intrinsics, split_frames
+
+HEAD, NECK, TORSO = 1, 2, 3
+
+
+class Scene:
+    def __init__(self, ctx, cfg: dict, audio: bool = False):
+        self._stack = ExitStack()
+        self.device = ctx.device
+        dev = self.device
+        res = self.res = int(cfg["resolution"])
+        frames = self._stack.enter_context(ctx.read("frames"))
+        track = self._stack.enter_context(ctx.read("track"))
+        parse = self._stack.enter_context(ctx.read("parse"))
+        self.T = int(frames["frames"].shape[0])
+        self.S = int(frames["frames"].shape[1])
+        if track["world_to_cam"].shape[0] != self.T or parse["labels"].shape[0] != self.T:
+            raise ArtifactError("frames.h5, track.h5 and parse.h5 disagree on the frame count: rerun `talkctl track` and `talkctl parse`")
+        cache = int(cfg.get("cache_frames", 512))
+        if dev.startswith("cuda"):  # cache everything on the GPU when it fits in ~2 GiB
+            per = res * res * 3
+            cache = self.T if self.T * per * 3 < (2 << 30) else cache
+        self.frames = FrameStore(frames["frames"], res, "rgb", cache_frames=cache, device=dev)
+        self.labels = FrameStore(parse["labels"], res, "labels", n_classes=4, cache_frames=cache, device=dev)
+        self.torso_frames = FrameStore(parse["torso_frames"], res, "rgb", cache_frames=cache, device=dev)
+        bg = torch.from_numpy(parse["background"][()]).float()[None] / 255.0
+        self.background = resize_images(bg, res)[0].to(dev)
+        self.w2c = torch.as_tensor(track["world_to_cam"][()], dtype=torch.float32, device=dev)
+        self.K_crop = np.asarray(track["intrinsics"][()], dtype=np.float32)
+        self.K = torch.as_tensor(scale_intrinsics(self.K_crop, self.S, res), device=dev)
+        self.blink = torch.as_tensor(track["blink"][()], dtype=torch.float32, device=dev)
+        self.lip_box = torch.as_tensor(np.round(track["lip_box"][()].astype(np.float64) * res / self.S).astype(np.int64))
+        self.train_idx, self.held_idx = split_frames(self.T)
+        self.features = None
+        if audio:
+            a = self._stack.enter_context(ctx.read("audio"))
+            self.features = np.asarray(a["features"][()], dtype=np.float32)
+            if self.features.shape[0] < self.T:
+                raise ArtifactError(f"audio.h5 has {self.features.shape[0]} feature frames for {self.T} video frames: rerun `talkctl extract-audio`")
+            self.audio_extractor = str(a.attrs.get("extractor", ""))
+        self.head_depth = float(torch.median(self.w2c[:, 2, 3]))
+
+    def close(self):
+        self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def held_subset(self, n: int) -> np.ndarray:
+        """n evenly spaced held-out frames (all when n <= 0 or n >= their count)."""
+        h = self.held_idx
+        if n <= 0 or n >= len(h):
+            return h
+        return h[np.linspace(0, len(h) - 1, n).round().astype(int)]
+
+    def masks(self, idx) -> torch.Tensor:
+        return self.labels.get(idx)  # (B,R,R,4)
+
+    def head_targets(self, idx):
+        """(frame × head mask over black, head mask (B,R,R,1))."""
+        m = self.masks(idx)[..., HEAD:HEAD + 1]
+        return self.frames.get(idx) * m, m
+
+    def torso_targets(self, idx):
+        """(torso frame × (neck|torso) mask over black, that mask)."""
+        lab = self.masks(idx)
+        m = lab[..., NECK:NECK + 1] + lab[..., TORSO:TORSO + 1]
+        return self.torso_frames.get(idx) * m, m
+
+    def full_frames(self, idx):
+        return self.frames.get(idx)

@@ -1,0 +1,35 @@
+"""Rendering Gaussians through the selected rasteriser backend (talkctl.kernels.raster).
+
+Rendering is over black (premultiplied colour + alpha); `over` composites layers.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+def resolve_rasterizer(choice: str | None, device: str, ctx=None):
+    """The rasterize function for `choice` (auto | torch | gsplat | ...); records the choice on ctx."""
+    from .. import backends
+
+    b = backends.select("raster", choice or "auto", device)
+    if ctx is not None:
+        ctx.use_backend("raster", b.name)
+    from ..kernels.raster import rasterize
+
+    return functools.partial(rasterize, backend=b.name)
+
+
+def render(rasterize, means, quats, scales, opacities, colors, world_to_cam, K, size: int, sh_degree=None):
+    """Render C cameras. means/quats/scales (N,·) or (C,N,·); colors (N,3) RGB or (N,K,3) SH
+    with sh_degree; world_to_cam (C,4,4); K (3,3) or (C,3,3). Returns the RasterOutput (over black)."""
+    C = world_to_cam.shape[0]
+    Ks = K.expand(C, 3, 3) if K.dim() == 2 else K
+    return rasterize(means, quats, scales, opacities, colors, world_to_cam, Ks.contiguous(), size, size,
+                     background=None, sh_degree=sh_degree)
+
+
+def over(top_rgb: torch.Tensor, top_alpha: torch.Tensor, under: torch.Tensor) -> torch.Tensor:
+    """Premultiplied `top` over `under` (…,H,W,3)."""
+    return top_rgb + (1.0 - top_alpha) * under

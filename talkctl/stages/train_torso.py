@@ -1,0 +1,173 @@
+"""train-torso: pose-conditioned deformation of the torso Gaussians (torso.h5).
+
+The torso Gaussians (static.h5, in the fixed camera's space) are moved per frame by a
+DeformField(hash-grid features of their positions ⊕ positional encoding (n_freqs
+frequencies) of the head pose: axis-angle rotation + translation of track.h5's
+world_to_cam) -> Δposition, Δrotation, Δscale, rendered from the fixed camera.
+The head (deform.h5) is frozen: each training frame is the composite
+background plate <- torso render <- head render, compared with the real frame (L1, plus
+mask_weight · L1(torso alpha, neck|torso mask)).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from .deform_field import PoseCondition, apply_deform, grid_kwargs, hashgrid_backend, save_state_dict
+from .gaussians import GaussianModel
+from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
+from .head_model import build_field, composite, load_head
+from .losses import l1
+from .scene import NECK, TORSO, Scene
+from .splat import over, render, resolve_rasterizer
+from .train_deform import field_param_groups
+from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+
+VERSION = 1
+DEFAULTS = {
+    "rasterizer": "auto",
+    "resolution": 256,
+    "iterations": 500,
+    "batch": 2,
+    "pose_freqs": 6,
+    "encoding": "hashgrid",
+    "hashgrid": "auto",          # hash-grid backend: auto | torch | tcnn
+    "grid_levels": 14,
+    "grid_features": 1,
+    "grid_base": 64,
+    "grid_max": 512,
+    "grid_log2_size": 16,
+    "hidden": 64,
+    "layers": 3,
+    "lr_grid": 5e-3,
+    "lr_mlp": 1e-3,
+    "mask_weight": 0.1,
+    "val_frames": 8,
+    **GAUSSIAN_DEFAULTS,
+    "lr_means": 1.6e-4,
+    "densify": False,
+    **TRAIN_DEFAULTS,
+}
+PRESETS = {
+    "tiny": {"resolution": 64, "iterations": 60, "grid_levels": 4, "grid_base": 8, "grid_max": 32,
+             "grid_log2_size": 10, "hidden": 32, "layers": 2, "val_every": 30, "checkpoint_every": 30,
+             "val_frames": 2},
+    "fast": {},
+    "paper": {"resolution": 512, "iterations": 20000, "lr_mlp": 1.6e-5, "sh_degree": 3, "val_every": 2000,
+              "checkpoint_every": 5000, "batch": 4},
+}
+NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
+
+
+class TorsoTrainer:
+    def __init__(self, scene: Scene, rasterize, gaussians: GaussianModel, field, pose: PoseCondition, head, cfg, extent):
+        self.scene, self.rasterize, self.cfg, self.head = scene, rasterize, cfg, head
+        self.g = GaussianOptim(gaussians, cfg, int(cfg["iterations"]), extent)
+        self.field, self.pose = field, pose
+        self.net_opt = torch.optim.Adam(field_param_groups(field, pose, cfg["lr_grid"], cfg["lr_mlp"]))
+        self.eye = torch.eye(4, device=scene.w2c.device)
+        self._head_cache: dict[int, tuple] = {}
+
+    @property
+    def optimizers(self):
+        return {"gaussians": self.g.opt, "field": self.net_opt}
+
+    def arrays(self):
+        out = self.g.arrays()
+        out.update({f"field.{k}": v.detach().cpu().numpy() for k, v in self.field.state_dict().items()})
+        return out
+
+    def load_arrays(self, arrays):
+        self.g.load_arrays(arrays)
+        self.field.load_state_dict({k[6:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("field.")})
+        self.net_opt = torch.optim.Adam(field_param_groups(self.field, self.pose, self.cfg["lr_grid"], self.cfg["lr_mlp"]))
+
+    def head_render(self, idx):
+        sc = self.scene
+        t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        return self.head.render(t, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
+
+    def forward(self, idx):
+        sc, m = self.scene, self.g.model
+        t = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=m.means.device)
+        code = self.pose.encode_pose(sc.w2c[t])
+        dxyz, dq, ds = self.field(m.means, code)
+        means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
+        colors, deg = m.color_inputs()
+        return render(self.rasterize, means, quats, scales, m.opacities, colors, self.eye.expand(len(t), 4, 4),
+                      sc.K, sc.res, deg)
+
+    def step(self, step, rng):
+        c, sc = self.cfg, self.scene
+        idx = batch_schedule(sc.train_idx, int(c["batch"]), rng)
+        self.g.before_step(step)
+        out = self.forward(idx)
+        if self.g.strategy is not None:
+            self.g.strategy.pre_backward(out)
+        head = self.head_render(idx)
+        full = over(head.rgb, head.alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb)))
+        lab = sc.masks(idx)
+        mask = lab[..., NECK:NECK + 1] + lab[..., TORSO:TORSO + 1]
+        loss = l1(full, sc.full_frames(idx)) + c["mask_weight"] * l1(out.alpha * (1 - head.alpha), mask)
+        loss.backward()
+        self.net_opt.step()
+        self.net_opt.zero_grad(set_to_none=True)
+        self.g.after_backward(step, out, sc.res)
+        return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+
+    @torch.no_grad()
+    def validate(self, frames=None) -> float:
+        """Held-out PSNR of the full composite (plate <- torso <- head) against the real frames."""
+        sc = self.scene
+        idx = sc.held_subset(int(self.cfg["val_frames"])) if frames is None else frames
+        se = 0.0
+        for i in idx:
+            img = composite(sc.background, self.forward([i]), self.head_render([i]))
+            se += float(((img - sc.full_frames([i])) ** 2).mean())
+        return 10 * np.log10(1.0 / max(se / max(len(idx), 1), 1e-10))
+
+
+def run(ctx, cfg: dict) -> dict:
+    torch.manual_seed(int(cfg["seed"]))
+    rasterize = resolve_rasterizer(cfg["rasterizer"], ctx.device, ctx)
+    head = load_head(ctx.run, ctx.device, ctx.backends.get("raster", "auto"))
+    with Scene(ctx, cfg) as scene:
+        head.set_audio(_audio_features(ctx, scene))
+        with ctx.read("static") as f:
+            gaussians = GaussianModel.load_h5(f["torso"], ctx.device)
+        mn, mx = gaussians.means.detach().min(0).values, gaussians.means.detach().max(0).values
+        pad = 0.1 * (mx - mn)
+        bounds = [(mn - pad).tolist(), (mx + pad).tolist()]
+        extent = float((mx - mn).norm() / 2)
+        w2c_train = scene.w2c[torch.as_tensor(scene.train_idx)].cpu().numpy()
+        mean, std = PoseCondition.stats(w2c_train)
+        pose = PoseCondition(int(cfg["pose_freqs"]), mean, std).to(ctx.device)
+        field_spec = {"encoding": cfg["encoding"], "bounds": bounds, "grid": grid_kwargs(cfg),
+                      "cond_dim": pose.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"])}
+        field = build_field(field_spec, eye_dim=0, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
+        trainer = TorsoTrainer(scene, rasterize, gaussians, field, pose, head, cfg, extent)
+        res = train(ctx, "train-torso", trainer, int(cfg["iterations"]), cfg, description="torso")
+        val = trainer.validate(scene.held_idx)
+        g = trainer.g.model
+        with ctx.write("torso") as f:
+            g.save_h5(f.create_group("torso"))
+            save_state_dict(f.create_group("field"), field)
+            save_state_dict(f.create_group("pose"), pose)
+            f.create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
+            f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
+            f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
+            f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+            f.attrs.update({"field_spec": json.dumps(field_spec), "condition_spec": json.dumps(pose.spec()),
+                            "resolution": scene.res, "crop_size": scene.S, "psnr_full": val, "n_gaussians": g.num,
+                            "train_seconds": res["seconds"],
+                            "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1]})
+    clear_checkpoints(ctx, ["train-torso"])
+    ctx.log.info("torso: held-out full-composite PSNR %.2f dB", val)
+    return {"psnr_full": round(val, 3), "n_gaussians": g.num, "train_seconds": round(res["seconds"], 1)}
+
+
+def _audio_features(ctx, scene) -> np.ndarray:
+    with ctx.read("audio") as a:
+        return np.asarray(a["features"][()], dtype=np.float32)

@@ -1,0 +1,267 @@
+"""What init-static, train-deform and train-torso share: the held-out split, streamed
+frames, the training loop with validation, progress and HDF5 checkpoints (+ --resume).
+
+A stage builds a `Trainable` (its models, optimizers, one-step function, validation) and
+hands it to `train(...)`. The loop owns: step counting, validation every `val_every`
+steps, the progress bar, checkpoints every `checkpoint_every` steps to
+RUN/checkpoints/<name>.h5 (parameters, Adam state, step, torch + numpy RNG, elapsed
+time, validation curve; atomic .partial + os.replace), resuming from one (`resume`, only
+from a checkpoint with the stage's current fingerprint), and `stop_after` (stop at a step
+with a checkpoint written: time-boxed runs and tests). A finished phase also leaves a
+checkpoint; the stage drops its checkpoints (`clear_checkpoints`) once its artifact is
+written, so an interrupted multi-phase stage (init-static: head, then torso) resumes
+where it stopped.
+
+Frames stream from frames.h5 / parse.h5 through `FrameStore`: random access, one HDF5
+chunk per frame, downscaled to the training size and kept in an LRU cache of at most
+`cache_frames` frames (uint8; a 256^2 RGB frame is 192 KiB, so the default 512 frames
+is ~100 MiB per store). Memory does not grow with the clip length.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import StageError
+
+
+# ---- data ------------------------------------------------------------------------
+def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) frame indices: the last 1/11 of the clip is held out (at least 1 frame)."""
+    n_held = max(1, int(round(n_frames / 11)))
+    if n_frames - n_held < 1:
+        raise StageError(f"clip has {n_frames} frame(s): too short to train; use a longer video")
+    idx = np.arange(n_frames)
+    return idx[: n_frames - n_held], idx[n_frames - n_held:]
+
+
+def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B,H,W,C) float -> (B,size,size,C), antialiased."""
+    if x.shape[1] == size and x.shape[2] == size:
+        return x
+    y = F.interpolate(x.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return y.permute(0, 2, 3, 1)
+
+
+class FrameStore:
+    """Per-frame images from an HDF5 dataset (T,S,S,3) uint8 or labels (T,S,S) uint8,
+    downscaled to `size` on first use and cached (LRU, at most `cache_frames` frames).
+
+    mode "rgb" -> float (B,size,size,3) in [0,1]; mode "labels" -> float (B,size,size,n_classes)
+    soft class masks (area fractions after downscaling)."""
+
+    def __init__(self, dataset, size: int, mode: str = "rgb", n_classes: int = 4, cache_frames: int = 512,
+                 device: str = "cpu"):
+        self.ds, self.size, self.mode, self.n_classes = dataset, int(size), mode, n_classes
+        self.cache_frames, self.device = max(1, int(cache_frames)), device
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return self.ds.shape[0]
+
+    def _load(self, i: int) -> torch.Tensor:
+        self.reads += 1
+        raw = torch.from_numpy(np.asarray(self.ds[i]))
+        if self.mode == "rgb":
+            x = raw.float()[None] / 255.0
+        else:
+            x = F.one_hot(raw.long(), self.n_classes).float()[None]
+        x = resize_images(x, self.size)[0]
+        return (x * 255.0).round().clamp(0, 255).to(torch.uint8).to(self.device)
+
+    def get(self, indices: Sequence[int]) -> torch.Tensor:
+        out = []
+        for i in (int(j) for j in indices):
+            t = self._cache.get(i)
+            if t is None:
+                t = self._load(i)
+                self._cache[i] = t
+                if len(self._cache) > self.cache_frames:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(i)
+            out.append(t)
+        return torch.stack(out).float() / 255.0
+
+
+def scale_intrinsics(K: np.ndarray | torch.Tensor, from_size: int, to_size: int):
+    """Pinhole K in pixels of a from_size^2 image -> the same camera for to_size^2 pixels."""
+    s = to_size / from_size
+    K = K.clone() if isinstance(K, torch.Tensor) else np.array(K, dtype=np.float32, copy=True)
+    K[..., 0, :] *= s
+    K[..., 1, :] *= s
+    return K
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """PSNR in dB of images in [0,1]; with a (…,H,W,1) mask, over the masked pixels only."""
+    if mask is None:
+        mse = float(((a - b) ** 2).mean())
+    else:
+        w = mask.expand_as(a)
+        mse = float((((a - b) ** 2) * w).sum() / w.sum().clamp(min=1e-8))
+    return 10.0 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def batch_schedule(train_idx: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(train_idx, size=min(batch, len(train_idx)), replace=False)
+
+
+def exp_lr(step: int, total: int, lr0: float, lr1: float) -> float:
+    t = min(max(step / max(total, 1), 0.0), 1.0)
+    return math.exp(math.log(lr0) * (1 - t) + math.log(lr1) * t)
+
+
+# ---- what a stage hands the loop ------------------------------------------------------
+class Trainable(Protocol):
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every tensor to checkpoint (parameters, buffers, strategy state), flat names."""
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore from `arrays` (sizes may differ from now) and rebuild the optimizers."""
+
+    def step(self, step: int, rng: np.random.Generator) -> dict:
+        """One optimisation step; returns metrics for the progress bar (loss, n, ...)."""
+
+    def validate(self) -> float:
+        """Held-out PSNR (dB)."""
+
+
+# ---- checkpoints -------------------------------------------------------------------
+def _optimizer_to_h5(group, opt: torch.optim.Optimizer) -> None:
+    sd = opt.state_dict()
+    group.attrs["param_groups"] = json.dumps(sd["param_groups"])
+    for idx, st in sd["state"].items():
+        g = group.create_group(str(idx))
+        for k, v in st.items():
+            g.create_dataset(k, data=(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)))
+
+
+def _optimizer_from_h5(group, opt: torch.optim.Optimizer) -> None:
+    groups = json.loads(group.attrs["param_groups"])
+    state = {}
+    for idx in group.keys():
+        st = {}
+        for k in group[idx].keys():
+            st[k] = torch.as_tensor(group[idx][k][()])
+        state[int(idx)] = st
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save_checkpoint(path: Path, *, step: int, fingerprint: str, trainable: Trainable, rng: np.random.Generator,
+                    elapsed: float, curve: list) -> None:
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update({"step": step, "fingerprint": fingerprint, "elapsed": elapsed,
+                        "numpy_rng": json.dumps(rng.bit_generator.state)})
+        m = f.create_group("model")
+        for k, v in trainable.arrays().items():
+            m.create_dataset(k, data=v)
+        o = f.create_group("optimizers")
+        for name, opt in trainable.optimizers.items():
+            _optimizer_to_h5(o.create_group(name), opt)
+        f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
+        f.create_dataset("val_curve", data=np.asarray(curve, dtype=np.float64).reshape(-1, 2))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, trainable: Trainable, rng: np.random.Generator) -> tuple[int, float, list]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        trainable.load_arrays({k: f["model"][k][()] for k in f["model"].keys()})
+        for name, opt in trainable.optimizers.items():
+            _optimizer_from_h5(f["optimizers"][name], opt)
+        torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
+        rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
+        curve = [tuple(r) for r in f["val_curve"][()].tolist()]
+        return int(f.attrs["step"]), float(f.attrs["elapsed"]), curve
+
+
+def checkpoint_fingerprint(path: Path) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs["fingerprint"])
+    except (OSError, KeyError):
+        return None
+
+
+# ---- the loop ------------------------------------------------------------------------
+TRAIN_DEFAULTS = {
+    "seed": 0,
+    "resume": False,
+    "checkpoint_every": 500,
+    "val_every": 250,
+    "stop_after": 0,          # stop after this many steps with a checkpoint (0 = run to the end)
+    "cache_frames": 512,
+}
+TRAIN_NON_SEMANTIC = {"resume", "checkpoint_every", "val_every", "stop_after", "cache_frames"}
+
+
+def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, description: str | None = None) -> dict:
+    """Run (or resume) `iterations` steps. Returns {val_curve, val_psnr, seconds, steps}."""
+    ckpt = ctx.run.path / "checkpoints" / f"{name}.h5"
+    rng = np.random.default_rng(int(cfg["seed"]))
+    start, elapsed, curve = 0, 0.0, []
+    if cfg.get("resume") and ckpt.exists():
+        if checkpoint_fingerprint(ckpt) == ctx.fingerprint:
+            start, elapsed, curve = load_checkpoint(ckpt, trainable, rng)
+            ctx.log.info("%s: resumed from %s at step %d", name, ckpt, start)
+        else:
+            ctx.log.warning("%s: checkpoint %s was made with other inputs or settings; starting afresh", name, ckpt)
+    elif cfg.get("resume"):
+        ctx.log.info("%s: no checkpoint at %s; starting afresh", name, ckpt)
+    val_every = max(1, int(cfg["val_every"]))
+    ck_every = int(cfg["checkpoint_every"])
+    stop_after = int(cfg.get("stop_after") or 0)
+    t0 = time.time() - elapsed
+    if not curve:  # the starting point, so the curve shows what training gained
+        curve.append((0, trainable.validate()))
+    val = curve[-1][1]
+    with ctx.progress(iterations, description or name) as task:
+        if start:
+            task.advance(start)
+        for step in range(start, iterations):
+            metrics = trainable.step(step, rng)
+            done = step + 1
+            if done % val_every == 0 or done == iterations:
+                val = trainable.validate()
+                curve.append((done, val))
+                ctx.log.info("%s step %d: held-out PSNR %.2f dB, %s", name, done, val,
+                             ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+            task.advance(1, **metrics, psnr=val)
+            if done < iterations and ((ck_every and done % ck_every == 0) or done == stop_after):
+                save_checkpoint(ckpt, step=done, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
+                                elapsed=time.time() - t0, curve=curve)
+            if done == stop_after and done < iterations:
+                raise StageError(f"{name} stopped at step {done} (stop_after); rerun with --resume to continue")
+    seconds = time.time() - t0
+    if ck_every and start < iterations:
+        # a finished phase stays resumable until the stage has written its artifact
+        # (init-static trains head then torso: a crash in the torso keeps the head)
+        save_checkpoint(ckpt, step=iterations, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
+                        elapsed=seconds, curve=curve)
+    return {"val_curve": curve, "val_psnr": val, "seconds": seconds, "steps": iterations}
+
+
+def clear_checkpoints(ctx, names) -> None:
+    """Drop the stage's checkpoints once its artifact is written."""
+    for name in names:
+        (ctx.run.path / "checkpoints" / f"{name}.h5").unlink(missing_ok=True)

@@ -1,0 +1,220 @@
+"""init-static, train-deform, train-torso on a tiny generated scene (tests/gs_scene.py).
+
+One module-scoped scene (32x32, 33 frames) trained once per stage; the deform/resume/ablation
+runs use copies of its run directory with short schedules.
+"""
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from gs_scene import make_scene
+from talkctl import artifacts
+from talkctl.errors import MissingToolError
+from talkctl.pipeline import run_stage
+from talkctl.rundir import RunDir
+from talkctl.stages.head_model import composite, load_head, load_static, load_torso
+from talkctl.stages.training import FrameStore, psnr, scale_intrinsics, split_frames
+
+SIZE = 32
+STATIC = dict(resolution=SIZE, head_gaussians=300, head_iterations=120, torso_iterations=40, val_every=40)
+DEFORM = dict(resolution=SIZE, iterations=200, val_every=100, lr_mlp=3e-3)
+TORSO = dict(resolution=SIZE, iterations=40, val_every=20)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic and polite on a shared 2-core machine
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    base = tmp_path_factory.mktemp("gs")
+    run, sig = make_scene(base / "run", T=33, size=SIZE)
+    summary = run_stage("init-static", run, preset="tiny", device="cpu", overrides=STATIC)
+    return base, run, sig, summary
+
+
+@pytest.fixture(scope="module")
+def deformed(scene):
+    base, run, sig, _ = scene
+    summary = run_stage("train-deform", run, preset="tiny", device="cpu", overrides=DEFORM)
+    return summary
+
+
+def _copy(run: RunDir, dest) -> RunDir:
+    shutil.copytree(run.path, dest)
+    return RunDir(dest)
+
+
+def _frames(run, idx):
+    with h5py.File(run.path / "frames.h5") as f:
+        fr = torch.tensor(f["frames"][()][idx]).float() / 255
+    with h5py.File(run.path / "parse.h5") as f:
+        head = torch.tensor(f["labels"][()][idx] == 1).float()[..., None]
+    with h5py.File(run.path / "track.h5") as f:
+        return fr, head, f["world_to_cam"][()][idx], f["intrinsics"][()]
+
+
+def test_static_psnr_rises_and_artifact(scene):
+    base, run, sig, summary = scene
+    with h5py.File(run.path / "static.h5") as f:
+        curve = f["head/val_psnr"][()]
+        assert f.attrs["schema"] == "talkctl.static"
+        assert f.attrs["n_head"] == f["head/means"].shape[0] == summary["n_head"]
+        assert f["torso/means"].shape[0] == summary["n_torso"]
+        assert f.attrs["psnr_head"] == pytest.approx(summary["psnr_head"], abs=1e-3)
+    assert curve[0, 0] == 0 and curve[-1, 0] == STATIC["head_iterations"]
+    assert curve[-1, 1] > curve[0, 1] + 4.0, curve  # well above the random start
+    assert (run.path / "static.ply").stat().st_size > 0
+    # up to date on rerun
+    assert run_stage("init-static", run, preset="tiny", device="cpu", overrides=STATIC)["status"] == "up to date"
+
+
+def test_deform_learns_audio_driven_mouth(scene, deformed, tmp_path):
+    """Same training with uninformative (constant) audio cannot explain the moving mouth."""
+    base, run, sig, _ = scene
+    const = _copy(run, tmp_path / "const")
+    (const.path / "deform.h5").unlink()
+    with h5py.File(run.path / "audio.h5") as f:
+        feats = f["features"][()]
+    with artifacts.write(const, "audio", producer="test", fingerprint="const", config={}, inputs={}) as f:
+        f["features"] = np.broadcast_to(feats.mean(0, keepdims=True), feats.shape).copy()
+    run_stage("train-deform", const, preset="tiny", device="cpu", overrides=DEFORM)
+    idx = np.nonzero(np.abs(sig - np.median(sig)) > 0.25)[0]  # frames with the mouth far from its median
+    fr, head, w2c, K = _frames(run, idx)
+    lips = (slice(None), slice(int(SIZE * 0.5), int(SIZE * 0.85)), slice(int(SIZE * 0.3), int(SIZE * 0.7)))
+    scores = {}
+    for name, r in (("audio", run), ("const", const)):
+        h = load_head(r.path)
+        with h5py.File(r.path / "audio.h5") as f:
+            h.set_audio(f["features"][()])
+        out = h.render(idx, w2c, K, SIZE)
+        scores[name] = (psnr(out.rgb, fr * head, head), psnr(out.rgb[lips], (fr * head)[lips]))
+    assert scores["audio"][1] > scores["const"][1] + 3.0, scores
+    assert scores["audio"][0] > scores["const"][0] + 1.0, scores
+    with h5py.File(run.path / "deform.h5") as f:
+        assert f.attrs["perceptual_loss"] == "dssim"  # LPIPS weights are not on this machine
+        assert f.attrs["init_from"] == "static.h5"
+        assert f["audio_mean"].shape == (feats.shape[2],)
+        assert "encoder.grid" in " ".join(f["field"].keys())
+
+
+def test_resume_matches_uninterrupted(scene, tmp_path):
+    base, run, sig, _ = scene
+    cfg = dict(resolution=SIZE, iterations=30, val_every=10, checkpoint_every=0, densify_start=10,
+               densify_every=10, densify_stop=25, densify_grad_threshold=1e-5)
+    a, b = _copy(run, tmp_path / "a"), _copy(run, tmp_path / "b")
+    run_stage("train-deform", a, preset="tiny", device="cpu", overrides=cfg, force=True)
+    from talkctl.errors import StageError
+
+    with pytest.raises(StageError, match="resume"):
+        run_stage("train-deform", b, preset="tiny", device="cpu", overrides={**cfg, "stop_after": 15}, force=True)
+    ck = b.path / "checkpoints" / "train-deform.h5"
+    with h5py.File(ck) as f:
+        assert f.attrs["step"] == 15
+        assert "exp_avg" in f["optimizers/gaussians/0"] and "torch_rng" in f
+    run_stage("train-deform", b, preset="tiny", device="cpu", overrides={**cfg, "resume": True}, force=True)
+    assert not ck.exists()
+    with h5py.File(a.path / "deform.h5") as fa, h5py.File(b.path / "deform.h5") as fb:
+        assert fa["head/means"].shape == fb["head/means"].shape
+        assert fa["head/means"].shape[0] != 0
+        for grp in ("head", "field", "condition"):
+            for k in fa[grp].keys():
+                np.testing.assert_allclose(fa[grp][k][()], fb[grp][k][()], rtol=1e-5, atol=1e-6, err_msg=f"{grp}/{k}")
+        np.testing.assert_allclose(fa["val_psnr"][()], fb["val_psnr"][()], atol=1e-6)
+
+
+def test_ablation_switches(scene, tmp_path):
+    base, run, sig, _ = scene
+    r = _copy(run, tmp_path / "abl")
+    short = dict(resolution=SIZE, iterations=10, val_every=10, densify=False)
+    s = run_stage("train-deform", r, preset="tiny", device="cpu", force=True,
+                  overrides={**short, "static_init": False, "random_gaussians": 123, "encoding": "raw",
+                             "perceptual": "none", "lip_loss": 0.0})
+    assert s["init_from"] == "random" and s["n_gaussians"] == 123 and s["perceptual_loss"] == "none"
+    with h5py.File(r.path / "deform.h5") as f:
+        assert f.attrs["encoding"] == "raw" and f.attrs["lip_loss"] == 0.0
+        assert not any(k.startswith("encoder.grid") for k in f["field"].keys())
+        field_w = f["field/out.weight"][()]
+    # the lip loss changes the result
+    s2 = run_stage("train-deform", r, preset="tiny", device="cpu", force=True,
+                   overrides={**short, "static_init": False, "random_gaussians": 123, "encoding": "raw",
+                              "perceptual": "none", "lip_loss": 1.0})
+    with h5py.File(r.path / "deform.h5") as f:
+        assert not np.allclose(f["field/out.weight"][()], field_w)
+    with pytest.raises(MissingToolError, match="lpips"):
+        run_stage("train-deform", r, preset="tiny", device="cpu", force=True, overrides={**short, "perceptual": "lpips"})
+    assert s2["n_gaussians"] == 123
+
+
+def test_torso_composite_and_loading_api(scene, deformed):
+    base, run, sig, _ = scene
+    s = run_stage("train-torso", run, preset="tiny", device="cpu", overrides=TORSO)
+    with h5py.File(run.path / "torso.h5") as f:
+        curve = f["val_psnr"][()]
+        assert f["background"].shape == (SIZE, SIZE, 3)
+    assert curve[-1, 1] > curve[0, 1] + 0.5, curve
+    idx = np.array([30, 31, 32])
+    fr, head_mask, w2c, K = _frames(run, idx)
+    head, torso = load_head(run.path), load_torso(run.path)
+    with h5py.File(run.path / "audio.h5") as f:
+        head.set_audio(f["features"][()])
+    h_out = head.render(idx, w2c, K, SIZE)
+    t_out = torso.render(w2c, K, SIZE)
+    img = composite(torso.attrs["background"], t_out, h_out)
+    assert img.shape == (3, SIZE, SIZE, 3)
+    assert psnr(img, fr) == pytest.approx(s["psnr_full"], abs=0.5)
+    static = load_static(run.path)
+    assert static["head"].render(w2c, K, SIZE).rgb.shape == (3, SIZE, SIZE, 3)
+
+
+def test_frame_store_is_bounded(scene):
+    base, run, sig, _ = scene
+    with h5py.File(run.path / "frames.h5") as f:
+        store = FrameStore(f["frames"], 16, cache_frames=4)
+        for i in [0, 1, 2, 3, 4, 5, 0, 5]:
+            x = store.get([i])
+        assert x.shape == (1, 16, 16, 3) and 0 <= float(x.min()) and float(x.max()) <= 1
+        assert len(store._cache) == 4 and store.reads == 7  # 0 was evicted, 5 was cached
+    with h5py.File(run.path / "parse.h5") as f:
+        lab = FrameStore(f["labels"], 16, "labels").get([0, 1])
+        assert lab.shape == (2, 16, 16, 4) and torch.allclose(lab.sum(-1), torch.ones(2, 16, 16), atol=0.02)
+
+
+def test_split_and_intrinsics():
+    tr, held = split_frames(110)
+    assert len(held) == 10 and held[0] == 100 and tr[-1] == 99
+    K = np.array([[100.0, 0, 50], [0, 100, 50], [0, 0, 1]], np.float32)
+    assert np.allclose(scale_intrinsics(K, 100, 50), [[50, 0, 25], [0, 50, 25], [0, 0, 1]])
+
+
+def test_cli_end_to_end_on_synthetic_clip(synthetic_subject, tmp_path, capsys):
+    """extract-audio -> track -> parse -> init-static -> train-deform -> train-torso via the CLI, tiny preset."""
+    from talkctl.cli import main
+
+    run = str(tmp_path / "run")
+    common = ["--preset", "tiny", "--device", "cpu", "-q", "--json"]
+    assert main(["extract-audio", str(synthetic_subject.video_path), "--run", run] + common) == 0
+    for verb in ("track", "parse"):
+        assert main([verb, "--run", run] + common) == 0, verb
+    capsys.readouterr()
+    out = {}
+    for verb in ("init-static", "train-deform", "train-torso"):
+        assert main([verb, "--run", run] + common + ["--set", "resolution=32"]) == 0, verb
+        out[verb] = json.loads(capsys.readouterr().out)
+        assert out[verb]["status"] == "done"
+    assert out["init-static"]["psnr_head"] > 15
+    assert out["train-deform"]["psnr_head"] > out["init-static"]["psnr_head"]
+    assert out["train-deform"]["perceptual_loss"] == "dssim"
+    assert out["train-torso"]["psnr_full"] > 12
+    assert (tmp_path / "run" / "static.ply").exists()
+    # an explicit LPIPS request that cannot load is exit code 3 with one line naming what is missing
+    rc = main(["train-deform", "--run", run, "--set", "perceptual=lpips", "--force"] + common)
+    assert rc == 3 and "lpips" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+"""The shared training loop on a toy problem: checkpoints, resume, stop_after, finished phases."""
+import logging
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from talkctl.errors import StageError
+from talkctl.pipeline import NullTask
+from talkctl.rundir import RunDir
+from talkctl.stages.training import TRAIN_DEFAULTS, clear_checkpoints, train
+
+
+class Toy:
+    """Fit w to noisy samples drawn with the loop's numpy RNG (so resume must restore it)."""
+
+    def __init__(self):
+        self.w = torch.nn.Parameter(torch.zeros(3))
+        self.optimizers = {"opt": torch.optim.Adam([self.w], lr=0.05)}
+        self.steps = 0
+
+    def arrays(self):
+        return {"w": self.w.detach().numpy().copy()}
+
+    def load_arrays(self, arrays):
+        self.w = torch.nn.Parameter(torch.as_tensor(arrays["w"]))
+        self.optimizers = {"opt": torch.optim.Adam([self.w], lr=0.05)}
+
+    def step(self, step, rng):
+        self.steps += 1
+        target = torch.tensor([1.0, -2.0, 0.5]) + torch.as_tensor(rng.normal(size=3), dtype=torch.float32) * 0.1
+        loss = ((self.w - target) ** 2).sum() + torch.randn(()) * 0  # touches the torch RNG too
+        loss.backward()
+        self.optimizers["opt"].step()
+        self.optimizers["opt"].zero_grad()
+        return {"loss": float(loss.detach())}
+
+    def validate(self):
+        return float(-((self.w.detach() - torch.tensor([1.0, -2.0, 0.5])) ** 2).sum())
+
+
+def _ctx(path):
+    @contextmanager
+    def progress(total, desc):
+        yield NullTask()
+
+    return SimpleNamespace(run=RunDir(path), fingerprint="fp", progress=progress, log=logging.getLogger("test"))
+
+
+def test_stop_and_resume_equals_one_run(tmp_path):
+    cfg = {**TRAIN_DEFAULTS, "checkpoint_every": 7, "val_every": 5}
+    a = Toy()
+    ra = train(_ctx(tmp_path / "a"), "toy", a, 30, cfg)
+    b = Toy()
+    with pytest.raises(StageError, match="--resume"):
+        train(_ctx(tmp_path / "b"), "toy", b, 30, {**cfg, "stop_after": 12})
+    b2 = Toy()
+    rb = train(_ctx(tmp_path / "b"), "toy", b2, 30, {**cfg, "resume": True})
+    assert b2.steps == 18  # continued from step 12
+    assert torch.equal(a.w, b2.w)
+    assert ra["val_curve"] == rb["val_curve"]
+    assert torch.equal(a.optimizers["opt"].state_dict()["state"][0]["exp_avg"],
+                       b2.optimizers["opt"].state_dict()["state"][0]["exp_avg"])
+
+
+def test_finished_phase_is_kept_until_cleared(tmp_path):
+    cfg = {**TRAIN_DEFAULTS, "checkpoint_every": 10, "val_every": 10}
+    ctx = _ctx(tmp_path)
+    a = Toy()
+    train(ctx, "phase1", a, 20, cfg)
+    ck = tmp_path / "checkpoints" / "phase1.h5"
+    assert ck.exists()
+    again = Toy()
+    r = train(ctx, "phase1", again, 20, {**cfg, "resume": True})
+    assert again.steps == 0 and torch.equal(again.w, a.w) and r["val_curve"][-1][0] == 20
+    clear_checkpoints(ctx, ["phase1"])
+    assert not ck.exists()
+
+
+def test_checkpoint_of_other_settings_is_not_used(tmp_path):
+    cfg = {**TRAIN_DEFAULTS, "checkpoint_every": 5, "val_every": 5}
+    train(_ctx(tmp_path), "toy", Toy(), 10, cfg)
+    other = _ctx(tmp_path)
+    other.fingerprint = "changed"
+    t = Toy()
+    train(other, "toy", t, 10, {**cfg, "resume": True})
+    assert t.steps == 10
