@@ -309,3 +309,18 @@ def test_real_stages_on_the_synthetic_subject(synthetic_subject, tmp_path):
     wav = (0.3 * np.sin(2 * np.pi * (150 + 100 * tt) * tt)).astype(np.float32)
     lms = train_a2l.landmarks_for_audio(run, wav)
     assert lms.shape == (37, 478, 3) and np.isfinite(lms).all()
+
+
+def test_offset_basis_pca_and_plain():
+    from talkctl.stages.a2l_model import offset_basis
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 3)) @ rng.standard_normal((3, 30))  # rank 3 in 30 dims
+    B, info = offset_basis(X, pca_components=16)
+    assert info["pca"] and info["components"] == 3 and B.shape == (3, 30)
+    Xc = X - X.mean(0)
+    coeff = Xc @ np.linalg.pinv(B)
+    assert np.allclose(coeff @ B, Xc, atol=1e-4)  # the subject's offsets live in the basis
+    assert np.allclose(coeff.std(0), 1.0, atol=0.05)  # unit-variance coefficients
+    D, info = offset_basis(X, pca_components=0)
+    assert not info["pca"] and D.shape == (30, 30) and np.allclose(np.diag(D), X.std(0), rtol=1e-4)
