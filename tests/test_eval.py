@@ -144,7 +144,9 @@ def test_demo_end_to_end_small(tmp_path):
     finally:
         torch.set_num_threads(threads)
     assert res["status"] == "complete" and res["not_built"] == []
-    assert res["stages"] == list(trained_run.STAGES) + ["render", "eval"]
+    from talkctl.pipeline import CHAIN
+
+    assert res["stages"] == list(CHAIN) + ["render", "eval"]
     info = probe(res["demo_video"])
     assert res["demo_video"] == str(tmp_path / "demo" / "demo.mp4") and info["video"]["width"] == 32 and info["audio"]
     assert abs(info["duration"] - 1.2) < 0.08
