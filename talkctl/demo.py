@@ -18,8 +18,8 @@ from .pipeline import CHAIN, null_progress, resolve_device, run_stage, stage_spe
 from .rundir import RunDir
 
 # Settings per stage for the demo, at the sizes a user would pick for a quick look on a CPU:
-# the same keys `--set` takes. Measured on a 2-core CPU shared with other jobs: 3 min 49 s (load ~4) and
-# 5 min 32 s (load ~6) for the whole demo, training ~80 % of it.
+# the same keys `--set` takes. Measured on a 2-core CPU shared with other jobs: 2 min 58 s (load ~2, with
+# train-a2l) to 5 min 32 s (load ~6) for the whole demo, training ~80 % of it.
 DEMO_OVERRIDES: dict[str, dict[str, dict]] = {
     "tiny": {
         "track": {"size": 128},
