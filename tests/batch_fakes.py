@@ -51,6 +51,24 @@ def run_b(ctx, cfg):
     return {"value": value + 1}
 
 
+def render_to_file(run, output, audio=None, cfg=None, device="cpu", progress=None, **kw):
+    """Fake render: the output holds the audio's size and the fake model's value."""
+    import h5py
+
+    with h5py.File(run.file("b.h5"), "r") as f:
+        value = float(f["value"][0])
+    with open(run.file("calls.txt"), "a") as f:
+        f.write(f"render {os.getpid()}\n")
+    Path(output).write_text(f"{Path(audio).stat().st_size} {value} {cfg['rasterizer']}")
+    return {"frames": 3}
+
+
+def resolve_render_config(preset=None, toml=None, overrides=None):
+    from talkctl import config as configmod
+
+    return configmod.resolve("render", {"rasterizer": "auto"}, {}, preset, toml or {}, overrides or {})
+
+
 def _module(run):
     return types.SimpleNamespace(VERSION=VERSION, DEFAULTS=DEFAULTS, PRESETS=PRESETS,
                                  NON_SEMANTIC=NON_SEMANTIC, run=run)
@@ -61,18 +79,21 @@ def patches():
     from talkctl import artifacts, pipeline
 
     specs = (pipeline.StageSpec("fake-a", "batch_fake_a", ("video",), ("fake_a",), "a"),
-             pipeline.StageSpec("fake-b", "batch_fake_b", ("fake_a",), ("fake_b",), "b"))
+             pipeline.StageSpec("fake-b", "batch_fake_b", ("fake_a",), ("fake_b",), "b"),
+             pipeline.StageSpec("render", "batch_fake_render", ("fake_b",), (), "render"))
     arts = dict(artifacts.ARTIFACTS)
     arts["fake_a"] = artifacts.ArtifactSpec("fake_a", "a.h5", "talkctl.fake_a", 1, "fake-a")
     arts["fake_b"] = artifacts.ArtifactSpec("fake_b", "b.h5", "talkctl.fake_b", 1, "fake-b")
     return [(pipeline, "STAGES", specs), (pipeline, "STAGE_BY_NAME", {s.name: s for s in specs}),
-            (pipeline, "CHAIN", [s.name for s in specs]), (artifacts, "ARTIFACTS", arts)]
+            (pipeline, "CHAIN", [s.name for s in specs if s.outputs]), (artifacts, "ARTIFACTS", arts)]
 
 
 def install():
     """Worker set-up: called once in each worker process before its first task."""
     sys.modules["batch_fake_a"] = _module(run_a)
     sys.modules["batch_fake_b"] = _module(run_b)
+    sys.modules["batch_fake_render"] = types.SimpleNamespace(resolve_config=resolve_render_config,
+                                                             render_to_file=render_to_file)
     for obj, attr, value in patches():
         setattr(obj, attr, value)
 

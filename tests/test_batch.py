@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import h5py
@@ -26,6 +27,8 @@ def fakes(monkeypatch):
         monkeypatch.setattr(obj, attr, value)
     monkeypatch.setitem(sys.modules, "batch_fake_a", batch_fakes._module(batch_fakes.run_a))
     monkeypatch.setitem(sys.modules, "batch_fake_b", batch_fakes._module(batch_fakes.run_b))
+    monkeypatch.setitem(sys.modules, "batch_fake_render", types.SimpleNamespace(
+        resolve_config=batch_fakes.resolve_render_config, render_to_file=batch_fakes.render_to_file))
     start = LocalEngine.start
     monkeypatch.setattr(LocalEngine, "start", lambda self, setup=None, root=None: start(self, batch_fakes.install, root))
     return batch_fakes
@@ -80,7 +83,7 @@ def test_toml_and_csv_give_the_same_subjects(tmp_path, fakes):
     assert [s.to_json() for s in a.subjects] == [s.to_json() for s in b.subjects]
     s0 = a.subjects[0]
     assert s0.video == v[0].absolute() and s0.audios == [tmp_path / "a.wav"] and s0.preset == "tiny"
-    assert s0.config == {"fake-a": {"scale": 2.0}, "fake-b": {"scale": 3.0}, "track": {"size": 128}}
+    assert s0.config == {"fake-a": {"scale": 2.0}, "fake-b": {"scale": 3.0}}  # size -> track: not in this stage table
 
 
 def test_every_manifest_problem_is_one_line_and_nothing_runs(tmp_path, fakes, capsys):
@@ -421,3 +424,27 @@ def test_engine_ray_without_ray_installed_says_how_to_get_it(tmp_path, fakes, mo
     assert not (tmp_path / "root").exists()
     rc = main(["batch", str(_manifest(tmp_path, _subjects(v))), "--root", str(tmp_path / "root"), "--engine", "spark"])
     assert rc == 2 and "unknown engine 'spark'" in capsys.readouterr().err
+
+
+def test_audios_are_rendered_after_the_chain_and_rerendered_only_when_needed(tmp_path, fakes, capsys):
+    v = _videos(tmp_path, 2)
+    (tmp_path / "hello.wav").write_bytes(b"x" * 77)
+    (tmp_path / "bye.wav").write_bytes(b"y" * 55)
+    m = _manifest(tmp_path, _subjects(v, {"s0": ['audios = ["hello.wav", "bye.wav"]', 'rasterizer = "torch"']}))
+    root = tmp_path / "root"
+    assert main(["batch", str(m), "--root", str(root), "-q"]) == 0
+    sub = _record(root)["subjects"]["s0"]
+    assert set(sub["stages"]) == {"fake-a", "fake-b", "render:hello", "render:bye"}
+    assert (root / "s0" / "renders" / "hello.mp4").read_text() == f"77 {v[0].stat().st_size + 1.0} torch"
+    assert (root / "s0" / "renders" / "bye.mp4").exists() and not (root / "s1" / "renders").exists()
+    assert main(["batch", str(m), "--root", str(root), "-q"]) == 0
+    assert fakes.calls(root / "s0").count("render") == 2  # up to date: not rendered again
+    (tmp_path / "bye.wav").write_bytes(b"z" * 56)  # new audio -> that one again
+    assert main(["batch", str(m), "--root", str(root), "-q"]) == 0
+    assert fakes.calls(root / "s0").count("render") == 3
+    # --to before the models: a note, no render; a bad render setting is caught up front
+    assert main(["batch", str(m), "--root", str(root), "--to", "fake-a"]) == 0
+    assert "not rendered: the chain stops at fake-a" in capsys.readouterr().err
+    bad = _manifest(tmp_path, _subjects(v, {"s0": ['audios = ["hello.wav"]', "[subject.config.render]", "fps = 3"]}), "bad.toml")
+    assert main(["batch", str(bad), "--root", str(root)]) == 2
+    assert "unknown render setting 'fps'" in capsys.readouterr().err

@@ -65,11 +65,13 @@ def batch_run(
     with_audio = [s.name for s in subjects.subjects if s.audios]
     if with_audio and not _State.quiet:
         from ..pipeline import STAGE_BY_NAME
+        from .driver import renders_follow
 
-        why = ("`talkctl render` is not built yet in this version" if not STAGE_BY_NAME["render"].built
-               else "batch does not render yet; run `talkctl render --run ROOT/NAME --audio FILE` per subject")
-        err.print(f"[yellow]note:[/] the audios of {len(with_audio)} subject(s) are not rendered: {why}",
-                  highlight=False)
+        if not renders_follow(names):
+            why = ("`talkctl render` is not built yet in this version" if not STAGE_BY_NAME["render"].built
+                   else f"the chain stops at {names[-1]}, before the models render needs")
+            err.print(f"[yellow]note:[/] the audios of {len(with_audio)} subject(s) are not rendered: {why}",
+                      highlight=False)
     t0 = time.time()
     holder = f"talkctl batch {manifest}"
     if _State.quiet or _State.json:

@@ -114,7 +114,8 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
                 stale.unlink(missing_ok=True)  # left by a batch that was killed
             # keep what an earlier batch recorded for stages outside this --from/--to
             kept = {k: v for k, v in previous.get(s.name, {}).get("stages", {}).items() if k not in names}
-            states.append(SubjectState(s, run.path, list(names), stages=kept))
+            renders = [f"render:{a.stem}" for a in s.audios] if renders_follow(names) else []
+            states.append(SubjectState(s, run.path, list(names) + renders, stages=kept))
         record = {"root": str(root), "manifest": str(manifest.path), "engine": engine.name,
                   "engine_detail": engine.describe(), "chain": names, "started": time.time(),
                   "finished": None, "state": "running",
@@ -129,9 +130,13 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
         def submit(st: SubjectState):
             st.stage = st.todo[0]
             st.submitted = time.time()
-            engine.submit(StageTask(subject=st.subject.name, stage=st.stage, run=str(st.run),
+            stage, audio = st.stage, None
+            if stage.startswith("render:"):
+                stage = "render"
+                audio = next(str(a) for a in st.subject.audios if f"render:{a.stem}" == st.stage)
+            engine.submit(StageTask(subject=st.subject.name, stage=stage, run=str(st.run),
                                     preset=st.subject.preset or preset, config=st.subject.config,
-                                    force=force, attempt=st.attempt))
+                                    force=force, attempt=st.attempt, audio=audio))
 
         try:
             engine.start(setup, root)
@@ -155,8 +160,10 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
                         st.started = time.time() - (res.get("seconds") or 0.0)
                     if res.get("ok"):
                         summ = res["summary"]
-                        st.stages[o.task.stage] = {"status": summ.get("status"), "seconds": res.get("seconds"),
-                                                   "attempts": st.attempt, "device": summ.get("device")}
+                        st.stages[st.stage] = {"status": summ.get("status"), "seconds": res.get("seconds"),
+                                               "attempts": st.attempt, "device": summ.get("device")}
+                        if summ.get("output") and st.stage.startswith("render:"):
+                            st.stages[st.stage]["output"] = summ["output"]
                         st.todo.pop(0)
                         st.attempt = 1
                         if st.todo:
@@ -168,9 +175,9 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
                         st.attempt += 1  # the stage reruns; run_stage removes the killed writer's .partial
                         submit(st)
                     else:
-                        st.stages[o.task.stage] = {"status": "failed", "seconds": res.get("seconds"),
-                                                   "attempts": st.attempt, "error": res.get("error")}
-                        st.status, st.error, st.finished = "failed", f"{o.task.stage}: {res.get('error')}", time.time()
+                        st.stages[st.stage] = {"status": "failed", "seconds": res.get("seconds"),
+                                               "attempts": st.attempt, "error": res.get("error")}
+                        st.status, st.error, st.finished = "failed", f"{st.stage}: {res.get('error')}", time.time()
                         in_flight -= 1
                     if st.status in ("done", "failed"):
                         (st.run / PROGRESS_FILE).unlink(missing_ok=True)
@@ -195,6 +202,20 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
         if on_update:
             on_update(snapshot(states))
         return record
+
+
+def renders_follow(names: list[str]) -> bool:
+    """Subjects' audios are rendered when render is built and this chain reaches the last
+    stage that makes what render reads."""
+    from .. import artifacts
+    from ..pipeline import CHAIN, STAGE_BY_NAME
+
+    spec = STAGE_BY_NAME.get("render")
+    if spec is None or not spec.built or not names:
+        return False
+    producers = [artifacts.spec(i).stage for i in spec.inputs if i in artifacts.ARTIFACTS]
+    last = max((CHAIN.index(p) for p in producers if p in CHAIN), default=-1)
+    return last >= 0 and CHAIN.index(names[-1]) >= last
 
 
 def _refresh_progress(states: list[SubjectState]) -> None:

@@ -207,10 +207,13 @@ def _subject(base: Path, where: str, row, defaults: dict, problems: list[str]) -
         extra = {}
     for stage, table in extra.items():
         config.setdefault(stage, {}).update(table)
+    from ..pipeline import STAGE_BY_NAME
+
     for short, stages in SHORTHANDS.items():
         if short in row:
             for stage in stages:
-                config.setdefault(stage, {})[short] = row[short]
+                if stage in STAGE_BY_NAME:  # the stages of this talkctl that take the setting
+                    config.setdefault(stage, {})[short] = row[short]
     if bad or video is None or None in audios:
         return None
     return Subject(name=name, video=video, audios=audios, preset=preset, config=config)
@@ -234,7 +237,8 @@ def _file(base: Path, where: str, value, what: str, problems: list[str]) -> Path
 def check_configs(manifest: Manifest, names: list[str]) -> None:
     """Resolve every subject's config for every stage it will run, before any work starts:
     unknown stage settings and bad values are reported per subject, one line each."""
-    from ..pipeline import STAGE_BY_NAME, stage_config
+    from ..pipeline import STAGE_BY_NAME, load_stage_module, stage_config
+    from .driver import renders_follow
 
     problems = []
     for s in manifest.subjects:
@@ -244,6 +248,11 @@ def check_configs(manifest: Manifest, names: list[str]) -> None:
             spec = STAGE_BY_NAME[name]
             try:
                 stage_config(spec, s.preset, {name: s.config.get(name, {})}, {})
+            except UsageError as exc:
+                problems.append(f"{s.name}: {exc.message}")
+        if s.audios and renders_follow(names):
+            try:
+                load_stage_module(STAGE_BY_NAME["render"]).resolve_config(s.preset, {"render": s.config.get("render", {})}, {})
             except UsageError as exc:
                 problems.append(f"{s.name}: {exc.message}")
     if problems:

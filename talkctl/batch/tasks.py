@@ -22,7 +22,7 @@ from pathlib import Path
 
 # Stages that need a GPU when one exists; everything else is CPU work (video decode,
 # landmarks, parsing, audio features).
-GPU_STAGES = frozenset({"init-static", "train-deform", "train-torso", "render", "eval"})
+GPU_STAGES = frozenset({"init-static", "train-deform", "train-torso", "train-a2l", "render", "eval"})
 PROGRESS_FILE = ".batch-progress.json"
 
 
@@ -40,10 +40,12 @@ class StageTask:
     force: bool = False
     device: str = "auto"          # "cpu" for CPU-class tasks, so they never touch a GPU
     attempt: int = 1
+    audio: str | None = None      # render: the driving audio
 
     @property
-    def key(self) -> tuple[str, str]:
-        return (self.subject, self.stage)
+    def label(self) -> str:
+        """The stage, or `render:<audio name>` for one render of a subject."""
+        return f"render:{Path(self.audio).stem}" if self.audio else self.stage
 
     @property
     def resources(self) -> str:
@@ -111,7 +113,7 @@ def execute(task: StageTask) -> dict:
     from ..rundir import RunDir
 
     started = time.time()
-    base = {"subject": task.subject, "stage": task.stage, "attempt": task.attempt, "pid": os.getpid(),
+    base = {"subject": task.subject, "stage": task.label, "attempt": task.attempt, "pid": os.getpid(),
             "host": os.uname().nodename, "started": started}
     path = Path(task.run) / PROGRESS_FILE
     try:
@@ -120,6 +122,9 @@ def execute(task: StageTask) -> dict:
         pass
     try:
         run = RunDir(task.run, create=True)
+        if task.audio:
+            summary = _render(task, run, file_progress(path, base))
+            return {"ok": True, "summary": summary, "seconds": round(time.time() - started, 3), "pid": os.getpid()}
         summary = run_stage(task.stage, run, preset=task.preset, toml=task.config, device=task.device,
                             force=task.force, progress=file_progress(path, base))
         return {"ok": True, "summary": summary, "seconds": round(time.time() - started, 3), "pid": os.getpid()}
@@ -135,3 +140,33 @@ def execute(task: StageTask) -> dict:
             where = ""
         return {"ok": False, "error": f"internal error in {task.stage}: {type(exc).__name__}: {exc}{where}",
                 "code": 1, "seconds": round(time.time() - started, 3)}
+
+
+def _render(task: StageTask, run, progress) -> dict:
+    """One audio of a subject -> RUN/renders/<audio name>.mp4, skipped when a stamp next to it
+    says the same audio, models and settings made it."""
+    from ..artifacts import current_fingerprint
+    from ..pipeline import load_stage_module, resolve_device, stage_spec
+    from ..rundir import file_sha256
+
+    spec = stage_spec("render")
+    mod = load_stage_module(spec)
+    cfg = mod.resolve_config(task.preset, {"render": task.config.get("render", {})}, {})
+    audio = Path(task.audio)
+    out = run.file("renders") / f"{audio.stem}.mp4"
+    stamp_path = out.with_name(out.name + ".json")
+    stamp = {"audio": file_sha256(audio), "config": {k: v for k, v in cfg.items() if k != "preset"},
+             "models": {n: current_fingerprint(run, n) for n in spec.inputs}}
+    try:
+        same = json.loads(stamp_path.read_text()) == json.loads(json.dumps(stamp, default=str))
+    except (OSError, ValueError):
+        same = False
+    if same and out.exists() and not task.force:
+        return {"stage": task.label, "status": "up to date", "output": str(out)}
+    out.parent.mkdir(exist_ok=True)
+    device = resolve_device(task.device)
+    with run.lock("talkctl render"):
+        summary = mod.render_to_file(run, out, audio=audio, cfg=cfg, device=device, progress=progress)
+    _write_json(stamp_path, stamp)
+    small = {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
+    return {**small, "stage": task.label, "status": "done", "output": str(out), "device": device}
