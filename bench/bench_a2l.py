@@ -13,17 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from common import SHARED_HINT, machine, print_table, shared_file, write_json
 
-from common import machine, print_table, write_json  # noqa: E402
-
-SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT / ".." / "shared"))
 FIGURES = ("mouth_lmd", "mouth_lmd_baseline", "mouth_open_corr", "all_lmd", "jitter", "jitter_truth", "seconds")
 
 
@@ -41,9 +35,9 @@ def main() -> None:
     from talkctl.rundir import RunDir
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    video = SHARED / "data" / "video" / f"{args.clip}.mp4"
-    if not video.exists():
-        raise SystemExit(f"needs {video} (../shared); set TALKCTL_SHARED")
+    video = shared_file("data", "video", f"{args.clip}.mp4")
+    if video is None:
+        raise SystemExit(f"needs data/video/{args.clip}.mp4 in the shared data ({SHARED_HINT})")
     run = RunDir(args.run or Path(tempfile.mkdtemp(prefix="a2l_bench_")) / args.clip)
     if run.video() is None:
         run.set_video(video)
@@ -64,11 +58,10 @@ def main() -> None:
                        ("jitter", "jitter"), ("seconds", "s")])
     summary = {("formants_on" if f else "formants_off"): {k: round(statistics.median(r[k] for r in rs), 4)
                                                          for k in FIGURES} for f, rs in per_setting.items()}
-    path = write_json("a2l_cpu.json", {
+    write_json("a2l_cpu.json", {
         "clip": args.clip, "preset": args.preset, "seeds": args.seeds, "median": summary, "runs": rows,
         "units": "LMD and jitter: / inter-ocular distance in canonical head space; held-out = last 1/11 of the clip",
         "machine": machine()})
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,6 @@ Prints a table and writes bench/results/audio_cpu.json (medians over --repeat ru
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -20,10 +17,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import describe, load_avg, machine, shared_file, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT / ".." / "shared"))
 SR = 16000
 
 
@@ -64,33 +59,19 @@ def timed(fn, repeat: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import scipy
-    import torch
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "torch": torch.__version__, "platform": platform.platform(),
-            "load_average_1m_before": os.getloadavg()[0]}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "audio_cpu.json")
+    ap.add_argument("--out", type=Path, default=Path("audio_cpu.json"),
+                    help="results file (a bare name goes under bench/results/)")
     args = ap.parse_args()
+
+    import scipy
 
     from talkctl.stages import extract_audio as xa
 
-    info = machine()
+    info = machine(numpy=np.__version__, scipy=scipy.__version__)
     recipe = xa.FeatureRecipe.from_config(dict(xa.DEFAULTS))
 
     def features(wav):
@@ -106,8 +87,8 @@ def main() -> None:
     rows.append({"case": f"mel-formant features, synthetic speech {args.seconds:.0f} s", "median_s": med, "runs_s": times,
                  "audio_s": args.seconds})
 
-    clip = SHARED / "data" / "video" / "french_50s.mp4"
-    if clip.is_file():
+    clip = shared_file("data", "video", "french_50s.mp4")
+    if clip is not None:
         real = xa.load_waveform(clip)
         looped = np.resize(real, int(args.seconds * SR))
         med, times = timed(features(looped), args.repeat)
@@ -127,21 +108,18 @@ def main() -> None:
         rows.append({"case": "whole stage on french_50s.mp4 (decode + features + write audio.h5)", "median_s": med,
                      "runs_s": times, "audio_s": len(real) / SR})
     else:
-        print(f"(no {clip}: real-speech rows skipped)", file=sys.stderr)
+        print("(no shared data/video/french_50s.mp4: real-speech rows skipped)", file=sys.stderr)
 
-    info["load_average_1m_after"] = os.getloadavg()[0]
+    info["load_avg_after"] = load_avg()
     width = max(len(r["case"]) for r in rows)
     print(f"{'case':<{width}}  {'median s':>9}  {'x realtime':>10}")
     for r in rows:
         r["realtime_factor"] = r["audio_s"] / r["median_s"]
         print(f"{r['case']:<{width}}  {r['median_s']:>9.3f}  {r['realtime_factor']:>10.0f}")
-    print(f"machine: {info['cpu']}, {info['cores']} cores, load avg {info['load_average_1m_before']:.1f} -> "
-          f"{info['load_average_1m_after']:.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    print(describe(info))
     target = {"case": rows[0]["case"], "limit_s": 3.0, "met": all(r["median_s"] < 3.0 for r in rows if "features" in r["case"])}
-    args.out.write_text(json.dumps({"benchmark": "extract-audio CPU", "repeat": args.repeat, "machine": info,
-                                    "target": target, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, {"benchmark": "extract-audio CPU", "repeat": args.repeat, "machine": info,
+                          "target": target, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,12 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import machine, print_table, reset_peak_rss, rss_mib, run_child, time_it, write_json  # noqa: E402
+from common import load_avg, machine, print_table, reset_peak_rss, rss_mib, run_configs, time_it, write_json
 
 CPU_CONFIGS = [
     dict(name="10k pts, 14x1", n=10_000, F=1, target_ms=100),
@@ -84,32 +80,24 @@ def main() -> None:
     configs = list(CUDA_CONFIGS if a.cuda else CPU_CONFIGS)
     if a.compile and not a.cuda:
         configs.append(dict(CPU_CONFIGS[0], compile=True, target_ms=None))
-    info = machine()
-    info["torch_threads"] = a.threads
+    info = machine(torch_threads=a.threads)
     rows = []
-    for cfg in configs:
-        try:
-            r = run_child(__file__, [json.dumps(cfg), "--threads", str(a.threads),
-                                     "--repeats", str(a.repeats)])
-        except SystemExit as exc:
-            print(f"skipped {cfg['name']}: {str(exc).splitlines()[-1]}", file=sys.stderr)
-            continue
+    for cfg, r in run_configs(__file__, configs, ["--threads", str(a.threads), "--repeats", str(a.repeats)]):
         if cfg.get("target_ms"):
             r["target_ms"] = cfg["target_ms"]
             r["meets_target"] = r["fwd_bwd_ms"] <= cfg["target_ms"]
         rows.append(r)
-    info["load_avg_after"] = machine()["load_avg_1_5_15"]
+    info["load_avg_after"] = load_avg()
     print_table(rows, [("name", "config"), ("backend", "backend"), ("fwd_ms", "fwd ms"),
                        ("fwd_bwd_ms", "fwd+bwd ms"), ("fwd_bwd_cpu_ms", "cpu ms"),
                        ("target_ms", "target"), ("peak_rss_growth_mib", "RSS growth MiB")])
-    path = write_json(a.out or ("hashgrid_cuda.json" if a.cuda else "hashgrid_cpu.json"), {
+    write_json(a.out or ("hashgrid_cuda.json" if a.cuda else "hashgrid_cpu.json"), {
         "benchmark": "TriplaneHashGrid forward+backward (grads to table and points)",
         "machine": info,
         "note": "medians of wall-clock ms; cpu ms = process CPU time. Shared machine: "
                 "compare load_avg.",
         "results": rows,
     })
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT / ".." / "shared"))
+from common import ROOT, SHARED_HINT, machine, shared_file, write_json
+
 CLIPS = {  # name -> (file, square crop for the stand-in tracker: x0, y0, side)
     "french": ("french_50s.mp4", None),
     "german": ("german_20s.mp4", None),
@@ -43,22 +40,13 @@ print(json.dumps({"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "summary": s
 """
 
 
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
-
-
-def prepare(name: str, workdir: Path, frames: int | None) -> Path:
+def prepare(name: str, videos: Path, workdir: Path, frames: int | None) -> Path:
     from talkctl import artifacts
     from talkctl.pipeline import STAGE_BY_NAME, run_stage
     from talkctl.rundir import RunDir
 
     fname, crop = CLIPS[name]
-    video = SHARED / "data" / "video" / fname
+    video = videos / fname
     run = RunDir(workdir / f"{name}-{frames or 'all'}")
     if artifacts.state(run, "track")[0] == "done" and artifacts.state(run, "frames")[0] == "done":
         return run.path
@@ -80,12 +68,14 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/talkctl_bench_parse"))
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    if not (SHARED / "data" / "video").is_dir():
-        sys.exit(f"needs the shared clips in {SHARED}/data/video (set TALKCTL_SHARED)")
+    videos = shared_file("data", "video")
+    if videos is None:
+        sys.exit(f"needs the shared clips, data/video in the shared data ({SHARED_HINT})")
+    info = machine()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
     rows = []
     for name in args.clips:
-        run = prepare(name, args.workdir, args.frames)
+        run = prepare(name, videos, args.workdir, args.frames)
         runs = []
         for _ in range(args.repeat):
             load0 = os.getloadavg()[0]
@@ -110,17 +100,14 @@ def main() -> None:
     for r in rows:
         print(f"{r['clip']:8} {r['frames']:6d} {r['seconds']:7.1f} {r['frames_per_s']:6.1f} {r['cpu_seconds']:7.1f} "
               f"{r['cpu_frames_per_s']:8.1f} {r['peak_rss_mb']:7d}  {r['load_1m']}")
-    out = ROOT / "bench" / "results" / "parse_cpu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_json("parse_cpu.json", {
         "benchmark": "parse stage end to end (subprocess: imports, plate, labels, torso targets, preview)",
         "target": ">= 25 frames/s at 512x512 on 2 CPU cores",
-        "machine": machine(), "repeat": args.repeat,
+        "machine": info, "repeat": args.repeat,
         "note": "machine shared with other jobs: see load_1m (1-minute load average before each run, then after); "
                 "cpu_frames_per_s is frames / CPU seconds of the process (all its threads)",
         "rows": rows,
-    }, indent=2))
-    print(f"wrote {out}")
+    })
 
 
 if __name__ == "__main__":

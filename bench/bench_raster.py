@@ -14,13 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import (machine, print_table, reset_peak_rss, rss_mib, run_child,  # noqa: E402
-                    time_it, write_json)
+from common import load_avg, machine, print_table, reset_peak_rss, rss_mib, run_configs, time_it, write_json
 
 CPU_CONFIGS = [
     dict(name="head 5k @128", n=5000, size=128, target_ms=150),
@@ -99,22 +94,15 @@ def main() -> None:
         return
 
     configs = [dict(c, device="cuda") for c in CUDA_CONFIGS] if a.cuda else CPU_CONFIGS
-    info = machine()
-    info["torch_threads"] = a.threads
+    info = machine(torch_threads=a.threads)
     rows = []
-    for cfg in configs:
-        try:
-            r = run_child(__file__, [json.dumps(cfg), "--threads", str(a.threads),
-                                     "--repeats", str(a.repeats)])
-        except SystemExit as exc:  # e.g. gsplat not installed: report, keep going
-            print(f"skipped {cfg['name']}: {str(exc).splitlines()[-1]}", file=sys.stderr)
-            continue
+    for cfg, r in run_configs(__file__, configs, ["--threads", str(a.threads), "--repeats", str(a.repeats)]):
         if "target_ms" in cfg:
             r["target_ms"] = cfg["target_ms"]
             r["meets_target"] = r["fwd_bwd_ms"] <= cfg["target_ms"] and \
                 r["peak_rss_mib"] <= MEM_TARGET_MIB
         rows.append(r)
-    info["load_avg_after"] = machine()["load_avg_1_5_15"]
+    info["load_avg_after"] = load_avg()
     cols = [("name", "config"), ("visible", "visible"), ("mean_alpha", "alpha"),
             ("fwd_ms", "fwd ms"), ("fwd_bwd_ms", "fwd+bwd ms"), ("fwd_bwd_cpu_ms", "cpu ms"),
             ("target_ms", "target"), ("peak_rss_mib", "peak RSS MiB"),
@@ -123,14 +111,13 @@ def main() -> None:
         cols.append(("cuda_peak_mib", "CUDA peak MiB"))
     print_table(rows, cols)
     name = a.out or ("raster_cuda.json" if a.cuda else "raster_cpu.json")
-    path = write_json(name, {
+    write_json(name, {
         "benchmark": "rasterize forward+backward (loss on rgb, depth, alpha; SH degree 3)",
         "machine": info, "memory_target_mib": MEM_TARGET_MIB,
         "note": "medians of wall-clock ms; cpu ms = process CPU time. Shared machine: "
                 "compare load_avg.",
         "results": rows,
     })
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

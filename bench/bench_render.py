@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from common import machine, print_table, rss_mib, write_json  # noqa: E402
+from common import load_avg, machine, print_table, rss_mib, write_json
 
 
 def main() -> None:
@@ -39,6 +34,7 @@ def main() -> None:
 
     run = RunDir(args.run, create=False)
     device = resolve_device(args.device)
+    info = machine()
     tmp = Path(tempfile.mkdtemp(prefix="talkctl-bench-render-"))
     audio = args.audio
     if audio is None:
@@ -59,12 +55,12 @@ def main() -> None:
                      "peak_rss_mib": round(rss_mib()[1])})
     print_table(rows, [("size", "size"), ("frames", "frames"), ("model_fps", "model fps"),
                        ("end_to_end_fps", "end-to-end fps"), ("peak_rss_mib", "peak RSS MiB"), ("device", "device")])
-    out = write_json(f"render_{'cuda' if device.startswith('cuda') else 'cpu'}.json",
-                     {"machine": machine(), "run": str(run), "audio": str(audio), "repeats": args.repeats,
-                      "batch": args.batch, "rows": rows,
-                      "note": "medians over repeats; model = deformation + rasterisation + compositing, "
-                              "end to end = features + model + H.264 encoding + metadata remux"})
-    print(out)
+    info["load_avg_after"] = load_avg()
+    write_json(f"render_{'cuda' if device.startswith('cuda') else 'cpu'}.json",
+               {"machine": info, "run": str(run), "audio": str(audio), "repeats": args.repeats,
+                "batch": args.batch, "rows": rows,
+                "note": "medians over repeats; model = deformation + rasterisation + compositing, "
+                        "end to end = features + model + H.264 encoding + metadata remux"})
 
 
 if __name__ == "__main__":

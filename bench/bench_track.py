@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT / ".." / "shared"))
+from common import ROOT, SHARED_HINT, describe, load_avg, machine, shared_file, write_json
+
 CLIPS = ("french_50s", "german_20s", "grid_s1_180s")
 
 CHILD = r"""
@@ -39,23 +38,6 @@ s["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 s["ffmpeg_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(json.dumps(s, default=str))
 """
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import mediapipe
-    import numpy
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": numpy.__version__,
-            "mediapipe": mediapipe.__version__, "platform": platform.platform(),
-            "load_average_1m_before": os.getloadavg()[0]}
 
 
 def run_case(video: Path, size: int, keep: Path | None) -> dict:
@@ -75,14 +57,18 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--clips", nargs="*", default=list(CLIPS))
     ap.add_argument("--keep", type=Path, help="keep the run directories (and previews) under this folder")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "track_cpu.json")
+    ap.add_argument("--out", type=Path, default=Path("track_cpu.json"),
+                    help="results file (a bare name goes under bench/results/)")
     args = ap.parse_args()
-    info = machine()
-    cases = []
-    if (SHARED / "data" / "video").is_dir():
-        cases = [(c, SHARED / "data" / "video" / f"{c}.mp4") for c in args.clips]
+    import mediapipe
+    import numpy
+
+    info = machine(numpy=numpy.__version__, mediapipe=mediapipe.__version__)
+    videos = shared_file("data", "video")
+    if videos is not None:
+        cases = [(c, videos / f"{c}.mp4") for c in args.clips]
     else:
-        print(f"(no {SHARED}: benchmarking the synthetic subject instead)", file=sys.stderr)
+        print(f"(no shared clips ({SHARED_HINT}): benchmarking the synthetic subject instead)", file=sys.stderr)
         from talkctl.synthetic import make_subject
 
         tmp = Path(tempfile.mkdtemp())
@@ -104,7 +90,7 @@ def main() -> None:
             "p99_rotation_step_deg": best["p99_rotation_step_deg"], "focal_px": best["focal_px"],
             "warnings": best["warnings"],
         })
-    info["load_average_1m_after"] = os.getloadavg()[0]
+    info["load_avg_after"] = load_avg()
     head = f"{'clip':<14} {'frames':>6} {'fps':>6} {'total s':>8} {'decode+lm s':>11} {'pose s':>6} {'RSS MB':>7} " \
            f"{'face %':>7} {'reproj px':>9} {'max rot':>8}"
     print(head)
@@ -113,15 +99,11 @@ def main() -> None:
         print(f"{r['clip']:<14} {r['frames']:>6} {r['frames_per_s_median']:>6.1f} {t['total']:>8.1f} "
               f"{t['decode_landmarks_write']:>11.1f} {t['pose']:>6.2f} {r['peak_rss_mb']:>7.0f} "
               f"{100 * r['face_rate']:>7.2f} {r['median_reproj_px']:>9.2f} {r['max_rotation_step_deg']:>7.2f}°")
-    print(f"machine: {info['cpu']}, {info['cores']} cores, load avg {info['load_average_1m_before']:.1f} -> "
-          f"{info['load_average_1m_after']:.1f} (other processes share these cores when the load exceeds ~1)")
+    print(describe(info))
     targets = {"frames_per_s": 25.0, "face_rate": 0.99, "median_reproj_px": 3.0}
     met = all(r["frames_per_s_median"] >= 25 and r["face_rate"] >= 0.99 and r["median_reproj_px"] <= 3 for r in rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "track CPU", "size": args.size, "repeat": args.repeat,
-                                    "machine": info, "targets": targets, "targets_met": met, "rows": rows},
-                                   indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, {"benchmark": "track CPU", "size": args.size, "repeat": args.repeat,
+                          "machine": info, "targets": targets, "targets_met": met, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -13,32 +13,11 @@ Prints a table and writes bench/results/train_cpu.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT / ".." / "shared"))
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "load_avg_at_start": os.getloadavg()}
+from common import SHARED_HINT, load_avg, machine, shared_file, write_json
 
 
 def heldout_metrics(run, size: int, device: str) -> dict:
@@ -79,7 +58,8 @@ def heldout_metrics(run, size: int, device: str) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--video", type=Path, default=SHARED / "data" / "video" / "german_20s.mp4")
+    ap.add_argument("--video", type=Path, default=shared_file("data", "video", "german_20s.mp4"),
+                    help="default: german_20s.mp4 of the shared clips")
     ap.add_argument("--run", type=Path, default=Path("/tmp/talkctl-bench-train"))
     ap.add_argument("--size", type=int, default=256, help="track crop side and training resolution")
     ap.add_argument("--preset", default="fast")
@@ -87,10 +67,11 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--reuse", action="store_true",
                     help="keep outputs that are up to date (their time and numbers are read from the artifacts)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_cpu.json")
+    ap.add_argument("--out", type=Path, default=Path("train_cpu.json"),
+                    help="results file (a bare name goes under bench/results/)")
     args = ap.parse_args(argv)
-    if not args.video.exists():
-        print(f"skipped: {args.video} is not here (needs ../shared)")
+    if args.video is None or not args.video.exists():
+        print(f"skipped: {args.video or 'german_20s.mp4'} is not here (shared data: {SHARED_HINT})")
         return 0
     from talkctl import artifacts
     from talkctl.config import parse_set
@@ -117,7 +98,7 @@ def main(argv=None) -> int:
                      **{k: (v.item() if hasattr(v, "item") else v) for k, v in s.items() if k in keys}})
         print(rows[-1], flush=True)
     info.update({ "stages": rows, "total_seconds": round(sum(r["seconds"] for r in rows), 1),
-                 "load_avg_at_end": os.getloadavg()})
+                 "load_avg_at_end": load_avg()})
     import h5py
 
     with h5py.File(run.file("frames.h5")) as f:
@@ -133,9 +114,7 @@ def main(argv=None) -> int:
             f" full {r['psnr_full']:.2f}" if "psnr_full" in r else "")
         print(f"{r['stage']:14s} {r['seconds']:8.1f} {str(n):>10s} {p:>28s}")
     print(f"total {info['total_seconds']:.1f} s for {info['frames']} frames at {args.size}^2")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(info, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, info)
     return 0
 
 

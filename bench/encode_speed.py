@@ -8,20 +8,15 @@ Prints a table and writes bench/results/encode_speed.json (medians over --repeat
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import describe, load_avg, machine, write_json
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from talkctl.video_writer import VideoWriter  # noqa: E402
+from talkctl.video_writer import VideoWriter
 
 
 def frames(n: int, size: int):
@@ -41,6 +36,7 @@ def main() -> None:
     ap.add_argument("--presets", default="medium,fast,veryfast")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
+    info = machine()
     pre = list(frames(a.frames, a.size))  # generated up front: time the encoder, not the generator
     wav = (0.2 * np.sin(2 * np.pi * 220 * np.arange(a.frames * 640) / 16000)).astype(np.float32)
     rows = []
@@ -57,19 +53,12 @@ def main() -> None:
                 sizes.append(out.stat().st_size)
             rows.append({"preset": preset, "crf": 18, "fps_median": round(statistics.median(fps), 1),
                          "fps_all": [round(x, 1) for x in fps], "kbit_s": round(statistics.median(sizes) * 8 / 1000 / (a.frames / 25))})
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    machine = {"cpu": cpu, "cores": os.cpu_count(),
-               "load_avg_1min": os.getloadavg()[0], "python": platform.python_version()}
+    info["load_avg_after"] = load_avg()
     print(f"{'preset':<10}{'fps (median)':>14}{'kbit/s':>9}   runs   ({a.size}x{a.size}, {a.frames} frames, with AAC audio)")
     for r in rows:
         print(f"{r['preset']:<10}{r['fps_median']:>14}{r['kbit_s']:>9}   {r['fps_all']}")
-    print(f"machine: {machine}")
-    out = Path(__file__).parent / "results" / "encode_speed.json"
-    out.write_text(json.dumps({"size": a.size, "frames": a.frames, "results": rows, "machine": machine}, indent=1))
+    print(describe(info))
+    write_json("encode_speed.json", {"size": a.size, "frames": a.frames, "results": rows, "machine": info})
 
 
 if __name__ == "__main__":

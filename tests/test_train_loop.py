@@ -87,3 +87,26 @@ def test_checkpoint_of_other_settings_is_not_used(tmp_path):
     t = Toy()
     train(other, "toy", t, 10, {**cfg, "resume": True})
     assert t.steps == 10
+
+
+def test_audio_shorter_than_video_drops_the_frames_without_audio():
+    import logging
+
+    import pytest
+
+    from talkctl.errors import ArtifactError
+    from talkctl.metrics import held_out_start
+    from talkctl.stages.scene import Scene
+    from talkctl.stages.training import split_frames
+
+    train, held = split_frames(4500)
+    assert held[0] == held_out_start(4500) and len(train) + len(held) == 4500
+    scene = Scene.__new__(Scene)
+    scene.T, scene.train_idx, scene.held_idx = 4500, train, held
+    scene._limit_to_audio(4466, logging.getLogger("test"))
+    assert scene.train_idx[-1] == train[-1]  # the split is the video's: no frame changes side
+    assert scene.held_idx[0] == held[0] and scene.held_idx[-1] == 4465
+    short = Scene.__new__(Scene)
+    short.T, short.train_idx, short.held_idx = 4500, train, held
+    with pytest.raises(ArtifactError, match="covers 2000 of 4500"):
+        short._limit_to_audio(2000, logging.getLogger("test"))

@@ -52,10 +52,23 @@ class Scene:
         if audio:
             a = self._stack.enter_context(ctx.read("audio"))
             self.features = np.asarray(a["features"][()], dtype=np.float32)
-            if self.features.shape[0] < self.T:
-                raise ArtifactError(f"audio.h5 has {self.features.shape[0]} feature frames for {self.T} video frames: rerun `talkctl extract-audio`")
+            self._limit_to_audio(len(self.features), ctx.log)
             self.audio_extractor = str(a.attrs.get("extractor", ""))
         self.head_depth = float(torch.median(self.w2c[:, 2, 3]))
+
+    def _limit_to_audio(self, n_audio: int, log) -> None:
+        """Audio that ends before the video (common in joined or trimmed clips): frames without
+        audio are neither trained on nor evaluated; the held-out split stays that of the video."""
+        if n_audio >= self.T:
+            return
+        self.train_idx = self.train_idx[self.train_idx < n_audio]
+        self.held_idx = self.held_idx[self.held_idx < n_audio]
+        if len(self.held_idx) == 0 or len(self.train_idx) < 0.5 * self.T:
+            raise ArtifactError(
+                f"audio.h5 covers {n_audio} of {self.T} video frames ({n_audio / 25:.1f} of {self.T / 25:.1f} s), "
+                "too little to train and evaluate: check the video's audio track, then rerun `talkctl extract-audio --force`")
+        log.warning("the audio ends %.2f s before the video: the last %d frames are not used",
+                    (self.T - n_audio) / 25, self.T - n_audio)
 
     def close(self):
         self._stack.close()
