@@ -135,6 +135,21 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "val_psnr": "(K, 2) float64: (step, held-out full-composite PSNR dB)",
             "attrs": "field_spec, condition_spec, resolution, crop_size, psnr_full, n_gaussians, train_seconds, held_out",
         }),
+        ArtifactSpec("a2l", "a2l.h5", "talkctl.a2l", 1, "train-a2l", {
+            "weights/<name>": "float32 arrays: the Transformer's state_dict (a2l_model.AudioToLandmarks), one "
+                              "dataset per parameter or buffer (`basis` (K, 3P): coefficients -> offsets)",
+            "channels": "(D',) int64: feature channels of audio.h5 the model reads (formants dropped if off)",
+            "landmark_indices": "(P,) int64: landmarks predicted (mouth, jaw, eyelids; no rigid points)",
+            "neutral": "(L, 3) float32: the subject's mean face in track's canonical head space "
+                       "(mean of the training frames' pose-free landmarks)",
+            "heldout_offsets": "(Th, P, 3) float32: predicted offsets from neutral for the held-out frames",
+            "curve/step, curve/train_loss, curve/heldout_mouth_lmd": "(E,) float64: training curve",
+            "attrs": "model (JSON hyper-parameters), seq_len, formants, feature_names (JSON), feature_dim, "
+                     "window, extractor, n_landmarks, interocular (canonical units), basis (JSON: pca, "
+                     "components), parts (JSON), held_start, metrics (JSON: mouth_lmd and mouth_lmd_baseline "
+                     "(mean 3D mouth-point distance / inter-ocular distance), mouth_lmd_2d (metrics.lmd), "
+                     "mouth_open_corr (Pearson of inner-lip gap), all_lmd, jitter, jitter_truth), train_seconds",
+        }),
     ]
 }
 

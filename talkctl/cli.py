@@ -179,6 +179,15 @@ def train_torso(run: RunOpt = None, rasterizer: RasterOpt = None, resume: Resume
     _stage("train-torso", run, None, config, preset, force, device, set_, {"rasterizer": rasterizer, "resume": resume or None})
 
 
+@app.command("train-a2l")
+def train_a2l(run: RunOpt = None, resume: ResumeOpt = False,
+              config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
+              set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Audio -> landmark motion Transformer, decoupled two-stage method (a2l.h5)."""
+    _common(json_, verbose, quiet, debug)
+    _stage("train-a2l", run, None, config, preset, force, device, set_, {"resume": resume or None})
+
+
 @app.command()
 def render(run: RunOpt = None,
            audio: Annotated[Optional[Path], typer.Option(help="Driving audio (wav, mp3, mp4, ...); default: held-out part of the clip.")] = None,

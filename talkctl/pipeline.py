@@ -51,6 +51,8 @@ STAGES: tuple[StageSpec, ...] = (
               ("deform",), "Audio-driven deformation field of the head (deform.h5)."),
     StageSpec("train-torso", "talkctl.stages.train_torso", ("audio", "frames", "track", "parse", "static", "deform"),
               ("torso",), "Pose-conditioned torso (torso.h5)."),
+    StageSpec("train-a2l", "talkctl.stages.train_a2l", ("audio", "track"), ("a2l",),
+              "Audio -> landmark motion Transformer of the decoupled two-stage method (a2l.h5)."),
     StageSpec("render", "talkctl.stages.render", (), (),
               "Render the talking head for new audio to an .mp4 with sound.", built=False),
     StageSpec("eval", "talkctl.stages.eval", (), (),

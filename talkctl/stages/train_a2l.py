@@ -1,0 +1,460 @@
+"""Stage `train-a2l`: audio features -> the subject's landmark motion (a2l.h5).
+
+First half of the decoupled two-stage method (Ma, Cao, Zhang, CVM 2025): a Transformer
+(a2l_model.py) maps the per-frame audio windows of audio.h5 to per-frame offsets of the
+moving landmarks (mouth, jaw, eyelids) from the subject's neutral face, in the canonical
+pose-free head space of track.h5 (canonical_landmarks.py). It is trained on the subject's
+own clip, frames before the held-out last 1/11, with a landmark loss plus a velocity loss
+(differences between consecutive frames), and scored on the held-out frames: mouth
+landmark distance (normalised by the inter-ocular distance, as metrics.lmd) and the
+correlation of the predicted mouth opening with the tracked one.
+
+a2l.h5 keeps everything `predict_landmarks` needs for new audio (weights, basis, channel
+selection, landmark indices, neutral face); checkpoints go to RUN/checkpoints/a2l.h5.
+
+Public API:
+    predict_landmarks(run, features (T,W,D)) -> (T,L,3) canonical landmarks
+    landmarks_for_audio(run, media path or 16 kHz waveform) -> (T,L,3)
+    load_predictor(run) -> A2LPredictor (.offsets(features), .landmarks(features), .indices, .neutral)
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, InputError, StageError, UsageError
+
+VERSION = 1
+DEFAULTS = {
+    "iterations": 3000,
+    "batch": 16,            # sequences per step
+    "seq_len": 48,          # frames per training sequence (~2 s)
+    "lr": 5e-4,
+    "lr_final": 5e-5,       # exponential decay to this
+    "weight_decay": 1e-4,
+    "d_model": 128,
+    "layers": 2,
+    "heads": 4,
+    "ff_mult": 2,
+    "dropout": 0.1,
+    "conv_channels": 64,
+    "formants": True,       # use the formant channels of the features (ablation switch)
+    "parts": ["mouth", "jaw", "eyes"],
+    "alignment": "auto",    # pose removal: auto | lift-2d | procrustes (canonical_landmarks.py)
+    "pca_components": 32,   # predict in a PCA basis of the subject's offsets (0: plain coordinates)
+    "pca_variance": 0.999,
+    "loss": "l1",           # l1 | l2 landmark loss (in inter-ocular units)
+    "velocity_weight": 1.0,
+    "feature_noise": 0.0,   # std of Gaussian noise added to the (normalised) features in training
+    "eval_every": 250,
+    "checkpoint_every": 500,
+    "resume": False,
+    "seed": 0,
+}
+PRESETS = {
+    "tiny": {"iterations": 300, "d_model": 64, "layers": 2, "seq_len": 32, "batch": 8, "eval_every": 100},
+    "fast": {"iterations": 2000},
+    "paper": {"iterations": 8000, "d_model": 256, "layers": 4, "seq_len": 64, "dropout": 0.1},
+}
+NON_SEMANTIC = {"resume", "eval_every", "checkpoint_every"}
+
+MIN_TRAIN_FRAMES = 8
+
+
+# ---- data --------------------------------------------------------------------------
+@dataclass
+class A2LData:
+    features: np.ndarray     # (T, W, D') selected channels
+    channels: np.ndarray     # (D',) indices into the extractor's D channels
+    feature_names: list[str]
+    targets: np.ndarray      # (T, P, 3) offsets from the neutral face, canonical units
+    points: np.ndarray       # (T, L, 3) canonical landmarks
+    neutral: np.ndarray      # (L, 3)
+    indices: np.ndarray      # (P,) landmark indices predicted
+    valid: np.ndarray        # (T,)
+    n_landmarks: int
+    iod: float               # inter-ocular distance of the neutral face
+    held_start: int
+    info: dict
+
+
+def prepare(audio, track, cfg: dict, log=None) -> A2LData:
+    """Inputs of the stage from open audio.h5 / track.h5 files."""
+    from ..metrics import held_out_start
+    from .a2l_model import input_channels
+    from .canonical_landmarks import canonical_landmarks, interocular, moving_indices, neutral_shape
+
+    feats = audio["features"]
+    names = json.loads(audio.attrs.get("feature_names", "[]")) or [f"f{i}" for i in range(feats.shape[-1])]
+    if len(names) != feats.shape[-1]:
+        raise ArtifactError(f"audio.h5 lists {len(names)} feature names for {feats.shape[-1]} channels: "
+                            "rerun `talkctl extract-audio --force`")
+    channels = input_channels(names, bool(cfg["formants"]))
+    if cfg["alignment"] not in ("auto", "lift-2d", "procrustes"):
+        raise UsageError(f"train-a2l alignment={cfg['alignment']!r}: use auto, lift-2d or procrustes")
+    lm = canonical_landmarks(track, method=cfg["alignment"])
+    T_audio, T_track = feats.shape[0], lm.points.shape[0]
+    T = min(T_audio, T_track)
+    if abs(T_audio - T_track) > 25:
+        raise StageError(f"audio.h5 has {T_audio} frames but track.h5 has {T_track} (more than 1 s apart): "
+                         "they come from different media; rerun extract-audio and track on the same video")
+    if T_audio != T_track and log:
+        log.info("audio has %d frames, track %d: using the first %d", T_audio, T_track, T)
+    held = held_out_start(T)
+    if held < MIN_TRAIN_FRAMES:
+        raise StageError(f"only {held} training frames ({T} in all): train-a2l needs a clip of a few seconds at least")
+    x = np.asarray(feats[:T], np.float32)[..., channels]
+    points = lm.points[:T]
+    valid = lm.valid[:T]
+    neutral = neutral_shape(points, valid, np.arange(held))
+    try:
+        idx = moving_indices(lm.n, tuple(cfg["parts"]), rigid=lm.rigid)
+    except ValueError as exc:
+        raise UsageError(f"train-a2l parts: {exc}") from None
+    iod = float(interocular(neutral, lm.n))
+    targets = points[:, idx] - neutral[idx]
+    info = {"frames": int(T), "train_frames": int(held), "heldout_frames": int(T - held),
+            "landmarks": int(len(idx)), "input_dim": int(len(channels)), "feature_dim": int(feats.shape[-1]),
+            "alignment": lm.method, "rigid_rms_median": float(np.median(lm.rigid_rms[:T]) / max(iod, 1e-9))}
+    return A2LData(x, channels, names, targets.astype(np.float32), points, neutral, idx, valid, lm.n, iod, held, info)
+
+
+# ---- metrics -----------------------------------------------------------------------
+def heldout_metrics(pred_offsets: np.ndarray, data: A2LData) -> dict:
+    """Mouth LMD (/ inter-ocular distance) and mouth-opening correlation on the held-out frames,
+    and the same LMD for the predict-the-neutral-face baseline."""
+    from ..metrics import lmd, pearson
+    from .canonical_landmarks import mouth_opening, part_positions
+
+    h = data.held_start
+    truth = data.targets[h:]
+    mouth = part_positions(data.indices, data.n_landmarks, "mouth")
+    if len(mouth) == 0:
+        return {}
+
+    def mouth_lmd(off):
+        d = np.linalg.norm(off[:, mouth] - truth[:, mouth], axis=-1).mean(1)
+        return float(d.mean() / data.iod)
+
+    full_pred = full_landmarks(data.neutral, data.indices, pred_offsets)
+    gap_pred = mouth_opening(full_pred, data.n_landmarks)
+    gap_true = mouth_opening(data.points[h:], data.n_landmarks)
+    return {
+        "mouth_lmd": mouth_lmd(pred_offsets),
+        "mouth_lmd_baseline": mouth_lmd(np.zeros_like(truth)),
+        # the eval-protocol figure: 2D (x, y) mouth distance in canonical space, per-frame IOD
+        "mouth_lmd_2d": lmd(full_pred, data.points[h:], mouth=tuple(int(i) for i in data.indices[mouth])),
+        "mouth_open_corr": pearson(gap_pred, gap_true),
+        "all_lmd": float(np.linalg.norm(pred_offsets - truth, axis=-1).mean() / data.iod),
+    }
+
+
+def full_landmarks(neutral: np.ndarray, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(T,P,3) offsets of the predicted points -> (T,L,3): neutral face with those points moved."""
+    out = np.repeat(neutral[None].astype(np.float32), len(offsets), axis=0)
+    out[:, indices] += offsets
+    return out
+
+
+def jitter(offsets: np.ndarray) -> float:
+    """Mean magnitude of the frame-to-frame acceleration (second difference) of offsets."""
+    if len(offsets) < 3:
+        return 0.0
+    return float(np.linalg.norm(np.diff(offsets, n=2, axis=0), axis=-1).mean())
+
+
+# ---- checkpoints (named datasets, never pickles) -----------------------------------------
+def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator, fingerprint: str, curve: dict,
+                     running: list):
+    import h5py
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with h5py.File(partial, "w") as f:
+        g = f.create_group("model")
+        for k, v in model.state_dict().items():
+            g.create_dataset(k, data=v.detach().cpu().numpy())
+        o = f.create_group("optimizer")
+        sd = opt.state_dict()
+        for pid, st in sd["state"].items():
+            for k, v in st.items():
+                o.create_dataset(f"{pid}/{k}", data=v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v))
+        c = f.create_group("curve")
+        for k, v in curve.items():
+            c.create_dataset(k, data=np.asarray(v, np.float64))
+        f.create_dataset("running_loss", data=np.asarray(running, np.float64))  # since the last curve point
+        f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
+        f.attrs["numpy_rng"] = json.dumps(rng.bit_generator.state)
+        f.attrs["step"] = step
+        f.attrs["fingerprint"] = fingerprint
+    partial.replace(path)
+
+
+def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerprint: str):
+    """(step, curve, running losses) from a checkpoint of the same fingerprint, or None."""
+    import h5py
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        return None
+    with f:
+        if f.attrs.get("fingerprint") != fingerprint:
+            return None
+        model.load_state_dict({k: torch.from_numpy(f["model"][k][()]) for k in f["model"]})
+        sd = opt.state_dict()
+        for pid in f["optimizer"]:
+            sd["state"][int(pid)] = {k: torch.as_tensor(f["optimizer"][pid][k][()]) for k in f["optimizer"][pid]}
+        opt.load_state_dict(sd)
+        torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
+        rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
+        curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
+        return int(f.attrs["step"]), curve, f["running_loss"][()].tolist()
+
+
+# ---- training ------------------------------------------------------------------------
+def build_model(data: A2LData, cfg: dict):
+    from .a2l_model import AudioToLandmarks, offset_basis
+
+    P = len(data.indices)
+    train = data.targets[: data.held_start][data.valid[: data.held_start]]
+    if len(train) < 2:
+        train = data.targets[: data.held_start]
+    basis, binfo = offset_basis(train.reshape(len(train), P * 3), int(cfg["pca_components"]), float(cfg["pca_variance"]))
+    model = AudioToLandmarks(in_dim=data.features.shape[-1], window=data.features.shape[1], n_coeffs=basis.shape[0],
+                             out_dim=P * 3, d_model=int(cfg["d_model"]), layers=int(cfg["layers"]),
+                             heads=int(cfg["heads"]), ff_mult=int(cfg["ff_mult"]), dropout=float(cfg["dropout"]),
+                             conv_channels=int(cfg["conv_channels"]))
+    model.set_basis(basis)
+    return model, binfo
+
+
+def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None, log=None,
+                checkpoint: Path | None = None, fingerprint: str = "", stop_after: int | None = None):
+    """Train on frames [0, held_start). Returns (model, curve dict, basis info)."""
+    import torch
+
+    if int(cfg["d_model"]) % int(cfg["heads"]):
+        raise UsageError(f"train-a2l d_model={cfg['d_model']} must be a multiple of heads={cfg['heads']}")
+    if cfg["loss"] not in ("l1", "l2"):
+        raise UsageError(f"train-a2l loss={cfg['loss']!r}: use l1 or l2")
+    torch.manual_seed(int(cfg["seed"]))
+    rng = np.random.default_rng(int(cfg["seed"]))
+    model, binfo = build_model(data, cfg)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    iters = int(cfg["iterations"])
+    n_train = data.held_start
+    L = min(int(cfg["seq_len"]), n_train)
+    X = torch.as_tensor(data.features[:n_train], dtype=torch.float32, device=device)
+    Y = torch.as_tensor(data.targets[:n_train].reshape(n_train, -1), dtype=torch.float32, device=device) / data.iod
+    M = torch.as_tensor(data.valid[:n_train], dtype=torch.float32, device=device)
+    P = len(data.indices)
+    curve = {"step": [], "train_loss": [], "heldout_mouth_lmd": []}
+    start, running = 0, []
+    if checkpoint is not None and cfg.get("resume"):
+        got = _load_checkpoint(checkpoint, model, opt, rng, fingerprint)
+        if got is not None:
+            start, curve, running = got
+            if log:
+                log.info("resumed from %s at step %d", checkpoint, start)
+    vw, noise = float(cfg["velocity_weight"]), float(cfg["feature_noise"])
+    ar = torch.arange(L, device=device)
+
+    def dist(a, b):  # per-point distance (l1: Euclidean distance of each landmark; l2: squared)
+        d = (a - b).reshape(*a.shape[:-1], P, 3)
+        return d.norm(dim=-1) if cfg["loss"] == "l1" else (d ** 2).sum(-1)
+
+    from ..pipeline import null_progress
+
+    with (progress or null_progress)(iters, "train-a2l") as task:
+        if start:
+            task.advance(start)
+        for step in range(start, iters):
+            if stop_after is not None and step >= stop_after:
+                break
+            model.train()
+            lr = math.exp(math.log(float(cfg["lr"])) * (1 - step / max(iters, 1)) +
+                          math.log(float(cfg["lr_final"])) * step / max(iters, 1))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            s = torch.as_tensor(rng.integers(0, n_train - L + 1, size=int(cfg["batch"])), device=device)
+            rows = s[:, None] + ar[None]
+            xb, yb, mb = X[rows], Y[rows], M[rows]
+            if noise > 0:
+                xb = xb + noise * torch.randn_like(xb)
+            pred = model(xb) / data.iod
+            loss_lm = (dist(pred, yb).mean(-1) * mb).sum() / mb.sum().clamp(min=1)
+            loss = loss_lm
+            if vw > 0 and L > 1:
+                mv = mb[:, 1:] * mb[:, :-1]
+                lv = (dist(pred[:, 1:] - pred[:, :-1], yb[:, 1:] - yb[:, :-1]).mean(-1) * mv).sum() / mv.sum().clamp(min=1)
+                loss = loss + vw * lv
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            running.append(float(loss_lm.detach()))
+            done = step + 1
+            if done % int(cfg["eval_every"]) == 0 or done == iters:
+                m = heldout_metrics(predict_offsets(model, data, cfg, device), data)
+                curve["step"].append(done)
+                curve["train_loss"].append(float(np.mean(running)))
+                curve["heldout_mouth_lmd"].append(m.get("mouth_lmd", float("nan")))
+                running = []
+                if log:
+                    log.info("step %d loss %.4f held-out mouth LMD %.4f", done, curve["train_loss"][-1],
+                             curve["heldout_mouth_lmd"][-1])
+            if checkpoint is not None and (done % int(cfg["checkpoint_every"]) == 0 or done == iters
+                                           or (stop_after is not None and done == stop_after)):
+                _save_checkpoint(checkpoint, model, opt, done, rng, fingerprint, curve, running)
+            task.advance(1, loss=round(float(loss.detach()), 4))
+    return model, curve, binfo
+
+
+def predict_offsets(model, data: A2LData, cfg: dict, device: str = "cpu", frames: slice | None = None) -> np.ndarray:
+    """Held-out (default) offsets (T', P, 3) predicted from the held-out features alone."""
+    from .a2l_model import predict_sequence
+
+    sel = frames if frames is not None else slice(data.held_start, None)
+    flat = predict_sequence(model, data.features[sel], int(cfg["seq_len"]), device)
+    return flat.reshape(len(flat), -1, 3)
+
+
+# ---- the stage -------------------------------------------------------------------------
+def run(ctx, cfg: dict) -> dict:
+    import torch
+
+    t0 = time.perf_counter()
+    with ctx.read("audio") as fa, ctx.read("track") as ft:
+        data = prepare(fa, ft, cfg, ctx.log)
+        extractor = str(fa.attrs.get("extractor", ""))
+        backend = str(ft.attrs.get("landmark_backend", ""))
+    ctx.use_backend("audio-features", extractor)
+    if backend:
+        ctx.use_backend("landmarks", backend)
+    if not cfg["formants"] and data.features.shape[-1] == len(data.feature_names):
+        ctx.log.warning("formants=false but the %s features have no formant channels: nothing dropped", extractor)
+    if ctx.device == "cpu":
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    ckpt = ctx.run.path / "checkpoints" / "a2l.h5"
+    model, curve, binfo = train_model(data, cfg, device=ctx.device, progress=ctx.progress, log=ctx.log,
+                                      checkpoint=ckpt, fingerprint=ctx.fingerprint)
+    held_pred = predict_offsets(model, data, cfg, ctx.device)
+    metrics = heldout_metrics(held_pred, data)
+    metrics["jitter"] = jitter(held_pred) / data.iod
+    metrics["jitter_truth"] = jitter(data.targets[data.held_start:]) / data.iod
+    train_seconds = time.perf_counter() - t0
+    with ctx.write("a2l") as f:
+        write_model(f, model, data, cfg, binfo, extractor)
+        f.create_dataset("heldout_offsets", data=held_pred)
+        c = f.create_group("curve")
+        for k, v in curve.items():
+            c.create_dataset(k, data=np.asarray(v, np.float64))
+        f.attrs["metrics"] = json.dumps(metrics)
+        f.attrs["held_start"] = data.held_start
+        f.attrs["train_seconds"] = train_seconds
+    info = {k: round(v, 4) if isinstance(v, float) else v for k, v in data.info.items()}
+    return {**{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, **info,
+            "formants": bool(cfg["formants"]), "pca_components": binfo["components"],
+            "iterations": int(cfg["iterations"])}
+
+
+def write_model(f, model, data: A2LData, cfg: dict, binfo: dict, extractor: str) -> None:
+    g = f.create_group("weights")
+    for k, v in model.state_dict().items():
+        g.create_dataset(k, data=v.detach().cpu().numpy())
+    f.create_dataset("channels", data=data.channels)
+    f.create_dataset("landmark_indices", data=data.indices)
+    f.create_dataset("neutral", data=data.neutral)
+    f.attrs.update({
+        "model": json.dumps(model.hparams), "seq_len": int(cfg["seq_len"]), "formants": bool(cfg["formants"]),
+        "feature_names": json.dumps(data.feature_names), "feature_dim": len(data.feature_names),
+        "window": int(data.features.shape[1]), "extractor": extractor, "n_landmarks": int(data.n_landmarks),
+        "interocular": data.iod, "basis": json.dumps(binfo), "parts": json.dumps(list(cfg["parts"])),
+    })
+
+
+# ---- prediction for new audio ----------------------------------------------------------
+class A2LPredictor:
+    """A trained a2l model loaded from a2l.h5."""
+
+    def __init__(self, f, device: str = "cpu"):
+        import torch
+
+        from .a2l_model import AudioToLandmarks
+
+        hp = json.loads(f.attrs["model"])
+        self.model = AudioToLandmarks(**hp)
+        self.model.load_state_dict({k: torch.from_numpy(f["weights"][k][()]) for k in f["weights"]})
+        self.model.to(device).eval()
+        self.device = device
+        self.channels = f["channels"][()]
+        self.indices = f["landmark_indices"][()]
+        self.neutral = f["neutral"][()]
+        self.seq_len = int(f.attrs["seq_len"])
+        self.feature_dim = int(f.attrs["feature_dim"])
+        self.window = int(f.attrs["window"])
+        self.extractor = str(f.attrs.get("extractor", ""))
+        self.n_landmarks = int(f.attrs["n_landmarks"])
+
+    def offsets(self, features: np.ndarray) -> np.ndarray:
+        """(T, W, D) features (same extractor and normalisation as the run) -> (T, P, 3)."""
+        from .a2l_model import predict_sequence
+
+        x = np.asarray(features, np.float32)
+        if x.ndim != 3 or x.shape[1:] != (self.window, self.feature_dim):
+            raise InputError(f"features of shape {x.shape} do not fit this a2l model: it needs (T, {self.window}, "
+                             f"{self.feature_dim}) from the {self.extractor} extractor "
+                             "(extract_audio.features_for_audio with the run's audio.h5)")
+        flat = predict_sequence(self.model, x[..., self.channels], self.seq_len, self.device)
+        return flat.reshape(len(flat), -1, 3)
+
+    def landmarks(self, features: np.ndarray) -> np.ndarray:
+        return full_landmarks(self.neutral, self.indices, self.offsets(features))
+
+
+def load_predictor(run, device: str = "cpu") -> A2LPredictor:
+    """From a run directory (RunDir or path) or an a2l.h5 path."""
+    import h5py
+
+    from .. import artifacts
+    from ..rundir import RunDir
+
+    if isinstance(run, RunDir) or Path(run).is_dir():
+        rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
+        with artifacts.open_for_read(rd, "a2l") as f:
+            return A2LPredictor(f, device)
+    path = Path(run)
+    if not path.is_file():
+        raise InputError(f"{path} is neither a run directory nor an a2l.h5; run `talkctl train-a2l` first")
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("schema") != artifacts.spec("a2l").schema:
+            raise InputError(f"{path} is not a talkctl a2l.h5 (schema {f.attrs.get('schema')})")
+        return A2LPredictor(f, device)
+
+
+def predict_landmarks(run, features: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Canonical landmarks (T, L, 3) the subject would make saying the audio of `features`
+    (T, W, D): the neutral face with the mouth, jaw and eyelid points moved."""
+    return load_predictor(run, device).landmarks(features)
+
+
+def landmarks_for_audio(run, source, device: str = "cpu") -> np.ndarray:
+    """Canonical landmarks (T, L, 3) for new audio: a media file or a (S,) 16 kHz waveform.
+    Features are made exactly like the run's own (extract_audio.features_for_audio)."""
+    from ..rundir import RunDir
+    from .extract_audio import features_for_audio
+
+    rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
+    predictor = load_predictor(rd, device)
+    return predictor.landmarks(features_for_audio(source, rd, device))
