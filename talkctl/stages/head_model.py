@@ -2,6 +2,8 @@
 
     head = load_head(run, device)             # deform.h5: canonical Gaussians + field + condition
     head.set_audio(features)                  # (T,W,D) from audio.h5 of the driving audio
+    head.set_landmarks(landmarks)             # or (T,L,3) canonical landmarks when head.condition_name == "landmarks"
+                                              # (landmark_source.landmark_source gives them)
     out = head.render(frames, world_to_cam, K, size, blink=None)   # frames: (C,) audio frame indices
     torso = load_torso(run, device)           # torso.h5: torso Gaussians + pose field
     t_out = torso.render(world_to_cam, K, size)                     # the head poses drive the torso
@@ -32,8 +34,10 @@ def _tensor(x, device):
 
 
 def build_field(spec: dict, eye_dim: int = 1, hashgrid: str = "auto") -> DeformField:
+    """eye_dim and pg_dim (per-Gaussian condition code) come from the spec when it records them."""
     enc = make_encoder(spec["encoding"], spec["bounds"], spec["grid"], hashgrid)
-    return DeformField(enc, spec["cond_dim"], eye_dim=eye_dim, hidden=spec["hidden"], n_layers=spec["layers"])
+    return DeformField(enc, spec["cond_dim"], eye_dim=int(spec.get("eye_dim", eye_dim)), hidden=spec["hidden"],
+                       n_layers=spec["layers"], pg_dim=int(spec.get("pg_dim", 0)))
 
 
 class StaticModel:
@@ -56,17 +60,27 @@ class HeadModel:
         self.attrs = attrs
         self.device = gaussians.means.device
 
+    @property
+    def condition_name(self) -> str:
+        return self.condition.name
+
     def set_audio(self, features: np.ndarray) -> None:
         """Driving audio features (T,W,D), normalised with the training statistics."""
         self.condition.set_source(features=features)
+
+    def set_landmarks(self, landmarks: np.ndarray) -> None:
+        """Driving canonical landmarks (T,L,3) of a landmark-conditioned head (condition "landmarks")."""
+        self.condition.set_source(landmarks=landmarks)
 
     @torch.no_grad()
     def deformed(self, frames, blink=None):
         g = self.gaussians
         t = torch.as_tensor(np.asarray(frames), dtype=torch.long, device=self.device)
         code = self.condition.encode(t)
-        eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
-        d = self.field(g.means, code, eye)
+        eye = None
+        if self.field.eye_dim:  # a landmark-driven head has no blink input: its eyelid landmarks carry it
+            eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
+        d = self.field(g.means, code, eye, pg=self.condition.per_gaussian(code, g.means))
         return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
 
     @torch.no_grad()
