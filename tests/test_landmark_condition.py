@@ -14,7 +14,7 @@ import torch
 
 from gs_scene import make_scene
 from lm_scene import MOUTH, add_landmarks
-from talkctl.errors import UsageError
+from talkctl.errors import InputError, UsageError
 from talkctl.pipeline import run_stage
 from talkctl.rundir import RunDir
 from talkctl.stages.deform_field import build_condition
@@ -150,3 +150,49 @@ def test_condition_unit_codes_and_edits():
     e = apply_edit(lm, neutral, 68, "eyes_open=1")
     np.testing.assert_allclose(e[3, 36:48], neutral[36:48], atol=1e-6)
     np.testing.assert_allclose(e[2], lm[2], atol=1e-6)
+
+
+def test_landmark_sources_a2l_reenactment_track_and_edit(lm_runs, tmp_path):
+    from talkctl.stages.landmark_source import landmark_source, resolve_landmarks
+    from talkctl.stages.train_a2l import load_predictor
+
+    run, still, sig, pts = lm_runs
+    with h5py.File(run.path / "deform.h5") as f:
+        neutral = f["landmark_neutral"][()]
+    with h5py.File(run.path / "audio.h5") as f:
+        feats = f["features"][()]
+    # a2l: its predicted offsets of the moving points on this head's neutral face
+    from talkctl.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="train-a2l"):
+        landmark_source(run, audio_features=feats)
+    run_stage("train-a2l", run, preset="tiny", device="cpu",
+              overrides={"iterations": 40, "seq_len": 8, "batch": 4, "d_model": 32})
+    lm = landmark_source(run, audio_features=feats[:20])
+    pred = load_predictor(run)
+    assert lm.shape == (20, 68, 3)
+    still_pts = np.setdiff1d(np.arange(68), pred.indices)
+    np.testing.assert_allclose(lm[:, still_pts], np.broadcast_to(neutral[still_pts], (20, len(still_pts), 3)), atol=1e-6)
+    np.testing.assert_allclose(lm[:, pred.indices] - neutral[pred.indices], pred.offsets(feats[:20]), atol=1e-5)
+    # re-enactment: the moving run's motion on the still run's head (same neutral face here)
+    re = landmark_source(still, other_run=run.path)
+    np.testing.assert_allclose(re[:, MOUTH], pts[:, MOUTH], atol=0.02)
+    # and the still run's (no) motion on the moving head: its neutral face throughout
+    np.testing.assert_allclose(landmark_source(run, other_run=still.path), np.broadcast_to(neutral, (33, 68, 3)), atol=1e-4)
+    # the run's own tracked landmarks, held-out frames, with an edit recorded in the description
+    d = resolve_landmarks(run, "track", frames=np.arange(30, 33), edit="mouth_scale=0")
+    assert d.landmarks.shape == (3, 68, 3) and "mouth_scale=0" in d.description and d.edit == {"mouth_scale": 0.0}
+    np.testing.assert_allclose(d.landmarks[:, MOUTH], np.broadcast_to(neutral[MOUTH], (3, 20, 3)), atol=1e-6)
+    with pytest.raises(InputError, match="re-enactment"):
+        landmark_source(run, other_run=tmp_path / "nope")
+
+
+def test_landmark_source_refuses_an_audio_head(tmp_path):
+    from talkctl import artifacts
+    from talkctl.stages.landmark_source import landmark_source
+
+    r = RunDir(tmp_path / "audio_run")
+    with artifacts.write(r, "deform", producer="test", fingerprint="x", config={}, inputs={}) as f:
+        f.attrs["condition"] = "audio"
+    with pytest.raises(UsageError, match="condition landmarks"):
+        landmark_source(r, audio_features=np.zeros((3, 4, 3), np.float32))
