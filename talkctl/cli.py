@@ -172,11 +172,13 @@ def train_deform(run: RunOpt = None, rasterizer: RasterOpt = None, resume: Resum
 
 @app.command("train-torso")
 def train_torso(run: RunOpt = None, rasterizer: RasterOpt = None, resume: ResumeOpt = False,
+                mode: Annotated[Optional[str], typer.Option(help="gaussian (pose-conditioned Gaussians) | image (StyleUNet from the head render).")] = None,
                 config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
                 set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Pose-conditioned torso (torso.h5)."""
     _common(json_, verbose, quiet, debug)
-    _stage("train-torso", run, None, config, preset, force, device, set_, {"rasterizer": rasterizer, "resume": resume or None})
+    _stage("train-torso", run, None, config, preset, force, device, set_,
+           {"rasterizer": rasterizer, "resume": resume or None, "mode": mode})
 
 
 @app.command("train-a2l")

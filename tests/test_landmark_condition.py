@@ -196,3 +196,41 @@ def test_landmark_source_refuses_an_audio_head(tmp_path):
         f.attrs["condition"] = "audio"
     with pytest.raises(UsageError, match="condition landmarks"):
         landmark_source(r, audio_features=np.zeros((3, 4, 3), np.float32))
+
+
+# ---- the image torso (train-torso --mode image) on the landmark-driven head -------------------
+def test_image_torso_learns_and_composites(lm_runs, capsys):
+    from talkctl.cli import main
+    from talkctl.stages.head_model import composite, load_torso
+    from talkctl.stages.torso_image import ImageTorsoModel
+
+    run, still, sig, pts = lm_runs
+    rc = main(["train-torso", "--run", str(run.path), "--mode", "image", "--preset", "tiny", "--device", "cpu",
+               "-q", "--json", "--set", f"resolution={SIZE}", "--set", "val_every=20"])
+    assert rc == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["mode"] == "image" and s["n_parameters"] > 1000
+    with h5py.File(run.path / "torso.h5") as f:
+        curve = f["val_psnr"][()]
+        assert f.attrs["mode"] == "image" and "net" in f and f["background"].shape == (SIZE, SIZE, 3)
+    assert curve[-1, 1] > curve[0, 1] + 3.0, curve
+    idx = np.array([30, 31, 32])
+    fr, head_mask, w2c, K = _frames(run, idx)
+    head, torso = load_head(run.path), load_torso(run.path)
+    assert isinstance(torso, ImageTorsoModel) and torso.mode == "image"
+    head.set_landmarks(pts)
+    h_out = head.render(idx, w2c, K, SIZE)
+    with pytest.raises(UsageError, match="head_rgb"):
+        torso.render(w2c, K, SIZE)
+    t_out = torso.render(w2c, K, SIZE, head_rgb=h_out.rgb, head_alpha=h_out.alpha)
+    assert t_out.rgb.shape == (3, SIZE, SIZE, 3) and t_out.alpha.shape == (3, SIZE, SIZE, 1)
+    img = composite(torso.attrs["background"], t_out, h_out)
+    assert img.shape == (3, SIZE, SIZE, 3)
+    assert psnr(img, fr) == pytest.approx(s["psnr_full"], abs=0.5)
+    # another output size: the network runs at its training size, outputs are resized
+    big = head.render(idx, w2c, K * 2 * np.array([[1], [1], [0.5]]), 2 * SIZE)
+    assert torso.render(w2c, None, 2 * SIZE, head_rgb=big.rgb, head_alpha=big.alpha).rgb.shape == (3, 2 * SIZE, 2 * SIZE, 3)
+    # the Gaussian torso still trains on a landmark-driven head (the head is driven by the tracked landmarks)
+    g = run_stage("train-torso", still, preset="tiny", device="cpu", overrides=dict(resolution=SIZE, iterations=10, val_every=10))
+    with h5py.File(still.path / "torso.h5") as f:
+        assert f.attrs["mode"] == "gaussian" and g["n_gaussians"] > 0
