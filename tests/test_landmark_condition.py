@@ -14,7 +14,7 @@ import torch
 
 from gs_scene import make_scene
 from lm_scene import MOUTH, add_landmarks
-from talkctl.errors import InputError, UsageError
+from talkctl.errors import ArtifactError, InputError, UsageError
 from talkctl.pipeline import run_stage
 from talkctl.rundir import RunDir
 from talkctl.stages.deform_field import build_condition
@@ -162,8 +162,6 @@ def test_landmark_sources_a2l_reenactment_track_and_edit(lm_runs, tmp_path):
     with h5py.File(run.path / "audio.h5") as f:
         feats = f["features"][()]
     # a2l: its predicted offsets of the moving points on this head's neutral face
-    from talkctl.errors import ArtifactError
-
     with pytest.raises(ArtifactError, match="train-a2l"):
         landmark_source(run, audio_features=feats)
     run_stage("train-a2l", run, preset="tiny", device="cpu",
@@ -234,3 +232,30 @@ def test_image_torso_learns_and_composites(lm_runs, capsys):
     g = run_stage("train-torso", still, preset="tiny", device="cpu", overrides=dict(resolution=SIZE, iterations=10, val_every=10))
     with h5py.File(still.path / "torso.h5") as f:
         assert f.attrs["mode"] == "gaussian" and g["n_gaussians"] > 0
+
+
+def test_landmarks_for_drive_choices(lm_runs, tmp_path):
+    """What render/eval call: auto picks a2l (present after the a2l test) or the track; audio heads refuse edits."""
+    from talkctl.stages.landmark_source import landmarks_for_drive
+
+    run, still, sig, pts = lm_runs
+    with h5py.File(run.path / "audio.h5") as f:
+        feats = f["features"][()]
+    d = landmarks_for_drive(still, feats[30:], source_frames=np.arange(30, 33))  # still has no a2l.h5
+    assert "tracked" in d.description and d.landmarks.shape == (3, 68, 3)
+    with pytest.raises(ArtifactError, match="train-a2l"):
+        landmarks_for_drive(still, feats[:5])
+    long = np.concatenate([feats, feats])  # longer than the other run: its frames are cycled
+    d = landmarks_for_drive(still, long, cfg={"landmarks": str(run.path), "edit": "eyes_open=1"})
+    assert d.landmarks.shape == (66, 68, 3) and "re-enactment" in d.description and "eyes_open=1" in d.description
+    d = landmarks_for_drive(still, feats[:7], cfg={"landmarks": "track"})
+    assert d.landmarks.shape == (7, 68, 3)
+    # an audio-driven head: nothing to do, unless landmarks or an edit are asked for
+    from talkctl import artifacts
+
+    r = RunDir(tmp_path / "audio_run")
+    with artifacts.write(r, "deform", producer="test", fingerprint="x", config={}, inputs={}) as f:
+        f.attrs["condition"] = "audio"
+    assert landmarks_for_drive(r, feats) is None
+    with pytest.raises(UsageError, match="landmark-driven"):
+        landmarks_for_drive(r, feats, cfg={"edit": "mouth_scale=2"})

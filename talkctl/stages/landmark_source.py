@@ -126,3 +126,59 @@ def landmark_source(run, audio_features=None, other_run=None, edit=None, device:
     audio_features; with `edit` applied."""
     source = str(other_run) if other_run is not None else "a2l"
     return resolve_landmarks(run, source, audio_features=audio_features, edit=edit, device=device).landmarks
+
+
+# ---- for render / eval ----------------------------------------------------------------------
+RENDER_DEFAULTS = {
+    "landmarks": "auto",  # landmark-driven heads: auto | a2l | track | OTHER_RUN (re-enactment)
+    "edit": "",           # e.g. "mouth_scale=1.5,eyes_open=1"
+}
+
+
+def head_condition(run) -> str:
+    from .. import artifacts
+
+    attrs = artifacts.read_attrs(_rundir(run), "deform") or {}
+    return str(attrs.get("condition", "audio"))
+
+
+def landmarks_for_drive(run, features, source_frames=None, cfg: dict | None = None,
+                        device: str = "cpu") -> LandmarkDrive | None:
+    """What render/eval call once per drive: None for an audio-driven head (and a usage error when
+    cfg asks for landmarks or an edit there); else the landmarks for the drive's T frames.
+
+    cfg["landmarks"]: "auto" = a2l when the run has a2l.h5 (its prediction from `features`, the
+    driving audio: new audio, or the held-out audio when self-driven), else "track" when the
+    drive replays this run's frames (`source_frames`, self-driven held-out frames), else an error
+    naming train-a2l. "track" on new audio follows `source_frames` (the pose source's frames) or
+    cycles the track. OTHER_RUN: re-enactment, its frames cycled to the drive's length."""
+    cfg = {**RENDER_DEFAULTS, **(cfg or {})}
+    choice, edit = str(cfg["landmarks"] or "auto"), cfg.get("edit") or ""
+    if head_condition(run) != "landmarks":
+        if choice != "auto" or edit:
+            raise UsageError(f"--landmarks/--edit need a landmark-driven head; {_rundir(run)} was trained with "
+                             "condition=audio (`talkctl train-deform --condition landmarks`)")
+        return None
+    T = len(features)
+    rd = _rundir(run)
+    if choice == "auto":
+        if (rd.path / "a2l.h5").exists():
+            choice = "a2l"
+        elif source_frames is not None:
+            choice = "track"
+        else:
+            raise ArtifactError(f"{rd} has a landmark-driven head but no a2l.h5 to turn the audio into landmarks: "
+                                f"run `talkctl train-a2l --run {rd}`, or give --landmarks OTHER_RUN")
+    frames = None
+    if choice == "track":
+        if source_frames is not None:
+            frames = np.asarray(source_frames)
+        else:
+            from .. import artifacts
+
+            with artifacts.open_for_read(rd, "track") as f:
+                frames = np.arange(T) % f["world_to_cam"].shape[0]
+    elif choice != "a2l":
+        frames = np.arange(T)
+    return resolve_landmarks(rd, choice, audio_features=features if choice == "a2l" else None, frames=frames,
+                             edit=edit, device=device)
