@@ -264,4 +264,7 @@ def run(ctx, cfg: dict) -> dict:
     clear_checkpoints(ctx, ["train-deform"])
     ctx.log.info("deform: held-out head PSNR %.2f dB, %d Gaussians, perceptual %s", val, g.num, perceptual_name)
     return {"psnr_head": round(val, 3), "n_gaussians": g.num, "perceptual_loss": perceptual_name,
+            # what drove the held-out frames: a landmark head is scored with the tracked landmarks
+            # (its upper bound); a2l-driven figures come from eval / bench/compare_methods.py
+            "validation_driver": "tracked landmarks" if landmarks else "audio",
             "train_seconds": round(res["seconds"], 1), "init_from": init_from}
