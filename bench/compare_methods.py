@@ -161,6 +161,7 @@ def main(argv=None) -> int:
             for name in ("track", "parse"):
                 stage(name, base, args.preset, {}, times)
             stage("init-static", base, args.preset, {**res, **per_stage.get("init-static", {})}, times)
+            (base.path / "stage_times.json").write_text(json.dumps(times))
         for method, steps in METHODS.items():
             dest = work / method
             shutil.rmtree(dest, ignore_errors=True)
@@ -175,7 +176,8 @@ def main(argv=None) -> int:
     for method in METHODS:
         rd = RunDir(work / method, create=False)
         st = json.loads((rd.path / "stage_times.json").read_text())
-        row = {"method": method, "stage_seconds": st["seconds"], "training_figures": st["figures"],
+        shared = json.loads((work / "base" / "stage_times.json").read_text()) if (work / "base" / "stage_times.json").exists() else {}
+        row = {"method": method, "stage_seconds": {**shared, **st["seconds"]}, "training_figures": st["figures"],
                "model": model_size(rd)}
         drives = ("audio",) if method == "gstalker" else ("a2l", "track")
         row["heldout"] = {d: heldout(rd, d) for d in drives}
