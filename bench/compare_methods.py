@@ -171,7 +171,7 @@ def main(argv=None) -> int:
             for name, over in steps:
                 extra = {} if name == "train-a2l" else res
                 stage(name, rd, args.preset, {**over, **extra, **per_stage.get(name, {})}, mt, figs)
-            (dest / "stage_times.json").write_text(json.dumps({"seconds": {**times, **mt}, "figures": figs}))
+            (dest / "stage_times.json").write_text(json.dumps({"seconds": {**times, **mt}, "figures": figs, "sets": args.set}))
     rows = []
     for method in METHODS:
         rd = RunDir(work / method, create=False)
@@ -185,7 +185,8 @@ def main(argv=None) -> int:
         if ev is not None:
             row["eval"] = ev
         rows.append(row)
-    out = {"benchmark": "gstalker vs two-stage on the synthetic subject", "preset": args.preset, "sets": args.set,
+    sets = json.loads((work / "gstalker" / "stage_times.json").read_text()).get("sets", args.set)
+    out = {"benchmark": "gstalker vs two-stage on the synthetic subject", "preset": args.preset, "sets": sets,
            "resolution": args.resolution, "seconds": args.seconds, "machine": info, "rows": rows}
     path = ROOT / "bench" / "results" / "compare_methods.json"
     path.write_text(json.dumps(out, indent=2, default=str))
