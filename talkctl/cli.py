@@ -193,20 +193,73 @@ def train_a2l(run: RunOpt = None, resume: ResumeOpt = False,
 @app.command()
 def render(run: RunOpt = None,
            audio: Annotated[Optional[Path], typer.Option(help="Driving audio (wav, mp3, mp4, ...); default: held-out part of the clip.")] = None,
-           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4.")] = None,
-           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto",
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4 (default RUN/render.mp4).")] = None,
+           pose: Annotated[Optional[str], typer.Option(help="Head poses and blinks: train (ping-pong, default) | still | RUN_DIR | FILE.npz.")] = None,
+           full_frame: Annotated[bool, typer.Option("--full-frame", help="Paste the render back into the source video's frames.")] = False,
+           size: Annotated[Optional[int], typer.Option(help="Output side in pixels (default: the training resolution).")] = None,
+           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
            json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Render the talking head saying new audio, as an .mp4 with the audio in it."""
+    from . import config as configmod
+    from .console import make_progress
+    from .pipeline import resolve_device
+    from .rundir import RunDir, check_input_file
+    from .stages import render as rmod
+
     _common(json_, verbose, quiet, debug)
-    _not_built("render")
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
+    overrides = {**configmod.parse_set(set_), **{k: v for k, v in {"pose": pose, "size": size}.items() if v is not None}}
+    cfg = rmod.resolve_config(preset, configmod.load_toml(config), overrides)
+    if audio is not None:
+        check_input_file(audio, "audio")
+    rd = RunDir(run, create=False)
+    dev = resolve_device(device)
+    out = output if output is not None else rd.file("render.mp4")
+    with rd.lock("talkctl render"):
+        summary = rmod.render_to_file(rd, out, audio=audio, cfg=cfg, device=dev, full_frame=full_frame,
+                                      progress=make_progress(_State.quiet or _State.json))
+    _emit({"stage": "render", "status": "done", "run": str(rd), **summary})
 
 
 @app.command("eval")
 def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directories to evaluate and compare.")] = None,
+          run: RunOpt = None,
+          audio: Annotated[Optional[Path], typer.Option(help="Also drive the head with this audio: lip-sync figures on new speech.")] = None,
+          config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Quality and speed figures (eval.json, report.html); several runs -> one table."""
+    from . import config as configmod
+    from .console import err, make_progress
+    from .pipeline import resolve_device
+    from .report import comparison_table
+    from .rundir import RunDir, check_input_file
+    from .stages import eval as emod
+
     _common(json_, verbose, quiet, debug)
-    _not_built("eval")
+    dirs = list(runs or []) + ([run] if run is not None else [])
+    if not dirs:
+        raise UsageError("no run directory: `talkctl eval RUN [RUN2 ...]` (runs trained up to train-torso)")
+    cfg = configmod.resolve("eval", emod.DEFAULTS, emod.PRESETS, preset, configmod.load_toml(config),
+                            configmod.parse_set(set_))
+    if audio is not None:
+        check_input_file(audio, "audio")
+    rds = [RunDir(d, create=False) for d in dirs]
+    dev = resolve_device(device)
+    results = []
+    for rd in rds:
+        with rd.lock("talkctl eval"):
+            results.append(emod.evaluate(rd, audio=audio, cfg=cfg, device=dev,
+                                         progress=make_progress(_State.quiet or _State.json)))
+    rows = emod.comparison_rows(results)
+    if not _State.quiet:
+        err.print(comparison_table(rows))
+        if not _State.json:
+            for r in results:
+                err.print(f"report: {r['report']}\nfigures: {r['eval_json']}")
+    if _State.json:
+        out = results[0] if len(results) == 1 else {"runs": results, "table": rows}
+        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
 
 
 def _not_built(verb: str):
@@ -308,11 +361,14 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Where the exampl
 
     _common(json_, verbose, quiet, debug)
     result = run_demo(out, preset=preset or "tiny", device=device, progress=make_progress(_State.quiet or _State.json),
-                      on_stage=_emit)
+                      on_stage=(lambda s: None) if _State.json else _emit)
     if _State.json:
         _emit(result)
         return
     err.print(f"\nexample clip: {result['video']}\nrun directory: {result['run']}")
+    if result.get("demo_video"):
+        err.print(f"[bold]the head saying a new voice:[/] {result['demo_video']}  (voice: {result['voice']})\n"
+                  f"[bold]evaluation report:[/] {result['report']}  (figures: {result['eval_json']})")
     if result["not_built"]:
         err.print(f"[yellow]stopped before: {', '.join(result['not_built'])} (not built yet in this version)[/]")
 

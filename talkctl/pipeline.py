@@ -53,10 +53,11 @@ STAGES: tuple[StageSpec, ...] = (
               ("torso",), "Pose-conditioned torso (torso.h5)."),
     StageSpec("train-a2l", "talkctl.stages.train_a2l", ("audio", "track"), ("a2l",),
               "Audio -> landmark motion Transformer of the decoupled two-stage method (a2l.h5)."),
-    StageSpec("render", "talkctl.stages.render", (), (),
-              "Render the talking head for new audio to an .mp4 with sound.", built=False),
-    StageSpec("eval", "talkctl.stages.eval", (), (),
-              "Quality and speed figures, eval.json and report.html.", built=False),
+    # render and eval write no artifact (outputs ()): `run` does not chain them; inputs are what they read
+    StageSpec("render", "talkctl.stages.render", ("audio", "frames", "track", "parse", "deform", "torso"), (),
+              "Render the talking head for new audio to an .mp4 with sound."),
+    StageSpec("eval", "talkctl.stages.eval", ("audio", "frames", "track", "parse", "deform", "torso"), (),
+              "Quality and speed figures, eval.json and report.html."),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 CHAIN = [s.name for s in STAGES if s.outputs]  # the stages `run` chains

@@ -1,0 +1,351 @@
+"""eval: how good a trained run is -> RUN/eval.json and RUN/report.html.
+
+    result = evaluate(run, audio=None | path, device="cpu")
+
+Self-driven, on the held-out frames (the last 1/11 of the clip, never trained on), against
+the real frames at the model's resolution:
+  head     the rendered head alpha-composited over the real frame (the usual protocol)
+  full     torso + head over the background plate (what `render` outputs)
+  PSNR, PSNR inside the head mask, SSIM, LPIPS (unavailable with the reason when its weights
+  are missing: never a number), LMD on the mouth and the correlation of mouth opening, from
+  the run's own landmark backend run on real and rendered frames alike (both upscaled to at
+  least LANDMARK_SIDE px so the detector sees faces of the same size).
+Lip sync: mouth opening vs speech energy at the best lag within +-2 frames (metrics.audio_mouth_sync)
+on the real held-out video (the target), on the self-driven render, and cross-driven on
+`audio` when given; SyncNet confidence/offset when its weights are present.
+Efficiency: training seconds per stage (artifact attrs), Gaussian counts, render frames/s,
+peak memory (this process; training's own record when the artifacts carry one).
+
+Not a pipeline stage (it writes no HDF5 artifact); the CLI runs it under the run's lock.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StageError
+from .render import FPS, Renderer, _resize, audio_drive, check_run, device_name, render_batches, self_drive
+
+VERSION = 1
+DEFAULTS = {"size": 0, "batch": 8, "lpips": True, "report_frames": 3, "pose": "train", "pose_start": 0,
+            "blink": "source", "rasterizer": "auto"}
+PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
+NON_SEMANTIC = set(DEFAULTS)
+LANDMARK_SIDE = 256  # detector input side (px): tiny renders are upscaled to this
+
+# training-time stage -> the artifact whose attrs carry its seconds
+STAGE_ARTIFACTS = (("extract-audio", "audio"), ("track", "track"), ("parse", "parse"), ("init-static", "static"),
+                   ("train-deform", "deform"), ("train-torso", "torso"))
+
+
+class LandmarkReader:
+    """The run's landmark backend applied to any frame: (L,2) in the frame's pixels, or None."""
+
+    def __init__(self, backend_name: str, device: str = "cpu"):
+        from ..backends import select
+
+        self.backend = select("landmarks", backend_name or "auto", device)
+        Detector = self.backend.get()
+        self.scheme = Detector.scheme
+        self.det = Detector(max_faces=1, video=False, device=device)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
+        s = rgb.shape[0]
+        scale = max(1.0, LANDMARK_SIDE / s)
+        img = _resize(rgb, int(round(s * scale))) if scale > 1 else rgb
+        faces = self.det.faces(np.ascontiguousarray(img))
+        return None if not faces else np.asarray(faces[0][:, :2], np.float32) / scale
+
+    def close(self) -> None:
+        self.det.close()
+
+
+class MouthTrack:
+    """Landmarks of a frame sequence, streamed; mouth opening per frame (nan where no face)."""
+
+    def __init__(self, reader: LandmarkReader):
+        self.reader, self.lms = reader, []
+
+    def add(self, frames) -> None:
+        for f in frames:
+            self.lms.append(self.reader(f))
+
+    @property
+    def found(self) -> np.ndarray:
+        return np.array([x is not None for x in self.lms], bool)
+
+    def stacked(self) -> np.ndarray:
+        L = self.reader.scheme.n
+        return np.stack([x if x is not None else np.full((L, 2), np.nan, np.float32) for x in self.lms]) \
+            if self.lms else np.zeros((0, L, 2), np.float32)
+
+    def mouth_open(self) -> np.ndarray:
+        from .face_features import mouth_open
+
+        lm = self.stacked()
+        return mouth_open(lm, self.reader.scheme).astype(np.float64) if len(lm) else np.zeros(0)
+
+
+def _fill_nan(x: np.ndarray) -> np.ndarray:
+    """Interpolate missing values (frames without a detected face) for the time series figures."""
+    x = np.asarray(x, np.float64)
+    ok = np.isfinite(x)
+    if ok.all() or not ok.any():
+        return x
+    i = np.arange(len(x))
+    return np.interp(i, i[ok], x[ok])
+
+
+def _finite(v):
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.ndarray):
+        return _finite(v.tolist())
+    return v
+
+
+def _sync(mouth: np.ndarray, wav: np.ndarray, found: np.ndarray) -> dict:
+    from ..metrics import audio_mouth_sync
+
+    if found.sum() < max(5, 0.5 * len(found)):
+        return {"corr": None, "lag": None, "reason": f"a face was found in only {int(found.sum())} of {len(found)} frames"}
+    corr, lag = audio_mouth_sync(_fill_nan(mouth), wav)
+    return {"corr": corr if math.isfinite(corr) else None, "lag": int(lag),
+            **({} if math.isfinite(corr) else {"reason": "mouth opening or audio energy constant"})}
+
+
+def _syncnet(frames: list[np.ndarray], wav: np.ndarray, device: str) -> dict:
+    from ..metrics import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
+
+    why = syncnet_status()
+    if why:
+        return {"confidence": None, "offset": None, "reason": why}
+    try:
+        model = load_syncnet(device=device)
+        v, a = syncnet_embeddings(model, np.stack(frames), wav)
+        r = sync_offset(v, a)
+        return {"confidence": r.get("confidence"), "offset": r.get("offset")}
+    except Exception as exc:  # a figure that cannot be computed is reported, not invented
+        return {"confidence": None, "offset": None, "reason": f"SyncNet failed: {exc}"}
+
+
+def training_info(run) -> dict:
+    """Seconds per stage, Gaussian counts, validation curves and any recorded peak memory."""
+    from .. import artifacts
+
+    stages, curves, peak = {}, {}, {}
+    for stage, art in STAGE_ARTIFACTS:
+        attrs = artifacts.read_attrs(run, art) or {}
+        if attrs.get("seconds") is not None:
+            stages[stage] = float(attrs["seconds"])
+        for k in ("peak_memory_mb", "peak_rss_mb", "max_rss_mb", "peak_gpu_memory_mb"):
+            if attrs.get(k) is not None:
+                peak[f"{stage}:{k}"] = float(attrs[k])
+    deform = artifacts.read_attrs(run, "deform") or {}
+    torso = artifacts.read_attrs(run, "torso") or {}
+    gaussians = {"head": int(deform.get("n_gaussians", 0)), "torso": int(torso.get("n_gaussians", 0))}
+    import h5py
+
+    for stage, art, keys in (("init-static", "static", ("head/val_psnr", "torso/val_psnr")),
+                             ("train-deform", "deform", ("val_psnr",)), ("train-torso", "torso", ("val_psnr",))):
+        path = artifacts.spec(art).path(run)
+        try:
+            with h5py.File(path, "r") as f:
+                for k in keys:
+                    if k in f:
+                        c = np.asarray(f[k][()]).reshape(-1, 2)
+                        name = stage if len(keys) == 1 else f"{stage} ({k.split('/')[0]})"
+                        curves[name] = {"step": c[:, 0].tolist(), "psnr": c[:, 1].tolist()}
+        except OSError:
+            continue
+    return {"stages": stages, "gaussians": gaussians, "curves": curves, "training_peak_memory": peak}
+
+
+def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: str = "cpu", progress=None, log=None) -> dict:
+    """Compute every figure, write RUN/eval.json and RUN/report.html; returns the eval dict."""
+    from .. import __version__, artifacts
+    from ..metrics import ImageFigures, lmd, mouth_open_correlation
+    from ..pipeline import null_progress
+
+    cfg = {**DEFAULTS, **(cfg or {})}
+    progress = progress or null_progress
+    t_start = time.perf_counter()
+    check_run(run)
+    renderer = Renderer.load(run, device, int(cfg["size"]), str(cfg["rasterizer"]))
+    size = renderer.size
+    drive = self_drive(run)
+    a, b = drive.held_out
+    track_attrs = artifacts.read_attrs(run, "track") or {}
+    reader = LandmarkReader(str(track_attrs.get("landmark_backend") or "auto"), device)
+    head_figs = ImageFigures(lpips=bool(cfg["lpips"]), device=device)
+    full_figs = ImageFigures(lpips=False)
+    full_figs.lpips_model, full_figs.lpips_reason = head_figs.lpips_model, head_figs.lpips_reason
+    real_mouth, rend_mouth = MouthTrack(reader), MouthTrack(reader)
+    n = b - a
+    picks = set(np.linspace(0, n - 1, min(int(cfg["report_frames"]), n)).round().astype(int).tolist())
+    report_frames, model_s, n_rendered = [], 0.0, 0
+    keep_for_syncnet = []
+    syncnet_on = __import__("talkctl.metrics", fromlist=["syncnet_status"]).syncnet_status() is None
+
+    try:
+        with artifacts.open_for_read(run, "frames") as ff, artifacts.open_for_read(run, "parse") as pf, \
+                progress(n, "eval (held-out)") as task:
+            def real_frames(idx):
+                return np.stack([_resize(ff["frames"][a + i], size) for i in idx])
+
+            for idx, out, secs in render_batches(renderer, drive, int(cfg["batch"]), real_frames):
+                model_s += secs
+                n_rendered += len(idx)
+                real = out["real"]
+                for j, i in enumerate(idx):
+                    mask = _resize(pf["labels"][a + i], size, nearest=True) == 1
+                    head_figs.add(real[j], out["head_over_real"][j], mask if mask.any() else None)
+                    full_figs.add(real[j], out["full"][j], mask if mask.any() else None)
+                    if int(i) in picks:
+                        report_frames.append({"index": int(a + i), "real": real[j], "rendered": out["head_over_real"][j],
+                                              "label": f"frame {a + i}: head over the real frame"})
+                        report_frames.append({"index": int(a + i), "real": real[j], "rendered": out["full"][j],
+                                              "label": f"frame {a + i}: full composite (torso + head over the plate)"})
+                real_mouth.add(real)
+                rend_mouth.add(out["full"])
+                task.advance(len(idx))
+
+        found = real_mouth.found & rend_mouth.found
+        mouth_real, mouth_rend = real_mouth.mouth_open(), rend_mouth.mouth_open()
+        lip = {"landmark_backend": reader.backend.name, "frames": n, "frames_with_face_real": int(real_mouth.found.sum()),
+               "frames_with_face_rendered": int(rend_mouth.found.sum()), "landmark_input_side": max(size, LANDMARK_SIDE)}
+        if found.sum() >= 2:
+            lip["lmd"] = lmd(rend_mouth.stacked()[found], real_mouth.stacked()[found], normalise="interocular")
+            lip["mouth_corr"] = mouth_open_correlation(mouth_real[found], mouth_rend[found])
+        else:
+            lip["lmd"] = lip["mouth_corr"] = None
+            lip["reason"] = f"faces found in both real and rendered frames for only {int(found.sum())} of {n} frames"
+        sync = {"real_heldout": _sync(mouth_real, drive.wav, real_mouth.found),
+                "rendered_heldout": _sync(mouth_rend, drive.wav, rend_mouth.found)}
+        energy_wav, energy_n = drive.wav, n
+
+        cross = None
+        if audio is not None:
+            cdrive = audio_drive(run, Path(audio), cfg, device)
+            cmouth = MouthTrack(reader)
+            with progress(cdrive.n_frames, "eval (new audio)") as task:
+                for idx, out, secs in render_batches(renderer, cdrive, int(cfg["batch"])):
+                    model_s += secs
+                    n_rendered += len(idx)
+                    cmouth.add(out["full"])
+                    if syncnet_on:
+                        keep_for_syncnet.extend(out["full"])
+                    task.advance(len(idx))
+            cross = {"audio": str(Path(audio).absolute()), "pose": cdrive.pose_description, "frames": cdrive.n_frames,
+                     "frames_with_face": int(cmouth.found.sum()), **_sync(cmouth.mouth_open(), cdrive.wav, cmouth.found)}
+            cross["syncnet"] = _syncnet(keep_for_syncnet, cdrive.wav, device) if syncnet_on else _syncnet([], cdrive.wav, device)
+            sync["cross_driven"] = cross
+    finally:
+        reader.close()
+
+    info = training_info(run)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    efficiency = {"train_seconds": sum(info["stages"].values()), "stage_seconds": info["stages"],
+                  "gaussians": info["gaussians"], "render_fps": n_rendered / model_s if model_s > 0 else None,
+                  "render_frames": n_rendered, "device": device_name(device),
+                  "eval_peak_rss_mb": peak_mb, "training_peak_memory": info["training_peak_memory"] or
+                  "not recorded by the training stages"}
+    if device.startswith("cuda"):
+        import torch
+
+        efficiency["eval_peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    hs, fs = head_figs.summary(), full_figs.summary()
+    main_sync = cross if cross is not None else sync["rendered_heldout"]
+    figures = {
+        "psnr": hs["psnr"], "psnr_face": hs.get("psnr_face"), "ssim": hs["ssim"], "lpips": hs["lpips"],
+        "full_psnr": fs["psnr"], "full_ssim": fs["ssim"], "full_lpips": fs["lpips"],
+        "lmd": lip["lmd"], "mouth_corr": lip["mouth_corr"],
+        "sync_corr": main_sync.get("corr"), "sync_lag": main_sync.get("lag"),
+        "sync_corr_real": sync["real_heldout"].get("corr"),
+        "render_fps": efficiency["render_fps"], "peak_memory_mb": peak_mb,
+        "train_seconds": efficiency["train_seconds"], "gaussians": info["gaussians"],
+    }
+    if hs["lpips"] is None:
+        figures["lpips_reason"] = hs.get("lpips_reason")
+        figures["full_lpips_reason"] = hs.get("lpips_reason")
+    sn = (cross or {}).get("syncnet") if cross else _syncnet([], drive.wav, device) if not syncnet_on else None
+    if sn is None:
+        sn = {"confidence": None, "offset": None, "reason": "SyncNet is run on cross-driven renders: give --audio FILE"}
+    figures["syncnet_confidence"], figures["syncnet_offset"] = sn.get("confidence"), sn.get("offset")
+    if sn.get("reason"):
+        figures["syncnet_reason"] = sn["reason"]
+    result = _finite({
+        "run": str(run), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "talkctl_version": __version__, "device": device_name(device), "held_out": [a, b], "size": size,
+        "figures": figures, "head_over_real": hs, "full_composite": fs, "lip": lip, "sync": sync,
+        "sync_source": "cross-driven (--audio)" if cross is not None else "self-driven held-out render",
+        "efficiency": efficiency, "seconds": time.perf_counter() - t_start,
+    })
+    _write_json(run.file("eval.json"), result)
+    _write_report(run, result, report_frames, mouth_real, mouth_rend, energy_wav, energy_n, info)
+    result["report"] = str(run.file("report.html"))
+    result["eval_json"] = str(run.file("eval.json"))
+    if log is not None:
+        log.info("eval: %s", figures)
+    return result
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        tmp.write_text(json.dumps(data, indent=2, allow_nan=False))
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StageError(f"cannot write {path}: {exc.strerror or exc}; check the run directory's permissions") from None
+
+
+def _write_report(run, result, frames, mouth_real, mouth_rend, wav, n, info) -> None:
+    from ..metrics import audio_energy_per_frame
+    from ..report import write_report
+
+    fig = dict(result["figures"])
+    fs = result["full_composite"]
+    notes = [f"held-out frames {result['held_out'][0]}..{result['held_out'][1] - 1}, compared at {result['size']} px",
+             "headline PSNR / SSIM / LPIPS: the rendered head composited over the real frame; "
+             f"full composite (torso + head over the background plate): PSNR {_fmt(fs.get('psnr'), '.2f')} dB, "
+             f"SSIM {_fmt(fs.get('ssim'), '.4f')}",
+             f"lip sync figure: {result['sync_source']}",
+             f"render speed measured on {result['device']}"]
+    cross = result["sync"].get("cross_driven")
+    if cross:
+        notes.append(f"cross-driven audio: {cross['audio']} ({cross['frames']} frames, poses: {cross['pose']})")
+    data = {
+        "title": f"talkctl evaluation: {Path(str(result['run'])).name}",
+        "subtitle": str(result["run"]),
+        "meta": {"run": result["run"], "device": result["device"], "talkctl": result["talkctl_version"]},
+        "figures": fig, "stages": info["stages"], "gaussians": info["gaussians"], "frames": frames,
+        "curves": {"fps": FPS, "mouth_real": _fill_nan(mouth_real).tolist(), "mouth_rendered": _fill_nan(mouth_rend).tolist(),
+                   "audio_energy_db": audio_energy_per_frame(wav, n_frames=n).tolist(),
+                   "title": "Mouth opening on the held-out frames"},
+        "training": info["curves"], "notes": notes,
+    }
+    write_report(run.file("report.html"), data)
+
+
+def _fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def comparison_rows(results: list[dict]) -> list[dict]:
+    """One row per run for report.comparison_table; runs named by their folder (the full path when two share a name)."""
+    names = [Path(str(r["run"])).name for r in results]
+    return [{"run": name if names.count(name) == 1 else str(r["run"]), **r["figures"]} for name, r in zip(names, results)]

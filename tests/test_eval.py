@@ -1,0 +1,153 @@
+"""`talkctl eval` on the tiny trained run: eval.json figures, LPIPS reported unavailable with
+its reason, report.html, the comparison table over two runs, and the run lock."""
+import json
+import math
+import shutil
+
+import pytest
+
+import trained_run
+from talkctl.cli import main
+from talkctl.rundir import RunDir
+
+COMMON = ["--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    return trained_run.build(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(autouse=True)
+def _no_weights(tmp_path, monkeypatch):
+    """No LPIPS / SyncNet weights anywhere: the figures must say so, never invent a number."""
+    monkeypatch.setenv("TALKCTL_WEIGHTS", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+
+
+def _numbers(obj, path=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path, obj
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory):
+    import os
+
+    run, _ = trained
+    d = tmp_path_factory.mktemp("eval")
+    wav = trained_run.write_wav(d / "voice.wav", trained_run.voice(2.0, seed=11), 16000)
+    old = {k: os.environ.get(k) for k in ("TALKCTL_WEIGHTS", "TORCH_HOME")}
+    os.environ["TALKCTL_WEIGHTS"], os.environ["TORCH_HOME"] = str(d / "w"), str(d / "t")
+    try:
+        import contextlib
+        import io
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = main(["eval", str(run.path), "--audio", str(wav), "--json", "-q", *COMMON])
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return rc, out.getvalue(), run, wav
+
+
+def test_eval_json_figures_are_finite_and_complete(evaluated):
+    rc, out, run, _ = evaluated
+    assert rc == 0
+    printed = json.loads(out)
+    on_disk = json.loads(run.file("eval.json").read_text())
+    assert on_disk["figures"] == printed["figures"]
+    fig = on_disk["figures"]
+    for key in ("psnr", "ssim", "full_psnr", "full_ssim", "render_fps", "peak_memory_mb", "train_seconds", "sync_corr_real"):
+        assert isinstance(fig[key], float) and math.isfinite(fig[key]), key
+    assert 5 < fig["psnr"] < 60 and 0 < fig["ssim"] <= 1 and fig["render_fps"] > 0
+    assert fig["gaussians"]["head"] > 0 and fig["gaussians"]["torso"] > 0
+    for path, v in _numbers(on_disk):
+        assert math.isfinite(v), path
+    # lip figures: numbers, or None with a reason
+    lip = on_disk["lip"]
+    assert lip["landmark_backend"] == "mediapipe" and lip["frames_with_face_real"] > 0
+    assert (lip["lmd"] is not None and lip["lmd"] >= 0) or lip.get("reason")
+    cross = on_disk["sync"]["cross_driven"]
+    assert cross["frames"] == 50 and ((cross["corr"] is not None and -2 <= cross["lag"] <= 2) or cross.get("reason"))
+    assert set(on_disk["efficiency"]["stage_seconds"]) == {"extract-audio", "track", "parse", "init-static",
+                                                           "train-deform", "train-torso"}
+
+
+def test_missing_weights_are_unavailable_with_a_reason(evaluated):
+    _, _, run, _ = evaluated
+    fig = json.loads(run.file("eval.json").read_text())["figures"]
+    assert fig["lpips"] is None and fig["full_lpips"] is None and "alex" in fig["lpips_reason"]
+    assert fig["syncnet_confidence"] is None and "syncnet_v2.model" in fig["syncnet_reason"]
+
+
+def test_report_html(evaluated):
+    _, _, run, _ = evaluated
+    html = run.file("report.html").read_text()
+    assert html.startswith("<!doctype html>") and html.count("<img") >= 6  # real, rendered, error x 2 frames+
+    assert "Mouth opening" in html and "train-deform" in html and "unavailable" in html
+    assert not list(run.path.glob("*.partial"))
+
+
+def test_two_runs_give_one_table(trained, tmp_path, capsys):
+    run, _ = trained
+    other = tmp_path / "other"
+    shutil.copytree(run.path, other)
+    capsys.readouterr()
+    rc = main(["eval", str(run.path), str(other), "--json", *COMMON, "--set", "report_frames=1"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    data = json.loads(cap.out)
+    assert [r["run"] for r in data["table"]] == ["run", "other"]
+    assert len(data["runs"]) == 2 and (other / "eval.json").exists()
+    assert "talkctl eval" in cap.err and "other" in cap.err and "PSNR" in cap.err
+
+
+def test_eval_takes_the_lock(trained, capsys):
+    run, _ = trained
+    with RunDir(run.path, create=False).lock("talkctl train-torso"):
+        rc = main(["eval", str(run.path), "-q", *COMMON])
+    assert rc == 6 and "train-torso" in capsys.readouterr().err
+
+
+def test_eval_needs_a_run(capsys, tmp_path):
+    assert main(["eval", "-q"]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    capsys.readouterr()
+    assert main(["eval", str(empty), "-q"]) == 4
+    assert "talkctl extract-audio" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_small(tmp_path):
+    """The demo's whole path (every stage, render with an unseen voice, eval) at test sizes."""
+    import torch
+
+    from talkctl.demo import run_demo
+    from talkctl.media import probe
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = run_demo(tmp_path / "demo", preset="tiny", seconds=3.0, size=128, device="cpu", voice_seconds=1.2,
+                       overrides={**trained_run.OVERRIDES, "render": {"size": 32}, "eval": {"report_frames": 1}})
+    finally:
+        torch.set_num_threads(threads)
+    assert res["status"] == "complete" and res["not_built"] == []
+    from talkctl.pipeline import CHAIN
+
+    assert res["stages"] == list(CHAIN) + ["render", "eval"]
+    info = probe(res["demo_video"])
+    assert res["demo_video"] == str(tmp_path / "demo" / "demo.mp4") and info["video"]["width"] == 32 and info["audio"]
+    assert abs(info["duration"] - 1.2) < 0.08
+    assert (tmp_path / "demo" / "run" / "report.html").exists() and (tmp_path / "demo" / "run" / "eval.json").exists()

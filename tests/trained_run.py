@@ -1,0 +1,63 @@
+"""One tiny trained run (synthetic subject, every stage at the tiny preset with minimal
+iterations), built once per test session and shared by test_render.py and test_eval.py."""
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+# config overrides a user could pass with --set: small crop, few iterations
+OVERRIDES = {
+    "track": {"size": 64},
+    "init-static": {"resolution": 48, "head_iterations": 60, "torso_iterations": 20, "val_every": 30},
+    "train-deform": {"resolution": 48, "iterations": 40, "val_every": 20},
+    "train-torso": {"resolution": 48, "iterations": 20, "val_every": 10},
+}
+STAGES = ("extract-audio", "track", "parse", "init-static", "train-deform", "train-torso")
+_CACHE: dict = {}
+
+
+def build(base: Path, seconds: float = 3.6, size: int = 128):
+    """(RunDir, subject) trained through train-torso; cached per process."""
+    if "run" in _CACHE:
+        return _CACHE["run"]
+    import torch
+
+    from talkctl.pipeline import run_stage
+    from talkctl.rundir import RunDir
+    from talkctl.synthetic import make_subject
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        subject = make_subject(base / "subject", seconds=seconds, size=size, seed=0)
+        run = RunDir(base / "run")
+        run.set_video(subject.video_path)
+        for stage in STAGES:
+            run_stage(stage, run, preset="tiny", device="cpu", overrides=OVERRIDES.get(stage, {}))
+    finally:
+        torch.set_num_threads(threads)
+    _CACHE["run"] = (run, subject)
+    return _CACHE["run"]
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """int16 wav; samples (n,) or (n, channels) in [-1, 1]."""
+    x = np.asarray(samples, np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    pcm = (np.clip(x, -1, 1) * 32767).round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(x.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def voice(seconds: float, rate: int = 16000, seed: int = 7) -> np.ndarray:
+    """The unseen synthetic speaker (talkctl.synthetic.make_audio) at `rate` Hz."""
+    from talkctl.synthetic import make_audio
+
+    return make_audio(seconds, sample_rate=rate, seed=seed).samples
