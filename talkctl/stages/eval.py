@@ -43,7 +43,7 @@ LANDMARK_SIDE = 256  # detector input side (px): tiny renders are upscaled to th
 
 # training-time stage -> the artifact whose attrs carry its seconds
 STAGE_ARTIFACTS = (("extract-audio", "audio"), ("track", "track"), ("parse", "parse"), ("init-static", "static"),
-                   ("train-deform", "deform"), ("train-torso", "torso"))
+                   ("train-deform", "deform"), ("train-torso", "torso"), ("train-a2l", "a2l"))  # a2l: two-stage runs only
 
 
 class LandmarkReader:
