@@ -16,6 +16,10 @@ once over the whole audio (measured: peak RSS 350 MB for 30 s, 810 MB for 5 min 
 (deformation + rasterisation + compositing) and end to end (including reading source frames
 and encoding); both go into the summary and into the output's metadata.
 
+A landmark-driven head (train-deform --condition landmarks) gets landmarks instead of audio
+(`with_landmarks`, landmark_source.landmarks_for_drive): cfg "landmarks" auto | a2l | track |
+OTHER_RUN and "edit" (mouth_scale=..., eyes_open=...); both go into the summary and metadata.
+
 Not a pipeline stage (it writes no artifact): the CLI calls `render_to_file` under the run's lock.
 """
 from __future__ import annotations
