@@ -2,6 +2,16 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import tempfile
+
+# Hermetic weight look-ups: tests that need weight files make their own (tiny, random), so a
+# developer's real caches (LPIPS, SyncNet, HF models) cannot change what "auto" picks here.
+_EMPTY = tempfile.mkdtemp(prefix="talkctl-test-caches-")
+os.environ["TALKCTL_WEIGHTS"] = os.path.join(_EMPTY, "weights")
+os.environ["TORCH_HOME"] = os.path.join(_EMPTY, "torch")
+os.environ["HF_HOME"] = os.path.join(_EMPTY, "hf")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 import sys
 import types
 from pathlib import Path

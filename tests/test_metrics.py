@@ -79,9 +79,9 @@ def test_lpips_missing_weights_gives_reason_not_number(weights):
     assert "alex.pth" in reason and metrics.ALEXNET_FILE in reason
 
 
-def test_lpips_loads_files_in_the_published_layout(weights):
+def _save_random_lpips(weights):
+    """Random LPIPS-alex weights saved in the published layouts (torchvision AlexNet + lpips lin)."""
     torch.manual_seed(0)
-    # torchvision's AlexNet state dict keys (features.* and classifier.*) and lpips' lin layers
     ref = metrics._build_lpips_alex()
     alex = {f"features.{k}": v for k, v in ref.features.state_dict().items()}
     alex["classifier.1.weight"] = torch.zeros(4, 9216)  # ignored, as in lpips
@@ -89,6 +89,11 @@ def test_lpips_loads_files_in_the_published_layout(weights):
     lin = {k: v.abs() for k, v in ref.state_dict().items() if k.startswith("lin")}
     (weights / "lpips" / "v0.1").mkdir(parents=True)
     torch.save(lin, weights / "lpips" / "v0.1" / "alex.pth")
+    return ref
+
+
+def test_lpips_loads_files_in_the_published_layout(weights):
+    ref = _save_random_lpips(weights)
     model, reason = metrics.load_lpips()
     assert reason is None
     assert torch.equal(model.features[3].weight, ref.features[3].weight)
@@ -101,6 +106,21 @@ def test_lpips_loads_files_in_the_published_layout(weights):
     torch.save({"something": torch.zeros(1)}, weights / "lpips" / "v0.1" / "alex.pth")
     model, reason = metrics.load_lpips()
     assert model is None and "unreadable" in reason
+
+
+def test_training_loss_uses_the_same_lpips_when_its_files_are_present(weights):
+    from talkctl.stages import losses
+
+    assert losses.perceptual_loss("auto")[0] == "dssim"  # no files yet: D-SSIM stands in
+    with pytest.raises(Exception, match="alex"):
+        losses.perceptual_loss("lpips")
+    _save_random_lpips(weights)
+    name, fn = losses.perceptual_loss("auto")
+    assert name == "lpips"
+    a = torch.rand(2, 48, 48, 3, requires_grad=True)
+    loss = fn(a, torch.rand(2, 48, 48, 3))
+    loss.backward()
+    assert loss.item() > 0 and a.grad.abs().sum() > 0
 
 
 # ---- landmarks, mouth, sync ------------------------------------------------

@@ -1,23 +1,19 @@
 """Training losses: L1, mask, D-SSIM, LPIPS (when its weights are here), lip-patch L1.
 
-LPIPS needs the `lpips` package, torchvision and the AlexNet weights torchvision downloads
-(`alexnet-owt-7be5be79.pth` in the torch hub checkpoints folder). None of that can be
-fetched on an offline machine, so `perceptual="auto"` uses LPIPS when `lpips_unusable()`
-says nothing, and D-SSIM otherwise (logged, and recorded in the artifact's
-`perceptual_loss` attribute). An explicit `perceptual="lpips"` that cannot load is a
-MissingToolError naming what is missing: never a silent switch.
+SSIM and LPIPS are the ones eval reports (talkctl.metrics), so training and evaluation
+measure the same thing. LPIPS needs two weight files that cannot be fetched offline
+(metrics.lpips_files names them); `perceptual="auto"` uses LPIPS when they are present
+and D-SSIM otherwise (logged, and recorded in the artifact's `perceptual_loss`
+attribute). An explicit `perceptual="lpips"` that cannot load is a MissingToolError
+naming what is missing: never a silent switch.
 """
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
-import torch.nn.functional as F
 
+from .. import metrics
 from ..errors import MissingToolError, UsageError
 
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 PERCEPTUAL_CHOICES = ("auto", "lpips", "dssim", "none")
 
 
@@ -25,60 +21,25 @@ def l1(a, b):
     return (a - b).abs().mean()
 
 
-def _gauss_window(size: int = 11, sigma: float = 1.5, device="cpu"):
-    x = torch.arange(size, dtype=torch.float32, device=device) - size // 2
-    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-    return g
-
-
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM of (B,H,W,3) images in [0,1] (11x11 Gaussian window, sigma 1.5, separable)."""
-    x, y = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
-    ch = x.shape[1]
-    g = _gauss_window(device=a.device)
-    wx = g.view(1, 1, 1, -1).repeat(ch, 1, 1, 1)
-    wy = g.view(1, 1, -1, 1).repeat(ch, 1, 1, 1)
-
-    def blur(t):
-        t = F.conv2d(F.pad(t, (5, 5, 0, 0), mode="reflect"), wx, groups=ch)
-        return F.conv2d(F.pad(t, (0, 0, 5, 5), mode="reflect"), wy, groups=ch)
-
-    mx, my = blur(x), blur(y)
-    sxx, syy, sxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.mean()
+    """Mean SSIM of (B,H,W,3) images in [0,1] (11x11 Gaussian window, sigma 1.5)."""
+    return metrics.ssim_torch(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)).mean()
 
 
 def dssim(a, b):
     return (1.0 - ssim(a, b)) / 2.0
 
 
-def torch_hub_checkpoints() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
 def lpips_unusable() -> str | None:
     """Why LPIPS cannot be used here (None when it can)."""
-    if importlib.util.find_spec("lpips") is None:
-        return "the `lpips` package is not installed (pip install 'talkctl[lpips]')"
-    if importlib.util.find_spec("torchvision") is None:
-        return "torchvision is not installed (LPIPS's AlexNet needs it; install the torchvision build matching torch)"
-    weights = torch_hub_checkpoints() / ALEXNET_FILE
-    if not weights.is_file():
-        return f"AlexNet weights {ALEXNET_FILE} are missing: put them in {weights.parent} (torchvision downloads them from download.pytorch.org/models/{ALEXNET_FILE})"
-    return None
+    return metrics.lpips_files()[1]
 
 
 def load_lpips(device: str = "cpu"):
     """An LPIPS(alex) loss function on (B,H,W,3) images in [0,1]; MissingToolError when unusable."""
-    reason = lpips_unusable()
-    if reason:
+    net, reason = metrics.load_lpips(device)
+    if net is None:
         raise MissingToolError(f"perceptual loss 'lpips' is unusable: {reason}; or use --set perceptual=dssim")
-    import lpips  # noqa: deferred, optional dependency
-
-    net = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
 
