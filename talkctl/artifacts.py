@@ -117,13 +117,17 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         ArtifactSpec("deform", "deform.h5", "talkctl.deform", 1, "train-deform", {
             "head/<gaussians>": "canonical head Gaussians trained with the field",
             "field/<param>": "DeformField state_dict, one dataset per tensor (hash grid + MLP)",
-            "condition/<param>": "condition state_dict (audio: conv + attention weights, mean, std)",
-            "audio_mean, audio_std": "(D,) float32: per-dimension normalisation of audio.h5 features used in training",
+            "condition/<param>": "condition state_dict (audio: conv + attention weights, mean, std; landmarks: "
+                                 "indices, neutral)",
+            "audio_mean, audio_std": "condition=audio: (D,) float32 per-dimension normalisation of audio.h5 features used in training",
+            "landmark_indices": "condition=landmarks: (P,) int64 moving landmarks (mouth, jaw, eyelids) driving the head",
+            "landmark_neutral": "condition=landmarks: (L, 3) float32 neutral face (mean canonical landmarks of the training frames)",
             "val_psnr": "(K, 2) float64: (step, held-out head-region PSNR dB)",
             "intrinsics": "(3, 3) float32: K at the training resolution",
             "attrs": "field_spec, condition_spec (JSON, to rebuild the networks), condition, encoding, perceptual_loss "
                      "(lpips|dssim|none: the one actually used), lip_loss, init_from, audio_extractor, resolution, "
-                     "crop_size, psnr_head, n_gaussians, train_seconds, held_out",
+                     "crop_size, psnr_head, n_gaussians, train_seconds, held_out; condition=landmarks also "
+                     "landmark_sigma, landmark_k, landmark_scale (offset unit), landmark_alignment, landmark_parts",
         }),
         ArtifactSpec("torso", "torso.h5", "talkctl.torso", 1, "train-torso", {
             "torso/<gaussians>": "torso Gaussians (fixed camera space)",
@@ -133,7 +137,9 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "intrinsics": "(3, 3) float32: K at the training resolution",
             "background": "(R, R, 3) uint8: background plate at the training resolution",
             "val_psnr": "(K, 2) float64: (step, held-out full-composite PSNR dB)",
-            "attrs": "field_spec, condition_spec, resolution, crop_size, psnr_full, n_gaussians, train_seconds, held_out",
+            "net/<param>": "mode=image: StyleUNet state_dict (torso_image.py) instead of torso/ and field/",
+            "attrs": "mode (gaussian | image), field_spec (gaussian) or net_spec (image), condition_spec, resolution, "
+                     "crop_size, psnr_full, n_gaussians (gaussian) or n_parameters (image), train_seconds, held_out",
         }),
         ArtifactSpec("a2l", "a2l.h5", "talkctl.a2l", 1, "train-a2l", {
             "weights/<name>": "float32 arrays: the Transformer's state_dict (a2l_model.AudioToLandmarks), one "

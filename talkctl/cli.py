@@ -172,11 +172,13 @@ def train_deform(run: RunOpt = None, rasterizer: RasterOpt = None, resume: Resum
 
 @app.command("train-torso")
 def train_torso(run: RunOpt = None, rasterizer: RasterOpt = None, resume: ResumeOpt = False,
+                mode: Annotated[Optional[str], typer.Option(help="gaussian (pose-conditioned Gaussians) | image (StyleUNet from the head render).")] = None,
                 config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
                 set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Pose-conditioned torso (torso.h5)."""
     _common(json_, verbose, quiet, debug)
-    _stage("train-torso", run, None, config, preset, force, device, set_, {"rasterizer": rasterizer, "resume": resume or None})
+    _stage("train-torso", run, None, config, preset, force, device, set_,
+           {"rasterizer": rasterizer, "resume": resume or None, "mode": mode})
 
 
 @app.command("train-a2l")
@@ -195,6 +197,8 @@ def render(run: RunOpt = None,
            pose: Annotated[Optional[str], typer.Option(help="Head poses and blinks: train (ping-pong, default) | still | RUN_DIR | FILE.npz.")] = None,
            full_frame: Annotated[bool, typer.Option("--full-frame", help="Paste the render back into the source video's frames.")] = False,
            size: Annotated[Optional[int], typer.Option(help="Output side in pixels (default: the training resolution).")] = None,
+           landmarks: Annotated[Optional[str], typer.Option(help="Landmark-driven heads: a2l (default with a2l.h5) | track | OTHER_RUN (re-enactment).")] = None,
+           edit: Annotated[Optional[str], typer.Option(help="Landmark edit, e.g. mouth_scale=1.5,eyes_open=1 (landmark-driven heads).")] = None,
            config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
            json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Render the talking head saying new audio, as an .mp4 with the audio in it."""
@@ -207,7 +211,7 @@ def render(run: RunOpt = None,
     _common(json_, verbose, quiet, debug)
     if run is None:
         raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
-    overrides = {**configmod.parse_set(set_), **{k: v for k, v in {"pose": pose, "size": size}.items() if v is not None}}
+    overrides = {**configmod.parse_set(set_), **{k: v for k, v in {"pose": pose, "size": size, "landmarks": landmarks, "edit": edit}.items() if v is not None}}
     cfg = rmod.resolve_config(preset, configmod.load_toml(config), overrides)
     if audio is not None:
         check_input_file(audio, "audio")

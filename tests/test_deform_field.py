@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from talkctl.errors import NotBuiltError, UsageError
+from talkctl.errors import UsageError
 from talkctl.stages.deform_field import (AudioCondition, DeformField, PoseCondition, RawEncoding, apply_deform,
                                          build_condition, pose_vector)
 
@@ -45,8 +45,8 @@ def test_audio_condition_codes_depend_on_the_audio_window():
 
 
 def test_condition_registry():
-    with pytest.raises(NotBuiltError, match="landmarks"):
-        build_condition({"name": "landmarks"})
+    lm = build_condition({"name": "landmarks", "indices": [1, 2], "n_landmarks": 4})
+    assert lm.name == "landmarks" and lm.out_dim == 6 and lm.pg_dim > 0
     with pytest.raises(UsageError, match="unknown condition"):
         build_condition({"name": "video"})
 

@@ -7,13 +7,16 @@ Pieces:
                       small so other drivers plug in (issue: `--condition landmarks`):
                         set_source(**arrays)   give the driving data (e.g. audio features (T,W,D))
                         encode(frames (C,))  -> (C, out_dim) per-frame code
-                        per_gaussian(code, means) -> (C,N,d) or None (optional extra per-Gaussian code)
+                        per_gaussian(code, means) -> (C,N,d) or None (optional extra per-Gaussian code;
+                                               a condition that gives one sets .pg_dim = d)
                         spec() -> JSON-able constructor arguments (saved with the weights)
   AudioCondition      audio features (T,W,D) -> 1D convolutions over the window W -> a code
                       per frame -> self-attention across `attn_window` neighbouring frames
                       -> the smoothed code of the centre frame
   PoseCondition       head pose (axis-angle + translation, normalised) -> positional encoding
                       (the torso's driver)
+  LandmarkCondition   (landmark_condition.py) canonical landmarks -> per-frame offsets code and
+                      a per-Gaussian relative position code
   DeformField         MLP over [position features, code, eye feature] -> deltas; the last
                       layer starts at zero so training starts from the static Gaussians.
 """
@@ -25,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import NotBuiltError, UsageError
+from ..errors import UsageError
 from .gaussians import normalize_quat, quat_multiply
 
 
@@ -89,6 +92,7 @@ def grid_kwargs(cfg: dict) -> dict:
 class Condition(nn.Module):
     name = "condition"
     out_dim = 0
+    pg_dim = 0
 
     def set_source(self, **arrays) -> None:
         raise NotImplementedError
@@ -208,11 +212,15 @@ CONDITIONS = {"audio": AudioCondition, "pose": PoseCondition}
 def build_condition(spec: dict, state: dict | None = None) -> Condition:
     spec = dict(spec)
     name = spec.pop("name")
-    if name == "landmarks":
-        raise NotBuiltError("condition 'landmarks' is not built yet; use --condition audio")
-    if name not in CONDITIONS:
-        raise UsageError(f"unknown condition {name!r}; choose one of: audio")
-    cond = CONDITIONS[name](**spec)
+    if name == "landmarks":  # lives in its own module (imports this one)
+        from .landmark_condition import LandmarkCondition
+
+        cls = LandmarkCondition
+    elif name in CONDITIONS:
+        cls = CONDITIONS[name]
+    else:
+        raise UsageError(f"unknown condition {name!r}; choose one of: audio, landmarks")
+    cond = cls(**spec)
     if state is not None:
         cond.load_state_dict(state)
     return cond

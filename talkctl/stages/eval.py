@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StageError
-from .render import FPS, Renderer, _resize, audio_drive, check_run, device_name, render_batches, self_drive
+from .render import (FPS, Renderer, _resize, audio_drive, check_run, device_name, render_batches, self_drive,
+                     with_landmarks)
 
 VERSION = 1
 DEFAULTS = {"size": 0, "batch": 8, "lpips": True, "report_frames": 3, "pose": "train", "pose_start": 0,
@@ -42,7 +43,7 @@ LANDMARK_SIDE = 256  # detector input side (px): tiny renders are upscaled to th
 
 # training-time stage -> the artifact whose attrs carry its seconds
 STAGE_ARTIFACTS = (("extract-audio", "audio"), ("track", "track"), ("parse", "parse"), ("init-static", "static"),
-                   ("train-deform", "deform"), ("train-torso", "torso"))
+                   ("train-deform", "deform"), ("train-torso", "torso"), ("train-a2l", "a2l"))  # a2l: two-stage runs only
 
 
 class LandmarkReader:
@@ -186,7 +187,7 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
     check_run(run)
     renderer = Renderer.load(run, device, int(cfg["size"]), str(cfg["rasterizer"]))
     size = renderer.size
-    drive = self_drive(run)
+    drive = with_landmarks(run, self_drive(run), cfg, device)
     a, b = drive.held_out
     track_attrs = artifacts.read_attrs(run, "track") or {}
     reader = LandmarkReader(str(track_attrs.get("landmark_backend") or "auto"), device)
@@ -239,7 +240,7 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
 
         cross = None
         if audio is not None:
-            cdrive = audio_drive(run, Path(audio), cfg, device)
+            cdrive = with_landmarks(run, audio_drive(run, Path(audio), cfg, device), cfg, device)
             cmouth = MouthTrack(reader)
             with progress(cdrive.n_frames, "eval (new audio)") as task:
                 for idx, out, secs in render_batches(renderer, cdrive, int(cfg["batch"])):

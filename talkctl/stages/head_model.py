@@ -2,9 +2,13 @@
 
     head = load_head(run, device)             # deform.h5: canonical Gaussians + field + condition
     head.set_audio(features)                  # (T,W,D) from audio.h5 of the driving audio
+    head.set_landmarks(landmarks)             # or (T,L,3) canonical landmarks when head.condition_name == "landmarks"
+                                              # (landmark_source.landmark_source gives them)
     out = head.render(frames, world_to_cam, K, size, blink=None)   # frames: (C,) audio frame indices
-    torso = load_torso(run, device)           # torso.h5: torso Gaussians + pose field
-    t_out = torso.render(world_to_cam, K, size)                     # the head poses drive the torso
+    torso = load_torso(run, device)           # torso.h5: torso Gaussians + pose field (or the image torso)
+    t_out = torso.render(world_to_cam, K, size, head_rgb=out.rgb, head_alpha=out.alpha)
+                                              # the head poses drive the torso; the image torso
+                                              # (torso.mode == "image") is made from the head render
     img = composite(background, t_out, out)   # plate <- torso <- head, (C,size,size,3) in [0,1]
     static = load_static(run, device)         # static.h5 (no deformation): .render(world_to_cam, K, size)
 
@@ -32,8 +36,10 @@ def _tensor(x, device):
 
 
 def build_field(spec: dict, eye_dim: int = 1, hashgrid: str = "auto") -> DeformField:
+    """eye_dim and pg_dim (per-Gaussian condition code) come from the spec when it records them."""
     enc = make_encoder(spec["encoding"], spec["bounds"], spec["grid"], hashgrid)
-    return DeformField(enc, spec["cond_dim"], eye_dim=eye_dim, hidden=spec["hidden"], n_layers=spec["layers"])
+    return DeformField(enc, spec["cond_dim"], eye_dim=int(spec.get("eye_dim", eye_dim)), hidden=spec["hidden"],
+                       n_layers=spec["layers"], pg_dim=int(spec.get("pg_dim", 0)))
 
 
 class StaticModel:
@@ -56,17 +62,27 @@ class HeadModel:
         self.attrs = attrs
         self.device = gaussians.means.device
 
+    @property
+    def condition_name(self) -> str:
+        return self.condition.name
+
     def set_audio(self, features: np.ndarray) -> None:
         """Driving audio features (T,W,D), normalised with the training statistics."""
         self.condition.set_source(features=features)
+
+    def set_landmarks(self, landmarks: np.ndarray) -> None:
+        """Driving canonical landmarks (T,L,3) of a landmark-conditioned head (condition "landmarks")."""
+        self.condition.set_source(landmarks=landmarks)
 
     @torch.no_grad()
     def deformed(self, frames, blink=None):
         g = self.gaussians
         t = torch.as_tensor(np.asarray(frames), dtype=torch.long, device=self.device)
         code = self.condition.encode(t)
-        eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
-        d = self.field(g.means, code, eye)
+        eye = None
+        if self.field.eye_dim:  # a landmark-driven head has no blink input: its eyelid landmarks carry it
+            eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
+        d = self.field(g.means, code, eye, pg=self.condition.per_gaussian(code, g.means))
         return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
 
     @torch.no_grad()
@@ -85,8 +101,11 @@ class TorsoModel:
         self.gaussians, self.field, self.pose, self.rasterize, self.attrs = gaussians, field, pose_condition, rasterize, attrs
         self.device = gaussians.means.device
 
+    mode = "gaussian"
+
     @torch.no_grad()
-    def render(self, world_to_cam, K, size: int):
+    def render(self, world_to_cam, K, size: int, head_rgb=None, head_alpha=None):
+        """head_rgb/head_alpha: accepted for the image torso's signature (unused here)."""
         g = self.gaussians
         w2c = _tensor(world_to_cam, self.device)
         code = self.pose.encode_pose(w2c)
@@ -133,10 +152,21 @@ def load_head(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str 
     return HeadModel(gaussians, field.to(device).eval(), condition.to(device).eval(), _rasterizer(rasterizer, device), attrs)
 
 
-def load_torso(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str = "auto") -> TorsoModel:
+def load_torso(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str = "auto"):
+    """TorsoModel (mode gaussian) or torso_image.ImageTorsoModel (mode image: its render needs
+    head_rgb/head_alpha, the head's render). Both have .mode and .attrs (K, background)."""
     run = run if isinstance(run, RunDir) else RunDir(run, create=False)
     with artifacts.open_for_read(run, "torso") as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        if attrs.get("mode", "gaussian") == "image":
+            from .torso_image import ImageTorsoModel, StyleUNet
+
+            net = StyleUNet(**json.loads(attrs["net_spec"]))
+            net.load_state_dict(read_state_dict(f["net"]))
+            pose = build_condition(json.loads(attrs["condition_spec"]), read_state_dict(f["pose"]))
+            attrs["K"] = f["intrinsics"][()]
+            attrs["background"] = f["background"][()]
+            return ImageTorsoModel(net.to(device).eval(), pose.to(device).eval(), attrs)
         gaussians = GaussianModel.load_h5(f["torso"], device)
         field = build_field(json.loads(attrs["field_spec"]), eye_dim=0, hashgrid=hashgrid)
         field.load_state_dict(read_state_dict(f["field"]))

@@ -16,6 +16,10 @@ once over the whole audio (measured: peak RSS 350 MB for 30 s, 810 MB for 5 min 
 (deformation + rasterisation + compositing) and end to end (including reading source frames
 and encoding); both go into the summary and into the output's metadata.
 
+A landmark-driven head (train-deform --condition landmarks) gets landmarks instead of audio
+(`with_landmarks`, landmark_source.landmarks_for_drive): cfg "landmarks" auto | a2l | track |
+OTHER_RUN and "edit" (mouth_scale=..., eyes_open=...); both go into the summary and metadata.
+
 Not a pipeline stage (it writes no artifact): the CLI calls `render_to_file` under the run's lock.
 """
 from __future__ import annotations
@@ -45,6 +49,9 @@ DEFAULTS = {
     "crf": 18,              # H.264 quality
     "encoder_preset": "medium",
     "rasterizer": "auto",
+    # landmark-driven heads (train-deform --condition landmarks), landmark_source.landmarks_for_drive:
+    "landmarks": "auto",    # auto (a2l on the driving audio; self-driven without a2l.h5: the track) | a2l | track | OTHER_RUN
+    "edit": "",             # e.g. mouth_scale=1.5,eyes_open=1
 }
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
 NON_SEMANTIC = set(DEFAULTS)  # render writes no artifact: nothing is fingerprinted
@@ -100,6 +107,13 @@ class Renderer:
     def set_audio(self, features: np.ndarray) -> None:
         self.head.set_audio(features)
 
+    def set_drive(self, drive: "Drive", lo: int, hi: int) -> None:
+        """Give the head frames lo..hi of the drive: landmarks for a landmark-driven head, else audio."""
+        if drive.landmarks is not None:
+            self.head.set_landmarks(drive.landmarks[lo:hi])
+        else:
+            self.head.set_audio(drive.features[lo:hi])
+
     def render(self, frames, world_to_cam, blink, real=None) -> dict:
         """Batch of frames -> {"full": (C,S,S,3) uint8 composite, "head_alpha": (C,S,S) float,
         "head_over_real": uint8 (when real frames (C,S,S,3) uint8 are given)}."""
@@ -109,7 +123,7 @@ class Renderer:
         from .splat import over
 
         h = self.head.render(frames, world_to_cam, self.K_head, self.size, blink=blink)
-        t = self.torso.render(world_to_cam, self.K_torso, self.size)
+        t = self.torso.render(world_to_cam, self.K_torso, self.size, head_rgb=h.rgb, head_alpha=h.alpha)
         out = {"full": _to_uint8(composite(self.background, t, h)), "head_alpha": h.alpha[..., 0].cpu().numpy()
                if h.alpha.dim() == 4 else h.alpha.cpu().numpy()}
         if real is not None:
@@ -145,6 +159,8 @@ class Drive:
     source_frames: np.ndarray | None  # (T,) frames of this run's video matching each pose (full-frame paste)
     held_out: tuple[int, int] | None = None
     blink_description: str = ""
+    landmarks: np.ndarray | None = None   # (T,L,3) for a landmark-driven head (with_landmarks)
+    landmark_description: str = ""
 
     @property
     def n_frames(self) -> int:
@@ -166,6 +182,17 @@ def held_out_range(run) -> tuple[int, int]:
         n = f["world_to_cam"].shape[0]
     _, h = split_frames(n)
     return int(h[0]), int(h[-1]) + 1
+
+
+def with_landmarks(run, drive: Drive, cfg: dict | None = None, device: str = "cpu") -> Drive:
+    """A landmark-driven head gets its landmarks here (a2l on the driving audio, the track,
+    another run, an edit: landmark_source.landmarks_for_drive); an audio head is left as is."""
+    from .landmark_source import landmarks_for_drive
+
+    ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device)
+    if ld is not None:
+        drive.landmarks, drive.landmark_description = ld.landmarks, ld.description
+    return drive
 
 
 def self_drive(run) -> Drive:
@@ -314,7 +341,7 @@ def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Ca
         lo, hi = max(0, b0 - half), min(T, int(idx[-1]) + max(A - half, 1))
         real = real_frames(idx) if real_frames is not None else None
         t0 = time.perf_counter()
-        renderer.set_audio(drive.features[lo:hi])
+        renderer.set_drive(drive, lo, hi)
         out = renderer.render(idx - lo, drive.world_to_cam[idx], drive.blink[idx], real)
         if real is not None:
             out["real"] = real
@@ -352,6 +379,7 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
     check_run(run)
     t_start = time.perf_counter()
     drive = self_drive(run) if audio is None else audio_drive(run, Path(audio), cfg, device)
+    drive = with_landmarks(run, drive, cfg, device)
     renderer = Renderer.load(run, device, int(cfg["size"]), str(cfg["rasterizer"]))
     size = renderer.size
     src = None
@@ -368,6 +396,8 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
         out_size = (size, size)
     meta_src = {"talkctl_pose": drive.pose_description, "talkctl_blink": drive.blink_description,
                 "talkctl_audio": drive.audio_description, "talkctl_run": str(run)}
+    if drive.landmarks is not None:
+        meta_src["talkctl_landmarks"] = drive.landmark_description
     model_s = 0.0
     n_done = 0
     try:
@@ -398,6 +428,8 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
         "end_to_end_fps": round(n_done / total_s, 2) if total_s > 0 else None,
         "seconds": round(total_s, 3),
     }
+    if drive.landmarks is not None:
+        summary["landmarks"] = drive.landmark_description
     _tag(output, {**meta_src, "talkctl_speed": f"model {summary['model_fps']} fps, end to end {summary['end_to_end_fps']} fps "
                                                f"on {summary['device']}",
                   "comment": json.dumps({k: summary[k] for k in ("audio", "pose", "model_fps", "end_to_end_fps", "device")})})

@@ -15,6 +15,13 @@ kept for the `paper` preset (100k steps); `tiny` and `fast` run 30-500x fewer st
 Adam moves a weight by about lr per step, so with 1.6e-5 the zero-initialised output
 layer would barely leave zero in 3k steps: they use lr_mlp = 1e-3 (documented, overridable).
 
+condition: "audio" (GSTalker: audio features -> AudioCondition code + the tracked blink) or
+"landmarks" (the decoupled two-stage method: the tracked canonical landmarks of track.h5 ->
+LandmarkCondition, landmark_condition.py: per-frame offset code + per-Gaussian relative
+position code; no blink input, the eyelid landmarks carry it). deform.h5 then also keeps
+landmark_indices, landmark_neutral and the attrs landmark_sigma/k/scale/alignment/parts,
+which render needs to drive the head with a2l's, another run's or edited landmarks.
+
 Ablations: static_init (false = random Gaussians), encoding (hashgrid | raw),
 perceptual (auto | lpips | dssim | none), lip_loss (weight, 0 disables).
 """
@@ -25,6 +32,7 @@ import json
 import numpy as np
 import torch
 
+from ..errors import ArtifactError, UsageError
 from .deform_field import (AudioCondition, DeformField, apply_deform, build_condition, grid_kwargs, hashgrid_backend,
                            save_state_dict)
 from .gaussians import GaussianModel
@@ -56,6 +64,12 @@ DEFAULTS = {
     "layers": 3,
     "code_dim": 32,
     "attn_window": 8,
+    # condition=landmarks (landmark_condition.py): parts driving the head, kernel width (canonical
+    # units: outer eye corners 0.65 apart), neighbours per Gaussian, pose removal of the landmarks
+    "landmark_parts": ["mouth", "jaw", "eyes"],
+    "landmark_sigma": 0.08,
+    "landmark_k": 8,
+    "landmark_alignment": "auto",
     "lr_grid": 5e-3,
     "lr_mlp": 1e-3,
     "mask_weight": 0.1,
@@ -122,7 +136,8 @@ class DeformTrainer:
         sc, m = self.scene, self.g.model
         t = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=m.means.device)
         code = self.condition.encode(t)
-        dxyz, dq, ds = self.field(m.means, code, sc.blink[t][:, None])
+        pg = self.condition.per_gaussian(code, m.means)
+        dxyz, dq, ds = self.field(m.means, code, sc.blink[t][:, None], pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
         w2c = sc.w2c[t]
         colors, deg = m.color_inputs(degree)
@@ -160,6 +175,35 @@ class DeformTrainer:
         return 10 * np.log10(1.0 / max(se / max(w, 1e-8), 1e-10))
 
 
+def landmark_condition(ctx, cfg, scene):
+    """LandmarkCondition on the tracked canonical landmarks (track.h5), the neutral face = mean of
+    the training frames; returns it with the datasets deform.h5 keeps for render."""
+    from .canonical_landmarks import canonical_landmarks, moving_indices, neutral_shape
+    from .landmark_condition import LandmarkCondition, offset_scale
+
+    with ctx.read("track") as f:
+        try:
+            lm = canonical_landmarks(f, method=cfg["landmark_alignment"])
+        except (KeyError, ValueError) as exc:
+            raise ArtifactError(f"track.h5 has no usable landmarks for condition=landmarks ({exc}): "
+                                "rerun `talkctl track --force`") from None
+    points = lm.points[: scene.T]
+    if len(points) < scene.T:
+        raise ArtifactError("track.h5 has fewer landmark frames than frames.h5: rerun `talkctl track --force`")
+    try:
+        idx = moving_indices(lm.n, tuple(cfg["landmark_parts"]), rigid=lm.rigid)
+    except ValueError as exc:
+        raise UsageError(f"train-deform landmark_parts: {exc}") from None
+    neutral = neutral_shape(points, lm.valid[: scene.T], scene.train_idx)
+    scale = offset_scale(points[scene.train_idx], neutral, idx)
+    cond = LandmarkCondition(idx, lm.n, k=int(cfg["landmark_k"]), sigma=float(cfg["landmark_sigma"]), scale=scale,
+                             neutral=neutral)
+    cond.set_source(landmarks=points)
+    attrs = {"landmark_sigma": cond.sigma, "landmark_k": cond.k, "landmark_scale": cond.scale,
+             "landmark_alignment": lm.method, "landmark_parts": json.dumps(list(cfg["landmark_parts"]))}
+    return cond, {"landmark_indices": idx, "landmark_neutral": neutral}, attrs
+
+
 def initial_gaussians(ctx, cfg, gen) -> tuple[GaussianModel, str]:
     if cfg["static_init"]:
         with ctx.read("static") as f:
@@ -173,21 +217,28 @@ def run(ctx, cfg: dict) -> dict:
     gen = torch.Generator().manual_seed(int(cfg["seed"]))
     rasterize = resolve_rasterizer(cfg["rasterizer"], ctx.device, ctx)
     perceptual_name, perceptual_fn = perceptual_loss(cfg["perceptual"], ctx.device, ctx.log)
-    if cfg["condition"] != "audio":  # other conditions plug in here (landmarks: not built yet)
-        build_condition({"name": cfg["condition"]})
-    with Scene(ctx, cfg, audio=cfg["condition"] == "audio") as scene:
+    if cfg["condition"] not in ("audio", "landmarks"):
+        raise UsageError(f"train-deform condition={cfg['condition']!r}: use audio or landmarks")
+    landmarks = cfg["condition"] == "landmarks"
+    with Scene(ctx, cfg, audio=not landmarks) as scene:
         gaussians, init_from = initial_gaussians(ctx, cfg, gen)
-        feats = scene.features
-        mean, std = AudioCondition.stats(feats[scene.train_idx])
-        cond_spec = {"name": cfg["condition"], "feature_dim": int(feats.shape[2]), "window": int(feats.shape[1]),
-                     "code_dim": int(cfg["code_dim"]), "attn_window": int(cfg["attn_window"])}
-        condition = build_condition(cond_spec)
-        condition.mean.copy_(torch.as_tensor(mean))
-        condition.std.copy_(torch.as_tensor(std))
+        extra, extra_attrs = {}, {}
+        if landmarks:
+            condition, extra, extra_attrs = landmark_condition(ctx, cfg, scene)
+        else:
+            feats = scene.features
+            mean, std = AudioCondition.stats(feats[scene.train_idx])
+            cond_spec = {"name": cfg["condition"], "feature_dim": int(feats.shape[2]), "window": int(feats.shape[1]),
+                         "code_dim": int(cfg["code_dim"]), "attn_window": int(cfg["attn_window"])}
+            condition = build_condition(cond_spec)
+            condition.mean.copy_(torch.as_tensor(mean))
+            condition.std.copy_(torch.as_tensor(std))
+            condition.set_source(features=feats)
+            extra = {"audio_mean": mean, "audio_std": std}
         condition = condition.to(ctx.device)
-        condition.set_source(features=feats)
         field_spec = {"encoding": cfg["encoding"], "bounds": [-1.0, 1.0], "grid": grid_kwargs(cfg),
-                      "cond_dim": condition.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"])}
+                      "cond_dim": condition.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"]),
+                      "eye_dim": 0 if landmarks else 1, "pg_dim": int(condition.pg_dim)}
         field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn)
         res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform")
@@ -197,8 +248,8 @@ def run(ctx, cfg: dict) -> dict:
             g.save_h5(f.create_group("head"))
             save_state_dict(f.create_group("field"), field)
             save_state_dict(f.create_group("condition"), condition)
-            f.create_dataset("audio_mean", data=mean)
-            f.create_dataset("audio_std", data=std)
+            for k, v in extra.items():  # audio: audio_mean/std; landmarks: landmark_indices, landmark_neutral
+                f.create_dataset(k, data=v)
             f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.attrs.update({
@@ -206,10 +257,14 @@ def run(ctx, cfg: dict) -> dict:
                 "condition": cfg["condition"], "encoding": cfg["encoding"], "perceptual_loss": perceptual_name,
                 "lip_loss": float(cfg["lip_loss"]), "init_from": init_from,
                 "audio_extractor": getattr(scene, "audio_extractor", ""),
+                **extra_attrs,
                 "resolution": scene.res, "crop_size": scene.S, "psnr_head": val, "n_gaussians": g.num,
                 "train_seconds": res["seconds"], "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1],
             })
     clear_checkpoints(ctx, ["train-deform"])
     ctx.log.info("deform: held-out head PSNR %.2f dB, %d Gaussians, perceptual %s", val, g.num, perceptual_name)
     return {"psnr_head": round(val, 3), "n_gaussians": g.num, "perceptual_loss": perceptual_name,
+            # what drove the held-out frames: a landmark head is scored with the tracked landmarks
+            # (its upper bound); a2l-driven figures come from eval / bench/compare_methods.py
+            "validation_driver": "tracked landmarks" if landmarks else "audio",
             "train_seconds": round(res["seconds"], 1), "init_from": init_from}

@@ -7,6 +7,13 @@ world_to_cam) -> Δposition, Δrotation, Δscale, rendered from the fixed camera
 The head (deform.h5) is frozen: each training frame is the composite
 background plate <- torso render <- head render, compared with the real frame (L1, plus
 mask_weight · L1(torso alpha, neck|torso mask)).
+
+mode=image (the decoupled two-stage method's torso, torso_image.py): instead of Gaussians a
+StyleUNet makes the torso and neck RGBA from the frozen head's render (rgb + alpha) and the
+head pose. Loss = L1(composite, frame) + L1(torso rgb, parse.h5's torso target inside the
+neck|torso mask) + mask_weight · L1(torso alpha, mask) + dssim_weight · D-SSIM(composite, frame).
+The head renders of the training frames are made once and cached (the head is frozen).
+torso.h5 records attrs mode (gaussian | image); image mode keeps net/<param> + net_spec.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import json
 import numpy as np
 import torch
 
+from ..errors import UsageError
 from .deform_field import PoseCondition, apply_deform, grid_kwargs, hashgrid_backend, save_state_dict
 from .gaussians import GaussianModel
 from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
@@ -28,6 +36,7 @@ from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_
 VERSION = 1
 DEFAULTS = {
     "rasterizer": "auto",
+    "mode": "gaussian",           # gaussian (pose-conditioned Gaussians) | image (StyleUNet from the head render)
     "resolution": 256,
     "iterations": 500,
     "batch": 2,
@@ -45,13 +54,19 @@ DEFAULTS = {
     "lr_mlp": 1e-3,
     "mask_weight": 0.1,
     "val_frames": 8,
+    # mode=image: U-Net width / number of down blocks, style vector size, learning rate, D-SSIM weight
+    "unet_channels": 32,
+    "unet_depth": 3,
+    "style_dim": 64,
+    "lr_image": 2e-3,
+    "dssim_weight": 0.2,
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify": False,
     **TRAIN_DEFAULTS,
 }
 PRESETS = {
-    "tiny": {"resolution": 64, "iterations": 60, "grid_levels": 4, "grid_base": 8, "grid_max": 32,
+    "tiny": {"resolution": 64, "iterations": 60, "unet_channels": 12, "unet_depth": 2, "style_dim": 16, "grid_levels": 4, "grid_base": 8, "grid_max": 32,
              "grid_log2_size": 10, "hidden": 32, "layers": 2, "val_every": 30, "checkpoint_every": 30,
              "val_frames": 2},
     "fast": {},
@@ -129,12 +144,128 @@ class TorsoTrainer:
         return 10 * np.log10(1.0 / max(se / max(len(idx), 1), 1e-10))
 
 
+class ImageTorsoTrainer:
+    """mode=image: trains the StyleUNet on (frozen head render, pose) -> torso RGBA."""
+
+    def __init__(self, scene: Scene, torso, head, cfg):
+        self.scene, self.torso, self.head, self.cfg = scene, torso, head, cfg
+        self.net = torso.net
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg["lr_image"]))
+        self._head_cache: dict[int, tuple] = {}
+
+    @property
+    def optimizers(self):
+        return {"net": self.opt}
+
+    def arrays(self):
+        return {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
+
+    def load_arrays(self, arrays):
+        self.net.load_state_dict({k[4:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("net.")})
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(self.cfg["lr_image"]))
+
+    def head_render(self, idx):
+        """Head rgb, alpha (B,R,R,·) of frames idx; rendered once per frame (the head is frozen)."""
+        sc = self.scene
+        missing = [int(i) for i in idx if int(i) not in self._head_cache]
+        if missing:
+            t = torch.as_tensor(missing, dtype=torch.long)
+            out = self.head.render(t, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
+            for j, i in enumerate(missing):
+                self._head_cache[i] = (out.rgb[j].half(), out.alpha[j].half())
+        rgb = torch.stack([self._head_cache[int(i)][0] for i in idx]).float()
+        alpha = torch.stack([self._head_cache[int(i)][1] for i in idx]).float()
+        return rgb, alpha
+
+    def forward(self, idx):
+        sc = self.scene
+        t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        h_rgb, h_alpha = self.head_render(idx)
+        out = self.torso.forward(sc.w2c[t], h_rgb, h_alpha, sc.res)
+        return out, h_rgb, h_alpha
+
+    def step(self, step, rng):
+        from .losses import dssim
+
+        c, sc = self.cfg, self.scene
+        idx = batch_schedule(sc.train_idx, int(c["batch"]), rng)
+        out, h_rgb, h_alpha = self.forward(idx)
+        full = over(h_rgb, h_alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb)))
+        real = sc.full_frames(idx)
+        target, mask = sc.torso_targets(idx)
+        loss = (l1(full, real) + l1(out.rgb * mask, target) + c["mask_weight"] * l1(out.alpha * (1 - h_alpha), mask))
+        if c["dssim_weight"] > 0:
+            loss = loss + c["dssim_weight"] * dssim(full, real)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def validate(self, frames=None) -> float:
+        """Held-out PSNR of the full composite, as the Gaussian torso's."""
+        sc = self.scene
+        idx = sc.held_subset(int(self.cfg["val_frames"])) if frames is None else frames
+        se = 0.0
+        for i in idx:
+            out, h_rgb, h_alpha = self.forward([i])
+            img = over(h_rgb, h_alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb))).clamp(0, 1)
+            se += float(((img - sc.full_frames([i])) ** 2).mean())
+        return 10 * np.log10(1.0 / max(se / max(len(idx), 1), 1e-10))
+
+
+def run_image(ctx, cfg: dict, head) -> dict:
+    from .torso_image import ImageTorsoModel, StyleUNet
+
+    with Scene(ctx, cfg) as scene:
+        drive_head(ctx, scene, head)
+        w2c_train = scene.w2c[torch.as_tensor(scene.train_idx)].cpu().numpy()
+        mean, std = PoseCondition.stats(w2c_train)
+        pose = PoseCondition(int(cfg["pose_freqs"]), mean, std).to(ctx.device)
+        net = StyleUNet(pose.out_dim, int(cfg["unet_channels"]), int(cfg["unet_depth"]), int(cfg["style_dim"]))
+        net = net.to(ctx.device)
+        torso = ImageTorsoModel(net, pose, {"resolution": scene.res})
+        trainer = ImageTorsoTrainer(scene, torso, head, cfg)
+        res = train(ctx, "train-torso", trainer, int(cfg["iterations"]), cfg, description="torso (image)")
+        val = trainer.validate(scene.held_idx)
+        with ctx.write("torso") as f:
+            save_state_dict(f.create_group("net"), net)
+            save_state_dict(f.create_group("pose"), pose)
+            f.create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
+            f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
+            f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
+            f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+            n_params = sum(p.numel() for p in net.parameters())
+            f.attrs.update({"mode": "image", "net_spec": json.dumps(net.spec()), "condition_spec": json.dumps(pose.spec()),
+                            "resolution": scene.res, "crop_size": scene.S, "psnr_full": val, "n_parameters": n_params,
+                            "train_seconds": res["seconds"],
+                            "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1]})
+    clear_checkpoints(ctx, ["train-torso"])
+    ctx.log.info("torso (image): held-out full-composite PSNR %.2f dB, %d parameters", val, n_params)
+    return {"psnr_full": round(val, 3), "mode": "image", "n_parameters": n_params, "train_seconds": round(res["seconds"], 1)}
+
+
+def drive_head(ctx, scene, head) -> None:
+    """Give the frozen head its training-time driver: the run's audio features, or its tracked
+    canonical landmarks for a landmark-conditioned head."""
+    if getattr(head, "condition_name", "audio") == "landmarks":
+        from .landmark_source import resolve_landmarks
+
+        head.set_landmarks(resolve_landmarks(ctx.run, "track").landmarks[: scene.T])
+    else:
+        head.set_audio(_audio_features(ctx, scene))
+
+
 def run(ctx, cfg: dict) -> dict:
     torch.manual_seed(int(cfg["seed"]))
+    if cfg["mode"] not in ("gaussian", "image"):
+        raise UsageError(f"train-torso mode={cfg['mode']!r}: use gaussian or image")
     rasterize = resolve_rasterizer(cfg["rasterizer"], ctx.device, ctx)
     head = load_head(ctx.run, ctx.device, ctx.backends.get("raster", "auto"))
+    if cfg["mode"] == "image":
+        return run_image(ctx, cfg, head)
     with Scene(ctx, cfg) as scene:
-        head.set_audio(_audio_features(ctx, scene))
+        drive_head(ctx, scene, head)
         with ctx.read("static") as f:
             gaussians = GaussianModel.load_h5(f["torso"], ctx.device)
         mn, mx = gaussians.means.detach().min(0).values, gaussians.means.detach().max(0).values
@@ -159,7 +290,7 @@ def run(ctx, cfg: dict) -> dict:
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
             f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
-            f.attrs.update({"field_spec": json.dumps(field_spec), "condition_spec": json.dumps(pose.spec()),
+            f.attrs.update({"mode": "gaussian", "field_spec": json.dumps(field_spec), "condition_spec": json.dumps(pose.spec()),
                             "resolution": scene.res, "crop_size": scene.S, "psnr_full": val, "n_gaussians": g.num,
                             "train_seconds": res["seconds"],
                             "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1]})
