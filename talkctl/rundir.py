@@ -119,34 +119,39 @@ class RunDir:
         return out
 
     # ---- lock ------------------------------------------------------------
-    @contextmanager
     def lock(self, holder: str):
-        """Exclusive writer lock (flock: released by the OS even if the process is killed)."""
-        path = self.path / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Exclusive writer lock on the run directory."""
+        return exclusive_lock(self.path / ".lock", holder,
+                              lambda who: f"run directory {self.path} is in use by {who}; "
+                                          "wait for it to finish or use another --run")
+
+
+@contextmanager
+def exclusive_lock(path: Path, holder: str, busy_message):
+    """flock on `path` (released by the OS even if the process is killed), with the holder's
+    name and pid written in it so a refused caller can say who has it: `busy_message(who)`."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                try:
-                    who = json.loads(Path(path).read_text() or "{}")
-                except ValueError:
-                    who = {}
-                what = f"`{who.get('holder', '?')}` (pid {who.get('pid', '?')})" if who else "another process"
-                raise LockedError(
-                    f"run directory {self.path} is in use by {what}; wait for it to finish or use another --run"
-                ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps({"holder": holder, "pid": os.getpid(), "since": time.time()}).encode())
-            try:
-                yield
-            finally:
-                os.ftruncate(fd, 0)
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                who = json.loads(Path(path).read_text() or "{}")
+            except ValueError:
+                who = {}
+            what = f"`{who.get('holder', '?')}` (pid {who.get('pid', '?')})" if who else "another process"
+            raise LockedError(busy_message(what)) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"holder": holder, "pid": os.getpid(), "since": time.time()}).encode())
+        try:
+            yield
         finally:
-            os.close(fd)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def check_input_file(path: Path, what: str = "input") -> Path:

@@ -8,18 +8,15 @@ the missing work.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import LockedError, UsageError
-from ..rundir import RunDir
+from ..errors import UsageError
+from ..rundir import RunDir, exclusive_lock
 from .engine import Engine
 from .manifest import Manifest, Subject
 from .tasks import PROGRESS_FILE, StageTask, read_progress
@@ -28,32 +25,10 @@ BATCH_FILE = "batch.json"
 LOCK_FILE = ".batch.lock"
 
 
-@contextmanager
 def root_lock(root: Path, holder: str):
-    """One batch per root (flock: released by the OS if the driver is killed)."""
-    path = root / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            try:
-                who = json.loads(path.read_text() or "{}")
-            except ValueError:
-                who = {}
-            what = f"`{who.get('holder', '?')}` (pid {who.get('pid', '?')})" if who else "another batch"
-            raise LockedError(f"batch root {root} is in use by {what}; wait for it to finish or use another --root") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"holder": holder, "pid": os.getpid(), "since": time.time()}).encode())
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    """One batch per root (the run directories keep their own locks too)."""
+    return exclusive_lock(root / LOCK_FILE, holder,
+                          lambda who: f"batch root {root} is in use by {who}; wait for it to finish or use another --root")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -82,6 +82,19 @@ def hashgrid_backend(cfg: dict, device: str, ctx=None) -> str:
     return name
 
 
+# The settings of a field's encoding, shared by every stage that trains one (the paper's tri-plane
+# hash grid: 14 levels, 1 feature per level, resolutions 64 -> 512).
+ENCODING_DEFAULTS = {
+    "encoding": "hashgrid",      # hashgrid | raw (ablation: raw coordinates)
+    "hashgrid": "auto",          # hash-grid backend: auto | torch | tcnn
+    "grid_levels": 14,
+    "grid_features": 1,
+    "grid_base": 64,
+    "grid_max": 512,
+    "grid_log2_size": 16,
+}
+
+
 def grid_kwargs(cfg: dict) -> dict:
     return {"n_levels": int(cfg["grid_levels"]), "features_per_level": int(cfg["grid_features"]),
             "base_resolution": int(cfg["grid_base"]), "max_resolution": int(cfg["grid_max"]),

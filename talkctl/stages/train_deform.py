@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import ArtifactError, UsageError
-from .deform_field import (AudioCondition, DeformField, apply_deform, build_condition, grid_kwargs, hashgrid_backend,
+from .deform_field import (ENCODING_DEFAULTS, AudioCondition, DeformField, apply_deform, build_condition, grid_kwargs, hashgrid_backend,
                            save_state_dict)
 from .gaussians import GaussianModel
 from .head_model import build_field
@@ -53,13 +53,7 @@ DEFAULTS = {
     "batch": 2,
     "static_init": True,
     "random_gaussians": 4000,     # used when static_init is false
-    "encoding": "hashgrid",
-    "hashgrid": "auto",          # hash-grid backend: auto | torch | tcnn
-    "grid_levels": 14,
-    "grid_features": 1,
-    "grid_base": 64,
-    "grid_max": 512,
-    "grid_log2_size": 16,
+    **ENCODING_DEFAULTS,
     "hidden": 64,
     "layers": 3,
     "code_dim": 32,

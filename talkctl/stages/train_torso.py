@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .deform_field import PoseCondition, apply_deform, grid_kwargs, hashgrid_backend, save_state_dict
+from .deform_field import ENCODING_DEFAULTS, PoseCondition, apply_deform, grid_kwargs, hashgrid_backend, save_state_dict
 from .gaussians import GaussianModel
 from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
 from .head_model import build_field, composite, load_head
@@ -41,13 +41,7 @@ DEFAULTS = {
     "iterations": 500,
     "batch": 2,
     "pose_freqs": 6,
-    "encoding": "hashgrid",
-    "hashgrid": "auto",          # hash-grid backend: auto | torch | tcnn
-    "grid_levels": 14,
-    "grid_features": 1,
-    "grid_base": 64,
-    "grid_max": 512,
-    "grid_log2_size": 16,
+    **ENCODING_DEFAULTS,
     "hidden": 64,
     "layers": 3,
     "lr_grid": 5e-3,
