@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("TALKCTL_SHARED", ROOT.parent / "shared"))
+from common import ROOT, SHARED_HINT, describe, load_avg, machine, shared_dir, write_json
+
 CLIPS = {"french": "data/video/french_50s.mp4", "german": "data/video/german_20s.mp4",
          "grid": "data/video/grid_s1_180s.mp4"}
 
@@ -41,23 +39,12 @@ def last_built() -> str:
     return last
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def ray_version() -> str | None:
     try:
         import ray
-
-        ray_version = ray.__version__
     except ImportError:
-        ray_version = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "ray": ray_version,
-            "platform": platform.platform(), "load_average_1m_before": os.getloadavg()[0]}
+        return None
+    return ray.__version__
 
 
 def main() -> None:
@@ -66,16 +53,18 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--engines", default="local,ray")
     ap.add_argument("--work", type=Path, default=Path("/tmp/talkctl-bench-batch"))
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "batch_engines.json")
+    ap.add_argument("--out", type=Path, default=Path("batch_engines.json"),
+                    help="results file (a bare name goes under bench/results/)")
     args = ap.parse_args()
     to = args.to or last_built()
-    missing = [p for p in CLIPS.values() if not (SHARED / p).exists()]
+    shared = shared_dir()
+    missing = [p for p in CLIPS.values() if shared is None or not (shared / p).exists()]
     if missing:
-        sys.exit(f"needs the shared clips under {SHARED}: missing {missing}")
+        sys.exit(f"needs the shared clips ({SHARED_HINT}): missing {missing}")
     args.work.mkdir(parents=True, exist_ok=True)
     manifest = args.work / "three_clips.toml"
-    manifest.write_text("".join(f'[[subject]]\nname = "{n}"\nvideo = "{SHARED / p}"\n\n' for n, p in CLIPS.items()))
-    info = machine()
+    manifest.write_text("".join(f'[[subject]]\nname = "{n}"\nvideo = "{shared / p}"\n\n' for n, p in CLIPS.items()))
+    info = machine(ray=ray_version())
     rows = []
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
     for engine in args.engines.split(","):
@@ -107,10 +96,9 @@ def main() -> None:
         equal = not diffs
     else:
         diffs = ["not compared: an engine did not run"]
-    info["load_average_1m_after"] = os.getloadavg()[0]
+    info["load_avg_after"] = load_avg()
     print(f"\nthree shared clips, preset tiny, chain extract-audio..{to}, {args.workers} workers")
-    print(f"machine: {info['cpu']}, {info['cores']} cores, load avg {info['load_average_1m_before']:.1f} -> "
-          f"{info['load_average_1m_after']:.1f} (shared with other work)")
+    print(describe(info))
     print(f"{'engine':8} {'wall s':>8}  per-subject stage seconds")
     for r in rows:
         per = "; ".join(f"{n}: " + ", ".join(f"{k} {v:.1f}" for k, v in s["stages"].items() if v is not None)
@@ -122,11 +110,9 @@ def main() -> None:
                 print(f"{r['engine']}: {n} {sub['status']}: {sub['error']}")
     n_files = len(list((args.work / rows[0]["engine"]).glob("*/*.h5"))) if rows else 0
     print(f"artifacts equal (HDF5 datasets + fingerprints, {n_files} files): {equal}" + ("" if equal else f" {diffs[:5]}"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "talkctl batch: local vs Ray engine", "chain_to": to, "preset": "tiny",
-                                    "workers": args.workers, "clips": CLIPS, "machine": info, "runs": rows,
-                                    "artifacts_equal": equal, "artifacts_compared": n_files,
-                                    "differences": diffs[:20]}, indent=2) + "\n")
+    write_json(args.out, {"benchmark": "talkctl batch: local vs Ray engine", "chain_to": to, "preset": "tiny",
+                          "workers": args.workers, "clips": CLIPS, "machine": info, "runs": rows,
+                          "artifacts_equal": equal, "artifacts_compared": n_files, "differences": diffs[:20]})
 
 
 if __name__ == "__main__":

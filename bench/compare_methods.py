@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from common import machine, write_json
 
 METHODS = {
     "gstalker": [("train-deform", {"condition": "audio"}), ("train-torso", {"mode": "gaussian"})],
@@ -124,7 +121,6 @@ def evaluate(run) -> dict | None:
 def main(argv=None) -> int:
     import torch
 
-    from common import machine
     from talkctl.rundir import RunDir
 
     ap = argparse.ArgumentParser()
@@ -188,13 +184,11 @@ def main(argv=None) -> int:
     sets = json.loads((work / "gstalker" / "stage_times.json").read_text()).get("sets", args.set)
     out = {"benchmark": "gstalker vs two-stage on the synthetic subject", "preset": args.preset, "sets": sets,
            "resolution": args.resolution, "seconds": args.seconds, "machine": info, "rows": rows}
-    path = ROOT / "bench" / "results" / "compare_methods.json"
-    path.write_text(json.dumps(out, indent=2, default=str))
+    write_json("compare_methods.json", out)
     for r in rows:
         print(r["method"], json.dumps({k: v for k, v in r.items() if k != "eval"}))
         if "eval" in r:
             print("  eval:", json.dumps(r["eval"], default=str)[:2000])
-    print(f"wrote {path}")
     return 0
 
 
