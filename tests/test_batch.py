@@ -284,6 +284,45 @@ def test_worker_killed_mid_stage_reruns_the_stage_and_others_finish(tmp_path):
         assert f["series"].shape == (1000,)
 
 
+def test_a_worker_that_dies_busy_keeps_its_task_while_others_are_queued(tmp_path, fakes):
+    """The race behind a batch that hung under load: a worker is killed mid-stage, and a
+    dispatch (for a queued task) runs before poll() has waited on its sentinel. The dead
+    worker's task must still come back as `died` (the driver retries it), not vanish."""
+    from talkctl.batch.local import LocalEngine
+    from talkctl.batch.tasks import StageTask
+    from talkctl.rundir import RunDir
+
+    runs = []
+    for i, video in enumerate(_videos(tmp_path, 2)):
+        run = RunDir(tmp_path / f"s{i}", create=True)
+        run.set_video(video)
+        runs.append(run.path)
+    eng = LocalEngine(workers=1)
+    eng.start()
+    try:
+        eng.submit(StageTask("s0", "fake-a", str(runs[0]), config={"fake-a": {"sleep": 30.0}}))
+        eng.submit(StageTask("s1", "fake-a", str(runs[1])))
+        assert eng.poll(0) == [] and eng.pending() == 2  # s0 on the only worker, s1 queued
+        t = time.time()
+        while not (runs[0] / "fake-a.pid").exists() or not (runs[0] / "fake-a.pid").read_text():
+            assert time.time() - t < 60, "fake-a never started"
+            time.sleep(0.05)
+        pid = int((runs[0] / "fake-a.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            pass
+        eng._dispatch()  # what poll() does first: s1 is queued, the only worker is dead
+        outcomes, t = [], time.time()
+        while eng.pending() and time.time() - t < 60:
+            outcomes += eng.poll(0.25)
+        got = {o.task.subject: o.result for o in outcomes}
+        assert set(got) == {"s0", "s1"}, got
+        assert got["s0"]["died"] and "killed by signal 9" in got["s0"]["error"]
+        assert got["s1"]["ok"]
+    finally:
+        eng.shutdown()
+
+
 def test_interrupted_batch_resumes_where_it_stopped(tmp_path, fakes, capsys):
     v = _videos(tmp_path, 3)
     m = _manifest(tmp_path, _subjects(v, {"s2": ["[subject.config.fake-a]", "sleep = 20.0"]}))

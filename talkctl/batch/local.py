@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import time
 from multiprocessing.connection import wait as mp_wait
 from typing import Callable
 
@@ -142,6 +143,11 @@ class LocalEngine:
             for i, w in enumerate(slots):
                 if not queue:
                     break
+                if w is not None and w.task is not None:
+                    # Busy, or died busy: a dead worker's task is reported by poll() (its
+                    # sentinel is ready) and retried; replacing the worker here would drop that
+                    # task and leave the driver waiting forever for its outcome.
+                    continue
                 if w is None or not w.process.is_alive():
                     w = slots[i] = _Worker(self._ctx, pool, self._env(pool), self._setup)
                 if w.task is None:
@@ -159,6 +165,7 @@ class LocalEngine:
         self._dispatch()
         busy = [w for slots in self._pools.values() for w in slots if w is not None and w.task is not None]
         if not busy:
+            time.sleep(timeout)  # nothing to wait on: never let a caller's loop spin a core
             return []
         waitables = {}
         for w in busy:
