@@ -6,6 +6,7 @@ or an ffmpeg on PATH take precedence when set/present so users can bring their o
 from __future__ import annotations
 
 import json
+import wave
 import os
 import shutil
 import subprocess
@@ -71,6 +72,22 @@ def probe(path: Path) -> dict:
             layout = re.search(r"Hz, ([^,]+)", line)
             info["audio"] = {"sample_rate": int(sr[1]) if sr else None, "layout": layout[1].strip() if layout else None}
     return info
+
+
+def write_wav(path, samples, sample_rate: int) -> Path:
+    """16-bit PCM wav of samples in [-1, 1], shaped (n,) or (n, channels)."""
+    import numpy as np
+
+    x = np.asarray(samples, np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(x.shape[1])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    return Path(path)
 
 
 def describe_json(info: dict) -> str:

@@ -35,14 +35,13 @@ import functools
 import os
 import subprocess
 import tempfile
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from talkctl.errors import MissingToolError, StageError, UsageError
-from talkctl.media import ffmpeg_exe
+from talkctl.media import ffmpeg_exe, write_wav
 
 FACE_HEIGHT_M = 0.18      # forehead (landmark 10) to chin (152) of an adult face, metres
 REST_DEPTH_M = 0.6        # face plane distance from the camera at rest
@@ -85,15 +84,6 @@ class SyntheticAudio:
     def write_wav(self, path: Path) -> Path:
         write_wav(path, self.samples, self.sample_rate)
         return Path(path)
-
-
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
 
 
 def speech_envelope(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:

@@ -18,14 +18,13 @@ import subprocess
 import tempfile
 import threading
 import time
-import wave
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from .errors import InputError, StageError
-from .media import ffmpeg_exe, probe, run_ffmpeg
+from .media import ffmpeg_exe, probe, run_ffmpeg, write_wav
 
 AUDIO_SR = 16000
 
@@ -44,15 +43,6 @@ def decode_audio(path: str | os.PathLike, sample_rate: int = AUDIO_SR) -> np.nda
     if wav.size == 0:
         raise InputError(f"{path} has no audio samples; give a file with an audio track")
     return wav.copy()
-
-
-def _write_wav16(path: Path, wav: np.ndarray, sample_rate: int) -> None:
-    pcm = (np.clip(wav, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
 
 
 def _as_uint8(frame) -> np.ndarray:
@@ -151,7 +141,7 @@ class VideoWriter:
             n = int(round(self.target_frames * self.audio_rate / self.fps))
             wav = np.pad(wav[:n], (0, max(0, n - len(wav))))
             wav_path = Path(self._tmpdir.name) / "audio.wav"
-            _write_wav16(wav_path, wav, self.audio_rate)
+            write_wav(wav_path, wav, self.audio_rate)
             args += ["-i", str(wav_path), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
         for k, v in self.metadata.items():
             args += ["-metadata", f"{k}={v}"]

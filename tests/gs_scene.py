@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import h5py
 import numpy as np
 import torch
 
@@ -126,3 +127,13 @@ def make_scene(run_path, T: int = 24, size: int = 48, seed: int = 0, mouth_amp: 
         f.attrs.update({"sample_rate": 16000, "fps": 25, "n_frames": T, "window": W, "feature_dim": D,
                         "extractor": "test", "feature_rate": 25})
     return run, sig
+
+
+def run_frames(run: RunDir, idx):
+    """(frames (B,H,W,3) float, head masks (B,H,W,1), world_to_cam (B,4,4), K) of frames idx of a run."""
+    with h5py.File(run.path / "frames.h5") as f:
+        fr = torch.tensor(f["frames"][()][idx]).float() / 255
+    with h5py.File(run.path / "parse.h5") as f:
+        head = torch.tensor(f["labels"][()][idx] == 1).float()[..., None]
+    with h5py.File(run.path / "track.h5") as f:
+        return fr, head, f["world_to_cam"][()][idx], f["intrinsics"][()]

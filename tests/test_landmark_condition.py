@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from gs_scene import make_scene
+from gs_scene import make_scene, run_frames
 from lm_scene import MOUTH, add_landmarks
 from talkctl.errors import ArtifactError, InputError, UsageError
 from talkctl.pipeline import run_stage
@@ -52,19 +52,10 @@ def lm_runs(tmp_path_factory):
     return run, still, sig, pts
 
 
-def _frames(run, idx):
-    with h5py.File(run.path / "frames.h5") as f:
-        fr = torch.tensor(f["frames"][()][idx]).float() / 255
-    with h5py.File(run.path / "parse.h5") as f:
-        head = torch.tensor(f["labels"][()][idx] == 1).float()[..., None]
-    with h5py.File(run.path / "track.h5") as f:
-        return fr, head, f["world_to_cam"][()][idx], f["intrinsics"][()]
-
-
 def test_landmark_condition_learns_the_mouth(lm_runs):
     run, still, sig, pts = lm_runs
     idx = np.nonzero(np.abs(sig - np.median(sig)) > 0.25)[0]
-    fr, head, w2c, K = _frames(run, idx)
+    fr, head, w2c, K = run_frames(run, idx)
     scores = {}
     for name, r, lm in (("moving", run, pts), ("still", still, np.repeat(pts.mean(0, keepdims=True), len(pts), 0))):
         h = load_head(r.path)
@@ -96,7 +87,7 @@ def test_mouth_opening_edit_moves_the_rendered_mouth(lm_runs):
     # a training frame a little open: x2 stays inside the range of openings seen in training
     off = sig[:30] - sig[:30].mean()
     t = int(np.argmin(np.abs(off - 0.45 * off.max())))
-    fr, head, w2c, K = _frames(run, [t])
+    fr, head, w2c, K = run_frames(run, [t])
     h = load_head(run.path)
     with h5py.File(run.path / "deform.h5") as f:
         neutral = f["landmark_neutral"][()]
@@ -213,7 +204,7 @@ def test_image_torso_learns_and_composites(lm_runs, capsys):
         assert f.attrs["mode"] == "image" and "net" in f and f["background"].shape == (SIZE, SIZE, 3)
     assert curve[-1, 1] > curve[0, 1] + 3.0, curve
     idx = np.array([30, 31, 32])
-    fr, head_mask, w2c, K = _frames(run, idx)
+    fr, head_mask, w2c, K = run_frames(run, idx)
     head, torso = load_head(run.path), load_torso(run.path)
     assert isinstance(torso, ImageTorsoModel) and torso.mode == "image"
     head.set_landmarks(pts)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from gs_scene import make_scene
+from gs_scene import make_scene, run_frames
 from talkctl import artifacts
 from talkctl.errors import MissingToolError
 from talkctl.pipeline import run_stage
@@ -53,15 +53,6 @@ def _copy(run: RunDir, dest) -> RunDir:
     return RunDir(dest)
 
 
-def _frames(run, idx):
-    with h5py.File(run.path / "frames.h5") as f:
-        fr = torch.tensor(f["frames"][()][idx]).float() / 255
-    with h5py.File(run.path / "parse.h5") as f:
-        head = torch.tensor(f["labels"][()][idx] == 1).float()[..., None]
-    with h5py.File(run.path / "track.h5") as f:
-        return fr, head, f["world_to_cam"][()][idx], f["intrinsics"][()]
-
-
 def test_static_psnr_rises_and_artifact(scene):
     base, run, sig, summary = scene
     with h5py.File(run.path / "static.h5") as f:
@@ -88,7 +79,7 @@ def test_deform_learns_audio_driven_mouth(scene, deformed, tmp_path):
         f["features"] = np.broadcast_to(feats.mean(0, keepdims=True), feats.shape).copy()
     run_stage("train-deform", const, preset="tiny", device="cpu", overrides=DEFORM)
     idx = np.nonzero(np.abs(sig - np.median(sig)) > 0.25)[0]  # frames with the mouth far from its median
-    fr, head, w2c, K = _frames(run, idx)
+    fr, head, w2c, K = run_frames(run, idx)
     lips = (slice(None), slice(int(SIZE * 0.5), int(SIZE * 0.85)), slice(int(SIZE * 0.3), int(SIZE * 0.7)))
     scores = {}
     for name, r in (("audio", run), ("const", const)):
@@ -162,7 +153,7 @@ def test_torso_composite_and_loading_api(scene, deformed):
         assert f["background"].shape == (SIZE, SIZE, 3)
     assert curve[-1, 1] > curve[0, 1] + 0.5, curve
     idx = np.array([30, 31, 32])
-    fr, head_mask, w2c, K = _frames(run, idx)
+    fr, head_mask, w2c, K = run_frames(run, idx)
     head, torso = load_head(run.path), load_torso(run.path)
     with h5py.File(run.path / "audio.h5") as f:
         head.set_audio(f["features"][()])

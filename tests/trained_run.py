@@ -2,10 +2,11 @@
 iterations), built once per test session and shared by test_render.py and test_eval.py."""
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
+
+from talkctl.media import write_wav  # noqa: F401  (re-exported: tests call trained_run.write_wav)
 
 # config overrides a user could pass with --set: small crop, few iterations
 OVERRIDES = {
@@ -40,20 +41,6 @@ def build(base: Path, seconds: float = 3.6, size: int = 128):
         torch.set_num_threads(threads)
     _CACHE["run"] = (run, subject)
     return _CACHE["run"]
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
-    """int16 wav; samples (n,) or (n, channels) in [-1, 1]."""
-    x = np.asarray(samples, np.float64)
-    if x.ndim == 1:
-        x = x[:, None]
-    pcm = (np.clip(x, -1, 1) * 32767).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(x.shape[1])
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
 
 
 def voice(seconds: float, rate: int = 16000, seed: int = 7) -> np.ndarray:
