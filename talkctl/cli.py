@@ -234,7 +234,7 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     from . import config as configmod
     from .console import err, make_progress
     from .pipeline import resolve_device
-    from .report import comparison_table
+    from .report import STAGE_KEYS, comparison_table
     from .rundir import RunDir, check_input_file
     from .stages import eval as emod
 
@@ -256,6 +256,7 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     rows = emod.comparison_rows(results)
     if not _State.quiet:
         err.print(comparison_table(rows))
+        err.print(comparison_table(rows, STAGE_KEYS, title="training time per stage"))
         if not _State.json:
             for r in results:
                 err.print(f"report: {r['report']}\nfigures: {r['eval_json']}")

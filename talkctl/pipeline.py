@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import artifacts, config as configmod
+from . import artifacts, config as configmod, memory
 from .errors import ArtifactError, NotBuiltError, UsageError
 from .rundir import RunDir
 
@@ -142,6 +142,8 @@ class Context:
                              backend=self.backends) as f:
             yield f
             f.attrs["seconds"] = round(time.time() - self.started, 3)
+            for k, v in memory.peak_attrs().items():  # peak so far in this stage
+                f.attrs[k] = v
 
     def read(self, name: str):
         return artifacts.open_for_read(self.run, name)
@@ -207,9 +209,10 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
                       device=device, progress=progress, log=logger)
         try:
             logger.info("start %s (fingerprint %s, device %s, config %s)", name, fp, ctx.device, sem)
+            memory.reset_peak()
             summary = mod.run(ctx, cfg) or {}
             seconds = round(time.time() - ctx.started, 3)
-            logger.info("done in %.1f s", seconds)
+            logger.info("done in %.1f s, peak memory %s", seconds, memory.peak_attrs())
             run.record({"stage": name, "fingerprint": fp, "seconds": seconds, "finished": time.time(),
                         "device": ctx.device, "preset": cfg.get("preset")})
         finally:

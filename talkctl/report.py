@@ -35,6 +35,8 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
     ("psnr_face", "PSNR (face)", "{:.2f} dB", "high", "inside the head mask"),
     ("ssim", "SSIM", "{:.4f}", "high", "Gaussian window 11, sigma 1.5, RGB"),
     ("lpips", "LPIPS", "{:.4f}", "low", "AlexNet v0.1"),
+    ("full_psnr", "PSNR (full)", "{:.2f} dB", "high", "torso + head over the background plate"),
+    ("full_ssim", "SSIM (full)", "{:.4f}", "high", "torso + head over the background plate"),
     ("lmd", "LMD", "{:.4f}", "low", "mouth landmark distance / inter-ocular distance"),
     ("mouth_corr", "Mouth corr.", "{:.3f}", "high", "Pearson, real vs rendered mouth opening"),
     ("sync_corr", "Sync corr.", "{:.3f}", "high", "mouth opening vs speech energy, best lag"),
@@ -43,10 +45,15 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
     ("syncnet_confidence", "SyncNet conf.", "{:.2f}", "high", "joonson/syncnet_python"),
     ("syncnet_offset", "SyncNet offset", "{:+d} fr", None, "video behind audio, frames"),
     ("render_fps", "Render speed", "{:.1f} fps", "high", "frames per second, rendering only"),
-    ("peak_memory_mb", "Peak memory", "{:.0f} MiB", "low", "device memory while rendering"),
+    ("peak_memory_mb", "Peak memory", "{:.0f} MiB", "low", "host memory of the evaluating process"),
+    ("train_peak_memory_mb", "Training peak mem.", "{:.0f} MiB", "low", "largest stage's peak host RSS"),
     ("train_seconds", "Training time", "{}", "low", "all stages"),
+    ("model_mb", "Model size", "{:.2f} MiB", "low", "deform.h5 + torso.h5 (+ a2l.h5)"),
     ("gaussians", "Gaussians", "{}", None, "head + torso"),
+    ("method", "Method", "{}", None, "deformation condition and torso mode"),
 ]
+STAGE_NAMES = ("extract-audio", "track", "parse", "init-static", "train-a2l", "train-deform", "train-torso")
+FIGURES += [(f"seconds:{st}", st, "{}", "low", f"{st} wall time") for st in STAGE_NAMES]
 _FIG = {k: (label, fmt, better, helptext) for k, label, fmt, better, helptext in FIGURES}
 UNAVAILABLE_REASON = {"lpips": "lpips_reason", "syncnet_confidence": "syncnet_reason", "syncnet_offset": "syncnet_reason"}
 
@@ -297,7 +304,7 @@ def svg_line_chart(series: list[dict], *, width: int = 760, height: int = 240, t
 def format_figure(key: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    if key == "train_seconds":
+    if key == "train_seconds" or key.startswith("seconds:"):
         return format_seconds(float(value))
     if key == "gaussians":
         if isinstance(value, dict):
@@ -321,7 +328,7 @@ def format_seconds(s: float) -> str:
 def _figures_table(fig: dict) -> str:
     rows = []
     for key, label, _, better, helptext in FIGURES:
-        if key not in fig and key not in UNAVAILABLE_REASON:
+        if (key not in fig and key not in UNAVAILABLE_REASON) or key.startswith("seconds:"):  # own section
             continue
         value = fig.get(key)
         if value is None:
@@ -517,8 +524,9 @@ def write_report(path_html: str | os.PathLike, data: dict) -> Path:
 
 # ---------------------------------------------------------------------------- comparison (eval RUN1 RUN2 ...)
 
-COMPARE_KEYS = ("psnr", "ssim", "lpips", "lmd", "mouth_corr", "sync_corr", "syncnet_confidence",
-                "render_fps", "train_seconds", "gaussians")
+COMPARE_KEYS = ("method", "psnr", "ssim", "lpips", "lmd", "mouth_corr", "sync_corr", "syncnet_confidence",
+                "render_fps", "train_seconds", "train_peak_memory_mb", "model_mb", "gaussians")
+STAGE_KEYS = tuple(f"seconds:{st}" for st in STAGE_NAMES)  # the second table: training time per stage
 
 
 def _best(rows: list[dict], key: str) -> float | None:
@@ -529,8 +537,8 @@ def _best(rows: list[dict], key: str) -> float | None:
     return max(vals) if better == "high" else min(vals)
 
 
-def _columns(rows: list[dict]) -> list[str]:
-    return [k for k in COMPARE_KEYS if any(r.get(k) is not None for r in rows)]
+def _columns(rows: list[dict], keys=COMPARE_KEYS) -> list[str]:
+    return [k for k in keys if any(r.get(k) is not None for r in rows)]
 
 
 def _cell(r: dict, k: str) -> str:
@@ -542,12 +550,12 @@ def _cell(r: dict, k: str) -> str:
     return s
 
 
-def comparison_table(rows: list[dict]):
+def comparison_table(rows: list[dict], keys=COMPARE_KEYS, title: str = "talkctl eval"):
     """A rich Table: one row per run ({"run": name, <figure keys>...}); best value in bold green."""
     from rich.table import Table
 
-    cols = _columns(rows)
-    t = Table(title="talkctl eval", header_style="bold")
+    cols = _columns(rows, keys)
+    t = Table(title=title, header_style="bold")
     t.add_column("run", style="cyan", no_wrap=True)
     for k in cols:
         arrow = {"high": " ↑", "low": " ↓"}.get(_FIG[k][2], "")
@@ -564,10 +572,10 @@ def comparison_table(rows: list[dict]):
     return t
 
 
-def comparison_markdown(rows: list[dict]) -> str:
+def comparison_markdown(rows: list[dict], keys=COMPARE_KEYS) -> str:
     """The same table as GitHub markdown (plain text: readable in a terminal or a CI log);
     the best value of each column is in **bold**."""
-    cols = _columns(rows)
+    cols = _columns(rows, keys)
     head = ["run"] + [_FIG[k][0] + {"high": " ↑", "low": " ↓"}.get(_FIG[k][2], "") for k in cols]
     best = {k: _best(rows, k) for k in cols}
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(cols)) + "|"]

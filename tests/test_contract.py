@@ -49,11 +49,12 @@ def test_artifact_records_the_contract_attributes(fake_pipeline, run):
     pipeline.run_stage("fake-a", run)
     attrs = artifacts.read_attrs(run, "fake_a")
     for key in ("schema", "schema_version", "producer", "talkctl_version", "created", "config", "inputs",
-                "fingerprint", "backend", "seconds"):
+                "fingerprint", "backend", "seconds", "peak_rss_mb"):
         assert key in attrs, key
     assert attrs["schema"] == "talkctl.fake_a" and attrs["producer"] == "fake-a v1"
     assert json.loads(attrs["inputs"]) == {"video": run.video()[1]}
     assert json.loads(attrs["config"]) == {"scale": 1.0}
+    assert 10 < attrs["peak_rss_mb"] < 24 * 1024  # this stage's peak host memory, MiB
 
 
 def test_downstream_goes_stale_when_upstream_changes(fake_pipeline, run, tmp_path):

@@ -72,6 +72,10 @@ def test_eval_json_figures_are_finite_and_complete(evaluated):
         assert isinstance(fig[key], float) and math.isfinite(fig[key]), key
     assert 5 < fig["psnr"] < 60 and 0 < fig["ssim"] <= 1 and fig["render_fps"] > 0
     assert fig["gaussians"]["head"] > 0 and fig["gaussians"]["torso"] > 0
+    # the comparison's method, model size, training peak memory and time per stage
+    assert fig["method"] == "gstalker" and fig["model_mb"] > 0
+    assert 50 < fig["train_peak_memory_mb"] < 24 * 1024
+    assert fig["seconds:train-deform"] > 0 and fig["seconds:train-torso"] > 0
     for path, v in _numbers(on_disk):
         assert math.isfinite(v), path
     # lip figures: numbers, or None with a reason

@@ -131,3 +131,16 @@ def test_comparison_rich_table():
     con.print(t)
     text = con.export_text()
     assert "32.50 dB" in text and "0.1100" in text and "SSIM" in text
+
+
+def test_comparison_method_memory_size_and_stage_seconds():
+    rows = [{"run": "g", "method": "gstalker", "train_peak_memory_mb": 900.0, "model_mb": 0.61,
+             "seconds:train-deform": 1500.0, "seconds:train-torso": 300.0},
+            {"run": "t", "method": "two-stage", "train_peak_memory_mb": 700.0, "model_mb": 1.27,
+             "seconds:train-a2l": 120.0, "seconds:train-deform": 1400.0, "seconds:train-torso": 250.0}]
+    md = report.comparison_markdown(rows).splitlines()
+    assert "Method" in md[0] and "Training peak mem." in md[0] and "Model size" in md[0]
+    assert "two-stage" in md[3] and "**700 MiB**" in md[3] and "**0.61 MiB**" in md[2]
+    stages = report.comparison_markdown(rows, report.STAGE_KEYS).splitlines()
+    assert stages[0].split("|")[2:5] == [" train-a2l ↓ ", " train-deform ↓ ", " train-torso ↓ "]
+    assert "n/a" in stages[2] and "**23 min 20 s**" in stages[3]

@@ -36,7 +36,8 @@ from .render import (FPS, Renderer, _resize, audio_drive, check_run, device_name
 
 VERSION = 1
 DEFAULTS = {"size": 0, "batch": 8, "lpips": True, "report_frames": 3, "pose": "train", "pose_start": 0,
-            "blink": "source", "rasterizer": "auto"}
+            "blink": "source", "rasterizer": "auto",
+            "landmarks": "auto"}  # landmark-driven heads: auto (a2l) | track (the held-out frames' own) | OTHER_RUN
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
 NON_SEMANTIC = set(DEFAULTS)
 LANDMARK_SIDE = 256  # detector input side (px): tiny renders are upscaled to this
@@ -172,7 +173,30 @@ def training_info(run) -> dict:
                         curves[name] = {"step": c[:, 0].tolist(), "psnr": c[:, 1].tolist()}
         except OSError:
             continue
-    return {"stages": stages, "gaussians": gaussians, "curves": curves, "training_peak_memory": peak}
+    return {"stages": stages, "gaussians": gaussians, "curves": curves, "training_peak_memory": peak,
+            "method": method_name(deform, torso), "model_mb": model_mb(run)}
+
+
+# What `render` loads: the head (canonical Gaussians + field), the torso, and a2l.h5 for two-stage runs.
+MODEL_ARTIFACTS = ("deform", "torso", "a2l")
+
+
+def model_mb(run) -> float:
+    """Size on disk of the trained model a render needs, in MiB."""
+    from .. import artifacts
+
+    paths = [artifacts.spec(a).path(run) for a in MODEL_ARTIFACTS]
+    return round(sum(p.stat().st_size for p in paths if p.exists()) / 2 ** 20, 2)
+
+
+def method_name(deform_attrs: dict, torso_attrs: dict) -> str:
+    """"gstalker" (audio-driven field, Gaussian torso), "two-stage" (landmark field, image torso), or the mix."""
+    cond, mode = str(deform_attrs.get("condition", "audio")), str(torso_attrs.get("mode", "gaussian"))
+    if (cond, mode) == ("audio", "gaussian"):
+        return "gstalker"
+    if (cond, mode) == ("landmarks", "image"):
+        return "two-stage"
+    return f"{cond} field + {mode} torso"
 
 
 def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: str = "cpu", progress=None, log=None) -> dict:
@@ -278,6 +302,10 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
         "sync_corr_real": sync["real_heldout"].get("corr"),
         "render_fps": efficiency["render_fps"], "peak_memory_mb": peak_mb,
         "train_seconds": efficiency["train_seconds"], "gaussians": info["gaussians"],
+        "method": info["method"], "model_mb": info["model_mb"],
+        "train_peak_memory_mb": max((v for k, v in info["training_peak_memory"].items() if k.endswith("peak_rss_mb")),
+                                    default=None),
+        **{f"seconds:{st}": s for st, s in info["stages"].items()},
     }
     if hs["lpips"] is None:
         figures["lpips_reason"] = hs.get("lpips_reason")
