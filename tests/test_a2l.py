@@ -259,7 +259,7 @@ def test_cli_bad_setting_is_a_usage_error(tmp_path, capsys):
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
-    feats, track, _ = make_inputs(T=120)
+    feats, track, _ = make_inputs(T=400)  # long enough for a validation slice: the best weights are resumed too
     cfg = {**train_a2l.DEFAULTS, **TINY, "iterations": 40, "eval_every": 20, "checkpoint_every": 1000,
            "dropout": 0.1, "resume": True}
     data = train_a2l.prepare(_h5like(feats), track, cfg)
@@ -270,10 +270,30 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     resumed, curve_resumed, _ = train_a2l.train_model(data, cfg, checkpoint=tmp_path / "b.h5", fingerprint="y")
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
-    assert curve_whole == curve_resumed
+    assert curve_whole == curve_resumed and len(curve_whole["val_score"]) == 2
     # a checkpoint of another configuration is not resumed from
     other, _, _ = train_a2l.train_model(data, {**cfg, "iterations": 5}, checkpoint=tmp_path / "b.h5", fingerprint="z")
     assert not torch.equal(other.head.weight, resumed.head.weight)
+
+
+def test_early_stopping_stops_and_keeps_the_best_weights(tmp_path):
+    feats, track, _ = make_inputs(T=400)
+    cfg = {**train_a2l.DEFAULTS, **TINY, "iterations": 200, "eval_every": 10, "patience": 3}
+    data = train_a2l.prepare(_h5like(feats), track, cfg)
+    n_val = train_a2l.validation_frames(data, cfg)
+    assert n_val == round(0.1 * data.held_start) >= train_a2l.MIN_VAL_FRAMES
+    # weights that cannot move never beat their first score: stop after `patience` more evaluations
+    _, curve, _ = train_a2l.train_model(data, {**cfg, "lr": 1e-12, "lr_final": 1e-12})
+    assert curve["step"] == [10, 20, 30, 40]
+    # learning: the model handed back is the one with the best validation score, not the last one
+    model, curve, _ = train_a2l.train_model(data, {**cfg, "patience": 0, "iterations": 80})
+    val = slice(data.held_start - n_val, data.held_start)
+    score = train_a2l.selection_score(train_a2l.heldout_metrics(
+        train_a2l.predict_offsets(model, data, cfg, frames=val), data, val))
+    assert curve["step"][-1] == 80 and score == pytest.approx(min(curve["val_score"]), rel=1e-5)
+    # too short a clip for a validation slice: no early stopping, all steps run
+    short_feats, short_track, _ = make_inputs(T=120)
+    assert train_a2l.validation_frames(train_a2l.prepare(_h5like(short_feats), short_track, cfg), cfg) == 0
 
 
 # ---- real stages on the synthetic talking subject -------------------------------------------

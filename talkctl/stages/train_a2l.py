@@ -51,19 +51,22 @@ DEFAULTS = {
     "loss": "l1",           # l1 | l2 landmark loss (in inter-ocular units)
     "velocity_weight": 1.0,
     "feature_noise": 1.0,   # std of Gaussian noise added to the (normalised) features in training
-    "eval_every": 250,
+    "val_fraction": 0.1,    # the last part of the training frames picks the model (early stopping); 0: off
+    "patience": 5,          # evaluations without a better validation mouth LMD before stopping; 0: never
+    "eval_every": 100,
     "checkpoint_every": 500,
     "resume": False,
     "seed": 0,
 }
 PRESETS = {
-    "tiny": {"iterations": 300, "d_model": 64, "layers": 2, "seq_len": 32, "batch": 8, "eval_every": 100},
+    "tiny": {"iterations": 300, "d_model": 64, "layers": 2, "seq_len": 32, "batch": 8, "eval_every": 50},
     "fast": {"iterations": 1000},
     "paper": {"iterations": 4000, "d_model": 256, "layers": 4, "seq_len": 64},
 }
 NON_SEMANTIC = {"resume", "eval_every", "checkpoint_every"}
 
 MIN_TRAIN_FRAMES = 8
+MIN_VAL_FRAMES = 25  # 1 s: fewer cannot tell a better model from noise
 # Regularisation defaults (dropout 0.3, feature noise 1.0, weight decay 0.05, 16 PCA components)
 # come from a small sweep on french_50s (1145 training frames), where the model overfits
 # after a few hundred steps: held-out mouth LMD 0.0184 -> 0.0163 (dropout 0.1, no noise,
@@ -129,17 +132,18 @@ def prepare(audio, track, cfg: dict, log=None) -> A2LData:
 
 
 # ---- metrics -----------------------------------------------------------------------
-def heldout_metrics(pred_offsets: np.ndarray, data: A2LData) -> dict:
-    """Mouth LMD (/ inter-ocular distance) and mouth-opening correlation on the held-out frames,
-    and the same LMD for the predict-the-neutral-face baseline."""
+def heldout_metrics(pred_offsets: np.ndarray, data: A2LData, frames: slice | None = None) -> dict:
+    """Mouth LMD (/ inter-ocular distance) and mouth-opening correlation on the held-out frames
+    (or `frames`), and the same LMD for the predict-the-neutral-face baseline."""
     from ..metrics import lmd, pearson
     from .canonical_landmarks import mouth_opening, part_positions
 
-    h = data.held_start
-    truth = data.targets[h:]
+    h = frames if frames is not None else slice(data.held_start, None)
+    truth = data.targets[h]
     mouth = part_positions(data.indices, data.n_landmarks, "mouth")
+    all_lmd = float(np.linalg.norm(pred_offsets - truth, axis=-1).mean() / data.iod)
     if len(mouth) == 0:
-        return {}
+        return {"all_lmd": all_lmd}
 
     def mouth_lmd(off):
         d = np.linalg.norm(off[:, mouth] - truth[:, mouth], axis=-1).mean(1)
@@ -147,15 +151,28 @@ def heldout_metrics(pred_offsets: np.ndarray, data: A2LData) -> dict:
 
     full_pred = full_landmarks(data.neutral, data.indices, pred_offsets)
     gap_pred = mouth_opening(full_pred, data.n_landmarks)
-    gap_true = mouth_opening(data.points[h:], data.n_landmarks)
+    gap_true = mouth_opening(data.points[h], data.n_landmarks)
     return {
         "mouth_lmd": mouth_lmd(pred_offsets),
         "mouth_lmd_baseline": mouth_lmd(np.zeros_like(truth)),
         # the eval-protocol figure: 2D (x, y) mouth distance in canonical space, per-frame IOD
-        "mouth_lmd_2d": lmd(full_pred, data.points[h:], mouth=tuple(int(i) for i in data.indices[mouth])),
+        "mouth_lmd_2d": lmd(full_pred, data.points[h], mouth=tuple(int(i) for i in data.indices[mouth])),
         "mouth_open_corr": pearson(gap_pred, gap_true),
-        "all_lmd": float(np.linalg.norm(pred_offsets - truth, axis=-1).mean() / data.iod),
+        "all_lmd": all_lmd,
     }
+
+
+def validation_frames(data: A2LData, cfg: dict) -> int:
+    """How many of the last training frames are held back to pick the model (0: no early stopping)."""
+    n = int(round(float(cfg["val_fraction"]) * data.held_start))
+    if n < MIN_VAL_FRAMES or data.held_start - n < MIN_TRAIN_FRAMES:
+        return 0
+    return n
+
+
+def selection_score(m: dict) -> float:
+    """What early stopping minimises: mouth LMD, or the LMD of all predicted points without a mouth."""
+    return float(m.get("mouth_lmd", m["all_lmd"]))
 
 
 def full_landmarks(neutral: np.ndarray, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -174,7 +191,7 @@ def jitter(offsets: np.ndarray) -> float:
 
 # ---- checkpoints (named datasets, never pickles) -----------------------------------------
 def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator, fingerprint: str, curve: dict,
-                     running: list):
+                     running: list, best: "Best"):
     import h5py
     import torch
 
@@ -193,6 +210,10 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
         for k, v in curve.items():
             c.create_dataset(k, data=np.asarray(v, np.float64))
         f.create_dataset("running_loss", data=np.asarray(running, np.float64))  # since the last curve point
+        b = f.create_group("best")
+        b.attrs.update({"score": best.score, "step": best.step, "bad": best.bad})
+        for k, v in (best.state or {}).items():
+            b.create_dataset(k, data=v.numpy())
         f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
         f.attrs["numpy_rng"] = json.dumps(rng.bit_generator.state)
         f.attrs["step"] = step
@@ -200,8 +221,8 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
     partial.replace(path)
 
 
-def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerprint: str):
-    """(step, curve, running losses) from a checkpoint of the same fingerprint, or None."""
+def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerprint: str, best: "Best"):
+    """(step, curve, running losses) from a checkpoint of the same fingerprint, or None; fills `best`."""
     import h5py
     import torch
 
@@ -222,7 +243,26 @@ def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerpri
         torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
         rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
         curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
+        b = f["best"]
+        best.score, best.step, best.bad = float(b.attrs["score"]), int(b.attrs["step"]), int(b.attrs["bad"])
+        best.state = {k: torch.from_numpy(b[k][()]) for k in b} or None
         return int(f.attrs["step"]), curve, f["running_loss"][()].tolist()
+
+
+@dataclass
+class Best:
+    """Early stopping: the best validation score so far, its step and weights, evaluations since."""
+    score: float = math.inf
+    step: int = 0
+    bad: int = 0
+    state: dict | None = None
+
+    def update(self, score: float, step: int, model) -> None:
+        if score < self.score:
+            self.score, self.step, self.bad = score, step, 0
+            self.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad += 1
 
 
 # ---- training ------------------------------------------------------------------------
@@ -244,7 +284,9 @@ def build_model(data: A2LData, cfg: dict):
 
 def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None, log=None,
                 checkpoint: Path | None = None, fingerprint: str = "", stop_after: int | None = None):
-    """Train on frames [0, held_start). Returns (model, curve dict, basis info)."""
+    """Train on frames [0, held_start): sequences from the first part, the last `val_fraction` picks
+    the model and stops training after `patience` evaluations without improvement. Returns
+    (model at its best validation step, curve dict, basis info)."""
     import torch
 
     if int(cfg["d_model"]) % int(cfg["heads"]):
@@ -257,16 +299,19 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
     iters = int(cfg["iterations"])
-    n_train = data.held_start
+    n_val = validation_frames(data, cfg)
+    n_train = data.held_start - n_val
+    val = slice(n_train, data.held_start)
     L = min(int(cfg["seq_len"]), n_train)
     X = torch.as_tensor(data.features[:n_train], dtype=torch.float32, device=device)
     Y = torch.as_tensor(data.targets[:n_train].reshape(n_train, -1), dtype=torch.float32, device=device) / data.iod
     M = torch.as_tensor(data.valid[:n_train], dtype=torch.float32, device=device)
     P = len(data.indices)
-    curve = {"step": [], "train_loss": [], "heldout_mouth_lmd": []}
-    start, running = 0, []
+    curve = {"step": [], "train_loss": [], "heldout_mouth_lmd": [], "val_score": []}
+    start, running, best = 0, [], Best()
+    patience = int(cfg["patience"])
     if checkpoint is not None and cfg.get("resume"):
-        got = _load_checkpoint(checkpoint, model, opt, rng, fingerprint)
+        got = _load_checkpoint(checkpoint, model, opt, rng, fingerprint, best)
         if got is not None:
             start, curve, running = got
             if log:
@@ -314,14 +359,26 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
                 curve["step"].append(done)
                 curve["train_loss"].append(float(np.mean(running)))
                 curve["heldout_mouth_lmd"].append(m.get("mouth_lmd", float("nan")))
+                if n_val:
+                    score = selection_score(heldout_metrics(predict_offsets(model, data, cfg, device, val), data, val))
+                    curve["val_score"].append(score)
+                    best.update(score, done, model)
                 running = []
                 if log:
-                    log.info("step %d loss %.4f held-out mouth LMD %.4f", done, curve["train_loss"][-1],
-                             curve["heldout_mouth_lmd"][-1])
-            if checkpoint is not None and (done % int(cfg["checkpoint_every"]) == 0 or done == iters
+                    log.info("step %d loss %.4f held-out mouth LMD %.4f validation %.4f", done, curve["train_loss"][-1],
+                             curve["heldout_mouth_lmd"][-1], curve["val_score"][-1] if n_val else float("nan"))
+            stop = n_val > 0 and patience > 0 and best.bad >= patience
+            if checkpoint is not None and (done % int(cfg["checkpoint_every"]) == 0 or done == iters or stop
                                            or (stop_after is not None and done == stop_after)):
-                _save_checkpoint(checkpoint, model, opt, done, rng, fingerprint, curve, running)
+                _save_checkpoint(checkpoint, model, opt, done, rng, fingerprint, curve, running, best)
             task.advance(1, loss=round(float(loss.detach()), 4))
+            if stop:
+                if log:
+                    log.info("early stop at step %d: no better validation score in %d evaluations since step %d",
+                             done, patience, best.step)
+                break
+    if best.state is not None:
+        model.load_state_dict(best.state)
     return model, curve, binfo
 
 
@@ -357,6 +414,10 @@ def run(ctx, cfg: dict) -> dict:
     metrics = heldout_metrics(held_pred, data)
     metrics["jitter"] = jitter(held_pred) / data.iod
     metrics["jitter_truth"] = jitter(data.targets[data.held_start:]) / data.iod
+    steps = {"steps_trained": int(curve["step"][-1]) if curve["step"] else 0,
+             "selected_step": int(curve["step"][int(np.argmin(curve["val_score"]))]) if curve["val_score"]
+             else (int(curve["step"][-1]) if curve["step"] else 0),
+             "validation_frames": validation_frames(data, cfg)}
     train_seconds = time.perf_counter() - t0
     with ctx.write("a2l") as f:
         write_model(f, model, data, cfg, binfo, extractor)
@@ -367,10 +428,11 @@ def run(ctx, cfg: dict) -> dict:
         f.attrs["metrics"] = json.dumps(metrics)
         f.attrs["held_start"] = data.held_start
         f.attrs["train_seconds"] = train_seconds
+        f.attrs.update(steps)
     info = {k: round(v, 4) if isinstance(v, float) else v for k, v in data.info.items()}
     return {**{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, **info,
             "formants": bool(cfg["formants"]), "pca_components": binfo["components"],
-            "iterations": int(cfg["iterations"])}
+            "iterations": int(cfg["iterations"]), **steps}
 
 
 def write_model(f, model, data: A2LData, cfg: dict, binfo: dict, extractor: str) -> None:
