@@ -199,7 +199,6 @@ def render(run: RunOpt = None,
            size: Annotated[Optional[int], typer.Option(help="Output side in pixels (default: the training resolution).")] = None,
            landmarks: Annotated[Optional[str], typer.Option(help="Landmark-driven heads: a2l (default with a2l.h5) | track | OTHER_RUN (re-enactment).")] = None,
            edit: Annotated[Optional[str], typer.Option(help="Landmark edit, e.g. mouth_scale=1.5,eyes_open=1 (landmark-driven heads).")] = None,
-           audio_norm: Annotated[Optional[str], typer.Option(help="Feature statistics of the driving audio: training | driving (its own; for other voices).")] = None,
            config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
            json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Render the talking head saying new audio, as an .mp4 with the audio in it."""
@@ -212,7 +211,7 @@ def render(run: RunOpt = None,
     _common(json_, verbose, quiet, debug)
     if run is None:
         raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
-    overrides = {**configmod.parse_set(set_), **{k: v for k, v in {"pose": pose, "size": size, "landmarks": landmarks, "edit": edit, "audio_norm": audio_norm}.items() if v is not None}}
+    overrides = {**configmod.parse_set(set_), **{k: v for k, v in {"pose": pose, "size": size, "landmarks": landmarks, "edit": edit}.items() if v is not None}}
     cfg = rmod.resolve_config(preset, configmod.load_toml(config), overrides)
     if audio is not None:
         check_input_file(audio, "audio")

@@ -195,27 +195,6 @@ def test_lazy_windows_and_batch_slices_match_the_whole_sequence(trained, speech)
     assert np.abs(sliced.astype(int) - whole.astype(int)).max() <= 1
 
 
-def test_driving_audio_norm_uses_the_new_voice_statistics(trained, speech, tmp_path, capsys):
-    """audio_norm=driving: a louder, differently coloured voice gives the same normalised features."""
-    from talkctl.errors import UsageError
-    from talkctl.stages import render as rmod
-    from talkctl.stages.extract_audio import load_waveform
-
-    run, _ = trained
-    wav = load_waveform(speech)
-    own = rmod.driving_features(wav, run, audio_norm="driving")[:]
-    frames = own[:, 0]  # the window's first feature frame: every frame's features, normalised
-    assert np.median(np.abs(frames.mean(0))) < 0.2 and np.median(np.abs(frames.std(0) - 1)) < 0.2
-    louder = rmod.driving_features(np.clip(wav * 3.0, -1, 1), run, audio_norm="driving")[:]
-    trained_stats = rmod.driving_features(np.clip(wav * 3.0, -1, 1), run)[:]
-    assert np.abs(louder - own).mean() < 0.5 * np.abs(trained_stats - rmod.driving_features(wav, run)[:]).mean()
-    with pytest.raises(UsageError):
-        rmod.driving_features(wav, run, audio_norm="speaker")
-    rc, s, err = _render(capsys, run, "--audio", str(speech), "-o", str(tmp_path / "n.mp4"), "--audio-norm", "driving")
-    assert rc == 0, err
-    assert s["audio_norm"] == "driving" and rmod.read_tags(tmp_path / "n.mp4")["talkctl_audio_norm"] == "driving"
-
-
 def test_subprocess_held_out_full_frame_json_only_on_stdout(trained, tmp_path):
     """The real entry point: stdout is exactly the JSON summary (pipeable), progress goes to stderr."""
     import os

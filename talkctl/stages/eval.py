@@ -37,7 +37,7 @@ from .render import (FPS, Renderer, _resize, audio_drive, check_run, device_name
 VERSION = 1
 DEFAULTS = {"size": 0, "batch": 8, "lpips": True, "report_frames": 3, "pose": "train", "pose_start": 0,
             "blink": "source", "rasterizer": "auto",
-            "landmarks": "auto", "audio_norm": "training"}  # landmark-driven heads: auto (a2l) | track (the held-out frames' own) | OTHER_RUN
+            "landmarks": "auto"}  # landmark-driven heads: auto (a2l) | track (the held-out frames' own) | OTHER_RUN
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
 NON_SEMANTIC = set(DEFAULTS)
 LANDMARK_SIDE = 256  # detector input side (px): tiny renders are upscaled to this

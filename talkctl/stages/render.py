@@ -52,7 +52,6 @@ DEFAULTS = {
     # landmark-driven heads (train-deform --condition landmarks), landmark_source.landmarks_for_drive:
     "landmarks": "auto",    # auto (a2l on the driving audio; self-driven without a2l.h5: the track) | a2l | track | OTHER_RUN
     "edit": "",             # e.g. mouth_scale=1.5,eyes_open=1
-    "audio_norm": "training",  # feature statistics of new audio: training (the subject's clip) | driving (its own)
 }
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
 NON_SEMANTIC = set(DEFAULTS)  # render writes no artifact: nothing is fingerprinted
@@ -162,7 +161,6 @@ class Drive:
     blink_description: str = ""
     landmarks: np.ndarray | None = None   # (T,L,3) for a landmark-driven head (with_landmarks)
     landmark_description: str = ""
-    audio_norm: str = "training"          # whose statistics normalised the features (driving_features)
 
     @property
     def n_frames(self) -> int:
@@ -233,21 +231,13 @@ class FeatureWindows:
         return self.norm[self.idx[key]]
 
 
-AUDIO_NORMS = ("training", "driving")
+def driving_features(wav: np.ndarray, run, device: str = "cpu") -> FeatureWindows:
+    """Features of new audio made exactly like the run's (extract_audio.features_for_audio), lazily windowed."""
+    from .extract_audio import FeatureRecipe, n_video_frames, window_indices
 
-
-def driving_features(wav: np.ndarray, run, device: str = "cpu", audio_norm: str = "training") -> FeatureWindows:
-    """Features of new audio made like the run's (extract_audio.features_for_audio), lazily windowed.
-    audio_norm: "training" normalises with the training clip's statistics; "driving" with the
-    driving audio's own, which maps another voice's level and spectrum onto the trained range."""
-    from .extract_audio import FeatureRecipe, n_video_frames, norm_stats, window_indices
-
-    if audio_norm not in AUDIO_NORMS:
-        raise UsageError(f"audio_norm={audio_norm!r}: use {' or '.join(AUDIO_NORMS)}")
     recipe = FeatureRecipe.from_artifact(run, device)
     raw = recipe.raw(wav)
-    mean, std = norm_stats(raw, recipe.extractor.min_std) if audio_norm == "driving" else (recipe.mean, recipe.std)
-    norm = ((raw - mean) / std).astype(np.float32)
+    norm = ((raw - recipe.mean) / recipe.std).astype(np.float32)
     del raw
     idx = window_indices(n_video_frames(len(wav)), len(norm), recipe.extractor.rate, recipe.extractor.offset,
                          recipe.window)
@@ -262,14 +252,13 @@ def audio_drive(run, audio: Path, cfg: dict, device: str = "cpu") -> Drive:
     if len(wav) < SAMPLES_PER_FRAME:
         raise InputError(f"{audio} holds {len(wav) / 16000 * 1000:.0f} ms of audio, shorter than one video frame "
                          "(40 ms); give a longer audio file")
-    norm = str(cfg.get("audio_norm", "training"))
-    feats = driving_features(wav, run, device, norm)
+    feats = driving_features(wav, run, device)
     n = len(feats)
     pose = str(cfg["pose"])
     poses = pose_sequence(pose, n, start=int(cfg["pose_start"]), run=run, blink_mode=str(cfg["blink"]))
     blinks = "eyes open" if not np.any(poses.blink) else f"from the pose source ({pose}), following its frames"
     return Drive(feats, wav, poses.world_to_cam, poses.blink, poses.description, str(Path(audio).absolute()),
-                 poses.source_frames if pose in ("train", "still") else None, blink_description=blinks, audio_norm=norm)
+                 poses.source_frames if pose in ("train", "still") else None, blink_description=blinks)
 
 
 # ---- source frames for --full-frame --------------------------------------------------
@@ -406,7 +395,7 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
     else:
         out_size = (size, size)
     meta_src = {"talkctl_pose": drive.pose_description, "talkctl_blink": drive.blink_description,
-                "talkctl_audio": drive.audio_description, "talkctl_audio_norm": drive.audio_norm, "talkctl_run": str(run)}
+                "talkctl_audio": drive.audio_description, "talkctl_run": str(run)}
     if drive.landmarks is not None:
         meta_src["talkctl_landmarks"] = drive.landmark_description
     model_s = 0.0
@@ -432,8 +421,8 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
     summary = {
         "output": str(output), "frames": stats["frames"], "rendered_frames": n_done,
         "frames_padded": stats["frames_padded"], "duration_s": round(stats["frames"] / FPS, 3),
-        "audio": drive.audio_description, "audio_norm": drive.audio_norm, "pose": drive.pose_description,
-        "blink": drive.blink_description, "size": list(out_size),
+        "audio": drive.audio_description, "pose": drive.pose_description, "blink": drive.blink_description,
+        "size": list(out_size),
         "render_size": size, "full_frame": bool(full_frame), "device": device_name(device),
         "model_fps": round(n_done / model_s, 2) if model_s > 0 else None,
         "end_to_end_fps": round(n_done / total_s, 2) if total_s > 0 else None,
