@@ -234,7 +234,7 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     from . import config as configmod
     from .console import err, make_progress
     from .pipeline import resolve_device
-    from .report import STAGE_KEYS, comparison_table
+    from .report import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
     from .rundir import RunDir, check_input_file
     from .stages import eval as emod
 
@@ -257,6 +257,7 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     if not _State.quiet:
         err.print(comparison_table(rows))
         err.print(comparison_table(rows, STAGE_KEYS, title="training time per stage"))
+        err.print(comparison_table(rows, STAGE_MEMORY_KEYS, title="peak host memory per stage"))
         if not _State.json:
             for r in results:
                 err.print(f"report: {r['report']}\nfigures: {r['eval_json']}")

@@ -54,6 +54,7 @@ FIGURES: list[tuple[str, str, str, str | None, str]] = [
 ]
 STAGE_NAMES = ("extract-audio", "track", "parse", "init-static", "train-a2l", "train-deform", "train-torso")
 FIGURES += [(f"seconds:{st}", st, "{}", "low", f"{st} wall time") for st in STAGE_NAMES]
+FIGURES += [(f"peak_rss_mb:{st}", st, "{:.0f} MiB", "low", f"{st} peak host memory") for st in STAGE_NAMES]
 _FIG = {k: (label, fmt, better, helptext) for k, label, fmt, better, helptext in FIGURES}
 UNAVAILABLE_REASON = {"lpips": "lpips_reason", "syncnet_confidence": "syncnet_reason", "syncnet_offset": "syncnet_reason"}
 
@@ -328,7 +329,7 @@ def format_seconds(s: float) -> str:
 def _figures_table(fig: dict) -> str:
     rows = []
     for key, label, _, better, helptext in FIGURES:
-        if (key not in fig and key not in UNAVAILABLE_REASON) or key.startswith("seconds:"):  # own section
+        if (key not in fig and key not in UNAVAILABLE_REASON) or key.startswith(("seconds:", "peak_rss_mb:")):
             continue
         value = fig.get(key)
         if value is None:
@@ -527,6 +528,7 @@ def write_report(path_html: str | os.PathLike, data: dict) -> Path:
 COMPARE_KEYS = ("method", "psnr", "ssim", "lpips", "lmd", "mouth_corr", "sync_corr", "syncnet_confidence",
                 "render_fps", "train_seconds", "train_peak_memory_mb", "model_mb", "gaussians")
 STAGE_KEYS = tuple(f"seconds:{st}" for st in STAGE_NAMES)  # the second table: training time per stage
+STAGE_MEMORY_KEYS = tuple(f"peak_rss_mb:{st}" for st in STAGE_NAMES)  # the third: peak memory per stage
 
 
 def _best(rows: list[dict], key: str) -> float | None:

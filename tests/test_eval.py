@@ -76,6 +76,7 @@ def test_eval_json_figures_are_finite_and_complete(evaluated):
     assert fig["method"] == "gstalker" and fig["model_mb"] > 0
     assert 50 < fig["train_peak_memory_mb"] < 24 * 1024
     assert fig["seconds:train-deform"] > 0 and fig["seconds:train-torso"] > 0
+    assert fig["train_peak_memory_mb"] == max(v for k, v in fig.items() if k.startswith("peak_rss_mb:"))
     for path, v in _numbers(on_disk):
         assert math.isfinite(v), path
     # lip figures: numbers, or None with a reason

@@ -97,6 +97,31 @@ def test_deform_learns_audio_driven_mouth(scene, deformed, tmp_path):
         assert "encoder.grid" in " ".join(f["field"].keys())
 
 
+def test_landmark_readout_teaches_the_audio_code():
+    """audio_landmark_loss: the read-out makes the audio code carry the tracked mouth motion."""
+    from talkctl.stages.deform_field import AudioCondition
+    from talkctl.stages.train_deform import LandmarkReadout
+
+    g = torch.Generator().manual_seed(0)
+    T, W, D = 160, 8, 6
+    feats = torch.randn(T, W, D, generator=g)
+    mouth = feats[:, W // 2, :2] @ torch.tensor([[1.0, 0.5, 0.0], [0.0, -1.0, 2.0]])  # (T,3) "landmark offsets"
+    cond = AudioCondition(D, W, code_dim=8, attn_window=2)
+    cond.set_source(features=feats.numpy())
+    readout = LandmarkReadout(8, mouth.numpy())
+    opt = torch.optim.Adam(list(cond.parameters()) + list(readout.parameters()), lr=3e-3)
+    frames = torch.arange(T)
+    with torch.no_grad():
+        first = float(readout.loss(cond, frames))
+    for _ in range(300):
+        opt.zero_grad()
+        readout.loss(cond, frames[torch.randint(0, T, (32,), generator=g)]).backward()
+        opt.step()
+    with torch.no_grad():
+        last = float(readout.loss(cond, frames))
+    assert first > 0.5 and last < 0.25 * first
+
+
 def test_resume_matches_uninterrupted(scene, tmp_path):
     base, run, sig, _ = scene
     cfg = dict(resolution=SIZE, iterations=30, val_every=10, checkpoint_every=0, densify_start=10,
@@ -204,6 +229,8 @@ def test_cli_end_to_end_on_synthetic_clip(synthetic_subject, tmp_path, capsys):
     assert out["init-static"]["psnr_head"] > 15
     assert out["train-deform"]["psnr_head"] > out["init-static"]["psnr_head"]
     assert out["train-deform"]["perceptual_loss"] == "dssim"
+    with h5py.File(tmp_path / "run" / "deform.h5") as f:  # tracked landmarks supervised the audio code
+        assert f.attrs["audio_landmark_loss"] == 1.0 and not any("readout" in k for k in f["condition"])
     assert out["train-torso"]["psnr_full"] > 12
     assert (tmp_path / "run" / "static.ply").exists()
     # an explicit LPIPS request that cannot load is exit code 3 with one line naming what is missing

@@ -306,6 +306,7 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
         "train_peak_memory_mb": max((v for k, v in info["training_peak_memory"].items() if k.endswith("peak_rss_mb")),
                                     default=None),
         **{f"seconds:{st}": s for st, s in info["stages"].items()},
+        **{f"peak_rss_mb:{k.split(':')[0]}": v for k, v in info["training_peak_memory"].items() if k.endswith(":peak_rss_mb")},
     }
     if hs["lpips"] is None:
         figures["lpips_reason"] = hs.get("lpips_reason")
