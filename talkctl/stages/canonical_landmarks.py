@@ -152,7 +152,10 @@ def canonical_landmarks(track, method: str = "auto") -> CanonicalLandmarks:
     """Canonical (pose-free) landmarks of every frame of a track.h5 (open h5py.File or a dict with
     the same keys, and `attrs`)."""
     attrs = track["attrs"] if isinstance(track, dict) else track.attrs
-    canonical = _get(track, "canonical_shape").astype(np.float64)
+    canonical = _get(track, "canonical_shape")
+    if canonical is None:
+        raise KeyError("track has no canonical_shape (no landmarks were tracked)")
+    canonical = canonical.astype(np.float64)
     n = int(attrs.get("n_landmarks", canonical.shape[0]))
     rigid = np.asarray(attrs["rigid_indices"], dtype=np.int64)
     lm3d = _get(track, "landmarks3d")
