@@ -36,6 +36,9 @@ def test_audio_condition_codes_depend_on_the_audio_window():
     assert codes.shape == (3, 8) and not torch.allclose(codes[0], codes[1])
     # the same frame gives the same code; edges clamp their neighbourhood instead of failing
     assert torch.allclose(cond.encode(torch.tensor([5]))[0], codes[1])
+    # a run of neighbouring frames (shared windows, encoded once) = each frame on its own
+    run = cond.encode(torch.arange(3, 12))
+    assert torch.allclose(run, torch.cat([cond.encode(torch.tensor([i])) for i in range(3, 12)]), atol=1e-6)
     with pytest.raises(UsageError, match="same extractor"):
         cond.set_source(features=np.zeros((T, W, D + 1), np.float32))
     # spec + state rebuild the same condition (what deform.h5 stores)

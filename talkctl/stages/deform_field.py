@@ -164,7 +164,9 @@ class AudioCondition(Condition):
         half = self.attn_window // 2
         offs = torch.arange(-half, self.attn_window - half, device=frames.device)
         nb = (frames[:, None] + offs[None]).clamp(0, T - 1)  # (C,A)
-        codes = self.frame_codes(nb.reshape(-1)).reshape(len(frames), len(offs), -1)
+        # neighbouring frames share windows: encode each distinct frame once
+        uniq, inv = torch.unique(nb.reshape(-1), return_inverse=True)
+        codes = self.frame_codes(uniq)[inv].reshape(len(frames), len(offs), -1)
         centre = codes[:, half:half + 1]
         smoothed, _ = self.attn(centre, codes, codes, need_weights=False)
         return torch.tanh(centre[:, 0] + smoothed[:, 0])

@@ -203,14 +203,19 @@ class DeformTrainer:
         if c["lip_loss"] > 0:
             loss = loss + c["lip_loss"] * lip_l1(out.rgb, target, self.scene.lip_box[idx])
         if self.readout is not None:
-            frames = torch.as_tensor(rng.choice(self.scene.train_idx, int(c["audio_landmark_batch"])),
-                                     device=self.g.model.means.device)
-            loss = loss + float(c["audio_landmark_loss"]) * self.readout.loss(self.condition, frames)
+            loss = loss + float(c["audio_landmark_loss"]) * self.readout.loss(self.condition, self._readout_frames(rng))
         loss.backward()
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
         self.g.after_backward(step, out, self.scene.res)
         return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+
+    def _readout_frames(self, rng) -> torch.Tensor:
+        """A random run of consecutive training frames: their audio windows overlap, so the
+        condition encodes far fewer distinct frames than for scattered ones."""
+        train, n = self.scene.train_idx, int(self.cfg["audio_landmark_batch"])
+        start = int(rng.integers(0, max(1, len(train) - n + 1)))
+        return torch.as_tensor(train[start:start + n], device=self.g.model.means.device)
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
