@@ -199,10 +199,6 @@ def test_frame_store_is_bounded(scene):
             x = store.get([i])
         assert x.shape == (1, 16, 16, 3) and 0 <= float(x.min()) and float(x.max()) <= 1
         assert len(store._cache) == 4 and store.reads == 7  # 0 was evicted, 5 was cached
-        from talkctl.stages.training import CACHE_BYTES
-
-        auto = FrameStore(f["frames"], 256)  # default: as many frames as fit in CACHE_BYTES
-        assert auto.cache_frames == CACHE_BYTES // (256 * 256 * 3) == 5461
     with h5py.File(run.path / "parse.h5") as f:
         lab = FrameStore(f["labels"], 16, "labels").get([0, 1])
         assert lab.shape == (2, 16, 16, 4) and torch.allclose(lab.sum(-1), torch.ones(2, 16, 16), atol=0.02)

@@ -33,7 +33,7 @@ class Scene:
         self.S = int(frames["frames"].shape[1])
         if track["world_to_cam"].shape[0] != self.T or parse["labels"].shape[0] != self.T:
             raise ArtifactError("frames.h5, track.h5 and parse.h5 disagree on the frame count: rerun `talkctl track` and `talkctl parse`")
-        cache = int(cfg.get("cache_frames", 0))
+        cache = int(cfg.get("cache_frames", 512))
         if dev.startswith("cuda"):  # cache everything on the GPU when it fits in ~2 GiB
             per = res * res * 3
             cache = self.T if self.T * per * 3 < (2 << 30) else cache

@@ -14,9 +14,8 @@ where it stopped.
 
 Frames stream from frames.h5 / parse.h5 through `FrameStore`: random access, one HDF5
 chunk per frame, downscaled to the training size and kept in an LRU cache of at most
-`cache_frames` frames (uint8). The default (0) sizes it to CACHE_BYTES per store: a 256^2 RGB
-frame is 192 KiB, so a clip of up to ~5400 frames (3.6 min) at 256 px is decoded only once;
-longer clips or larger sizes keep the most recent frames. Memory does not grow with the clip length.
+`cache_frames` frames (uint8; a 256^2 RGB frame is 192 KiB, so the default 512 frames
+is ~100 MiB per store). Memory does not grow with the clip length.
 """
 from __future__ import annotations
 
@@ -58,9 +57,6 @@ def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
     return y.permute(0, 2, 3, 1)
 
 
-CACHE_BYTES = 1 << 30  # per FrameStore, when cache_frames is 0
-
-
 class FrameStore:
     """Per-frame images from an HDF5 dataset (T,S,S,3) uint8 or labels (T,S,S) uint8,
     downscaled to `size` on first use and cached (LRU, at most `cache_frames` frames).
@@ -68,12 +64,10 @@ class FrameStore:
     mode "rgb" -> float (B,size,size,3) in [0,1]; mode "labels" -> float (B,size,size,n_classes)
     soft class masks (area fractions after downscaling)."""
 
-    def __init__(self, dataset, size: int, mode: str = "rgb", n_classes: int = 4, cache_frames: int = 0,
+    def __init__(self, dataset, size: int, mode: str = "rgb", n_classes: int = 4, cache_frames: int = 512,
                  device: str = "cpu"):
         self.ds, self.size, self.mode, self.n_classes = dataset, int(size), mode, n_classes
-        per_frame = self.size * self.size * (3 if mode == "rgb" else n_classes)
-        self.cache_frames = max(1, int(cache_frames) or CACHE_BYTES // per_frame)
-        self.device = device
+        self.cache_frames, self.device = max(1, int(cache_frames)), device
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self.reads = 0
 
@@ -221,7 +215,7 @@ TRAIN_DEFAULTS = {
     "checkpoint_every": 500,
     "val_every": 250,
     "stop_after": 0,          # stop after this many steps with a checkpoint (0 = run to the end)
-    "cache_frames": 0,        # frames kept decoded per store; 0 = as many as fit in CACHE_BYTES
+    "cache_frames": 512,
 }
 TRAIN_NON_SEMANTIC = {"resume", "checkpoint_every", "val_every", "stop_after", "cache_frames"}
 
