@@ -63,3 +63,15 @@ def synthetic_subject(tmp_path_factory):
     from talkctl.synthetic import make_subject
 
     return make_subject(tmp_path_factory.mktemp("synthetic"), seconds=4.0, size=256, seed=0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (pytestmark = usefixtures): deterministic training tests,
+    polite on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

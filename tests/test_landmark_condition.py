@@ -29,12 +29,7 @@ DEFORM = dict(resolution=SIZE, iterations=200, val_every=100, lr_mlp=3e-3, condi
 LIPS = (slice(None), slice(int(SIZE * 0.5), int(SIZE * 0.9)), slice(int(SIZE * 0.25), int(SIZE * 0.75)))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

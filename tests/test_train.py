@@ -25,12 +25,7 @@ DEFORM = dict(resolution=SIZE, iterations=200, val_every=100, lr_mlp=3e-3)
 TORSO = dict(resolution=SIZE, iterations=40, val_every=20)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic and polite on a shared 2-core machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

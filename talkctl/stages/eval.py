@@ -293,6 +293,7 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
 
         efficiency["eval_peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     hs, fs = head_figs.summary(), full_figs.summary()
+    stage_peaks = {k.split(":")[0]: v for k, v in info["training_peak_memory"].items() if k.endswith(":peak_rss_mb")}
     main_sync = cross if cross is not None else sync["rendered_heldout"]
     figures = {
         "psnr": hs["psnr"], "psnr_face": hs.get("psnr_face"), "ssim": hs["ssim"], "lpips": hs["lpips"],
@@ -303,10 +304,9 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
         "render_fps": efficiency["render_fps"], "peak_memory_mb": peak_mb,
         "train_seconds": efficiency["train_seconds"], "gaussians": info["gaussians"],
         "method": info["method"], "model_mb": info["model_mb"],
-        "train_peak_memory_mb": max((v for k, v in info["training_peak_memory"].items() if k.endswith("peak_rss_mb")),
-                                    default=None),
+        "train_peak_memory_mb": max(stage_peaks.values(), default=None),
         **{f"seconds:{st}": s for st, s in info["stages"].items()},
-        **{f"peak_rss_mb:{k.split(':')[0]}": v for k, v in info["training_peak_memory"].items() if k.endswith(":peak_rss_mb")},
+        **{f"peak_rss_mb:{st}": v for st, v in stage_peaks.items()},
     }
     if hs["lpips"] is None:
         figures["lpips_reason"] = hs.get("lpips_reason")

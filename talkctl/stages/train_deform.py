@@ -124,19 +124,31 @@ class LandmarkReadout(torch.nn.Module):
         return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), self.targets[frames])
 
 
-def landmark_readout(ctx, cfg, scene, code_dim: int) -> LandmarkReadout | None:
-    """The read-out for audio_landmark_loss, or None when it is off or track.h5 has no landmarks."""
-    from .canonical_landmarks import canonical_landmarks, moving_indices, neutral_shape
+def tracked_landmarks(ctx, cfg, scene, use: str):
+    """track.h5's canonical landmarks (canonical_landmarks.CanonicalLandmarks) and their first scene.T
+    frames; ArtifactError naming `use` when the track has none."""
+    from .canonical_landmarks import canonical_landmarks
 
-    if float(cfg["audio_landmark_loss"]) <= 0:
-        return None
     with ctx.read("track") as f:
         try:
             lm = canonical_landmarks(f, method=cfg["landmark_alignment"])
         except (KeyError, ValueError) as exc:
-            ctx.log.warning("audio_landmark_loss off: track.h5 has no usable landmarks (%s)", exc)
-            return None
-    points = lm.points[: scene.T]
+            raise ArtifactError(f"track.h5 has no usable landmarks for {use} ({exc}): "
+                                "rerun `talkctl track --force`") from None
+    return lm, lm.points[: scene.T]
+
+
+def landmark_readout(ctx, cfg, scene, code_dim: int) -> LandmarkReadout | None:
+    """The read-out for audio_landmark_loss, or None when it is off or track.h5 has no landmarks."""
+    from .canonical_landmarks import moving_indices, neutral_shape
+
+    if float(cfg["audio_landmark_loss"]) <= 0:
+        return None
+    try:
+        lm, points = tracked_landmarks(ctx, cfg, scene, "audio_landmark_loss")
+    except ArtifactError as exc:
+        ctx.log.warning("audio_landmark_loss off: %s", exc)
+        return None
     idx = moving_indices(lm.n, ("mouth", "jaw"), rigid=lm.rigid)
     offsets = points[:, idx] - neutral_shape(points, lm.valid[: scene.T], scene.train_idx)[idx]
     return LandmarkReadout(code_dim, offsets.reshape(len(points), -1)).to(ctx.device)
@@ -231,16 +243,10 @@ class DeformTrainer:
 def landmark_condition(ctx, cfg, scene):
     """LandmarkCondition on the tracked canonical landmarks (track.h5), the neutral face = mean of
     the training frames; returns it with the datasets deform.h5 keeps for render."""
-    from .canonical_landmarks import canonical_landmarks, moving_indices, neutral_shape
+    from .canonical_landmarks import moving_indices, neutral_shape
     from .landmark_condition import LandmarkCondition, offset_scale
 
-    with ctx.read("track") as f:
-        try:
-            lm = canonical_landmarks(f, method=cfg["landmark_alignment"])
-        except (KeyError, ValueError) as exc:
-            raise ArtifactError(f"track.h5 has no usable landmarks for condition=landmarks ({exc}): "
-                                "rerun `talkctl track --force`") from None
-    points = lm.points[: scene.T]
+    lm, points = tracked_landmarks(ctx, cfg, scene, "condition=landmarks")
     if len(points) < scene.T:
         raise ArtifactError("track.h5 has fewer landmark frames than frames.h5: rerun `talkctl track --force`")
     try:

@@ -70,6 +70,14 @@ PRESETS = {
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
 
 
+def heldout_psnr(scene: Scene, cfg: dict, frames, full_frame) -> float:
+    """PSNR of full_frame(i) (the composite of frame i) against the real frames: `frames`, or
+    `val_frames` of the held-out ones. Both torso modes validate with it."""
+    idx = scene.held_subset(int(cfg["val_frames"])) if frames is None else frames
+    se = sum(float(((full_frame(i) - scene.full_frames([i])) ** 2).mean()) for i in idx)
+    return 10 * np.log10(1.0 / max(se / max(len(idx), 1), 1e-10))
+
+
 class TorsoTrainer:
     def __init__(self, scene: Scene, rasterize, gaussians: GaussianModel, field, pose: PoseCondition, head, cfg, extent):
         self.scene, self.rasterize, self.cfg, self.head = scene, rasterize, cfg, head
@@ -130,12 +138,8 @@ class TorsoTrainer:
     def validate(self, frames=None) -> float:
         """Held-out PSNR of the full composite (plate <- torso <- head) against the real frames."""
         sc = self.scene
-        idx = sc.held_subset(int(self.cfg["val_frames"])) if frames is None else frames
-        se = 0.0
-        for i in idx:
-            img = composite(sc.background, self.forward([i]), self.head_render([i]))
-            se += float(((img - sc.full_frames([i])) ** 2).mean())
-        return 10 * np.log10(1.0 / max(se / max(len(idx), 1), 1e-10))
+        return heldout_psnr(sc, self.cfg, frames, lambda i: composite(sc.background, self.forward([i]),
+                                                                     self.head_render([i])))
 
 
 class ImageTorsoTrainer:
@@ -199,13 +203,12 @@ class ImageTorsoTrainer:
     def validate(self, frames=None) -> float:
         """Held-out PSNR of the full composite, as the Gaussian torso's."""
         sc = self.scene
-        idx = sc.held_subset(int(self.cfg["val_frames"])) if frames is None else frames
-        se = 0.0
-        for i in idx:
+
+        def full(i):
             out, h_rgb, h_alpha = self.forward([i])
-            img = over(h_rgb, h_alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb))).clamp(0, 1)
-            se += float(((img - sc.full_frames([i])) ** 2).mean())
-        return 10 * np.log10(1.0 / max(se / max(len(idx), 1), 1e-10))
+            return over(h_rgb, h_alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb))).clamp(0, 1)
+
+        return heldout_psnr(sc, self.cfg, frames, full)
 
 
 def run_image(ctx, cfg: dict, head) -> dict:
