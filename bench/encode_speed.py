@@ -1,4 +1,4 @@
-"""Encode speed of talkctl.video_writer.VideoWriter: frames/s for 512x512 H.264 (+AAC) output.
+"""Encode speed of talkctl.media.video_out.VideoWriter: frames/s for 512x512 H.264 (+AAC) output.
 
 Frames are a real face photo (scikit-image astronaut) moved and rescaled a little every
 frame, so the encoder sees camera-like content rather than a static picture.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from common import describe, load_avg, machine, write_json
 
-from talkctl.video_writer import VideoWriter
+from talkctl.media.video_out import VideoWriter
 
 
 def frames(n: int, size: int):

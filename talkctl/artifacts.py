@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from . import __version__
-from .errors import ArtifactError
-from .rundir import RunDir
+from talkctl import __version__
+from talkctl.errors import ArtifactError
+from talkctl.rundir import RunDir
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import importlib
 OWNERS = (
     "talkctl.kernels.raster",
     "talkctl.kernels.hashgrid",
-    "talkctl.stages.audio_features",
-    "talkctl.stages.landmarks",
-    "talkctl.stages.parsing",
+    "talkctl.audio.registry",
+    "talkctl.face.landmarks",
+    "talkctl.parsing.registry",
 )
 
 for _mod in OWNERS:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import MissingToolError, UsageError
+from talkctl.errors import MissingToolError, UsageError
 
 KINDS = ("raster", "hashgrid", "landmarks", "parsing", "audio-features")
 
@@ -57,7 +57,7 @@ def register(backend: Backend) -> Backend:
 
 def _ensure_registered(kind: str) -> None:
     # Registration happens on import of the module that owns each kind.
-    from . import backend_catalog  # noqa: F401  (imports every owner module lazily-cheap)
+    from talkctl import backend_catalog  # noqa: F401  (imports every owner module lazily-cheap)
 
 
 def available(kind: str) -> list[Backend]:

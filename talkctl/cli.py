@@ -13,8 +13,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from . import __version__
-from .errors import EXIT_INTERRUPTED, TalkctlError, UsageError
+from talkctl import __version__
+from talkctl.errors import EXIT_INTERRUPTED, TalkctlError, UsageError
 
 app = typer.Typer(
     name="talkctl",
@@ -46,7 +46,7 @@ class _State:
 
 
 def _common(json_: bool, verbose: int, quiet: bool, debug: bool) -> None:
-    from .console import setup_logging
+    from talkctl.console import setup_logging
 
     _State.debug = _State.debug or debug
     _State.json, _State.quiet = json_, quiet
@@ -60,7 +60,7 @@ def _emit(summary: dict | list) -> None:
         return
     if _State.quiet:
         return
-    from .console import err
+    from talkctl.console import err
 
     items = summary if isinstance(summary, list) else [summary]
     for s in items:
@@ -74,8 +74,8 @@ def _emit(summary: dict | list) -> None:
 
 def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str):
     """The run directory: --run, or next to the media file (`clip.mp4` -> `clip.talkctl/`)."""
-    from .console import err
-    from .rundir import RunDir
+    from talkctl.console import err
+    from talkctl.rundir import RunDir
 
     if run is None:
         if media is None:
@@ -88,10 +88,10 @@ def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str):
 
 def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Optional[Path], preset: Optional[str],
            force: bool, device: str, set_: Optional[List[str]], overrides: dict) -> None:
-    from . import config as configmod
-    from .console import make_progress
-    from .pipeline import load_stage_module, run_stage, stage_spec
-    from .rundir import check_input_file
+    from talkctl import config as configmod
+    from talkctl.console import make_progress
+    from talkctl.pipeline import load_stage_module, run_stage, stage_spec
+    from talkctl.rundir import check_input_file
 
     load_stage_module(stage_spec(verb))  # an unbuilt verb fails before touching the disk
     toml = configmod.load_toml(config)
@@ -202,11 +202,11 @@ def render(run: RunOpt = None,
            config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
            json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Render the talking head saying new audio, as an .mp4 with the audio in it."""
-    from . import config as configmod
-    from .console import make_progress
-    from .pipeline import resolve_device
-    from .rundir import RunDir, check_input_file
-    from .stages import render as rmod
+    from talkctl import config as configmod
+    from talkctl.console import make_progress
+    from talkctl.pipeline import resolve_device
+    from talkctl.rundir import RunDir, check_input_file
+    from talkctl.stages import render as rmod
 
     _common(json_, verbose, quiet, debug)
     if run is None:
@@ -231,12 +231,12 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Quality and speed figures (eval.json, report.html); several runs -> one table."""
-    from . import config as configmod
-    from .console import err, make_progress
-    from .pipeline import resolve_device
-    from .report import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
-    from .rundir import RunDir, check_input_file
-    from .stages import eval as emod
+    from talkctl import config as configmod
+    from talkctl.console import err, make_progress
+    from talkctl.pipeline import resolve_device
+    from talkctl.report import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
+    from talkctl.rundir import RunDir, check_input_file
+    from talkctl.stages import eval as emod
 
     _common(json_, verbose, quiet, debug)
     dirs = list(runs or []) + ([run] if run is not None else [])
@@ -267,7 +267,7 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
 
 
 def _not_built(verb: str):
-    from .pipeline import load_stage_module, stage_spec
+    from talkctl.pipeline import load_stage_module, stage_spec
 
     load_stage_module(stage_spec(verb))
 
@@ -280,10 +280,10 @@ def run_chain(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
               config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
               json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Chain stages from --from to --to; stages that are up to date are skipped."""
-    from . import config as configmod
-    from .console import make_progress
-    from .pipeline import chain, run_stage
-    from .rundir import RunDir
+    from talkctl import config as configmod
+    from talkctl.console import make_progress
+    from talkctl.pipeline import chain, run_stage
+    from talkctl.rundir import RunDir
 
     _common(json_, verbose, quiet, debug)
     names = chain(from_, to)
@@ -305,8 +305,8 @@ def run_chain(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
 def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
            json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """What is done, stale or missing in a run directory."""
-    from .pipeline import status as run_status
-    from .rundir import RunDir
+    from talkctl.pipeline import status as run_status
+    from talkctl.rundir import RunDir
 
     _common(json_, verbose, quiet, debug)
     rd = RunDir(run_dir, create=False)
@@ -318,7 +318,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
         return
     from rich.table import Table
 
-    from .console import err
+    from talkctl.console import err
 
     colours = {"done": "green", "stale": "yellow", "missing": "dim", "invalid": "red"}
     table = Table(title=str(rd))
@@ -336,7 +336,7 @@ def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
 @app.command()
 def doctor(json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Check ffmpeg, devices and every backend: what is usable here and why not."""
-    from .doctor import checks
+    from talkctl.doctor import checks
 
     _common(json_, verbose, quiet, debug)
     rows = checks()
@@ -345,7 +345,7 @@ def doctor(json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = Fa
         return
     from rich.table import Table
 
-    from .console import err
+    from talkctl.console import err
 
     table = Table(title=f"talkctl {__version__} doctor")
     for col in ("kind", "name", "usable", "detail"):
@@ -360,8 +360,8 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Where the exampl
          preset: PresetOpt = "tiny", device: DeviceOpt = "auto",
          json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Make an example subject and take it through every stage; prints where the results are."""
-    from .console import err, make_progress
-    from .demo import run_demo
+    from talkctl.console import err, make_progress
+    from talkctl.demo import run_demo
 
     _common(json_, verbose, quiet, debug)
     result = run_demo(out, preset=preset or "tiny", device=device, progress=make_progress(_State.quiet or _State.json),
@@ -384,7 +384,7 @@ def version():
 
 
 def _add_batch() -> None:
-    from .batch.command import batch_app
+    from talkctl.batch.command import batch_app
 
     app.add_typer(batch_app, name="batch", help="Many subjects at once: `talkctl batch MANIFEST --root DIR`, `talkctl batch status DIR`.")
 
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the typer app, turning known errors into one line and an exit code."""
     from rich.markup import escape
 
-    from .console import err
+    from talkctl.console import err
 
     _State.debug, _State.json, _State.quiet = bool(os.environ.get("TALKCTL_DEBUG")), False, False
     try:

@@ -17,7 +17,7 @@ import ast
 import tomllib
 from pathlib import Path
 
-from .errors import UsageError
+from talkctl.errors import UsageError
 
 PRESET_NAMES = ("tiny", "fast", "paper")
 DEFAULT_PRESET = "fast"

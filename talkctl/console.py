@@ -48,7 +48,7 @@ def make_progress(quiet: bool):
     @contextmanager
     def progress(total: int | None, description: str):
         if quiet:
-            from .pipeline import NullTask
+            from talkctl.pipeline import NullTask
 
             yield NullTask()
             return

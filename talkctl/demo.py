@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from .pipeline import CHAIN, null_progress, resolve_device, run_stage, stage_spec
-from .rundir import RunDir
+from talkctl.pipeline import CHAIN, null_progress, resolve_device, run_stage, stage_spec
+from talkctl.rundir import RunDir
 
 # Settings per stage for the demo, at the sizes a user would pick for a quick look on a CPU:
 # the same keys `--set` takes. Measured on a 2-core CPU shared with other jobs: 2 min 58 s (load ~2, with
@@ -37,7 +37,7 @@ def run_demo(out_dir: Path, preset: str = "tiny", seconds: float = 12.0, size: i
              device: str = "auto", progress: Callable = null_progress,
              on_stage: Callable[[dict], None] = lambda s: None, voice_seconds: float = 8.0,
              overrides: dict[str, dict] | None = None) -> dict:
-    from .synthetic import make_audio, make_subject
+    from talkctl.synthetic import make_audio, make_subject
 
     out_dir = Path(out_dir).absolute()
     subject = make_subject(out_dir / "subject", seconds=seconds, size=size, seed=0)
@@ -58,7 +58,7 @@ def run_demo(out_dir: Path, preset: str = "tiny", seconds: float = 12.0, size: i
         if not stage_spec(verb).built or not_built:
             not_built.append(verb)
     if not not_built:
-        from .stages import eval as emod, render as rmod
+        from talkctl.stages import eval as emod, render as rmod
 
         dev = resolve_device(device)
         voice = make_audio(voice_seconds, seed=1)  # the unseen speaker: not the subject's voice
@@ -67,7 +67,7 @@ def run_demo(out_dir: Path, preset: str = "tiny", seconds: float = 12.0, size: i
         with run.lock("talkctl render"):
             r = rmod.render_to_file(run, out_dir / "demo.mp4", audio=voice_path, cfg=rcfg, device=dev, progress=progress)
         on_stage({"stage": "render", "status": "done", "run": str(run), **r})
-        from . import config as configmod
+        from talkctl import config as configmod
 
         ecfg = configmod.resolve("eval", emod.DEFAULTS, emod.PRESETS, preset, {}, overrides.get("eval") or {})
         with run.lock("talkctl eval"):

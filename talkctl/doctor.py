@@ -11,7 +11,7 @@ def checks() -> list[dict]:
         rows.append({"kind": kind, "name": name, "usable": bool(usable), "detail": detail})
 
     add("python", platform.python_implementation(), True, platform.python_version())
-    from .media import ffmpeg_exe
+    from talkctl.media.ffmpeg import ffmpeg_exe
 
     try:
         add("tool", "ffmpeg", True, ffmpeg_exe())
@@ -26,7 +26,7 @@ def checks() -> list[dict]:
     except ImportError as exc:
         add("torch", "torch", False, str(exc))
         cuda = False
-    from . import backends
+    from talkctl import backends
 
     device = "cuda" if cuda else "cpu"
     for kind in backends.KINDS:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MissingToolError
+from talkctl.errors import MissingToolError
 
 # ---------------------------------------------------------------------------- helpers
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import artifacts, config as configmod, memory
-from .errors import ArtifactError, NotBuiltError, UsageError
-from .rundir import RunDir
+from talkctl import artifacts, config as configmod, memory
+from talkctl.errors import ArtifactError, NotBuiltError, UsageError
+from talkctl.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def load_stage_module(spec: StageSpec):
 
 
 def _version() -> str:
-    from . import __version__
+    from talkctl import __version__
 
     return __version__
 

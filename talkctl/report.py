@@ -366,7 +366,7 @@ def _stages_table(stages) -> str:
 
 
 def _frames_section(frames: list[dict], scale: float) -> str:
-    from .metrics import psnr
+    from talkctl.metrics import psnr
 
     cards = []
     for f in frames:
@@ -507,7 +507,7 @@ def render_html(data: dict) -> str:
 
 def write_report(path_html: str | os.PathLike, data: dict) -> Path:
     """Write the self-contained report atomically (temp file, then rename). Returns the path."""
-    from .errors import InputError
+    from talkctl.errors import InputError
 
     path = Path(path_html)
     text = render_html(data)

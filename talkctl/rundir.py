@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import InputError, LockedError, UsageError
+from talkctl.errors import InputError, LockedError, UsageError
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

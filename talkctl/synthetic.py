@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.errors import MissingToolError, StageError, UsageError
-from talkctl.media import ffmpeg_exe, write_wav
+from talkctl.media.ffmpeg import ffmpeg_exe, write_wav
 
 FACE_HEIGHT_M = 0.18      # forehead (landmark 10) to chin (152) of an adult face, metres
 REST_DEPTH_M = 0.6        # face plane distance from the camera at rest

@@ -16,7 +16,7 @@ import torch
 
 from talkctl import artifacts
 from talkctl.rundir import RunDir
-from talkctl.stages.gaussians import GaussianModel
+from talkctl.gs.gaussians import GaussianModel
 
 
 def look_camera(yaw: float, pitch: float, dist: float) -> np.ndarray:

@@ -17,7 +17,7 @@ from talkctl import artifacts
 from talkctl.cli import main
 from talkctl.pipeline import run_stage
 from talkctl.rundir import RunDir
-from talkctl.stages import canonical_landmarks as cl
+from talkctl.face import canonical as cl
 from talkctl.stages import train_a2l
 
 torch.set_num_threads(1)
@@ -332,7 +332,7 @@ def test_real_stages_on_the_synthetic_subject(synthetic_subject, tmp_path):
 
 
 def test_offset_basis_pca_and_plain():
-    from talkctl.stages.a2l_model import offset_basis
+    from talkctl.head.a2l_model import offset_basis
 
     rng = np.random.default_rng(3)
     X = rng.standard_normal((200, 3)) @ rng.standard_normal((3, 30))  # rank 3 in 30 dims

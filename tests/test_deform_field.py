@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from talkctl.errors import UsageError
-from talkctl.stages.deform_field import (AudioCondition, DeformField, PoseCondition, RawEncoding, apply_deform,
+from talkctl.head.field import (AudioCondition, DeformField, PoseCondition, RawEncoding, apply_deform,
                                          build_condition, pose_vector)
 
 

@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import torch
 
-from talkctl.stages.densify import (DensifyConfig, DensifyStrategy, append_rows, gaussian_param_groups,
+from talkctl.gs.densify import (DensifyConfig, DensifyStrategy, append_rows, gaussian_param_groups,
                                     keep_rows)
-from talkctl.stages.gaussians import GaussianModel
+from talkctl.gs.gaussians import GaussianModel
 
 LRS = {"means": 1e-3, "quats": 1e-3, "log_scales": 1e-3, "opacity_logits": 1e-2, "sh_dc": 1e-3, "sh_rest": 1e-4}
 

@@ -139,7 +139,7 @@ def test_demo_end_to_end_small(tmp_path):
     import torch
 
     from talkctl.demo import run_demo
-    from talkctl.media import probe
+    from talkctl.media.ffmpeg import probe
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from talkctl.cli import main
-from talkctl.media import ffmpeg_exe
+from talkctl.media.ffmpeg import ffmpeg_exe
 from talkctl.stages import extract_audio as xa
-from talkctl.stages.melformant import MelFormantExtractor, lpc_formants, periodicity, frame_signal
+from talkctl.audio.melformant import MelFormantExtractor, lpc_formants, periodicity, frame_signal
 from conftest import shared_path
 
 SR = 16000

@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import torch
 
-from talkctl.stages.gaussians import (GaussianModel, ply_fields, quat_multiply, quat_to_rotmat, read_ply)
+from talkctl.gs.gaussians import (GaussianModel, ply_fields, quat_multiply, quat_to_rotmat, read_ply)
 
 
 def _model(n=50, degree=2, seed=0):

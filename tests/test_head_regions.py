@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fake_track import face_mesh
-from talkctl.stages import head_regions as hr
+from talkctl.parsing import regions as hr
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from lm_scene import MOUTH, add_landmarks
 from talkctl.errors import ArtifactError, InputError, UsageError
 from talkctl.pipeline import run_stage
 from talkctl.rundir import RunDir
-from talkctl.stages.deform_field import build_condition
-from talkctl.stages.head_model import load_head
-from talkctl.stages.landmark_condition import LandmarkCondition, apply_edit, parse_edit
-from talkctl.stages.training import psnr
+from talkctl.head.field import build_condition
+from talkctl.head.models import load_head
+from talkctl.head.landmark_condition import LandmarkCondition, apply_edit, parse_edit
+from talkctl.gs.training import psnr
 
 SIZE = 32
 STATIC = dict(resolution=SIZE, head_gaussians=300, head_iterations=120, torso_iterations=20, val_every=40)
@@ -139,7 +139,7 @@ def test_condition_unit_codes_and_edits():
 
 
 def test_landmark_sources_a2l_reenactment_track_and_edit(lm_runs, tmp_path):
-    from talkctl.stages.landmark_source import landmark_source, resolve_landmarks
+    from talkctl.head.landmark_source import landmark_source, resolve_landmarks
     from talkctl.stages.train_a2l import load_predictor
 
     run, still, sig, pts = lm_runs
@@ -173,7 +173,7 @@ def test_landmark_sources_a2l_reenactment_track_and_edit(lm_runs, tmp_path):
 
 def test_landmark_source_refuses_an_audio_head(tmp_path):
     from talkctl import artifacts
-    from talkctl.stages.landmark_source import landmark_source
+    from talkctl.head.landmark_source import landmark_source
 
     r = RunDir(tmp_path / "audio_run")
     with artifacts.write(r, "deform", producer="test", fingerprint="x", config={}, inputs={}) as f:
@@ -185,8 +185,8 @@ def test_landmark_source_refuses_an_audio_head(tmp_path):
 # ---- the image torso (train-torso --mode image) on the landmark-driven head -------------------
 def test_image_torso_learns_and_composites(lm_runs, capsys):
     from talkctl.cli import main
-    from talkctl.stages.head_model import composite, load_torso
-    from talkctl.stages.torso_image import ImageTorsoModel
+    from talkctl.head.models import composite, load_torso
+    from talkctl.head.torso_image import ImageTorsoModel
 
     run, still, sig, pts = lm_runs
     rc = main(["train-torso", "--run", str(run.path), "--mode", "image", "--preset", "tiny", "--device", "cpu",
@@ -222,7 +222,7 @@ def test_image_torso_learns_and_composites(lm_runs, capsys):
 
 def test_landmarks_for_drive_choices(lm_runs, tmp_path):
     """What render/eval call: auto picks a2l (present after the a2l test) or the track; audio heads refuse edits."""
-    from talkctl.stages.landmark_source import landmarks_for_drive
+    from talkctl.head.landmark_source import landmarks_for_drive
 
     run, still, sig, pts = lm_runs
     with h5py.File(run.path / "audio.h5") as f:

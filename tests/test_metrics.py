@@ -109,7 +109,7 @@ def test_lpips_loads_files_in_the_published_layout(weights):
 
 
 def test_training_loss_uses_the_same_lpips_when_its_files_are_present(weights):
-    from talkctl.stages import losses
+    from talkctl.gs import losses
 
     assert losses.perceptual_loss("auto")[0] == "dssim"  # no files yet: D-SSIM stands in
     with pytest.raises(Exception, match="alex"):

@@ -13,7 +13,7 @@ import pytest
 from fake_track import astronaut_clip, write_frames_track
 from talkctl.cli import main
 from talkctl.rundir import RunDir
-from talkctl.stages import head_regions as hr
+from talkctl.parsing import regions as hr
 
 T, S = 24, 192
 
@@ -162,7 +162,7 @@ def test_bad_settings_are_usage_errors(parsed, capsys, setting):
 def test_facexlib_class_mapping():
     import torch
 
-    from talkctl.stages.parse_facexlib import labels_from_logits
+    from talkctl.parsing.facexlib_backend import labels_from_logits
 
     for model, cls in (("bisenet", {0: 0, 1: 1, 17: 1, 14: 2, 16: 3, 7: 1}),
                        ("parsenet", {0: 0, 1: 1, 13: 1, 17: 2, 16: 2, 18: 3, 8: 1})):
@@ -174,7 +174,7 @@ def test_facexlib_class_mapping():
 def test_facexlib_parser_runs_a_network_and_keeps_frame_order():
     import torch
 
-    from talkctl.stages.parse_facexlib import FacexlibParser
+    from talkctl.parsing.facexlib_backend import FacexlibParser
 
     class Tiny(torch.nn.Module):  # BiSeNet-like: a tuple of 19-class maps at the input size
         def __init__(self):
@@ -203,7 +203,7 @@ def test_facexlib_parser_runs_a_network_and_keeps_frame_order():
 
 
 def test_facexlib_weights_are_found_in_the_documented_folder(tmp_path, monkeypatch):
-    from talkctl.stages import parsing
+    from talkctl.parsing import registry as parsing
 
     monkeypatch.setenv("TALKCTL_WEIGHTS", str(tmp_path))
     assert parsing.find_weights("parsing_bisenet.pth") is None

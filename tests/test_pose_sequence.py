@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from talkctl.errors import ArtifactError, InputError
-from talkctl.pose_sequence import from_arrays, ping_pong_indices, pose_sequence, read_pose_file
+from talkctl.head.poses import from_arrays, ping_pong_indices, pose_sequence, read_pose_file
 from talkctl.rundir import RunDir
 
 

@@ -8,9 +8,9 @@ import pytest
 
 import trained_run
 from talkctl.cli import main
-from talkctl.media import probe
+from talkctl.media.ffmpeg import probe
 from talkctl.rundir import RunDir
-from talkctl.video_writer import read_video_frames
+from talkctl.media.video_out import read_video_frames
 
 COMMON = ["--device", "cpu", "-q"]
 
@@ -110,7 +110,7 @@ def test_pose_sources(trained, speech, tmp_path, capsys):
 def test_frames_are_written_as_they_are_rendered(trained, tmp_path, monkeypatch):
     """A long-ish audio: never more than one batch rendered ahead of the encoder."""
     from talkctl.stages import render as rmod
-    from talkctl.video_writer import VideoWriter
+    from talkctl.media.video_out import VideoWriter
 
     run, _ = trained
     wav = trained_run.write_wav(tmp_path / "long.wav", trained_run.voice(12.0, seed=3), 16000)

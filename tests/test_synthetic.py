@@ -11,7 +11,7 @@ import pytest
 
 from talkctl import synthetic
 from talkctl.errors import StageError, UsageError
-from talkctl.media import ffmpeg_exe
+from talkctl.media.ffmpeg import ffmpeg_exe
 
 # NaNs or overflows in the rig would show as RuntimeWarnings long before they show on screen
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")

@@ -15,7 +15,7 @@ import pytest
 
 from talkctl.backends import select
 from talkctl.errors import MissingToolError
-from talkctl.stages import landmarks as lmk
+from talkctl.face import landmarks as lmk
 
 FAKE = {
     "face_alignment/__init__.py": """

@@ -61,7 +61,7 @@ def test_artifacts_follow_the_layout(bump_run):
         assert f.attrs["fps"] == 25 and f.attrs["size"] == 192
         first = fr[0]
     # the directly written (pre-compressed) chunks decode to the video's first frame
-    from talkctl.stages.video_frames import read_still
+    from talkctl.media.video_in import read_still
 
     still = read_still(Path(json.loads((bump_run / "run.json").read_text())["video"]["path"]))
     assert np.abs(first.astype(int) - still.astype(int)).mean() < 1.0
@@ -175,7 +175,7 @@ def test_tiny_video_is_upscaled_with_a_warning_and_a_too_small_one_refused(tmp_p
 
 
 def test_audio_file_is_refused(tmp_path, capsys):
-    from talkctl.media import ffmpeg_exe
+    from talkctl.media.ffmpeg import ffmpeg_exe
 
     wav = tmp_path / "speech.wav"
     subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=220:duration=2", str(wav)],

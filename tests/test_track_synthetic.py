@@ -15,8 +15,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from talkctl.cli import main
-from talkctl.stages import headpose as hp
-from talkctl.stages.landmarks import MEDIAPIPE_478 as MP
+from talkctl.face import headpose as hp
+from talkctl.face.landmarks import MEDIAPIPE_478 as MP
 
 
 def _relative(R):

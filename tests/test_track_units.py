@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkctl.stages import face_features as ff
-from talkctl.stages import headpose as hp
-from talkctl.stages.landmarks import FAN_68, MEDIAPIPE_478 as MP
-from talkctl.stages.video_frames import Crop, choose_crop, crop_filter
+from talkctl.face import features as ff
+from talkctl.face import headpose as hp
+from talkctl.face.landmarks import FAN_68, MEDIAPIPE_478 as MP
+from talkctl.media.video_in import Crop, choose_crop, crop_filter
 
 
 # ---- crop -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from talkctl.errors import StageError
 from talkctl.pipeline import NullTask
 from talkctl.rundir import RunDir
-from talkctl.stages.training import TRAIN_DEFAULTS, clear_checkpoints, train
+from talkctl.gs.training import TRAIN_DEFAULTS, clear_checkpoints, train
 
 
 class Toy:
@@ -96,8 +96,8 @@ def test_audio_shorter_than_video_drops_the_frames_without_audio():
 
     from talkctl.errors import ArtifactError
     from talkctl.metrics import held_out_start
-    from talkctl.stages.scene import Scene
-    from talkctl.stages.training import split_frames
+    from talkctl.gs.scene import Scene
+    from talkctl.gs.training import split_frames
 
     train, held = split_frames(4500)
     assert held[0] == held_out_start(4500) and len(train) + len(held) == 4500

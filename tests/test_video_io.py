@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from talkctl.errors import InputError, StageError
-from talkctl.media import ffmpeg_exe, probe
-from talkctl.video_writer import VideoWriter, decode_audio, paste_full_frame, read_video_frames
+from talkctl.media.ffmpeg import ffmpeg_exe, probe
+from talkctl.media.video_out import VideoWriter, decode_audio, paste_full_frame, read_video_frames
 
 
 def _frame(i: int, w: int, h: int) -> np.ndarray:

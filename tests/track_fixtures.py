@@ -28,7 +28,7 @@ def euler_to_matrix(yaw, pitch, roll) -> np.ndarray:
 
 def write_video(path: Path, frames, width: int, height: int, fps: int = FPS) -> Path:
     """Encode an iterable of (H, W, 3) uint8 frames as H.264 with ffmpeg (argument list)."""
-    from talkctl.media import ffmpeg_exe
+    from talkctl.media.ffmpeg import ffmpeg_exe
 
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
            "-s", f"{width}x{height}", "-r", str(fps), "-i", "-", "-c:v", "libx264", "-preset", "veryfast",
@@ -105,7 +105,7 @@ def face_clip(path: Path, n: int, width: int, height: int, depth: float = 1.4, f
 
 def lavfi_clip(path: Path, seconds: float = 2.0, size: str = "256x256") -> Path:
     """A test pattern with no face at all."""
-    from talkctl.media import ffmpeg_exe
+    from talkctl.media.ffmpeg import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     f"testsrc=size={size}:rate={FPS}", "-t", str(seconds), "-c:v", "libx264", "-pix_fmt", "yuv420p",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkctl.media import write_wav  # noqa: F401  (re-exported: tests call trained_run.write_wav)
+from talkctl.media.ffmpeg import write_wav  # noqa: F401  (re-exported: tests call trained_run.write_wav)
 
 # config overrides a user could pass with --set: small crop, few iterations
 OVERRIDES = {

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import NotBuiltError, UsageError
-from .driver import run_batch
-from .manifest import Manifest, ManifestError, Subject, check_configs, load_manifest
-from .status import batch_status
+from talkctl.errors import NotBuiltError, UsageError
+from talkctl.batch.driver import run_batch
+from talkctl.batch.manifest import Manifest, ManifestError, Subject, check_configs, load_manifest
+from talkctl.batch.status import batch_status
 
 __all__ = ["prepare", "make_engine", "run_batch", "batch_status", "load_manifest", "Manifest",
            "ManifestError", "Subject"]
@@ -21,7 +21,7 @@ __all__ = ["prepare", "make_engine", "run_batch", "batch_status", "load_manifest
 
 def prepare(manifest_path: str | Path, start: str | None = None, stop: str | None = None) -> tuple[Manifest, list[str]]:
     """Read the manifest and check everything that can be checked before work starts."""
-    from ..pipeline import STAGE_BY_NAME, chain
+    from talkctl.pipeline import STAGE_BY_NAME, chain
 
     manifest = load_manifest(manifest_path)
     names = chain(start, stop)
@@ -38,11 +38,11 @@ def make_engine(name: str, *, workers: int | None = None, gpus: int | None = Non
     if name == "local":
         if address:
             raise UsageError("--address is for --engine ray")
-        from .local import LocalEngine
+        from talkctl.batch.local import LocalEngine
 
         return LocalEngine(workers=workers, gpus=gpus)
     if name == "ray":
-        from .ray_engine import RayEngine
+        from talkctl.batch.ray_engine import RayEngine
 
         return RayEngine(address=address, workers=workers)
     raise UsageError(f"unknown engine {name!r}; use local or ray")

@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from ..cli import DebugOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, VerboseOpt, _common, _State
-from ..errors import StageError
+from talkctl.cli import DebugOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, VerboseOpt, _common, _State
+from talkctl.errors import StageError
 
 
 class _DefaultRun(TyperGroup):
@@ -50,9 +50,9 @@ def batch_run(
     """Run every subject of MANIFEST through the stage chain; up-to-date stages are skipped."""
     from rich.markup import escape
 
-    from ..console import err
-    from . import ManifestError, make_engine, prepare, run_batch
-    from .view import LiveTable
+    from talkctl.console import err
+    from talkctl.batch import ManifestError, make_engine, prepare, run_batch
+    from talkctl.batch.view import LiveTable
 
     _common(json_, verbose, quiet, debug)
     try:
@@ -64,8 +64,8 @@ def batch_run(
     eng = make_engine(engine, workers=workers, gpus=gpus, address=address)
     with_audio = [s.name for s in subjects.subjects if s.audios]
     if with_audio and not _State.quiet:
-        from ..pipeline import STAGE_BY_NAME
-        from .driver import renders_follow
+        from talkctl.pipeline import STAGE_BY_NAME
+        from talkctl.batch.driver import renders_follow
 
         if not renders_follow(names):
             why = ("`talkctl render` is not built yet in this version" if not STAGE_BY_NAME["render"].built
@@ -101,9 +101,9 @@ def batch_status_cmd(root: Annotated[Path, typer.Argument(help="The batch root (
     from rich.markup import escape
     from rich.table import Table
 
-    from ..console import err
-    from .status import batch_status
-    from .view import COLOURS
+    from talkctl.console import err
+    from talkctl.batch.status import batch_status
+    from talkctl.batch.view import COLOURS
 
     _common(json_, verbose, quiet, debug)
     data = batch_status(root)

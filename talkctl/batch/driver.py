@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UsageError
-from ..rundir import RunDir, exclusive_lock
-from .engine import Engine
-from .manifest import Manifest, Subject
-from .tasks import PROGRESS_FILE, StageTask, read_progress
+from talkctl.errors import UsageError
+from talkctl.rundir import RunDir, exclusive_lock
+from talkctl.batch.engine import Engine
+from talkctl.batch.manifest import Manifest, Subject
+from talkctl.batch.tasks import PROGRESS_FILE, StageTask, read_progress
 
 BATCH_FILE = "batch.json"
 LOCK_FILE = ".batch.lock"
@@ -182,8 +182,8 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
 def renders_follow(names: list[str]) -> bool:
     """Subjects' audios are rendered when render is built and this chain reaches the last
     stage that makes what render reads."""
-    from .. import artifacts
-    from ..pipeline import CHAIN, STAGE_BY_NAME
+    from talkctl import artifacts
+    from talkctl.pipeline import CHAIN, STAGE_BY_NAME
 
     spec = STAGE_BY_NAME.get("render")
     if spec is None or not spec.built or not names:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from .tasks import StageTask
+from talkctl.batch.tasks import StageTask
 
 
 @dataclass

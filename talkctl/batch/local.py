@@ -23,8 +23,8 @@ import time
 from multiprocessing.connection import wait as mp_wait
 from typing import Callable
 
-from .engine import Outcome
-from .tasks import StageTask, execute
+from talkctl.batch.engine import Outcome
+from talkctl.batch.tasks import StageTask, execute
 
 
 def _die_with_parent() -> None:

@@ -32,8 +32,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import PRESET_NAMES
-from ..errors import UsageError
+from talkctl.config import PRESET_NAMES
+from talkctl.errors import UsageError
 
 # Per-subject shorthands -> the stages whose setting of the same name they set.
 SHORTHANDS: dict[str, tuple[str, ...]] = {
@@ -207,7 +207,7 @@ def _subject(base: Path, where: str, row, defaults: dict, problems: list[str]) -
         extra = {}
     for stage, table in extra.items():
         config.setdefault(stage, {}).update(table)
-    from ..pipeline import STAGE_BY_NAME
+    from talkctl.pipeline import STAGE_BY_NAME
 
     for short, stages in SHORTHANDS.items():
         if short in row:
@@ -237,8 +237,8 @@ def _file(base: Path, where: str, value, what: str, problems: list[str]) -> Path
 def check_configs(manifest: Manifest, names: list[str]) -> None:
     """Resolve every subject's config for every stage it will run, before any work starts:
     unknown stage settings and bad values are reported per subject, one line each."""
-    from ..pipeline import STAGE_BY_NAME, load_stage_module, stage_config
-    from .driver import renders_follow
+    from talkctl.pipeline import STAGE_BY_NAME, load_stage_module, stage_config
+    from talkctl.batch.driver import renders_follow
 
     problems = []
     for s in manifest.subjects:

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..errors import MissingToolError, UsageError
-from .engine import Outcome
-from .tasks import StageTask, execute
+from talkctl.errors import MissingToolError, UsageError
+from talkctl.batch.engine import Outcome
+from talkctl.batch.tasks import StageTask, execute
 
 _setup_done = False
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UsageError
-from ..rundir import RunDir
-from .driver import BATCH_FILE, read_batch_file
-from .tasks import read_progress
+from talkctl.errors import UsageError
+from talkctl.rundir import RunDir
+from talkctl.batch.driver import BATCH_FILE, read_batch_file
+from talkctl.batch.tasks import read_progress
 
 
 def _eval_figures(run: Path) -> dict:
@@ -35,7 +35,7 @@ def _batch_running(root: Path) -> bool:
     import fcntl
     import os
 
-    from .driver import LOCK_FILE
+    from talkctl.batch.driver import LOCK_FILE
 
     path = root / LOCK_FILE
     if not path.exists():
@@ -53,7 +53,7 @@ def _batch_running(root: Path) -> bool:
 
 
 def batch_status(root: str | Path) -> dict:
-    from ..pipeline import status as run_status
+    from talkctl.pipeline import status as run_status
 
     root = Path(root).expanduser().absolute()
     if not root.is_dir():

@@ -108,9 +108,9 @@ def read_progress(run: str | Path) -> dict | None:
 def execute(task: StageTask) -> dict:
     """Run one stage of one subject. Returns {"ok": True, "summary": ...} or
     {"ok": False, "error": one line, "code": exit code}. Never raises for stage failures."""
-    from ..errors import TalkctlError
-    from ..pipeline import run_stage
-    from ..rundir import RunDir
+    from talkctl.errors import TalkctlError
+    from talkctl.pipeline import run_stage
+    from talkctl.rundir import RunDir
 
     started = time.time()
     base = {"subject": task.subject, "stage": task.label, "attempt": task.attempt, "pid": os.getpid(),
@@ -145,9 +145,9 @@ def execute(task: StageTask) -> dict:
 def _render(task: StageTask, run, progress) -> dict:
     """One audio of a subject -> RUN/renders/<audio name>.mp4, skipped when a stamp next to it
     says the same audio, models and settings made it."""
-    from ..artifacts import current_fingerprint
-    from ..pipeline import load_stage_module, resolve_device, stage_spec
-    from ..rundir import file_sha256
+    from talkctl.artifacts import current_fingerprint
+    from talkctl.pipeline import load_stage_module, resolve_device, stage_spec
+    from talkctl.rundir import file_sha256
 
     spec = stage_spec("render")
     mod = load_stage_module(spec)

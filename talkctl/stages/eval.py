@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StageError
-from .render import (FPS, Renderer, _resize, audio_drive, check_run, device_name, render_batches, self_drive,
+from talkctl.errors import StageError
+from talkctl.stages.render import (FPS, Renderer, _resize, audio_drive, check_run, device_name, render_batches, self_drive,
                      with_landmarks)
 
 VERSION = 1
@@ -51,7 +51,7 @@ class LandmarkReader:
     """The run's landmark backend applied to any frame: (L,2) in the frame's pixels, or None."""
 
     def __init__(self, backend_name: str, device: str = "cpu"):
-        from ..backends import select
+        from talkctl.backends import select
 
         self.backend = select("landmarks", backend_name or "auto", device)
         Detector = self.backend.get()
@@ -89,7 +89,7 @@ class MouthTrack:
             if self.lms else np.zeros((0, L, 2), np.float32)
 
     def mouth_open(self) -> np.ndarray:
-        from .face_features import mouth_open
+        from talkctl.face.features import mouth_open
 
         lm = self.stacked()
         return mouth_open(lm, self.reader.scheme).astype(np.float64) if len(lm) else np.zeros(0)
@@ -120,7 +120,7 @@ def _finite(v):
 
 
 def _sync(mouth: np.ndarray, wav: np.ndarray, found: np.ndarray) -> dict:
-    from ..metrics import audio_mouth_sync
+    from talkctl.metrics import audio_mouth_sync
 
     if found.sum() < max(5, 0.5 * len(found)):
         return {"corr": None, "lag": None, "reason": f"a face was found in only {int(found.sum())} of {len(found)} frames"}
@@ -130,7 +130,7 @@ def _sync(mouth: np.ndarray, wav: np.ndarray, found: np.ndarray) -> dict:
 
 
 def _syncnet(frames: list[np.ndarray], wav: np.ndarray, device: str) -> dict:
-    from ..metrics import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
+    from talkctl.metrics import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
 
     why = syncnet_status()
     if why:
@@ -146,7 +146,7 @@ def _syncnet(frames: list[np.ndarray], wav: np.ndarray, device: str) -> dict:
 
 def training_info(run) -> dict:
     """Seconds per stage, Gaussian counts, validation curves and any recorded peak memory."""
-    from .. import artifacts
+    from talkctl import artifacts
 
     stages, curves, peak = {}, {}, {}
     for stage, art in STAGE_ARTIFACTS:
@@ -183,7 +183,7 @@ MODEL_ARTIFACTS = ("deform", "torso", "a2l")
 
 def model_mb(run) -> float:
     """Size on disk of the trained model a render needs, in MiB."""
-    from .. import artifacts
+    from talkctl import artifacts
 
     paths = [artifacts.spec(a).path(run) for a in MODEL_ARTIFACTS]
     return round(sum(p.stat().st_size for p in paths if p.exists()) / 2 ** 20, 2)
@@ -201,9 +201,9 @@ def method_name(deform_attrs: dict, torso_attrs: dict) -> str:
 
 def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: str = "cpu", progress=None, log=None) -> dict:
     """Compute every figure, write RUN/eval.json and RUN/report.html; returns the eval dict."""
-    from .. import __version__, artifacts
-    from ..metrics import ImageFigures, lmd, mouth_open_correlation
-    from ..pipeline import null_progress
+    from talkctl import __version__, artifacts
+    from talkctl.metrics import ImageFigures, lmd, mouth_open_correlation
+    from talkctl.pipeline import null_progress
 
     cfg = {**DEFAULTS, **(cfg or {})}
     progress = progress or null_progress
@@ -344,8 +344,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _write_report(run, result, frames, mouth_real, mouth_rend, wav, n, info) -> None:
-    from ..metrics import audio_energy_per_frame
-    from ..report import write_report
+    from talkctl.metrics import audio_energy_per_frame
+    from talkctl.report import write_report
 
     fig = dict(result["figures"])
     fs = result["full_composite"]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, UsageError
+from talkctl.errors import InputError, UsageError
 
 VERSION = 1
 SR = 16000
@@ -54,7 +54,7 @@ NON_SEMANTIC: set[str] = set()
 # ---- decoding -------------------------------------------------------------------
 def decode_audio(path: Path) -> tuple[np.ndarray, dict]:
     """(waveform, probe info): first audio stream, 16 kHz mono float32 via ffmpeg."""
-    from .. import media
+    from talkctl.media import ffmpeg as media
 
     info = media.probe(path)
     if info["audio"] is None:
@@ -70,7 +70,7 @@ def decode_audio(path: Path) -> tuple[np.ndarray, dict]:
 
 def load_waveform(path: str | Path) -> np.ndarray:
     """Any media file with sound -> (S,) float32 16 kHz mono; InputError for bad files."""
-    from ..rundir import check_input_file
+    from talkctl.rundir import check_input_file
 
     path = check_input_file(Path(path).expanduser(), "audio")
     wav, _ = decode_audio(path)
@@ -121,7 +121,7 @@ class FeatureRecipe:
 
     @classmethod
     def from_config(cls, cfg: dict, device: str = "cpu") -> "FeatureRecipe":
-        from .audio_features import make_extractor
+        from talkctl.audio.registry import make_extractor
 
         window = int(cfg.get("window", 16))
         if not 1 <= window <= 256:
@@ -134,8 +134,8 @@ class FeatureRecipe:
         """The recipe recorded in a training run's audio.h5 (path, run directory or open h5py.File)."""
         import h5py
 
-        from .. import artifacts
-        from ..rundir import RunDir
+        from talkctl import artifacts
+        from talkctl.rundir import RunDir
 
         if isinstance(reference, h5py.File):
             return cls._from_h5(reference, device)
@@ -204,14 +204,14 @@ def features_for_audio(source, reference, device: str = "cpu") -> np.ndarray:
 # ---- the stage ------------------------------------------------------------------
 def resolve(cfg: dict, device: str) -> dict:
     """Fingerprint the extractor "auto" picks here, not the word "auto"."""
-    from ..backends import select
+    from talkctl.backends import select
 
     return {**cfg, "extractor": select("audio-features", cfg.get("extractor") or "auto", device).name}
 
 
 def run(ctx, cfg: dict) -> dict:
-    from ..rundir import check_input_file
-    from .melformant import SILENT_CLIP_DB, VOICING_THRESHOLD, speech_level_db
+    from talkctl.rundir import check_input_file
+    from talkctl.audio.melformant import SILENT_CLIP_DB, VOICING_THRESHOLD, speech_level_db
 
     src = check_input_file(ctx.video_path(), "input")
     recipe = FeatureRecipe.from_config(cfg, ctx.device)  # fails fast on a missing model

@@ -14,12 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .gaussians import GaussianModel
-from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
-from .losses import dssim, l1
-from .scene import Scene
-from .splat import render, resolve_rasterizer
-from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.gaussians import GaussianModel
+from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
+from talkctl.gs.losses import dssim, l1
+from talkctl.gs.scene import Scene
+from talkctl.gs.splat import render, resolve_rasterizer
+from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {

@@ -24,10 +24,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import backends
-from ..errors import ArtifactError, StageError, UsageError
-from . import bg_plate
-from . import head_regions as hr
+from talkctl import backends
+from talkctl.errors import ArtifactError, StageError, UsageError
+from talkctl.parsing import plate as bg_plate
+from talkctl.parsing import regions as hr
 
 VERSION = 1
 DEFAULTS = {
@@ -164,7 +164,7 @@ def _items(frames, lms, T: int, chunk: int, lm_store: dict):
 
 
 def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int) -> dict:
-    from ..artifacts import frame_chunks
+    from talkctl.artifacts import frame_chunks
 
     d_labels = out.create_dataset("labels", (T, S, S), np.uint8, **frame_chunks((T, S, S)))
     d_torso = out.create_dataset("torso_frames", (T, S, S, 3), np.uint8, **frame_chunks((T, S, S, 3)))
@@ -275,7 +275,7 @@ def _tile(img: np.ndarray) -> np.ndarray:
 def write_preview(run, n_frames: int = 8) -> Path:
     """RUN/parse_preview.png: coloured labels over sampled frames, the background plate (its
     never-seen part outlined) and one torso target, read back from frames.h5 and parse.h5."""
-    from ..artifacts import open_for_read
+    from talkctl.artifacts import open_for_read
 
     with open_for_read(run, "frames") as ff, open_for_read(run, "parse") as pf:
         idx = bg_plate.sample_indices(pf["labels"].shape[0], n_frames)

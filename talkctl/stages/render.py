@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..errors import InputError, StageError, UsageError
+from talkctl.errors import InputError, StageError, UsageError
 
 VERSION = 1
 FPS = 25
@@ -60,14 +60,14 @@ NEEDS = ("audio", "frames", "track", "parse", "deform", "torso")
 
 
 def resolve_config(preset=None, toml=None, overrides=None) -> dict:
-    from .. import config as configmod
+    from talkctl import config as configmod
 
     return configmod.resolve("render", DEFAULTS, PRESETS, preset, toml or {}, overrides or {})
 
 
 def check_run(run) -> None:
     """Every artifact render reads is present and current; else ArtifactError naming the stage to run."""
-    from ..pipeline import input_fingerprints, stage_spec
+    from talkctl.pipeline import input_fingerprints, stage_spec
 
     input_fingerprints(run, stage_spec("render"))
 
@@ -86,9 +86,9 @@ class Renderer:
 
     @classmethod
     def load(cls, run, device: str = "cpu", size: int = 0, rasterizer: str = "auto") -> "Renderer":
-        from .. import artifacts
-        from .head_model import load_head, load_torso
-        from .training import scale_intrinsics
+        from talkctl import artifacts
+        from talkctl.head.models import load_head, load_torso
+        from talkctl.gs.training import scale_intrinsics
 
         head = load_head(run, device, rasterizer)
         torso = load_torso(run, device, rasterizer)
@@ -119,8 +119,8 @@ class Renderer:
         "head_over_real": uint8 (when real frames (C,S,S,3) uint8 are given)}."""
         import torch
 
-        from .head_model import composite
-        from .splat import over
+        from talkctl.head.models import composite
+        from talkctl.gs.splat import over
 
         h = self.head.render(frames, world_to_cam, self.K_head, self.size, blink=blink)
         t = self.torso.render(world_to_cam, self.K_torso, self.size, head_rgb=h.rgb, head_alpha=h.alpha)
@@ -169,8 +169,8 @@ class Drive:
 
 def held_out_range(run) -> tuple[int, int]:
     """[start, end) of the frames training never saw (as recorded by train-deform)."""
-    from .. import artifacts
-    from .training import split_frames
+    from talkctl import artifacts
+    from talkctl.gs.training import split_frames
 
     attrs = artifacts.read_attrs(run, "deform") or {}
     held = attrs.get("held_out")
@@ -187,7 +187,7 @@ def held_out_range(run) -> tuple[int, int]:
 def with_landmarks(run, drive: Drive, cfg: dict | None = None, device: str = "cpu") -> Drive:
     """A landmark-driven head gets its landmarks here (a2l on the driving audio, the track,
     another run, an edit: landmark_source.landmarks_for_drive); an audio head is left as is."""
-    from .landmark_source import landmarks_for_drive
+    from talkctl.head.landmark_source import landmarks_for_drive
 
     ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device)
     if ld is not None:
@@ -197,7 +197,7 @@ def with_landmarks(run, drive: Drive, cfg: dict | None = None, device: str = "cp
 
 def self_drive(run) -> Drive:
     """The held-out frames with their own audio, poses and blinks."""
-    from .. import artifacts
+    from talkctl import artifacts
 
     a, b = held_out_range(run)
     with artifacts.open_for_read(run, "audio") as f:
@@ -233,7 +233,7 @@ class FeatureWindows:
 
 def driving_features(wav: np.ndarray, run, device: str = "cpu") -> FeatureWindows:
     """Features of new audio made exactly like the run's (extract_audio.features_for_audio), lazily windowed."""
-    from .extract_audio import FeatureRecipe, n_video_frames, window_indices
+    from talkctl.stages.extract_audio import FeatureRecipe, n_video_frames, window_indices
 
     recipe = FeatureRecipe.from_artifact(run, device)
     raw = recipe.raw(wav)
@@ -245,8 +245,8 @@ def driving_features(wav: np.ndarray, run, device: str = "cpu") -> FeatureWindow
 
 
 def audio_drive(run, audio: Path, cfg: dict, device: str = "cpu") -> Drive:
-    from ..pose_sequence import pose_sequence
-    from .extract_audio import load_waveform
+    from talkctl.head.poses import pose_sequence
+    from talkctl.stages.extract_audio import load_waveform
 
     wav = load_waveform(audio)
     if len(wav) < SAMPLES_PER_FRAME:
@@ -267,7 +267,7 @@ class SourceFrames:
     indices move forward (one ffmpeg stream), reopened at a seek when they jump back (ping-pong)."""
 
     def __init__(self, video: Path):
-        from ..media import probe
+        from talkctl.media.ffmpeg import probe
 
         info = probe(video)
         if not info["video"]:
@@ -278,7 +278,7 @@ class SourceFrames:
         self._last: tuple[int, np.ndarray] | None = None
 
     def _open(self, start: int) -> None:
-        from ..media import ffmpeg_exe
+        from talkctl.media.ffmpeg import ffmpeg_exe
 
         self.close()
         args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
@@ -359,7 +359,7 @@ def device_name(device: str) -> str:
 
 
 def _crop_attrs(run) -> tuple[list[int], list[int]]:
-    from .. import artifacts
+    from talkctl import artifacts
 
     attrs = artifacts.read_attrs(run, "frames") or {}
     return [int(v) for v in np.asarray(attrs["crop"])], [int(v) for v in np.asarray(attrs["source_size"])]
@@ -368,8 +368,8 @@ def _crop_attrs(run) -> tuple[list[int], list[int]]:
 def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | None = None, device: str = "cpu",
                    full_frame: bool = False, progress=None, log=None) -> dict:
     """Render and encode; returns the summary (speeds, counts, sources). Caller holds the run's lock."""
-    from ..pipeline import null_progress
-    from ..video_writer import VideoWriter, paste_full_frame
+    from talkctl.pipeline import null_progress
+    from talkctl.media.video_out import VideoWriter, paste_full_frame
 
     cfg = {**DEFAULTS, **(cfg or {})}
     progress = progress or null_progress
@@ -440,7 +440,7 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
 
 def _tag(path: Path, tags: dict) -> None:
     """Write the metadata (known only once rendering is done) by a stream-copy remux, atomically."""
-    from ..media import run_ffmpeg
+    from talkctl.media.ffmpeg import run_ffmpeg
 
     tmp = path.with_name(f"{path.stem}.tagging{path.suffix}")
     args = ["-y", "-i", str(path), "-map", "0", "-c", "copy"]
@@ -456,7 +456,7 @@ def _tag(path: Path, tags: dict) -> None:
 
 def read_tags(path: Path) -> dict:
     """The container tags of an mp4 (what render wrote), via ffmpeg's ffmetadata output."""
-    from ..media import run_ffmpeg
+    from talkctl.media.ffmpeg import run_ffmpeg
 
     text = run_ffmpeg(["-i", str(path), "-f", "ffmetadata", "-"], f"read the metadata of {path}").decode(errors="replace")
     tags = {}

@@ -27,13 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .. import artifacts
-from ..backends import select
-from ..errors import InputError, StageError
-from ..media import probe
-from . import face_features as ff
-from .headpose import fit_head_pose, rotation_steps_deg
-from .video_frames import FPS, FrameStream, choose_crop, crop_filter, read_still, sample_filter
+from talkctl import artifacts
+from talkctl.backends import select
+from talkctl.errors import InputError, StageError
+from talkctl.media.ffmpeg import probe
+from talkctl.face import features as ff
+from talkctl.face.headpose import fit_head_pose, rotation_steps_deg
+from talkctl.media.video_in import FPS, FrameStream, choose_crop, crop_filter, read_still, sample_filter
 
 VERSION = 1
 DEFAULTS = {
@@ -288,7 +288,7 @@ def when_up_to_date(run, cfg: dict) -> dict:
 
 def write_preview(run, still: np.ndarray | None = None, path=None):
     """Contact sheet from a run's frames.h5 and track.h5 (RUN/track_preview.png)."""
-    from .track_preview import contact_sheet
+    from talkctl.face.preview import contact_sheet
 
     if still is None:
         v = run.video()

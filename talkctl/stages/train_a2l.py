@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError, StageError, UsageError
+from talkctl.errors import ArtifactError, InputError, StageError, UsageError
 
 VERSION = 1
 DEFAULTS = {
@@ -92,9 +92,9 @@ class A2LData:
 
 def prepare(audio, track, cfg: dict, log=None) -> A2LData:
     """Inputs of the stage from open audio.h5 / track.h5 files."""
-    from ..metrics import held_out_start
-    from .a2l_model import input_channels
-    from .canonical_landmarks import canonical_landmarks, interocular, moving_indices, neutral_shape
+    from talkctl.metrics import held_out_start
+    from talkctl.head.a2l_model import input_channels
+    from talkctl.face.canonical import canonical_landmarks, interocular, moving_indices, neutral_shape
 
     feats = audio["features"]
     names = json.loads(audio.attrs.get("feature_names", "[]")) or [f"f{i}" for i in range(feats.shape[-1])]
@@ -135,8 +135,8 @@ def prepare(audio, track, cfg: dict, log=None) -> A2LData:
 def heldout_metrics(pred_offsets: np.ndarray, data: A2LData, frames: slice | None = None) -> dict:
     """Mouth LMD (/ inter-ocular distance) and mouth-opening correlation on the held-out frames
     (or `frames`), and the same LMD for the predict-the-neutral-face baseline."""
-    from ..metrics import lmd, pearson
-    from .canonical_landmarks import mouth_opening, part_positions
+    from talkctl.metrics import lmd, pearson
+    from talkctl.face.canonical import mouth_opening, part_positions
 
     h = frames if frames is not None else slice(data.held_start, None)
     truth = data.targets[h]
@@ -267,7 +267,7 @@ class Best:
 
 # ---- training ------------------------------------------------------------------------
 def build_model(data: A2LData, cfg: dict):
-    from .a2l_model import AudioToLandmarks, offset_basis
+    from talkctl.head.a2l_model import AudioToLandmarks, offset_basis
 
     P = len(data.indices)
     train = data.targets[: data.held_start][data.valid[: data.held_start]]
@@ -323,7 +323,7 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
         d = (a - b).reshape(*a.shape[:-1], P, 3)
         return d.norm(dim=-1) if cfg["loss"] == "l1" else (d ** 2).sum(-1)
 
-    from ..pipeline import null_progress
+    from talkctl.pipeline import null_progress
 
     with (progress or null_progress)(iters, "train-a2l") as task:
         if start:
@@ -384,7 +384,7 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
 
 def predict_offsets(model, data: A2LData, cfg: dict, device: str = "cpu", frames: slice | None = None) -> np.ndarray:
     """Held-out (default) offsets (T', P, 3) predicted from the held-out features alone."""
-    from .a2l_model import predict_sequence
+    from talkctl.head.a2l_model import predict_sequence
 
     sel = frames if frames is not None else slice(data.held_start, None)
     flat = predict_sequence(model, data.features[sel], int(cfg["seq_len"]), device)
@@ -457,7 +457,7 @@ class A2LPredictor:
     def __init__(self, f, device: str = "cpu"):
         import torch
 
-        from .a2l_model import AudioToLandmarks
+        from talkctl.head.a2l_model import AudioToLandmarks
 
         hp = json.loads(f.attrs["model"])
         self.model = AudioToLandmarks(**hp)
@@ -475,7 +475,7 @@ class A2LPredictor:
 
     def offsets(self, features: np.ndarray) -> np.ndarray:
         """(T, W, D) features (same extractor and normalisation as the run) -> (T, P, 3)."""
-        from .a2l_model import predict_sequence
+        from talkctl.head.a2l_model import predict_sequence
 
         x = np.asarray(features, np.float32)
         if x.ndim != 3 or x.shape[1:] != (self.window, self.feature_dim):
@@ -493,8 +493,8 @@ def load_predictor(run, device: str = "cpu") -> A2LPredictor:
     """From a run directory (RunDir or path) or an a2l.h5 path."""
     import h5py
 
-    from .. import artifacts
-    from ..rundir import RunDir
+    from talkctl import artifacts
+    from talkctl.rundir import RunDir
 
     if isinstance(run, RunDir) or Path(run).is_dir():
         rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
@@ -518,8 +518,8 @@ def predict_landmarks(run, features: np.ndarray, device: str = "cpu") -> np.ndar
 def landmarks_for_audio(run, source, device: str = "cpu") -> np.ndarray:
     """Canonical landmarks (T, L, 3) for new audio: a media file or a (S,) 16 kHz waveform.
     Features are made exactly like the run's own (extract_audio.features_for_audio)."""
-    from ..rundir import RunDir
-    from .extract_audio import features_for_audio
+    from talkctl.rundir import RunDir
+    from talkctl.stages.extract_audio import features_for_audio
 
     rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
     predictor = load_predictor(rd, device)

@@ -39,17 +39,17 @@ import json
 import numpy as np
 import torch
 
-from ..errors import ArtifactError, UsageError
-from .deform_field import (ENCODING_DEFAULTS, AudioCondition, DeformField, apply_deform, build_condition, grid_kwargs, hashgrid_backend,
+from talkctl.errors import ArtifactError, UsageError
+from talkctl.head.field import (ENCODING_DEFAULTS, AudioCondition, DeformField, apply_deform, build_condition, grid_kwargs, hashgrid_backend,
                            save_state_dict)
-from .gaussians import GaussianModel
-from .head_model import build_field
-from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
-from .init_static import HEAD_BOX
-from .losses import l1, lip_l1, perceptual_loss
-from .scene import Scene
-from .splat import render, resolve_rasterizer
-from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.gaussians import GaussianModel
+from talkctl.head.models import build_field
+from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
+from talkctl.stages.init_static import HEAD_BOX
+from talkctl.gs.losses import l1, lip_l1, perceptual_loss
+from talkctl.gs.scene import Scene
+from talkctl.gs.splat import render, resolve_rasterizer
+from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {
@@ -127,7 +127,7 @@ class LandmarkReadout(torch.nn.Module):
 def tracked_landmarks(ctx, cfg, scene, use: str):
     """track.h5's canonical landmarks (canonical_landmarks.CanonicalLandmarks) and their first scene.T
     frames; ArtifactError naming `use` when the track has none."""
-    from .canonical_landmarks import canonical_landmarks
+    from talkctl.face.canonical import canonical_landmarks
 
     with ctx.read("track") as f:
         try:
@@ -140,7 +140,7 @@ def tracked_landmarks(ctx, cfg, scene, use: str):
 
 def landmark_readout(ctx, cfg, scene, code_dim: int) -> LandmarkReadout | None:
     """The read-out for audio_landmark_loss, or None when it is off or track.h5 has no landmarks."""
-    from .canonical_landmarks import moving_indices, neutral_shape
+    from talkctl.face.canonical import moving_indices, neutral_shape
 
     if float(cfg["audio_landmark_loss"]) <= 0:
         return None
@@ -243,8 +243,8 @@ class DeformTrainer:
 def landmark_condition(ctx, cfg, scene):
     """LandmarkCondition on the tracked canonical landmarks (track.h5), the neutral face = mean of
     the training frames; returns it with the datasets deform.h5 keeps for render."""
-    from .canonical_landmarks import moving_indices, neutral_shape
-    from .landmark_condition import LandmarkCondition, offset_scale
+    from talkctl.face.canonical import moving_indices, neutral_shape
+    from talkctl.head.landmark_condition import LandmarkCondition, offset_scale
 
     lm, points = tracked_landmarks(ctx, cfg, scene, "condition=landmarks")
     if len(points) < scene.T:

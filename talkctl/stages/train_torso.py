@@ -22,16 +22,16 @@ import json
 import numpy as np
 import torch
 
-from ..errors import UsageError
-from .deform_field import ENCODING_DEFAULTS, PoseCondition, apply_deform, grid_kwargs, hashgrid_backend, save_state_dict
-from .gaussians import GaussianModel
-from .gs_train import GAUSSIAN_DEFAULTS, GaussianOptim
-from .head_model import build_field, composite, load_head
-from .losses import l1
-from .scene import NECK, TORSO, Scene
-from .splat import over, render, resolve_rasterizer
-from .train_deform import field_param_groups
-from .training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.errors import UsageError
+from talkctl.head.field import ENCODING_DEFAULTS, PoseCondition, apply_deform, grid_kwargs, hashgrid_backend, save_state_dict
+from talkctl.gs.gaussians import GaussianModel
+from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
+from talkctl.head.models import build_field, composite, load_head
+from talkctl.gs.losses import l1
+from talkctl.gs.scene import NECK, TORSO, Scene
+from talkctl.gs.splat import over, render, resolve_rasterizer
+from talkctl.stages.train_deform import field_param_groups
+from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {
@@ -183,7 +183,7 @@ class ImageTorsoTrainer:
         return out, h_rgb, h_alpha
 
     def step(self, step, rng):
-        from .losses import dssim
+        from talkctl.gs.losses import dssim
 
         c, sc = self.cfg, self.scene
         idx = batch_schedule(sc.train_idx, int(c["batch"]), rng)
@@ -212,7 +212,7 @@ class ImageTorsoTrainer:
 
 
 def run_image(ctx, cfg: dict, head) -> dict:
-    from .torso_image import ImageTorsoModel, StyleUNet
+    from talkctl.head.torso_image import ImageTorsoModel, StyleUNet
 
     with Scene(ctx, cfg) as scene:
         drive_head(ctx, scene, head)
@@ -246,7 +246,7 @@ def drive_head(ctx, scene, head) -> None:
     """Give the frozen head its training-time driver: the run's audio features, or its tracked
     canonical landmarks for a landmark-conditioned head."""
     if getattr(head, "condition_name", "audio") == "landmarks":
-        from .landmark_source import resolve_landmarks
+        from talkctl.head.landmark_source import resolve_landmarks
 
         head.set_landmarks(resolve_landmarks(ctx.run, "track").landmarks[: scene.T])
     else:

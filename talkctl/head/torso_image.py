@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UsageError
+from talkctl.errors import UsageError
 
 
 class FiLMConv(nn.Module):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .densify import DensifyConfig, DensifyStrategy, gaussian_param_groups
-from .gaussians import PARAM_NAMES, GaussianModel
-from .training import exp_lr
+from talkctl.gs.densify import DensifyConfig, DensifyStrategy, gaussian_param_groups
+from talkctl.gs.gaussians import PARAM_NAMES, GaussianModel
+from talkctl.gs.training import exp_lr
 
 GAUSSIAN_DEFAULTS = {
     "sh_degree": 0,

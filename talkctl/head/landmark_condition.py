@@ -34,8 +34,8 @@ import math
 import numpy as np
 import torch
 
-from ..errors import UsageError
-from .deform_field import Condition
+from talkctl.errors import UsageError
+from talkctl.head.field import Condition
 
 PG_DIM = 7
 
@@ -152,7 +152,7 @@ def parse_edit(text: str | dict | None) -> dict:
 
 def apply_edit(landmarks: np.ndarray, neutral: np.ndarray, n_landmarks: int, edit: dict | None) -> np.ndarray:
     """Landmarks (T,L,3) with the edit applied to their offsets from `neutral` (L,3)."""
-    from .canonical_landmarks import parts_for
+    from talkctl.face.canonical import parts_for
 
     edit = parse_edit(edit) if not isinstance(edit, dict) else parse_edit(dict(edit))
     out = np.array(landmarks, dtype=np.float32, copy=True)

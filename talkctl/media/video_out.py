@@ -23,8 +23,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import InputError, StageError
-from .media import ffmpeg_exe, probe, run_ffmpeg, write_wav
+from talkctl.errors import InputError, StageError
+from talkctl.media.ffmpeg import ffmpeg_exe, probe, run_ffmpeg, write_wav
 
 AUDIO_SR = 16000
 

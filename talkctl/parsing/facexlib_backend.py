@@ -6,9 +6,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..errors import MissingToolError
-from . import head_regions as hr
-from .parsing import FACEXLIB_WEIGHTS, _facexlib_probe, find_weights
+from talkctl.errors import MissingToolError
+from talkctl.parsing import regions as hr
+from talkctl.parsing.registry import FACEXLIB_WEIGHTS, _facexlib_probe, find_weights
 
 # class id -> our label, per model (the two models order the classes differently)
 _CLASSES = {

@@ -161,7 +161,7 @@ class MelFormantExtractor:
 
     @classmethod
     def from_config(cls, cfg: dict, device: str = "cpu") -> "MelFormantExtractor":
-        from ..errors import UsageError
+        from talkctl.errors import UsageError
 
         ex = cls(n_mels=int(cfg.get("n_mels", 80)), fmin=float(cfg.get("fmin", 40.0)),
                  fmax=float(cfg.get("fmax", 7600.0)), lpc_order=int(cfg.get("lpc_order", 18)),

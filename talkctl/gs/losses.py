@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import metrics
-from ..errors import MissingToolError, UsageError
+from talkctl import metrics
+from talkctl.errors import MissingToolError, UsageError
 
 PERCEPTUAL_CHOICES = ("auto", "lpips", "dssim", "none")
 

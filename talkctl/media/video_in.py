@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, StageError
-from ..media import ffmpeg_exe
+from talkctl.errors import InputError, StageError
+from talkctl.media.ffmpeg import ffmpeg_exe
 
 FPS = 25
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .landmarks import Scheme
+from talkctl.face.landmarks import Scheme
 
 
 def polygon_area(pts: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..errors import MissingToolError
-from . import head_regions as hr
+from talkctl.errors import MissingToolError
+from talkctl.parsing import regions as hr
 
 
 @contextmanager

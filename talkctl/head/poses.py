@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from talkctl.errors import InputError
 
 
 @dataclass
@@ -132,7 +132,7 @@ def pose_sequence(source: str | os.PathLike, n_frames: int, start: int = 0, run=
     if s in ("train", "still"):
         if run is None:
             raise InputError(f"pose source {s!r} needs a run directory with a track.h5")
-        from . import artifacts
+        from talkctl import artifacts
 
         with artifacts.open_for_read(run, "track") as f:
             w2c = f["world_to_cam"][()]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..backends import Backend, register, select
+from talkctl.backends import Backend, register, select
 
 KIND = "audio-features"
 
@@ -35,14 +35,14 @@ def _transformers_usable(device: str) -> str | None:
 
 
 def _load_mel_formant():
-    from .melformant import MelFormantExtractor
+    from talkctl.audio.melformant import MelFormantExtractor
 
     return MelFormantExtractor.from_config
 
 
 def _load_neural(kind: str):
     def load():
-        from .neural_audio import NeuralExtractor
+        from talkctl.audio.neural import NeuralExtractor
 
         return lambda cfg, device: NeuralExtractor.from_config(kind, cfg, device)
 

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from .gaussians import normalize_quat, quat_multiply
+from talkctl.errors import UsageError
+from talkctl.gs.gaussians import normalize_quat, quat_multiply
 
 
 # ---- position encoders ----------------------------------------------------------------
@@ -52,7 +52,7 @@ class BoundedHashGrid(nn.Module):
 
     def __init__(self, bounds, backend: str = "auto", **grid_kw):
         super().__init__()
-        from ..kernels.hashgrid import TriplaneHashGrid
+        from talkctl.kernels.hashgrid import TriplaneHashGrid
 
         self.norm = RawEncoding(bounds)
         self.grid = TriplaneHashGrid(bounds=(-1.0, 1.0), backend=backend, **grid_kw)
@@ -74,7 +74,7 @@ def hashgrid_backend(cfg: dict, device: str, ctx=None) -> str:
     """The hash-grid backend name for cfg["hashgrid"] (auto | torch | tcnn) on device; recorded on ctx."""
     if cfg["encoding"] != "hashgrid":
         return "auto"
-    from .. import backends
+    from talkctl import backends
 
     name = backends.select("hashgrid", cfg["hashgrid"], device).name
     if ctx is not None:
@@ -228,7 +228,7 @@ def build_condition(spec: dict, state: dict | None = None) -> Condition:
     spec = dict(spec)
     name = spec.pop("name")
     if name == "landmarks":  # lives in its own module (imports this one)
-        from .landmark_condition import LandmarkCondition
+        from talkctl.head.landmark_condition import LandmarkCondition
 
         cls = LandmarkCondition
     elif name in CONDITIONS:

@@ -24,11 +24,11 @@ import json
 import numpy as np
 import torch
 
-from ..rundir import RunDir
-from .. import artifacts
-from .deform_field import DeformField, apply_deform, build_condition, make_encoder, read_state_dict
-from .gaussians import GaussianModel
-from .splat import over, render, resolve_rasterizer
+from talkctl.rundir import RunDir
+from talkctl import artifacts
+from talkctl.head.field import DeformField, apply_deform, build_condition, make_encoder, read_state_dict
+from talkctl.gs.gaussians import GaussianModel
+from talkctl.gs.splat import over, render, resolve_rasterizer
 
 
 def _tensor(x, device):
@@ -159,7 +159,7 @@ def load_torso(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str
     with artifacts.open_for_read(run, "torso") as f:
         attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
         if attrs.get("mode", "gaussian") == "image":
-            from .torso_image import ImageTorsoModel, StyleUNet
+            from talkctl.head.torso_image import ImageTorsoModel, StyleUNet
 
             net = StyleUNet(**json.loads(attrs["net_spec"]))
             net.load_state_dict(read_state_dict(f["net"]))

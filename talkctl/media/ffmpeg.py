@@ -13,7 +13,7 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import InputError, MissingToolError, StageError
+from talkctl.errors import InputError, MissingToolError, StageError
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from ..backends import Backend, register
+from talkctl.backends import Backend, register
 
 FACEXLIB_WEIGHTS = {"bisenet": "parsing_bisenet.pth", "parsenet": "parsing_parsenet.pth"}
 FACEXLIB_URL = "https://github.com/xinntao/facexlib/releases/download/{tag}/{file}"
@@ -71,13 +71,13 @@ def _facexlib_probe(device: str) -> str | None:
 
 
 def _load_mediapipe():
-    from .parse_mediapipe import MediapipeParser
+    from talkctl.parsing.mediapipe_backend import MediapipeParser
 
     return MediapipeParser
 
 
 def _load_facexlib():
-    from .parse_facexlib import FacexlibParser
+    from talkctl.parsing.facexlib_backend import FacexlibParser
 
     return FacexlibParser
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .gaussians import GaussianModel, quat_to_rotmat
+from talkctl.gs.gaussians import GaussianModel, quat_to_rotmat
 
 
 def gaussian_param_groups(model: GaussianModel, lrs: dict[str, float]) -> list[dict]:

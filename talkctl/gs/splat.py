@@ -11,12 +11,12 @@ import torch
 
 def resolve_rasterizer(choice: str | None, device: str, ctx=None):
     """The rasterize function for `choice` (auto | torch | gsplat | ...); records the choice on ctx."""
-    from .. import backends
+    from talkctl import backends
 
     b = backends.select("raster", choice or "auto", device)
     if ctx is not None:
         ctx.use_backend("raster", b.name)
-    from ..kernels.raster import rasterize
+    from talkctl.kernels.raster import rasterize
 
     return functools.partial(rasterize, backend=b.name)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError, UsageError
+from talkctl.errors import ArtifactError, InputError, UsageError
 
 
 @dataclass
@@ -34,7 +34,7 @@ class LandmarkDrive:
 
 
 def _rundir(run):
-    from ..rundir import RunDir
+    from talkctl.rundir import RunDir
 
     return run if isinstance(run, RunDir) else RunDir(run, create=False)
 
@@ -43,7 +43,7 @@ def head_landmark_info(run) -> dict:
     """deform.h5's landmark record: neutral (L,3), indices (P,), n_landmarks, alignment."""
     import json
 
-    from .. import artifacts
+    from talkctl import artifacts
 
     rd = _rundir(run)
     with artifacts.open_for_read(rd, "deform") as f:
@@ -58,9 +58,9 @@ def head_landmark_info(run) -> dict:
 
 def tracked_landmarks(run, alignment: str = "auto") -> tuple[np.ndarray, np.ndarray, int]:
     """A run's canonical landmarks from its track.h5: (points (T,L,3), neutral of its training frames, L)."""
-    from .. import artifacts
-    from .canonical_landmarks import canonical_landmarks, neutral_shape
-    from .training import split_frames
+    from talkctl import artifacts
+    from talkctl.face.canonical import canonical_landmarks, neutral_shape
+    from talkctl.gs.training import split_frames
 
     rd = _rundir(run)
     with artifacts.open_for_read(rd, "track") as f:
@@ -79,7 +79,7 @@ def _materialise(features) -> np.ndarray:
 def resolve_landmarks(run, source: str = "a2l", audio_features=None, frames=None, edit=None,
                       device: str = "cpu") -> LandmarkDrive:
     """Landmarks for rendering run's landmark-driven head; see the module doc for `source`."""
-    from .landmark_condition import apply_edit, parse_edit
+    from talkctl.head.landmark_condition import apply_edit, parse_edit
 
     info = head_landmark_info(run)
     neutral, L = info["neutral"], info["n_landmarks"]
@@ -87,7 +87,7 @@ def resolve_landmarks(run, source: str = "a2l", audio_features=None, frames=None
     if source == "a2l":
         if audio_features is None:
             raise UsageError("--landmarks a2l needs driving audio features")
-        from .train_a2l import load_predictor
+        from talkctl.stages.train_a2l import load_predictor
 
         rd = _rundir(run)
         if not (rd.path / "a2l.h5").exists():
@@ -136,7 +136,7 @@ RENDER_DEFAULTS = {
 
 
 def head_condition(run) -> str:
-    from .. import artifacts
+    from talkctl import artifacts
 
     attrs = artifacts.read_attrs(_rundir(run), "deform") or {}
     return str(attrs.get("condition", "audio"))
@@ -174,7 +174,7 @@ def landmarks_for_drive(run, features, source_frames=None, cfg: dict | None = No
         if source_frames is not None:
             frames = np.asarray(source_frames)
         else:
-            from .. import artifacts
+            from talkctl import artifacts
 
             with artifacts.open_for_read(rd, "track") as f:
                 frames = np.arange(T) % f["world_to_cam"].shape[0]

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import Backend, register
-from ..errors import MissingToolError
+from talkctl.backends import Backend, register
+from talkctl.errors import MissingToolError
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from contextlib import ExitStack
 import numpy as np
 import torch
 
-from ..errors import ArtifactError
-from .training import FrameStore, resize_images, scale_intrinsics, split_frames
+from talkctl.errors import ArtifactError
+from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics, split_frames
 
 HEAD, NECK, TORSO = 1, 2, 3
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import StageError
+from talkctl.errors import StageError
 
 
 # ---- data ------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
 
     The boundary is metrics.held_out_start, the one definition every stage and eval uses.
     """
-    from ..metrics import held_out_start
+    from talkctl.metrics import held_out_start
 
     start = min(held_out_start(n_frames), n_frames - 1)
     if start < 1:

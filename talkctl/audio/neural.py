@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingToolError, UsageError
+from talkctl.errors import MissingToolError, UsageError
 
 SR = 16000
 DEFAULT_MODELS = {"hubert": "facebook/hubert-large-ls960-ft", "wav2vec2": "facebook/wav2vec2-base-960h"}
