@@ -69,16 +69,19 @@ def main() -> None:
 
     import scipy
 
+    from talkctl.audio import recipe
+    from talkctl.media.audio import load_waveform
     from talkctl.stages import extract_audio as xa
+    from talkctl.timebase import n_video_frames
 
     info = machine(numpy=np.__version__, scipy=scipy.__version__)
-    recipe = xa.FeatureRecipe.from_config(dict(xa.DEFAULTS))
+    recipe = recipe.FeatureRecipe.from_config(dict(xa.DEFAULTS))
 
     def features(wav):
         def go():
             raw = recipe.raw(wav)
             recipe.fit(raw)
-            return recipe.windows(raw, xa.n_video_frames(len(wav)))[1]
+            return recipe.windows(raw, n_video_frames(len(wav)))[1]
         return go
 
     rows = []
@@ -89,12 +92,12 @@ def main() -> None:
 
     clip = shared_file("data", "video", "french_50s.mp4")
     if clip is not None:
-        real = xa.load_waveform(clip)
+        real = load_waveform(clip)
         looped = np.resize(real, int(args.seconds * SR))
         med, times = timed(features(looped), args.repeat)
         rows.append({"case": f"mel-formant features, real speech {args.seconds:.0f} s (french clip looped)",
                      "median_s": med, "runs_s": times, "audio_s": args.seconds})
-        med, times = timed(lambda: xa.load_waveform(clip), args.repeat)
+        med, times = timed(lambda: load_waveform(clip), args.repeat)
         rows.append({"case": "ffmpeg decode french_50s.mp4 (48 kHz AAC -> 16 kHz mono)", "median_s": med,
                      "runs_s": times, "audio_s": len(real) / SR})
 

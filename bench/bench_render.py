@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    from talkctl.pipeline import resolve_device
+    from talkctl.devices import resolve_device
     from talkctl.rundir import RunDir
     from talkctl.stages.render import DEFAULTS, render_to_file
 

@@ -27,7 +27,8 @@ def heldout_metrics(run, size: int, device: str) -> dict:
     import torch
 
     from talkctl.head.models import load_head, load_static
-    from talkctl.gs.training import FrameStore, scale_intrinsics, split_frames
+    from talkctl.gs.training import FrameStore, scale_intrinsics
+    from talkctl.timebase import split_frames
 
     static, head = load_static(run, device)["head"], load_head(run, device)
     with h5py.File(run.file("audio.h5")) as a:

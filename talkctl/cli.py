@@ -14,6 +14,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from talkctl import __version__
+from talkctl.cli_options import (ConfigOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, RunOpt,
+                                 SetOpt, VerboseOpt, _common, _State)
 from talkctl.errors import EXIT_INTERRUPTED, TalkctlError, UsageError
 
 app = typer.Typer(
@@ -25,32 +27,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-# ---- common options (DESIGN.md: every verb takes them) ------------------------
-RunOpt = Annotated[Optional[Path], typer.Option("--run", "-r", help="Run directory (made if missing).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file: preset and one table per stage.")]
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="tiny | fast | paper (default: fast).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if the outputs are up to date.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")]
-SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a setting: --set key=value (repeatable).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output on stderr.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs.")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
-
-
-class _State:
-    debug = bool(os.environ.get("TALKCTL_DEBUG"))
-    json = False
-    quiet = False
-
-
-def _common(json_: bool, verbose: int, quiet: bool, debug: bool) -> None:
-    from talkctl.console import setup_logging
-
-    _State.debug = _State.debug or debug
-    _State.json, _State.quiet = json_, quiet
-    setup_logging(verbose, quiet)
 
 
 def _emit(summary: dict | list) -> None:
@@ -86,21 +62,25 @@ def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str):
     return RunDir(run, create=True)
 
 
-def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Optional[Path], preset: Optional[str],
-           force: bool, device: str, set_: Optional[List[str]], overrides: dict) -> None:
+def _settings(config: Optional[Path], set_: Optional[List[str]], options: dict) -> tuple[dict, dict]:
+    """(the config file's tables, the command line's settings: --set pairs, then the verb's own options)."""
     from talkctl import config as configmod
-    from talkctl.console import make_progress
-    from talkctl.pipeline import load_stage_module, run_stage, stage_spec
-    from talkctl.rundir import check_input_file
 
-    load_stage_module(stage_spec(verb))  # an unbuilt verb fails before touching the disk
-    toml = configmod.load_toml(config)
-    merged = {**configmod.parse_set(set_), **{k: v for k, v in overrides.items() if v is not None}}
+    return configmod.load_toml(config), {**configmod.parse_set(set_), **{k: v for k, v in options.items() if v is not None}}
+
+
+def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Optional[Path], preset: Optional[str],
+           force: bool, device: str, set_: Optional[List[str]], overrides: dict, create: bool = True) -> None:
+    from talkctl.console import make_progress
+    from talkctl.pipeline import run_stage
+    from talkctl.rundir import RunDir, check_input_file
+
+    toml, merged = _settings(config, set_, overrides)
     if media is not None and media.expanduser().is_dir() and run is None:
         run, media = media, None  # `talkctl extract-audio RUN_DIR`: a run that knows its video
     if media is not None:
         check_input_file(media, "input")
-    rd = _resolve_run(run, media, verb)
+    rd = _resolve_run(run, media, verb) if create else RunDir(run, create=False)
     if media is not None:
         rd.set_video(media)
     summary = run_stage(verb, rd, preset=preset, toml=toml, overrides=merged, device=device, force=force,
@@ -202,26 +182,16 @@ def render(run: RunOpt = None,
            config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
            json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Render the talking head saying new audio, as an .mp4 with the audio in it."""
-    from talkctl import config as configmod
-    from talkctl.console import make_progress
-    from talkctl.pipeline import resolve_device
-    from talkctl.rundir import RunDir, check_input_file
-    from talkctl.stages import render as rmod
+    from talkctl.rundir import check_input_file
 
     _common(json_, verbose, quiet, debug)
     if run is None:
         raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
-    overrides = {**configmod.parse_set(set_), **{k: v for k, v in {"pose": pose, "size": size, "landmarks": landmarks, "edit": edit}.items() if v is not None}}
-    cfg = rmod.resolve_config(preset, configmod.load_toml(config), overrides)
     if audio is not None:
         check_input_file(audio, "audio")
-    rd = RunDir(run, create=False)
-    dev = resolve_device(device)
-    out = output if output is not None else rd.file("render.mp4")
-    with rd.lock("talkctl render"):
-        summary = rmod.render_to_file(rd, out, audio=audio, cfg=cfg, device=dev, full_frame=full_frame,
-                                      progress=make_progress(_State.quiet or _State.json))
-    _emit({"stage": "render", "status": "done", "run": str(rd), **summary})
+    _stage("render", run, None, config, preset, False, device, set_,
+           {"pose": pose, "size": size, "landmarks": landmarks, "edit": edit, "audio": audio, "output": output,
+            "full_frame": full_frame or None}, create=False)
 
 
 @app.command("eval")
@@ -231,29 +201,23 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Quality and speed figures (eval.json, report.html); several runs -> one table."""
-    from talkctl import config as configmod
     from talkctl.console import err, make_progress
-    from talkctl.pipeline import resolve_device
+    from talkctl.pipeline import run_stage
     from talkctl.report import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
     from talkctl.rundir import RunDir, check_input_file
-    from talkctl.stages import eval as emod
+    from talkctl.stages.eval import comparison_rows
 
     _common(json_, verbose, quiet, debug)
     dirs = list(runs or []) + ([run] if run is not None else [])
     if not dirs:
         raise UsageError("no run directory: `talkctl eval RUN [RUN2 ...]` (runs trained up to train-torso)")
-    cfg = configmod.resolve("eval", emod.DEFAULTS, emod.PRESETS, preset, configmod.load_toml(config),
-                            configmod.parse_set(set_))
     if audio is not None:
         check_input_file(audio, "audio")
+    toml, overrides = _settings(config, set_, {"audio": audio})
     rds = [RunDir(d, create=False) for d in dirs]
-    dev = resolve_device(device)
-    results = []
-    for rd in rds:
-        with rd.lock("talkctl eval"):
-            results.append(emod.evaluate(rd, audio=audio, cfg=cfg, device=dev,
-                                         progress=make_progress(_State.quiet or _State.json)))
-    rows = emod.comparison_rows(results)
+    results = [run_stage("eval", rd, preset=preset, toml=toml, overrides=overrides, device=device,
+                         progress=make_progress(_State.quiet or _State.json)) for rd in rds]
+    rows = comparison_rows(results)
     if not _State.quiet:
         err.print(comparison_table(rows))
         err.print(comparison_table(rows, STAGE_KEYS, title="training time per stage"))
@@ -264,12 +228,6 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     if _State.json:
         out = results[0] if len(results) == 1 else {"runs": results, "table": rows}
         sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
-
-
-def _not_built(verb: str):
-    from talkctl.pipeline import load_stage_module, stage_spec
-
-    load_stage_module(stage_spec(verb))
 
 
 @app.command("run")
@@ -373,8 +331,6 @@ def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Where the exampl
     if result.get("demo_video"):
         err.print(f"[bold]the head saying a new voice:[/] {result['demo_video']}  (voice: {result['voice']})\n"
                   f"[bold]evaluation report:[/] {result['report']}  (figures: {result['eval_json']})")
-    if result["not_built"]:
-        err.print(f"[yellow]stopped before: {', '.join(result['not_built'])} (not built yet in this version)[/]")
 
 
 @app.command()

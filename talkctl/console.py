@@ -48,7 +48,7 @@ def make_progress(quiet: bool):
     @contextmanager
     def progress(total: int | None, description: str):
         if quiet:
-            from talkctl.pipeline import NullTask
+            from talkctl.progress import NullTask
 
             yield NullTask()
             return

@@ -3,8 +3,7 @@
 Nothing here is demo-specific inside the stages: the demo makes a clip (talkctl.synthetic),
 calls pipeline.run_stage exactly as the CLI does (sizes given as the same per-stage
 overrides a user would pass with --set), then renders the head saying an unseen synthetic
-voice and evaluates it, each under the run's lock as the CLI verbs do. It reports honestly
-which stages are not built.
+voice and evaluates it, through the same runner.
 
 Results: OUT/demo.mp4 (the head saying OUT/voice.wav), OUT/run/report.html and
 OUT/run/eval.json, OUT/subject/ (the generated clip and its ground truth).
@@ -14,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from talkctl.pipeline import CHAIN, null_progress, resolve_device, run_stage, stage_spec
+from talkctl.pipeline import CHAIN, run_stage
+from talkctl.progress import null_progress
 from talkctl.rundir import RunDir
 
 # Settings per stage for the demo, at the sizes a user would pick for a quick look on a CPU:
@@ -44,40 +44,26 @@ def run_demo(out_dir: Path, preset: str = "tiny", seconds: float = 12.0, size: i
     run = RunDir(out_dir / "run")
     run.set_video(subject.video_path)
     overrides = DEMO_OVERRIDES.get(preset, {}) if overrides is None else overrides
-    done, not_built = [], []
+    done = []
     for name in CHAIN:
-        if not stage_spec(name).built or not_built:  # a later stage cannot run without a missing earlier one
-            not_built.append(name)
-            continue
         summary = run_stage(name, run, preset=preset, device=device, progress=progress,
                             overrides=overrides.get(name))
         done.append(summary)
         on_stage(summary)
     result = {"video": str(subject.video_path), "run": str(run), "stages": [s["stage"] for s in done]}
-    for verb in ("render", "eval"):
-        if not stage_spec(verb).built or not_built:
-            not_built.append(verb)
-    if not not_built:
-        from talkctl.stages import eval as emod, render as rmod
-
-        dev = resolve_device(device)
-        voice = make_audio(voice_seconds, seed=1)  # the unseen speaker: not the subject's voice
-        voice_path = voice.write_wav(out_dir / "voice.wav")
-        rcfg = rmod.resolve_config(preset, {}, overrides.get("render"))
-        with run.lock("talkctl render"):
-            r = rmod.render_to_file(run, out_dir / "demo.mp4", audio=voice_path, cfg=rcfg, device=dev, progress=progress)
-        on_stage({"stage": "render", "status": "done", "run": str(run), **r})
-        from talkctl import config as configmod
-
-        ecfg = configmod.resolve("eval", emod.DEFAULTS, emod.PRESETS, preset, {}, overrides.get("eval") or {})
-        with run.lock("talkctl eval"):
-            e = emod.evaluate(run, audio=voice_path, cfg=ecfg, device=dev, progress=progress)
-        fig = e["figures"]
-        on_stage({"stage": "eval", "status": "done", "run": str(run), "psnr": fig.get("psnr"),
-                  "ssim": fig.get("ssim"), "lmd": fig.get("lmd"), "sync_corr": fig.get("sync_corr"),
-                  "render_fps": fig.get("render_fps")})
-        result.update({"voice": str(voice_path), "demo_video": r["output"], "report": e["report"],
-                       "eval_json": e["eval_json"], "render": r, "figures": fig})
-        result["stages"] += ["render", "eval"]
-    result.update({"not_built": not_built, "status": "complete" if not not_built else "partial"})
+    voice = make_audio(voice_seconds, seed=1)  # the unseen speaker: not the subject's voice
+    voice_path = voice.write_wav(out_dir / "voice.wav")
+    r = run_stage("render", run, preset=preset, device=device, progress=progress,
+                  overrides={**(overrides.get("render") or {}), "audio": voice_path, "output": out_dir / "demo.mp4"})
+    on_stage(r)
+    e = run_stage("eval", run, preset=preset, device=device, progress=progress,
+                  overrides={**(overrides.get("eval") or {}), "audio": voice_path})
+    fig = e["figures"]
+    on_stage({"stage": "eval", "status": "done", "run": str(run), "psnr": fig.get("psnr"),
+              "ssim": fig.get("ssim"), "lmd": fig.get("lmd"), "sync_corr": fig.get("sync_corr"),
+              "render_fps": fig.get("render_fps")})
+    result.update({"voice": str(voice_path), "demo_video": r["output"], "report": e["report"],
+                   "eval_json": e["eval_json"], "render": r, "figures": fig})
+    result["stages"] += ["render", "eval"]
+    result["status"] = "complete"
     return result

@@ -54,9 +54,4 @@ class LockedError(TalkctlError):
     exit_code = 6
 
 
-class NotBuiltError(TalkctlError):
-    """A verb or option that is declared but not implemented yet."""
-    exit_code = 5
-
-
 EXIT_INTERRUPTED = 130

@@ -250,12 +250,6 @@ def lpips_distance(a, b, model=None, device: str = "cpu") -> tuple[float | None,
         return float(model(prep(a), prep(b))[0]), None
 
 
-def held_out_start(n_frames: int) -> int:
-    """First held-out frame: the last 1/11 of the clip is never trained on (AD-NeRF / ER-NeRF
-    protocol: frames [int(n * 10 / 11), n) are the test set)."""
-    return int(n_frames * 10 / 11)
-
-
 class ImageFigures:
     """Per-frame PSNR / masked PSNR / SSIM / LPIPS over a sequence, streamed (one frame pair
     at a time); summary() gives the means. LPIPS is loaded once; when its weights are

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Callable
 
 from talkctl import artifacts, config as configmod, memory
-from talkctl.errors import ArtifactError, NotBuiltError, UsageError
+from talkctl.errors import ArtifactError, UsageError
+from talkctl.devices import resolve_device
+from talkctl.progress import null_progress
 from talkctl.rundir import RunDir
 
 
@@ -35,7 +37,6 @@ class StageSpec:
     inputs: tuple[str, ...]  # artifact names read; "video" = the run's source video
     outputs: tuple[str, ...]
     help: str
-    built: bool = True
 
 
 STAGES: tuple[StageSpec, ...] = (
@@ -53,7 +54,8 @@ STAGES: tuple[StageSpec, ...] = (
               ("torso",), "Pose-conditioned torso (torso.h5)."),
     StageSpec("train-a2l", "talkctl.stages.train_a2l", ("audio", "track"), ("a2l",),
               "Audio -> landmark motion Transformer of the decoupled two-stage method (a2l.h5)."),
-    # render and eval write no artifact (outputs ()): `run` does not chain them; inputs are what they read
+    # render and eval write no artifact (outputs ()): `run` does not chain them, the runner checks
+    # their inputs and holds the lock but fingerprints nothing; inputs are what they read
     StageSpec("render", "talkctl.stages.render", ("audio", "frames", "track", "parse", "deform", "torso"), (),
               "Render the talking head for new audio to an .mp4 with sound."),
     StageSpec("eval", "talkctl.stages.eval", ("audio", "frames", "track", "parse", "deform", "torso"), (),
@@ -71,47 +73,17 @@ def stage_spec(name: str) -> StageSpec:
 
 
 def load_stage_module(spec: StageSpec):
-    if not spec.built:
-        raise NotBuiltError(f"`talkctl {spec.name}` is not built yet in talkctl {_version()}")
     return importlib.import_module(spec.module)
 
 
-def _version() -> str:
-    from talkctl import __version__
-
-    return __version__
-
-
-def resolve_device(device: str | None) -> str:
-    if device in (None, "", "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device} asked for, but no CUDA GPU is visible here; use --device cpu")
-    elif device != "cpu":
-        raise UsageError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
-    return device
-
-
-# ---- progress ---------------------------------------------------------------
-class NullTask:
-    def advance(self, n: int = 1, **fields) -> None:
-        pass
-
-    def update(self, **fields) -> None:
-        pass
-
-
-ProgressFactory = Callable[..., "contextmanager"]
-
-
-@contextmanager
-def null_progress(total: int | None, description: str):
-    yield NullTask()
+def feeds(names: list[str], verb: str) -> bool:
+    """Whether a chain of stages reaches the last stage that makes what `verb` reads."""
+    spec = stage_spec(verb)
+    if not names:
+        return False
+    producers = [artifacts.spec(i).stage for i in spec.inputs if i in artifacts.ARTIFACTS]
+    last = max((CHAIN.index(p) for p in producers if p in CHAIN), default=-1)
+    return last >= 0 and CHAIN.index(names[-1]) >= last
 
 
 # ---- context ----------------------------------------------------------------
@@ -196,7 +168,8 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
         inputs = input_fingerprints(run, spec)
         fp = artifacts.fingerprint(name, mod.VERSION, sem, inputs)
         outputs = {o: artifacts.spec(o).path(run) for o in spec.outputs}
-        if not force and all(artifacts.current_fingerprint(run, o) == fp for o in spec.outputs):
+        # a stage without outputs (render, eval) always runs: nothing of it is fingerprinted
+        if spec.outputs and not force and all(artifacts.current_fingerprint(run, o) == fp for o in spec.outputs):
             extra = mod.when_up_to_date(run, cfg) if hasattr(mod, "when_up_to_date") else None
             return {"stage": name, "status": "up to date", "run": str(run),
                     "outputs": {o: str(p) for o, p in outputs.items()}, **(extra or {})}
@@ -213,8 +186,9 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
             summary = mod.run(ctx, cfg) or {}
             seconds = round(time.time() - ctx.started, 3)
             logger.info("done in %.1f s, peak memory %s", seconds, memory.peak_attrs())
-            run.record({"stage": name, "fingerprint": fp, "seconds": seconds, "finished": time.time(),
-                        "device": ctx.device, "preset": cfg.get("preset")})
+            if spec.outputs:
+                run.record({"stage": name, "fingerprint": fp, "seconds": seconds, "finished": time.time(),
+                            "device": ctx.device, "preset": cfg.get("preset")})
         finally:
             logger.removeHandler(handler)
             handler.close()

@@ -51,27 +51,28 @@ def run_b(ctx, cfg):
     return {"value": value + 1}
 
 
-def render_to_file(run, output, audio=None, cfg=None, device="cpu", progress=None, **kw):
+RENDER_DEFAULTS = {"rasterizer": "auto", "audio": None, "output": None}
+
+
+def run_render(ctx, cfg):
     """Fake render: the output holds the audio's size and the fake model's value."""
     import h5py
 
-    with h5py.File(run.file("b.h5"), "r") as f:
+    with h5py.File(ctx.run.file("b.h5"), "r") as f:
         value = float(f["value"][0])
-    with open(run.file("calls.txt"), "a") as f:
+    with open(ctx.run.file("calls.txt"), "a") as f:
         f.write(f"render {os.getpid()}\n")
-    Path(output).write_text(f"{Path(audio).stat().st_size} {value} {cfg['rasterizer']}")
+    Path(cfg["output"]).write_text(f"{Path(cfg['audio']).stat().st_size} {value} {cfg['rasterizer']}")
     return {"frames": 3}
 
 
-def resolve_render_config(preset=None, toml=None, overrides=None):
-    from talkctl import config as configmod
-
-    return configmod.resolve("render", {"rasterizer": "auto"}, {}, preset, toml or {}, overrides or {})
+def _module(run, defaults=DEFAULTS, non_semantic=NON_SEMANTIC):
+    return types.SimpleNamespace(VERSION=VERSION, DEFAULTS=defaults, PRESETS=PRESETS, NON_SEMANTIC=non_semantic, run=run)
 
 
-def _module(run):
-    return types.SimpleNamespace(VERSION=VERSION, DEFAULTS=DEFAULTS, PRESETS=PRESETS,
-                                 NON_SEMANTIC=NON_SEMANTIC, run=run)
+def render_module():
+    """A stage without outputs, like the real render: every setting non-semantic."""
+    return _module(run_render, RENDER_DEFAULTS, set(RENDER_DEFAULTS))
 
 
 def patches():
@@ -92,8 +93,7 @@ def install():
     """Worker set-up: called once in each worker process before its first task."""
     sys.modules["batch_fake_a"] = _module(run_a)
     sys.modules["batch_fake_b"] = _module(run_b)
-    sys.modules["batch_fake_render"] = types.SimpleNamespace(resolve_config=resolve_render_config,
-                                                             render_to_file=render_to_file)
+    sys.modules["batch_fake_render"] = render_module()
     for obj, attr, value in patches():
         setattr(obj, attr, value)
 

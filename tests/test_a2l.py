@@ -18,6 +18,7 @@ from talkctl.cli import main
 from talkctl.pipeline import run_stage
 from talkctl.rundir import RunDir
 from talkctl.face import canonical as cl
+from talkctl.head import a2l_predict
 from talkctl.stages import train_a2l
 
 torch.set_num_threads(1)
@@ -184,14 +185,14 @@ def test_learns_the_audio_to_mouth_function(trained):
 
 def test_a2l_round_trips_and_predicts_new_audio(trained):
     run, summary, feats, offsets = trained
-    pred = train_a2l.load_predictor(run)
+    pred = a2l_predict.load_predictor(run)
     with h5py.File(artifacts.spec("a2l").path(run), "r") as f:
         stored = f["heldout_offsets"][()]
         neutral = f["neutral"][()]
         idx = f["landmark_indices"][()]
     assert np.allclose(pred.offsets(feats[250:]), stored, atol=1e-5)
     new = make_inputs(seed=7, T=37)[0]
-    lm = train_a2l.predict_landmarks(run.path, new)
+    lm = a2l_predict.predict_landmarks(run.path, new)
     assert lm.shape == (37, 68, 3) and np.isfinite(lm).all()
     still = np.setdiff1d(np.arange(68), idx)
     assert np.array_equal(lm[:, still], np.repeat(neutral[None, still], 37, 0))
@@ -327,7 +328,7 @@ def test_real_stages_on_the_synthetic_subject(synthetic_subject, tmp_path):
     # new audio: 1.5 s of a gliding tone -> 37 frames of landmarks
     tt = np.arange(24000) / 16000.0
     wav = (0.3 * np.sin(2 * np.pi * (150 + 100 * tt) * tt)).astype(np.float32)
-    lms = train_a2l.landmarks_for_audio(run, wav)
+    lms = a2l_predict.landmarks_for_audio(run, wav)
     assert lms.shape == (37, 478, 3) and np.isfinite(lms).all()
 
 

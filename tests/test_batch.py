@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import h5py
@@ -27,8 +26,7 @@ def fakes(monkeypatch):
         monkeypatch.setattr(obj, attr, value)
     monkeypatch.setitem(sys.modules, "batch_fake_a", batch_fakes._module(batch_fakes.run_a))
     monkeypatch.setitem(sys.modules, "batch_fake_b", batch_fakes._module(batch_fakes.run_b))
-    monkeypatch.setitem(sys.modules, "batch_fake_render", types.SimpleNamespace(
-        resolve_config=batch_fakes.resolve_render_config, render_to_file=batch_fakes.render_to_file))
+    monkeypatch.setitem(sys.modules, "batch_fake_render", batch_fakes.render_module())
     start = LocalEngine.start
     monkeypatch.setattr(LocalEngine, "start", lambda self, setup=None, root=None: start(self, batch_fakes.install, root))
     return batch_fakes
@@ -112,21 +110,6 @@ def test_every_manifest_problem_is_one_line_and_nothing_runs(tmp_path, fakes, ca
     assert rc == 2 and not root.exists() and len(lines) == 2
     assert any("unknown fake-a setting 'speed'" in ln for ln in lines)
     assert any("unknown stage 'fake-z'" in ln for ln in lines)
-
-
-def test_unbuilt_stages_are_refused_before_work(tmp_path, fakes, monkeypatch, capsys):
-    import dataclasses
-
-    from talkctl import pipeline
-
-    unbuilt = dataclasses.replace(pipeline.STAGE_BY_NAME["fake-b"], built=False)
-    monkeypatch.setitem(pipeline.STAGE_BY_NAME, "fake-b", unbuilt)
-    m = _manifest(tmp_path, _subjects(_videos(tmp_path, 1)))
-    rc = main(["batch", str(m), "--root", str(tmp_path / "root")])
-    err = capsys.readouterr().err
-    assert rc == 5 and "not built yet in this talkctl: fake-b; stop earlier with --to fake-a" in err
-    assert not (tmp_path / "root").exists()
-    assert main(["batch", str(m), "--root", str(tmp_path / "root"), "--to", "fake-a", "-q"]) == 0
 
 
 # ---- running ------------------------------------------------------------------------
@@ -393,17 +376,8 @@ CPU_STAGES = ("extract-audio", "track", "parse")
 
 
 def built_cpu_prefix() -> str:
-    """The last of the CPU stages that is built with everything before it (skip if none)."""
-    from talkctl.pipeline import STAGE_BY_NAME
-
-    last = None
-    for name in CPU_STAGES:
-        if not STAGE_BY_NAME[name].built:
-            break
-        last = name
-    if last is None:
-        pytest.skip("extract-audio is not built yet")
-    return last
+    """The last of the CPU stages (all built)."""
+    return CPU_STAGES[-1]
 
 
 @pytest.fixture(scope="session")

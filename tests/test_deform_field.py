@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from talkctl.errors import UsageError
-from talkctl.head.field import (AudioCondition, DeformField, PoseCondition, RawEncoding, apply_deform,
-                                         build_condition, pose_vector)
+from talkctl.head.conditions import AudioCondition, PoseCondition, pose_vector
+from talkctl.head.field import DeformField, RawEncoding, apply_deform, build_condition
 
 
 def test_field_starts_as_identity_and_learns():

@@ -148,7 +148,7 @@ def test_demo_end_to_end_small(tmp_path):
                        overrides={**trained_run.OVERRIDES, "render": {"size": 32}, "eval": {"report_frames": 1}})
     finally:
         torch.set_num_threads(threads)
-    assert res["status"] == "complete" and res["not_built"] == []
+    assert res["status"] == "complete"
     from talkctl.pipeline import CHAIN
 
     assert res["stages"] == list(CHAIN) + ["render", "eval"]

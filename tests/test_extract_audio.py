@@ -18,7 +18,9 @@ import pytest
 
 from talkctl.cli import main
 from talkctl.media.ffmpeg import ffmpeg_exe
+from talkctl.audio import recipe as audio_recipe
 from talkctl.stages import extract_audio as xa
+from talkctl.timebase import n_video_frames
 from talkctl.audio.melformant import MelFormantExtractor, lpc_formants, periodicity, frame_signal
 from conftest import shared_path
 
@@ -120,13 +122,13 @@ def test_silent_and_unvoiced_frames_get_defined_formants():
 
 
 def test_window_indices_centre_and_edges():
-    idx = xa.window_indices(n_frames=10, n_feature_frames=41, rate=100.0, offset=0.0, window=16)
+    idx = audio_recipe.window_indices(n_frames=10, n_feature_frames=41, rate=100.0, offset=0.0, window=16)
     assert idx.shape == (10, 16)
     assert idx[5, 8] == 4 * 5 + 2  # feature frame nearest the centre of video frame 5 sits at W//2
     np.testing.assert_array_equal(idx[5], np.arange(22 - 8, 22 + 8))
     np.testing.assert_array_equal(idx[0], np.clip(np.arange(2 - 8, 2 + 8), 0, 40))  # edge frame repeated
     assert idx[9, -1] == 40
-    hub = xa.window_indices(n_frames=3, n_feature_frames=200, rate=50.0, offset=0.0125, window=16)
+    hub = audio_recipe.window_indices(n_frames=3, n_feature_frames=200, rate=50.0, offset=0.0125, window=16)
     assert hub[2, 8] == round((2.5 / 25 - 0.0125) * 50)
 
 
@@ -136,10 +138,10 @@ def test_a_click_lands_in_the_middle_of_its_video_frames_window():
     x = rng.normal(0, 1e-3, 2 * SR).astype(np.float32)
     centre = int((20 + 0.5) / 25 * SR)
     x[centre - 40:centre + 40] += rng.normal(0, 0.5, 80).astype(np.float32)
-    recipe = xa.FeatureRecipe.from_config(dict(xa.DEFAULTS))
+    recipe = audio_recipe.FeatureRecipe.from_config(dict(xa.DEFAULTS))
     raw = recipe.raw(x)
     recipe.fit(raw)
-    _, win = recipe.windows(raw, xa.n_video_frames(len(x)))
+    _, win = recipe.windows(raw, n_video_frames(len(x)))
     energy = win[..., :recipe.extractor.n_mels].mean(axis=-1)  # Hann-weighted: peaks on the centred frame
     assert win.shape == (50, 16, 88)
     assert int(np.argmax(energy[20])) == 8
@@ -279,15 +281,15 @@ def test_features_for_new_audio_reuse_the_training_normalisation(media, tmp_path
     assert cli(capsys, "extract-audio", media / "vowel.wav", "--run", run)[0] == 0
     with h5py.File(run / "audio.h5") as f:
         stored, wav = f["features"][()], f["waveform"][()]
-    again = xa.features_for_audio(media / "vowel.wav", run)
+    again = audio_recipe.features_for_audio(media / "vowel.wav", run)
     np.testing.assert_array_equal(again, stored)  # deterministic and identical recipe
-    louder = xa.features_for_audio(np.clip(wav * 3.0, -1, 1), run / "audio.h5")
+    louder = audio_recipe.features_for_audio(np.clip(wav * 3.0, -1, 1), run / "audio.h5")
     np.testing.assert_allclose(louder, stored, atol=0.05)  # gain does not matter
-    other = xa.features_for_audio(media / "tone48k.wav", run)
+    other = audio_recipe.features_for_audio(media / "tone48k.wav", run)
     assert other.shape == (50, 16, 88)
     assert np.abs(other.mean()) > 0.1  # a different sound is off the training clip's statistics
     with pytest.raises(Exception, match="no audio stream"):
-        xa.features_for_audio(media / "mute.mp4", run)
+        audio_recipe.features_for_audio(media / "mute.mp4", run)
 
 
 # ---- neural extractors on tiny random models ----------------------------------------
@@ -324,7 +326,7 @@ def test_neural_extractor_from_a_local_model_directory(media, tmp_path, capsys, 
         assert f.attrs["model"] == str(tiny_models[kind])
         stored = f["features"][()]
     assert np.all(np.isfinite(stored)) and stored.std() > 0.1
-    np.testing.assert_allclose(xa.features_for_audio(media / "tone48k.wav", run), stored, atol=1e-5)
+    np.testing.assert_allclose(audio_recipe.features_for_audio(media / "tone48k.wav", run), stored, atol=1e-5)
 
 
 @pytest.mark.parametrize("model, needle", [

@@ -140,7 +140,7 @@ def test_condition_unit_codes_and_edits():
 
 def test_landmark_sources_a2l_reenactment_track_and_edit(lm_runs, tmp_path):
     from talkctl.head.landmark_source import landmark_source, resolve_landmarks
-    from talkctl.stages.train_a2l import load_predictor
+    from talkctl.head.a2l_predict import load_predictor
 
     run, still, sig, pts = lm_runs
     with h5py.File(run.path / "deform.h5") as f:

@@ -234,7 +234,9 @@ def test_mfcc_shape_rate_and_energy():
 
 
 def test_held_out_start():
-    assert metrics.held_out_start(110) == 100 and metrics.held_out_start(11) == 10
+    from talkctl.timebase import held_out_start
+
+    assert held_out_start(110) == 100 and held_out_start(11) == 10
 
 
 def test_image_figures_accumulate(weights):

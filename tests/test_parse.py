@@ -203,7 +203,7 @@ def test_facexlib_parser_runs_a_network_and_keeps_frame_order():
 
 
 def test_facexlib_weights_are_found_in_the_documented_folder(tmp_path, monkeypatch):
-    from talkctl.parsing import registry as parsing
+    from talkctl.parsing import facexlib_weights as parsing
 
     monkeypatch.setenv("TALKCTL_WEIGHTS", str(tmp_path))
     assert parsing.find_weights("parsing_bisenet.pth") is None

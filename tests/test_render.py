@@ -10,7 +10,7 @@ import trained_run
 from talkctl.cli import main
 from talkctl.media.ffmpeg import probe
 from talkctl.rundir import RunDir
-from talkctl.media.video_out import read_video_frames
+from talkctl.media.video_in import read_video_frames
 
 COMMON = ["--device", "cpu", "-q"]
 
@@ -50,7 +50,7 @@ def test_new_audio_gives_mp4_with_sound_and_metadata(trained, speech, tmp_path, 
     assert abs(info["duration"] - 2.3) < 0.08
     assert s["model_fps"] > 0 and s["end_to_end_fps"] > 0 and "cpu" in s["device"]
     assert "ping-pong" in s["pose"]
-    from talkctl.stages.render import read_tags
+    from talkctl.media.video_out import read_tags
 
     tags = read_tags(out)
     assert tags["talkctl_audio"] == str(speech.absolute())
@@ -63,7 +63,7 @@ def test_default_renders_the_held_out_frames(trained, tmp_path, capsys):
     run, _ = trained
     rc, s, err = _render(capsys, run, "-o", str(tmp_path / "held.mp4"))
     assert rc == 0, err
-    from talkctl.stages.render import held_out_range
+    from talkctl.head.drive import held_out_range
 
     a, b = held_out_range(run)
     assert b - a >= 1 and s["frames"] == b - a and "held-out" in s["pose"]
@@ -109,13 +109,14 @@ def test_pose_sources(trained, speech, tmp_path, capsys):
 
 def test_frames_are_written_as_they_are_rendered(trained, tmp_path, monkeypatch):
     """A long-ish audio: never more than one batch rendered ahead of the encoder."""
-    from talkctl.stages import render as rmod
+    from talkctl.head.renderer import Renderer
     from talkctl.media.video_out import VideoWriter
+    from talkctl.stages import render as rmod
 
     run, _ = trained
     wav = trained_run.write_wav(tmp_path / "long.wav", trained_run.voice(12.0, seed=3), 16000)
     counts = {"rendered": 0, "written": 0, "ahead": 0}
-    real_render, real_write = rmod.Renderer.render, VideoWriter.write
+    real_render, real_write = Renderer.render, VideoWriter.write
 
     def render(self, frames, *a, **k):
         counts["rendered"] += len(frames)
@@ -126,7 +127,7 @@ def test_frames_are_written_as_they_are_rendered(trained, tmp_path, monkeypatch)
         counts["written"] += 1
         return real_write(self, frame)
 
-    monkeypatch.setattr(rmod.Renderer, "render", render)
+    monkeypatch.setattr(Renderer, "render", render)
     monkeypatch.setattr(VideoWriter, "write", write)
     with RunDir(run.path, create=False).lock("test"):
         s = rmod.render_to_file(run, tmp_path / "long.mp4", audio=wav, cfg={"batch": 4, "size": 24}, device="cpu")
@@ -178,16 +179,18 @@ def test_lazy_windows_and_batch_slices_match_the_whole_sequence(trained, speech)
     import torch
 
     from talkctl.stages import render as rmod
-    from talkctl.stages.extract_audio import features_for_audio, load_waveform
+    from talkctl.audio.recipe import features_for_audio
+    from talkctl.head import drive as hdrive, renderer as hrenderer
+    from talkctl.media.audio import load_waveform
 
     run, _ = trained
     wav = load_waveform(speech)
-    lazy = rmod.driving_features(wav, run)
+    lazy = hdrive.driving_features(wav, run)
     full = features_for_audio(wav, run)
     assert lazy.shape == full.shape and np.array_equal(lazy[:], full) and np.array_equal(lazy[5:9], full[5:9])
-    drive = rmod.audio_drive(run, speech, rmod.DEFAULTS)
-    r = rmod.Renderer.load(run, "cpu", 24)
-    sliced = np.concatenate([o["full"] for _, o, _ in rmod.render_batches(r, drive, batch=5)])
+    drive = hdrive.audio_drive(run, speech, rmod.DEFAULTS)
+    r = hrenderer.Renderer.load(run, "cpu", 24)
+    sliced = np.concatenate([o["full"] for _, o, _ in hrenderer.render_batches(r, drive, batch=5)])
     r.set_audio(full)
     with torch.no_grad():
         whole = r.render(np.arange(len(full)), drive.world_to_cam, drive.blink)["full"]
@@ -208,7 +211,7 @@ def test_subprocess_held_out_full_frame_json_only_on_stdout(trained, tmp_path):
                         "--full-frame", "--device", "cpu", "--json"], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     s = json.loads(p.stdout)
-    from talkctl.stages.render import held_out_range
+    from talkctl.head.drive import held_out_range
 
     a, b = held_out_range(run)
     assert s["frames"] == b - a and s["full_frame"] and "held-out" in s["pose"]

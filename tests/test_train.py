@@ -17,7 +17,8 @@ from talkctl.errors import MissingToolError
 from talkctl.pipeline import run_stage
 from talkctl.rundir import RunDir
 from talkctl.head.models import composite, load_head, load_static, load_torso
-from talkctl.gs.training import FrameStore, psnr, scale_intrinsics, split_frames
+from talkctl.gs.training import FrameStore, psnr, scale_intrinsics
+from talkctl.timebase import split_frames
 
 SIZE = 32
 STATIC = dict(resolution=SIZE, head_gaussians=300, head_iterations=120, torso_iterations=40, val_every=40)
@@ -94,7 +95,7 @@ def test_deform_learns_audio_driven_mouth(scene, deformed, tmp_path):
 
 def test_landmark_readout_teaches_the_audio_code():
     """audio_landmark_loss: the read-out makes the audio code carry the tracked mouth motion."""
-    from talkctl.head.field import AudioCondition
+    from talkctl.head.conditions import AudioCondition
     from talkctl.stages.train_deform import LandmarkReadout
 
     g = torch.Generator().manual_seed(0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from talkctl.errors import StageError
-from talkctl.pipeline import NullTask
+from talkctl.progress import NullTask
 from talkctl.rundir import RunDir
 from talkctl.gs.training import TRAIN_DEFAULTS, clear_checkpoints, train
 
@@ -95,9 +95,9 @@ def test_audio_shorter_than_video_drops_the_frames_without_audio():
     import pytest
 
     from talkctl.errors import ArtifactError
-    from talkctl.metrics import held_out_start
+    from talkctl.timebase import held_out_start
     from talkctl.gs.scene import Scene
-    from talkctl.gs.training import split_frames
+    from talkctl.timebase import split_frames
 
     train, held = split_frames(4500)
     assert held[0] == held_out_start(4500) and len(train) + len(held) == 4500

@@ -50,7 +50,7 @@ def _render(capsys, run, *args):
 
 
 def test_render_new_audio_through_a2l_with_an_edit(two_stage, speech, tmp_path, capsys):
-    from talkctl.stages.render import read_tags
+    from talkctl.media.video_out import read_tags
 
     base, run = two_stage
     out = tmp_path / "a2l.mp4"

@@ -9,7 +9,9 @@ import pytest
 
 from talkctl.errors import InputError, StageError
 from talkctl.media.ffmpeg import ffmpeg_exe, probe
-from talkctl.media.video_out import VideoWriter, decode_audio, paste_full_frame, read_video_frames
+from talkctl.media.audio import decode_audio
+from talkctl.media.video_in import read_video_frames
+from talkctl.media.video_out import VideoWriter, paste_full_frame
 
 
 def _frame(i: int, w: int, h: int) -> np.ndarray:

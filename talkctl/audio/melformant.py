@@ -30,7 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft as sfft  # float32 transforms: ~3x faster than numpy.fft here
 
-SR = 16000
+from talkctl.timebase import SAMPLE_RATE
+
+SR = SAMPLE_RATE
 HOP = 160  # 10 ms
 WIN = 400  # 25 ms
 WIN_VOICING = 640  # 40 ms: three periods of a 75 Hz voice

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.errors import MissingToolError, UsageError
+from talkctl.timebase import SAMPLE_RATE
 
-SR = 16000
+SR = SAMPLE_RATE
 DEFAULT_MODELS = {"hubert": "facebook/hubert-large-ls960-ft", "wav2vec2": "facebook/wav2vec2-base-960h"}
 CONTEXT_SECONDS = 1.0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from talkctl.errors import NotBuiltError, UsageError
+from talkctl.errors import UsageError
 from talkctl.batch.driver import run_batch
 from talkctl.batch.manifest import Manifest, ManifestError, Subject, check_configs, load_manifest
 from talkctl.batch.status import batch_status
@@ -21,15 +21,10 @@ __all__ = ["prepare", "make_engine", "run_batch", "batch_status", "load_manifest
 
 def prepare(manifest_path: str | Path, start: str | None = None, stop: str | None = None) -> tuple[Manifest, list[str]]:
     """Read the manifest and check everything that can be checked before work starts."""
-    from talkctl.pipeline import STAGE_BY_NAME, chain
+    from talkctl.pipeline import chain
 
     manifest = load_manifest(manifest_path)
     names = chain(start, stop)
-    unbuilt = [n for n in names if not STAGE_BY_NAME[n].built]
-    if unbuilt:
-        built = [n for n in names if STAGE_BY_NAME[n].built and names.index(n) < names.index(unbuilt[0])]
-        hint = f"stop earlier with --to {built[-1]}" if built else "no stage of this chain is built yet"
-        raise NotBuiltError(f"stage(s) not built yet in this talkctl: {', '.join(unbuilt)}; {hint}")
     check_configs(manifest, names)
     return manifest, names
 

@@ -16,8 +16,9 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from talkctl.cli import DebugOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, VerboseOpt, _common, _State
+from talkctl.cli_options import DebugOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, VerboseOpt, _common, _State
 from talkctl.errors import StageError
+from talkctl.pipeline import feeds
 
 
 class _DefaultRun(TyperGroup):
@@ -64,12 +65,8 @@ def batch_run(
     eng = make_engine(engine, workers=workers, gpus=gpus, address=address)
     with_audio = [s.name for s in subjects.subjects if s.audios]
     if with_audio and not _State.quiet:
-        from talkctl.pipeline import STAGE_BY_NAME
-        from talkctl.batch.driver import renders_follow
-
-        if not renders_follow(names):
-            why = ("`talkctl render` is not built yet in this version" if not STAGE_BY_NAME["render"].built
-                   else f"the chain stops at {names[-1]}, before the models render needs")
+        if not feeds(names, "render"):
+            why = f"the chain stops at {names[-1]}, before the models render needs"
             err.print(f"[yellow]note:[/] the audios of {len(with_audio)} subject(s) are not rendered: {why}",
                       highlight=False)
     t0 = time.time()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from talkctl.errors import UsageError
+from talkctl.pipeline import feeds
 from talkctl.rundir import RunDir, exclusive_lock
 from talkctl.batch.engine import Engine
 from talkctl.batch.manifest import Manifest, Subject
@@ -89,7 +90,7 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
                 stale.unlink(missing_ok=True)  # left by a batch that was killed
             # keep what an earlier batch recorded for stages outside this --from/--to
             kept = {k: v for k, v in previous.get(s.name, {}).get("stages", {}).items() if k not in names}
-            renders = [f"render:{a.stem}" for a in s.audios] if renders_follow(names) else []
+            renders = [f"render:{a.stem}" for a in s.audios] if feeds(names, "render") else []
             states.append(SubjectState(s, run.path, list(names) + renders, stages=kept))
         record = {"root": str(root), "manifest": str(manifest.path), "engine": engine.name,
                   "engine_detail": engine.describe(), "chain": names, "started": time.time(),
@@ -178,19 +179,6 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
             on_update(snapshot(states))
         return record
 
-
-def renders_follow(names: list[str]) -> bool:
-    """Subjects' audios are rendered when render is built and this chain reaches the last
-    stage that makes what render reads."""
-    from talkctl import artifacts
-    from talkctl.pipeline import CHAIN, STAGE_BY_NAME
-
-    spec = STAGE_BY_NAME.get("render")
-    if spec is None or not spec.built or not names:
-        return False
-    producers = [artifacts.spec(i).stage for i in spec.inputs if i in artifacts.ARTIFACTS]
-    last = max((CHAIN.index(p) for p in producers if p in CHAIN), default=-1)
-    return last >= 0 and CHAIN.index(names[-1]) >= last
 
 
 def _refresh_progress(states: list[SubjectState]) -> None:

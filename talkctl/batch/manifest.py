@@ -237,8 +237,7 @@ def _file(base: Path, where: str, value, what: str, problems: list[str]) -> Path
 def check_configs(manifest: Manifest, names: list[str]) -> None:
     """Resolve every subject's config for every stage it will run, before any work starts:
     unknown stage settings and bad values are reported per subject, one line each."""
-    from talkctl.pipeline import STAGE_BY_NAME, load_stage_module, stage_config
-    from talkctl.batch.driver import renders_follow
+    from talkctl.pipeline import STAGE_BY_NAME, feeds, stage_config
 
     problems = []
     for s in manifest.subjects:
@@ -250,9 +249,9 @@ def check_configs(manifest: Manifest, names: list[str]) -> None:
                 stage_config(spec, s.preset, {name: s.config.get(name, {})}, {})
             except UsageError as exc:
                 problems.append(f"{s.name}: {exc.message}")
-        if s.audios and renders_follow(names):
+        if s.audios and feeds(names, "render"):
             try:
-                load_stage_module(STAGE_BY_NAME["render"]).resolve_config(s.preset, {"render": s.config.get("render", {})}, {})
+                stage_config(STAGE_BY_NAME["render"], s.preset, {"render": s.config.get("render", {})}, {})
             except UsageError as exc:
                 problems.append(f"{s.name}: {exc.message}")
     if problems:

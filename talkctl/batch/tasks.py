@@ -146,12 +146,12 @@ def _render(task: StageTask, run, progress) -> dict:
     """One audio of a subject -> RUN/renders/<audio name>.mp4, skipped when a stamp next to it
     says the same audio, models and settings made it."""
     from talkctl.artifacts import current_fingerprint
-    from talkctl.pipeline import load_stage_module, resolve_device, stage_spec
+    from talkctl.pipeline import run_stage, stage_config, stage_spec
     from talkctl.rundir import file_sha256
 
     spec = stage_spec("render")
-    mod = load_stage_module(spec)
-    cfg = mod.resolve_config(task.preset, {"render": task.config.get("render", {})}, {})
+    toml = {"render": task.config.get("render", {})}
+    _, cfg = stage_config(spec, task.preset, toml)
     audio = Path(task.audio)
     out = run.file("renders") / f"{audio.stem}.mp4"
     stamp_path = out.with_name(out.name + ".json")
@@ -164,9 +164,8 @@ def _render(task: StageTask, run, progress) -> dict:
     if same and out.exists() and not task.force:
         return {"stage": task.label, "status": "up to date", "output": str(out)}
     out.parent.mkdir(exist_ok=True)
-    device = resolve_device(task.device)
-    with run.lock("talkctl render"):
-        summary = mod.render_to_file(run, out, audio=audio, cfg=cfg, device=device, progress=progress)
+    summary = run_stage("render", run, preset=task.preset, toml=toml, device=task.device, progress=progress,
+                        overrides={"audio": audio, "output": out})
     _write_json(stamp_path, stamp)
     small = {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return {**small, "stage": task.label, "status": "done", "output": str(out), "device": device}
+    return {**small, "stage": task.label, "status": "done", "output": str(out)}

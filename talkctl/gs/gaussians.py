@@ -21,6 +21,8 @@ from torch import nn
 
 PARAM_NAMES = ("means", "quats", "log_scales", "opacity_logits", "sh_dc", "sh_rest")
 SH_C0 = 0.28209479177387814
+# The canonical head cube of track.h5's head space: where random head Gaussians start.
+HEAD_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 
 
 def rgb_to_sh(rgb: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from talkctl.errors import ArtifactError
-from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics, split_frames
+from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics
+from talkctl.timebase import split_frames
 
 HEAD, NECK, TORSO = 1, 2, 3
 

@@ -35,20 +35,6 @@ from talkctl.errors import StageError
 
 
 # ---- data ------------------------------------------------------------------------
-def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) frame indices: the last 1/11 of the clip is held out (at least 1 frame).
-
-    The boundary is metrics.held_out_start, the one definition every stage and eval uses.
-    """
-    from talkctl.metrics import held_out_start
-
-    start = min(held_out_start(n_frames), n_frames - 1)
-    if start < 1:
-        raise StageError(f"clip has {n_frames} frame(s): too short to train; use a longer video")
-    idx = np.arange(n_frames)
-    return idx[:start], idx[start:]
-
-
 def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
     """(B,H,W,C) float -> (B,size,size,C), antialiased."""
     if x.shape[1] == size and x.shape[2] == size:

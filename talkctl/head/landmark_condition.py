@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from talkctl.errors import UsageError
-from talkctl.head.field import Condition
+from talkctl.head.conditions import Condition
 
 PG_DIM = 7
 

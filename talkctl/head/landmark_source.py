@@ -60,7 +60,7 @@ def tracked_landmarks(run, alignment: str = "auto") -> tuple[np.ndarray, np.ndar
     """A run's canonical landmarks from its track.h5: (points (T,L,3), neutral of its training frames, L)."""
     from talkctl import artifacts
     from talkctl.face.canonical import canonical_landmarks, neutral_shape
-    from talkctl.gs.training import split_frames
+    from talkctl.timebase import split_frames
 
     rd = _rundir(run)
     with artifacts.open_for_read(rd, "track") as f:
@@ -87,7 +87,7 @@ def resolve_landmarks(run, source: str = "a2l", audio_features=None, frames=None
     if source == "a2l":
         if audio_features is None:
             raise UsageError("--landmarks a2l needs driving audio features")
-        from talkctl.stages.train_a2l import load_predictor
+        from talkctl.head.a2l_predict import load_predictor
 
         rd = _rundir(run)
         if not (rd.path / "a2l.h5").exists():

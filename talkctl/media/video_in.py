@@ -1,8 +1,9 @@
-"""Decoded video frames from ffmpeg, streamed through a pipe, and the one crop of a clip.
+"""Video in: decoded frames from ffmpeg (the one video decoder), and the one crop of a clip.
 
 `FrameStream` runs ffmpeg with a filter graph and yields raw RGB frames read by a
 background thread (the pipe read releases the GIL, so decoding overlaps with the landmark
 detector); only a few frames are ever held in memory, whatever the clip length.
+`read_video_frames` and `SourceFrames` (frames by index, for pasting renders back) are built on it.
 `choose_crop` picks ONE square crop for a whole clip (fixed camera) from sampled face boxes.
 """
 from __future__ import annotations
@@ -17,13 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.errors import InputError, StageError
-from talkctl.media.ffmpeg import ffmpeg_exe
+from talkctl.media.ffmpeg import ffmpeg_exe, probe
+from talkctl.timebase import FPS
 
-FPS = 25
 
-
-def _ffmpeg_cmd(path: Path, filters: str | None, extra: list[str]) -> list[str]:
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(path), "-an", "-sn", "-dn"]
+def _ffmpeg_cmd(path: Path, filters: str | None, extra: list[str], seek: float = 0.0) -> list[str]:
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error"]
+    if seek > 0:
+        cmd += ["-ss", f"{seek:.4f}"]
+    cmd += ["-i", str(path), "-an", "-sn", "-dn"]
     if filters:
         cmd += ["-vf", filters]
     return cmd + extra
@@ -58,16 +61,16 @@ def read_still(path: Path, at: float = 0.0) -> np.ndarray:
 class FrameStream:
     """Iterate (H, W, 3) uint8 frames of `path` after ffmpeg filter graph `filters`.
 
-    `width`/`height` must be the size the filter graph outputs. Use as a context manager:
-    leaving early kills ffmpeg and the reader thread.
+    `width`/`height` must be the size the filter graph outputs; `seek` starts that many seconds
+    in. Use as a context manager: leaving early kills ffmpeg and the reader thread.
     """
 
-    def __init__(self, path: Path, filters: str, width: int, height: int, what: str = "decode the video",
-                 buffered: int = 8):
+    def __init__(self, path: Path, filters: str | None, width: int, height: int, what: str = "decode the video",
+                 buffered: int = 8, seek: float = 0.0):
         self.path, self.width, self.height, self.what = Path(path), width, height, what
         self.frame_bytes = width * height * 3
         self._err = tempfile.TemporaryFile()
-        cmd = _ffmpeg_cmd(self.path, filters, ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        cmd = _ffmpeg_cmd(self.path, filters, ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"], seek)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err, bufsize=0)
         self._q: queue.Queue = queue.Queue(maxsize=buffered)
         self._stop = False
@@ -126,6 +129,72 @@ class FrameStream:
 
     def __exit__(self, *exc):
         self.close()
+
+def video_size(path: Path, what: str = "a video file") -> tuple[int, int]:
+    """(width, height) of the first video stream; InputError for a missing file or one without video."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video {path} does not exist; give an existing video file")
+    info = probe(path)
+    if not info["video"]:
+        raise InputError(f"{path} has no video stream; give {what}")
+    return info["video"]["width"], info["video"]["height"]
+
+
+def read_video_frames(path, fps: int | None = FPS):
+    """Yield uint8 RGB frames (H,W,3) one at a time, resampled to `fps` (None: native rate)."""
+    w, h = video_size(path)
+    with FrameStream(Path(path), f"fps={fps}" if fps else None, w, h, what="read") as stream:
+        yield from stream
+
+
+class SourceFrames:
+    """Frames of a video at 25 fps, fetched by index in batches: read forward while the
+    indices move forward (one ffmpeg stream), reopened at a seek when they jump back (ping-pong)."""
+
+    def __init__(self, video: Path):
+        self.video = Path(video)
+        self.w, self.h = video_size(self.video, "the run's source video (--full-frame needs it)")
+        self._stream: FrameStream | None = None
+        self._iter = None
+        self._next = 0
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def _open(self, start: int) -> None:
+        self.close()
+        self._stream = FrameStream(self.video, f"fps={FPS}", self.w, self.h, what="read", seek=start / FPS)
+        self._iter = iter(self._stream)
+        self._next = start
+
+    def _read(self) -> np.ndarray | None:
+        fr = next(self._iter, None)
+        if fr is not None:
+            self._next += 1
+        return fr
+
+    def get(self, indices) -> list[np.ndarray]:
+        indices = [int(i) for i in indices]
+        lo, hi = min(indices), max(indices)
+        if self._stream is None or lo < self._next - 1 or lo > self._next + 50:
+            self._open(lo)
+        got: dict[int, np.ndarray] = {}
+        if self._last is not None and self._last[0] >= lo:
+            got[self._last[0]] = self._last[1]
+        while self._next <= hi:
+            i = self._next
+            fr = self._read()
+            if fr is None:
+                break
+            if i >= lo:
+                got[i] = fr
+                self._last = (i, fr)
+        fallback = got.get(max(got)) if got else (self._last[1] if self._last else np.zeros((self.h, self.w, 3), np.uint8))
+        return [got.get(i, fallback) for i in indices]
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream, self._iter = None, None
 
 
 # ---- the crop -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Video in and out through ffmpeg pipes: stream rendered frames to an .mp4 with sound,
-read source frames one at a time, paste a square render back into a full frame.
+"""Video out through an ffmpeg pipe: stream rendered frames to an .mp4 with sound, paste a
+square render back into a full frame, tag the finished file.
 
 Memory stays flat: frames go to ffmpeg's stdin through a small bounded queue drained by a
 writer thread (so rendering and encoding overlap), never collected in a list. The output
@@ -19,30 +19,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from talkctl.errors import InputError, StageError
-from talkctl.media.ffmpeg import ffmpeg_exe, probe, run_ffmpeg, write_wav
-
-AUDIO_SR = 16000
-
-
-def decode_audio(path: str | os.PathLike, sample_rate: int = AUDIO_SR) -> np.ndarray:
-    """Any audio (or video with sound) file -> float32 mono waveform at `sample_rate`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"audio file {path} does not exist; give an existing audio or video file")
-    try:
-        raw = run_ffmpeg(["-i", str(path), "-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "pipe:1"],
-                         f"decode the audio of {path}")
-    except StageError as exc:  # unreadable input: the user's file, not a stage failure
-        raise InputError(f"{exc.message}; give an audio or video file with sound") from None
-    wav = np.frombuffer(raw, dtype=np.float32)
-    if wav.size == 0:
-        raise InputError(f"{path} has no audio samples; give a file with an audio track")
-    return wav.copy()
+from talkctl.media.audio import decode_audio
+from talkctl.media.ffmpeg import ffmpeg_exe, run_ffmpeg, write_wav
+from talkctl.timebase import SAMPLE_RATE as AUDIO_SR
 
 
 def _as_uint8(frame) -> np.ndarray:
@@ -263,39 +246,6 @@ class VideoWriter:
                 "encode_fps": round(n / self.encode_seconds, 1) if self.encode_seconds > 0 else None}
 
 
-def read_video_frames(path: str | os.PathLike, fps: int | None = 25) -> Iterator[np.ndarray]:
-    """Yield uint8 RGB frames (H,W,3) one at a time, resampled to `fps` (None: native rate)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"video {path} does not exist; give an existing video file")
-    info = probe(path)
-    if not info["video"]:
-        raise InputError(f"{path} has no video stream; give a video file")
-    w, h = info["video"]["width"], info["video"]["height"]
-    args = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-noautorotate", "-i", str(path)]
-    if fps:
-        args += ["-vf", f"fps={fps}"]
-    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    size = w * h * 3
-    try:
-        while True:
-            buf = proc.stdout.read(size)
-            if len(buf) < size:
-                break
-            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
-        if proc.wait() != 0:
-            raise StageError(f"ffmpeg failed to read {path}: {' | '.join(err[-3:])}")
-    finally:  # the consumer stopped early (break / error): stop ffmpeg too
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for s in (proc.stdout, proc.stderr):
-            s.close()
-
-
 def paste_full_frame(render_rgb: np.ndarray, source_frame: np.ndarray, crop, mask: np.ndarray | None = None) -> np.ndarray:
     """Put a square render (S,S,3) back into the source frame (H,W,3) at crop [x0, y0, side].
 
@@ -328,3 +278,28 @@ def paste_full_frame(render_rgb: np.ndarray, source_frame: np.ndarray, crop, mas
         base = out[fy0:fy1, fx0:fx1].astype(np.float32)
         out[fy0:fy1, fx0:fx1] = (a * patch + (1 - a) * base + 0.5).astype(np.uint8)
     return out
+
+
+def tag_mp4(path: Path, tags: dict) -> None:
+    """Write the metadata (known only once rendering is done) by a stream-copy remux, atomically."""
+    tmp = path.with_name(f"{path.stem}.tagging{path.suffix}")
+    args = ["-y", "-i", str(path), "-map", "0", "-c", "copy"]
+    for k, v in tags.items():
+        args += ["-metadata", f"{k}={v}"]
+    args += ["-movflags", "+faststart+use_metadata_tags", str(tmp)]
+    try:
+        run_ffmpeg(args, f"write the metadata of {path}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_tags(path: Path) -> dict:
+    """The container tags of an mp4 (what render wrote), via ffmpeg's ffmetadata output."""
+    text = run_ffmpeg(["-i", str(path), "-f", "ffmetadata", "-"], f"read the metadata of {path}").decode(errors="replace")
+    tags = {}
+    for line in text.splitlines()[1:]:
+        if "=" in line and not line.startswith(";"):
+            k, v = line.split("=", 1)
+            tags[k] = v.replace("\\=", "=").replace("\\;", ";").replace("\\#", "#").replace("\\\\", "\\")
+    return tags

@@ -1,5 +1,5 @@
 """The `facexlib` parsing backend: BiSeNet (or ParseNet) face parsing, 19 CelebAMask-HQ classes,
-mapped to background / head / neck / torso. Weights are looked up by parsing.find_weights."""
+mapped to background / head / neck / torso. Weights are looked up by parsing.facexlib_weights."""
 from __future__ import annotations
 
 from typing import Iterable, Iterator
@@ -8,7 +8,7 @@ import numpy as np
 
 from talkctl.errors import MissingToolError
 from talkctl.parsing import regions as hr
-from talkctl.parsing.registry import FACEXLIB_WEIGHTS, _facexlib_probe, find_weights
+from talkctl.parsing.facexlib_weights import FACEXLIB_WEIGHTS, find_weights, probe as _facexlib_probe
 
 # class id -> our label, per model (the two models order the classes differently)
 _CLASSES = {

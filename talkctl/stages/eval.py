@@ -1,6 +1,6 @@
 """eval: how good a trained run is -> RUN/eval.json and RUN/report.html.
 
-    result = evaluate(run, audio=None | path, device="cpu")
+    talkctl eval RUN [--audio FILE]    (through the stage runner; evaluate() from Python)
 
 Self-driven, on the held-out frames (the last 1/11 of the clip, never trained on), against
 the real frames at the model's resolution:
@@ -16,7 +16,7 @@ on the real held-out video (the target), on the self-driven render, and cross-dr
 Efficiency: training seconds per stage (artifact attrs), Gaussian counts, render frames/s,
 peak memory (this process; training's own record when the artifacts carry one).
 
-Not a pipeline stage (it writes no HDF5 artifact); the CLI runs it under the run's lock.
+It writes no HDF5 artifact: the runner checks its inputs and holds the run's lock, nothing is fingerprinted.
 """
 from __future__ import annotations
 
@@ -30,69 +30,30 @@ from pathlib import Path
 
 import numpy as np
 
+from talkctl import __version__, artifacts
+from talkctl.devices import device_name
 from talkctl.errors import StageError
-from talkctl.stages.render import (FPS, Renderer, _resize, audio_drive, check_run, device_name, render_batches, self_drive,
-                     with_landmarks)
+from talkctl.face.reader import LANDMARK_SIDE, LandmarkReader, MouthTrack
+from talkctl.head.drive import audio_drive, self_drive, with_landmarks
+from talkctl.head.renderer import Renderer, render_batches
+from talkctl.images import resize_square
+from talkctl.metrics import (ImageFigures, audio_energy_per_frame, audio_mouth_sync, lmd, load_syncnet,
+                             mouth_open_correlation, sync_offset, syncnet_embeddings, syncnet_status)
+from talkctl.progress import null_progress
+from talkctl.report import write_report
+from talkctl.timebase import FPS
 
 VERSION = 1
-DEFAULTS = {"size": 0, "batch": 8, "lpips": True, "report_frames": 3, "pose": "train", "pose_start": 0,
+DEFAULTS = {"audio": None,  # also drive the head with this audio file: lip-sync figures on new speech
+            "size": 0, "batch": 8, "lpips": True, "report_frames": 3, "pose": "train", "pose_start": 0,
             "blink": "source", "rasterizer": "auto",
             "landmarks": "auto"}  # landmark-driven heads: auto (a2l) | track (the held-out frames' own) | OTHER_RUN
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
 NON_SEMANTIC = set(DEFAULTS)
-LANDMARK_SIDE = 256  # detector input side (px): tiny renders are upscaled to this
 
 # training-time stage -> the artifact whose attrs carry its seconds
 STAGE_ARTIFACTS = (("extract-audio", "audio"), ("track", "track"), ("parse", "parse"), ("init-static", "static"),
                    ("train-deform", "deform"), ("train-torso", "torso"), ("train-a2l", "a2l"))  # a2l: two-stage runs only
-
-
-class LandmarkReader:
-    """The run's landmark backend applied to any frame: (L,2) in the frame's pixels, or None."""
-
-    def __init__(self, backend_name: str, device: str = "cpu"):
-        from talkctl.backends import select
-
-        self.backend = select("landmarks", backend_name or "auto", device)
-        Detector = self.backend.get()
-        self.scheme = Detector.scheme
-        self.det = Detector(max_faces=1, video=False, device=device)
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray | None:
-        s = rgb.shape[0]
-        scale = max(1.0, LANDMARK_SIDE / s)
-        img = _resize(rgb, int(round(s * scale))) if scale > 1 else rgb
-        faces = self.det.faces(np.ascontiguousarray(img))
-        return None if not faces else np.asarray(faces[0][:, :2], np.float32) / scale
-
-    def close(self) -> None:
-        self.det.close()
-
-
-class MouthTrack:
-    """Landmarks of a frame sequence, streamed; mouth opening per frame (nan where no face)."""
-
-    def __init__(self, reader: LandmarkReader):
-        self.reader, self.lms = reader, []
-
-    def add(self, frames) -> None:
-        for f in frames:
-            self.lms.append(self.reader(f))
-
-    @property
-    def found(self) -> np.ndarray:
-        return np.array([x is not None for x in self.lms], bool)
-
-    def stacked(self) -> np.ndarray:
-        L = self.reader.scheme.n
-        return np.stack([x if x is not None else np.full((L, 2), np.nan, np.float32) for x in self.lms]) \
-            if self.lms else np.zeros((0, L, 2), np.float32)
-
-    def mouth_open(self) -> np.ndarray:
-        from talkctl.face.features import mouth_open
-
-        lm = self.stacked()
-        return mouth_open(lm, self.reader.scheme).astype(np.float64) if len(lm) else np.zeros(0)
 
 
 def _fill_nan(x: np.ndarray) -> np.ndarray:
@@ -120,8 +81,6 @@ def _finite(v):
 
 
 def _sync(mouth: np.ndarray, wav: np.ndarray, found: np.ndarray) -> dict:
-    from talkctl.metrics import audio_mouth_sync
-
     if found.sum() < max(5, 0.5 * len(found)):
         return {"corr": None, "lag": None, "reason": f"a face was found in only {int(found.sum())} of {len(found)} frames"}
     corr, lag = audio_mouth_sync(_fill_nan(mouth), wav)
@@ -130,8 +89,6 @@ def _sync(mouth: np.ndarray, wav: np.ndarray, found: np.ndarray) -> dict:
 
 
 def _syncnet(frames: list[np.ndarray], wav: np.ndarray, device: str) -> dict:
-    from talkctl.metrics import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
-
     why = syncnet_status()
     if why:
         return {"confidence": None, "offset": None, "reason": why}
@@ -146,8 +103,6 @@ def _syncnet(frames: list[np.ndarray], wav: np.ndarray, device: str) -> dict:
 
 def training_info(run) -> dict:
     """Seconds per stage, Gaussian counts, validation curves and any recorded peak memory."""
-    from talkctl import artifacts
-
     stages, curves, peak = {}, {}, {}
     for stage, art in STAGE_ARTIFACTS:
         attrs = artifacts.read_attrs(run, art) or {}
@@ -183,8 +138,6 @@ MODEL_ARTIFACTS = ("deform", "torso", "a2l")
 
 def model_mb(run) -> float:
     """Size on disk of the trained model a render needs, in MiB."""
-    from talkctl import artifacts
-
     paths = [artifacts.spec(a).path(run) for a in MODEL_ARTIFACTS]
     return round(sum(p.stat().st_size for p in paths if p.exists()) / 2 ** 20, 2)
 
@@ -199,87 +152,31 @@ def method_name(deform_attrs: dict, torso_attrs: dict) -> str:
     return f"{cond} field + {mode} torso"
 
 
-def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: str = "cpu", progress=None, log=None) -> dict:
-    """Compute every figure, write RUN/eval.json and RUN/report.html; returns the eval dict."""
-    from talkctl import __version__, artifacts
-    from talkctl.metrics import ImageFigures, lmd, mouth_open_correlation
-    from talkctl.pipeline import null_progress
+def run(ctx, cfg: dict) -> dict:
+    return evaluate(ctx.run, audio=cfg["audio"], cfg=cfg, device=ctx.device, progress=ctx.progress, log=ctx.log)
 
+
+def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: str = "cpu", progress=None, log=None) -> dict:
+    """Compute every figure, write RUN/eval.json and RUN/report.html; returns the eval dict.
+    The caller holds the run's lock and has checked its artifacts (the stage runner does both)."""
     cfg = {**DEFAULTS, **(cfg or {})}
     progress = progress or null_progress
     t_start = time.perf_counter()
-    check_run(run)
     renderer = Renderer.load(run, device, int(cfg["size"]), str(cfg["rasterizer"]))
-    size = renderer.size
     drive = with_landmarks(run, self_drive(run), cfg, device)
-    a, b = drive.held_out
     track_attrs = artifacts.read_attrs(run, "track") or {}
     reader = LandmarkReader(str(track_attrs.get("landmark_backend") or "auto"), device)
-    head_figs = ImageFigures(lpips=bool(cfg["lpips"]), device=device)
-    full_figs = ImageFigures(lpips=False)
-    full_figs.lpips_model, full_figs.lpips_reason = head_figs.lpips_model, head_figs.lpips_reason
-    real_mouth, rend_mouth = MouthTrack(reader), MouthTrack(reader)
-    n = b - a
-    picks = set(np.linspace(0, n - 1, min(int(cfg["report_frames"]), n)).round().astype(int).tolist())
-    report_frames, model_s, n_rendered = [], 0.0, 0
-    keep_for_syncnet = []
-    syncnet_on = __import__("talkctl.metrics", fromlist=["syncnet_status"]).syncnet_status() is None
-
+    syncnet_on = syncnet_status() is None
     try:
-        with artifacts.open_for_read(run, "frames") as ff, artifacts.open_for_read(run, "parse") as pf, \
-                progress(n, "eval (held-out)") as task:
-            def real_frames(idx):
-                return np.stack([_resize(ff["frames"][a + i], size) for i in idx])
-
-            for idx, out, secs in render_batches(renderer, drive, int(cfg["batch"]), real_frames):
-                model_s += secs
-                n_rendered += len(idx)
-                real = out["real"]
-                for j, i in enumerate(idx):
-                    mask = _resize(pf["labels"][a + i], size, nearest=True) == 1
-                    head_figs.add(real[j], out["head_over_real"][j], mask if mask.any() else None)
-                    full_figs.add(real[j], out["full"][j], mask if mask.any() else None)
-                    if int(i) in picks:
-                        report_frames.append({"index": int(a + i), "real": real[j], "rendered": out["head_over_real"][j],
-                                              "label": f"frame {a + i}: head over the real frame"})
-                        report_frames.append({"index": int(a + i), "real": real[j], "rendered": out["full"][j],
-                                              "label": f"frame {a + i}: full composite (torso + head over the plate)"})
-                real_mouth.add(real)
-                rend_mouth.add(out["full"])
-                task.advance(len(idx))
-
-        found = real_mouth.found & rend_mouth.found
-        mouth_real, mouth_rend = real_mouth.mouth_open(), rend_mouth.mouth_open()
-        lip = {"landmark_backend": reader.backend.name, "frames": n, "frames_with_face_real": int(real_mouth.found.sum()),
-               "frames_with_face_rendered": int(rend_mouth.found.sum()), "landmark_input_side": max(size, LANDMARK_SIDE)}
-        if found.sum() >= 2:
-            lip["lmd"] = lmd(rend_mouth.stacked()[found], real_mouth.stacked()[found], normalise="interocular")
-            lip["mouth_corr"] = mouth_open_correlation(mouth_real[found], mouth_rend[found])
-        else:
-            lip["lmd"] = lip["mouth_corr"] = None
-            lip["reason"] = f"faces found in both real and rendered frames for only {int(found.sum())} of {n} frames"
-        sync = {"real_heldout": _sync(mouth_real, drive.wav, real_mouth.found),
-                "rendered_heldout": _sync(mouth_rend, drive.wav, rend_mouth.found)}
-        energy_wav, energy_n = drive.wav, n
-
+        held = _held_out_pass(run, renderer, drive, reader, cfg, device, progress)
         cross = None
         if audio is not None:
-            cdrive = with_landmarks(run, audio_drive(run, Path(audio), cfg, device), cfg, device)
-            cmouth = MouthTrack(reader)
-            with progress(cdrive.n_frames, "eval (new audio)") as task:
-                for idx, out, secs in render_batches(renderer, cdrive, int(cfg["batch"])):
-                    model_s += secs
-                    n_rendered += len(idx)
-                    cmouth.add(out["full"])
-                    if syncnet_on:
-                        keep_for_syncnet.extend(out["full"])
-                    task.advance(len(idx))
-            cross = {"audio": str(Path(audio).absolute()), "pose": cdrive.pose_description, "frames": cdrive.n_frames,
-                     "frames_with_face": int(cmouth.found.sum()), **_sync(cmouth.mouth_open(), cdrive.wav, cmouth.found)}
-            cross["syncnet"] = _syncnet(keep_for_syncnet, cdrive.wav, device) if syncnet_on else _syncnet([], cdrive.wav, device)
-            sync["cross_driven"] = cross
+            cross = _cross_pass(run, renderer, Path(audio), reader, cfg, device, progress, syncnet_on)
+            held["sync"]["cross_driven"] = cross
     finally:
         reader.close()
+    model_s = held.pop("model_s") + (cross.pop("model_s") if cross else 0.0)
+    n_rendered = held.pop("n_rendered") + (cross.pop("n_rendered") if cross else 0)
 
     info = training_info(run)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -292,7 +189,97 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
         import torch
 
         efficiency["eval_peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-    hs, fs = head_figs.summary(), full_figs.summary()
+    figures = _figures(held, cross, info, efficiency, peak_mb, drive, device, syncnet_on)
+    a, b = drive.held_out
+    result = _finite({
+        "run": str(run), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "talkctl_version": __version__, "device": device_name(device), "held_out": [a, b], "size": renderer.size,
+        "figures": figures, "head_over_real": held["head"], "full_composite": held["full"], "lip": held["lip"],
+        "sync": held["sync"],
+        "sync_source": "cross-driven (--audio)" if cross is not None else "self-driven held-out render",
+        "efficiency": efficiency, "seconds": time.perf_counter() - t_start,
+    })
+    _write_json(run.file("eval.json"), result)
+    _write_report(run, result, held["report_frames"], held["mouth_real"], held["mouth_rend"], drive.wav, b - a, info)
+    result["report"] = str(run.file("report.html"))
+    result["eval_json"] = str(run.file("eval.json"))
+    if log is not None:
+        log.info("eval: %s", figures)
+    return result
+
+
+def _held_out_pass(run, renderer, drive, reader, cfg, device, progress) -> dict:
+    """Render the held-out frames self-driven; image, mouth and sync figures against the real frames."""
+    a, b = drive.held_out
+    size = renderer.size
+    head_figs = ImageFigures(lpips=bool(cfg["lpips"]), device=device)
+    full_figs = ImageFigures(lpips=False)
+    full_figs.lpips_model, full_figs.lpips_reason = head_figs.lpips_model, head_figs.lpips_reason
+    real_mouth, rend_mouth = MouthTrack(reader), MouthTrack(reader)
+    n = b - a
+    picks = set(np.linspace(0, n - 1, min(int(cfg["report_frames"]), n)).round().astype(int).tolist())
+    report_frames, model_s, n_rendered = [], 0.0, 0
+    with artifacts.open_for_read(run, "frames") as ff, artifacts.open_for_read(run, "parse") as pf, \
+            progress(n, "eval (held-out)") as task:
+        def real_frames(idx):
+            return np.stack([resize_square(ff["frames"][a + i], size) for i in idx])
+
+        for idx, out, secs in render_batches(renderer, drive, int(cfg["batch"]), real_frames):
+            model_s += secs
+            n_rendered += len(idx)
+            real = out["real"]
+            for j, i in enumerate(idx):
+                mask = resize_square(pf["labels"][a + i], size, nearest=True) == 1
+                head_figs.add(real[j], out["head_over_real"][j], mask if mask.any() else None)
+                full_figs.add(real[j], out["full"][j], mask if mask.any() else None)
+                if int(i) in picks:
+                    report_frames.append({"index": int(a + i), "real": real[j], "rendered": out["head_over_real"][j],
+                                          "label": f"frame {a + i}: head over the real frame"})
+                    report_frames.append({"index": int(a + i), "real": real[j], "rendered": out["full"][j],
+                                          "label": f"frame {a + i}: full composite (torso + head over the plate)"})
+            real_mouth.add(real)
+            rend_mouth.add(out["full"])
+            task.advance(len(idx))
+
+    found = real_mouth.found & rend_mouth.found
+    mouth_real, mouth_rend = real_mouth.mouth_open(), rend_mouth.mouth_open()
+    lip = {"landmark_backend": reader.backend.name, "frames": n, "frames_with_face_real": int(real_mouth.found.sum()),
+           "frames_with_face_rendered": int(rend_mouth.found.sum()), "landmark_input_side": max(size, LANDMARK_SIDE)}
+    if found.sum() >= 2:
+        lip["lmd"] = lmd(rend_mouth.stacked()[found], real_mouth.stacked()[found], normalise="interocular")
+        lip["mouth_corr"] = mouth_open_correlation(mouth_real[found], mouth_rend[found])
+    else:
+        lip["lmd"] = lip["mouth_corr"] = None
+        lip["reason"] = f"faces found in both real and rendered frames for only {int(found.sum())} of {n} frames"
+    sync = {"real_heldout": _sync(mouth_real, drive.wav, real_mouth.found),
+            "rendered_heldout": _sync(mouth_rend, drive.wav, rend_mouth.found)}
+    return {"head": head_figs.summary(), "full": full_figs.summary(), "lip": lip, "sync": sync,
+            "report_frames": report_frames, "mouth_real": mouth_real, "mouth_rend": mouth_rend,
+            "model_s": model_s, "n_rendered": n_rendered}
+
+
+def _cross_pass(run, renderer, audio: Path, reader, cfg, device, progress, syncnet_on: bool) -> dict:
+    """Drive the head with new audio: mouth opening vs speech energy, SyncNet where its weights are."""
+    cdrive = with_landmarks(run, audio_drive(run, audio, cfg, device), cfg, device)
+    cmouth = MouthTrack(reader)
+    keep_for_syncnet, model_s, n_rendered = [], 0.0, 0
+    with progress(cdrive.n_frames, "eval (new audio)") as task:
+        for idx, out, secs in render_batches(renderer, cdrive, int(cfg["batch"])):
+            model_s += secs
+            n_rendered += len(idx)
+            cmouth.add(out["full"])
+            if syncnet_on:
+                keep_for_syncnet.extend(out["full"])
+            task.advance(len(idx))
+    cross = {"audio": str(audio.absolute()), "pose": cdrive.pose_description, "frames": cdrive.n_frames,
+             "frames_with_face": int(cmouth.found.sum()), **_sync(cmouth.mouth_open(), cdrive.wav, cmouth.found)}
+    cross["syncnet"] = _syncnet(keep_for_syncnet, cdrive.wav, device)
+    return {**cross, "model_s": model_s, "n_rendered": n_rendered}
+
+
+def _figures(held, cross, info, efficiency, peak_mb, drive, device, syncnet_on) -> dict:
+    """The flat figures dict of eval.json, the comparison table and the report."""
+    hs, fs, lip, sync = held["head"], held["full"], held["lip"], held["sync"]
     stage_peaks = {k.split(":")[0]: v for k, v in info["training_peak_memory"].items() if k.endswith(":peak_rss_mb")}
     main_sync = cross if cross is not None else sync["rendered_heldout"]
     figures = {
@@ -317,20 +304,7 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
     figures["syncnet_confidence"], figures["syncnet_offset"] = sn.get("confidence"), sn.get("offset")
     if sn.get("reason"):
         figures["syncnet_reason"] = sn["reason"]
-    result = _finite({
-        "run": str(run), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "talkctl_version": __version__, "device": device_name(device), "held_out": [a, b], "size": size,
-        "figures": figures, "head_over_real": hs, "full_composite": fs, "lip": lip, "sync": sync,
-        "sync_source": "cross-driven (--audio)" if cross is not None else "self-driven held-out render",
-        "efficiency": efficiency, "seconds": time.perf_counter() - t_start,
-    })
-    _write_json(run.file("eval.json"), result)
-    _write_report(run, result, report_frames, mouth_real, mouth_rend, energy_wav, energy_n, info)
-    result["report"] = str(run.file("report.html"))
-    result["eval_json"] = str(run.file("eval.json"))
-    if log is not None:
-        log.info("eval: %s", figures)
-    return result
+    return figures
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -344,9 +318,6 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _write_report(run, result, frames, mouth_real, mouth_rend, wav, n, info) -> None:
-    from talkctl.metrics import audio_energy_per_frame
-    from talkctl.report import write_report
-
     fig = dict(result["figures"])
     fs = result["full_composite"]
     notes = [f"held-out frames {result['held_out'][0]}..{result['held_out'][1] - 1}, compared at {result['size']} px",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from talkctl.gs.gaussians import GaussianModel
+from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.gs.losses import dssim, l1
 from talkctl.gs.scene import Scene
@@ -50,7 +50,6 @@ PRESETS = {
 }
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
 
-HEAD_BOX = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
 
 
 class StaticTrainer:

@@ -33,7 +33,8 @@ from talkctl.errors import InputError, StageError
 from talkctl.media.ffmpeg import probe
 from talkctl.face import features as ff
 from talkctl.face.headpose import fit_head_pose, rotation_steps_deg
-from talkctl.media.video_in import FPS, FrameStream, choose_crop, crop_filter, read_still, sample_filter
+from talkctl.timebase import FPS
+from talkctl.media.video_in import FrameStream, choose_crop, crop_filter, read_still, sample_filter
 
 VERSION = 1
 DEFAULTS = {

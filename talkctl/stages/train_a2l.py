@@ -9,13 +9,10 @@ own clip, frames before the held-out last 1/11, with a landmark loss plus a velo
 landmark distance (normalised by the inter-ocular distance, as metrics.lmd) and the
 correlation of the predicted mouth opening with the tracked one.
 
-a2l.h5 keeps everything `predict_landmarks` needs for new audio (weights, basis, channel
+a2l.h5 keeps everything head.a2l_predict needs for new audio (weights, basis, channel
 selection, landmark indices, neutral face); checkpoints go to RUN/checkpoints/a2l.h5.
 
-Public API:
-    predict_landmarks(run, features (T,W,D)) -> (T,L,3) canonical landmarks
-    landmarks_for_audio(run, media path or 16 kHz waveform) -> (T,L,3)
-    load_predictor(run) -> A2LPredictor (.offsets(features), .landmarks(features), .indices, .neutral)
+For new audio: head.a2l_predict (landmarks_for_audio, predict_landmarks, load_predictor).
 """
 from __future__ import annotations
 
@@ -27,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talkctl.errors import ArtifactError, InputError, StageError, UsageError
+from talkctl.head.a2l_predict import full_landmarks
+from talkctl.errors import ArtifactError, StageError, UsageError
 
 VERSION = 1
 DEFAULTS = {
@@ -92,7 +90,7 @@ class A2LData:
 
 def prepare(audio, track, cfg: dict, log=None) -> A2LData:
     """Inputs of the stage from open audio.h5 / track.h5 files."""
-    from talkctl.metrics import held_out_start
+    from talkctl.timebase import held_out_start
     from talkctl.head.a2l_model import input_channels
     from talkctl.face.canonical import canonical_landmarks, interocular, moving_indices, neutral_shape
 
@@ -173,13 +171,6 @@ def validation_frames(data: A2LData, cfg: dict) -> int:
 def selection_score(m: dict) -> float:
     """What early stopping minimises: mouth LMD, or the LMD of all predicted points without a mouth."""
     return float(m.get("mouth_lmd", m["all_lmd"]))
-
-
-def full_landmarks(neutral: np.ndarray, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """(T,P,3) offsets of the predicted points -> (T,L,3): neutral face with those points moved."""
-    out = np.repeat(neutral[None].astype(np.float32), len(offsets), axis=0)
-    out[:, indices] += offsets
-    return out
 
 
 def jitter(offsets: np.ndarray) -> float:
@@ -323,7 +314,7 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
         d = (a - b).reshape(*a.shape[:-1], P, 3)
         return d.norm(dim=-1) if cfg["loss"] == "l1" else (d ** 2).sum(-1)
 
-    from talkctl.pipeline import null_progress
+    from talkctl.progress import null_progress
 
     with (progress or null_progress)(iters, "train-a2l") as task:
         if start:
@@ -448,79 +439,3 @@ def write_model(f, model, data: A2LData, cfg: dict, binfo: dict, extractor: str)
         "window": int(data.features.shape[1]), "extractor": extractor, "n_landmarks": int(data.n_landmarks),
         "interocular": data.iod, "basis": json.dumps(binfo), "parts": json.dumps(list(cfg["parts"])),
     })
-
-
-# ---- prediction for new audio ----------------------------------------------------------
-class A2LPredictor:
-    """A trained a2l model loaded from a2l.h5."""
-
-    def __init__(self, f, device: str = "cpu"):
-        import torch
-
-        from talkctl.head.a2l_model import AudioToLandmarks
-
-        hp = json.loads(f.attrs["model"])
-        self.model = AudioToLandmarks(**hp)
-        self.model.load_state_dict({k: torch.from_numpy(f["weights"][k][()]) for k in f["weights"]})
-        self.model.to(device).eval()
-        self.device = device
-        self.channels = f["channels"][()]
-        self.indices = f["landmark_indices"][()]
-        self.neutral = f["neutral"][()]
-        self.seq_len = int(f.attrs["seq_len"])
-        self.feature_dim = int(f.attrs["feature_dim"])
-        self.window = int(f.attrs["window"])
-        self.extractor = str(f.attrs.get("extractor", ""))
-        self.n_landmarks = int(f.attrs["n_landmarks"])
-
-    def offsets(self, features: np.ndarray) -> np.ndarray:
-        """(T, W, D) features (same extractor and normalisation as the run) -> (T, P, 3)."""
-        from talkctl.head.a2l_model import predict_sequence
-
-        x = np.asarray(features, np.float32)
-        if x.ndim != 3 or x.shape[1:] != (self.window, self.feature_dim):
-            raise InputError(f"features of shape {x.shape} do not fit this a2l model: it needs (T, {self.window}, "
-                             f"{self.feature_dim}) from the {self.extractor} extractor "
-                             "(extract_audio.features_for_audio with the run's audio.h5)")
-        flat = predict_sequence(self.model, x[..., self.channels], self.seq_len, self.device)
-        return flat.reshape(len(flat), -1, 3)
-
-    def landmarks(self, features: np.ndarray) -> np.ndarray:
-        return full_landmarks(self.neutral, self.indices, self.offsets(features))
-
-
-def load_predictor(run, device: str = "cpu") -> A2LPredictor:
-    """From a run directory (RunDir or path) or an a2l.h5 path."""
-    import h5py
-
-    from talkctl import artifacts
-    from talkctl.rundir import RunDir
-
-    if isinstance(run, RunDir) or Path(run).is_dir():
-        rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
-        with artifacts.open_for_read(rd, "a2l") as f:
-            return A2LPredictor(f, device)
-    path = Path(run)
-    if not path.is_file():
-        raise InputError(f"{path} is neither a run directory nor an a2l.h5; run `talkctl train-a2l` first")
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("schema") != artifacts.spec("a2l").schema:
-            raise InputError(f"{path} is not a talkctl a2l.h5 (schema {f.attrs.get('schema')})")
-        return A2LPredictor(f, device)
-
-
-def predict_landmarks(run, features: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Canonical landmarks (T, L, 3) the subject would make saying the audio of `features`
-    (T, W, D): the neutral face with the mouth, jaw and eyelid points moved."""
-    return load_predictor(run, device).landmarks(features)
-
-
-def landmarks_for_audio(run, source, device: str = "cpu") -> np.ndarray:
-    """Canonical landmarks (T, L, 3) for new audio: a media file or a (S,) 16 kHz waveform.
-    Features are made exactly like the run's own (extract_audio.features_for_audio)."""
-    from talkctl.rundir import RunDir
-    from talkctl.stages.extract_audio import features_for_audio
-
-    rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
-    predictor = load_predictor(rd, device)
-    return predictor.landmarks(features_for_audio(source, rd, device))

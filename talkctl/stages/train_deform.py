@@ -40,12 +40,13 @@ import numpy as np
 import torch
 
 from talkctl.errors import ArtifactError, UsageError
-from talkctl.head.field import (ENCODING_DEFAULTS, AudioCondition, DeformField, apply_deform, build_condition, grid_kwargs, hashgrid_backend,
+from talkctl.head.conditions import AudioCondition
+from talkctl.head.field import (ENCODING_DEFAULTS, DeformField, apply_deform, build_condition,
+                                field_param_groups, grid_kwargs, hashgrid_backend,
                            save_state_dict)
-from talkctl.gs.gaussians import GaussianModel
+from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.head.models import build_field
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
-from talkctl.stages.init_static import HEAD_BOX
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
@@ -99,15 +100,6 @@ PRESETS = {
               "densify_max_gaussians": 200000, "val_every": 5000, "checkpoint_every": 5000, "batch": 4},
 }
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
-
-
-def field_param_groups(field: DeformField, condition, lr_grid: float, lr_mlp: float) -> list[dict]:
-    grid = [p for n, p in field.named_parameters() if n.startswith("encoder.")]
-    rest = [p for n, p in field.named_parameters() if not n.startswith("encoder.")] + list(condition.parameters())
-    groups = [{"params": rest, "lr": lr_mlp, "name": "mlp"}]
-    if grid:
-        groups.insert(0, {"params": grid, "lr": lr_grid, "name": "grid"})
-    return groups
 
 
 class LandmarkReadout(torch.nn.Module):

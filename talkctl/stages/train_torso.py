@@ -23,14 +23,15 @@ import numpy as np
 import torch
 
 from talkctl.errors import UsageError
-from talkctl.head.field import ENCODING_DEFAULTS, PoseCondition, apply_deform, grid_kwargs, hashgrid_backend, save_state_dict
+from talkctl.head.conditions import PoseCondition
+from talkctl.head.field import (ENCODING_DEFAULTS, apply_deform, field_param_groups, grid_kwargs, hashgrid_backend,
+                                save_state_dict)
 from talkctl.gs.gaussians import GaussianModel
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.head.models import build_field, composite, load_head
 from talkctl.gs.losses import l1
 from talkctl.gs.scene import NECK, TORSO, Scene
 from talkctl.gs.splat import over, render, resolve_rasterizer
-from talkctl.stages.train_deform import field_param_groups
 from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
 VERSION = 1

@@ -1,0 +1,86 @@
+"""A trained audio-to-landmarks model (a2l.h5) applied to new audio: canonical landmarks per frame.
+
+    landmarks_for_audio(run, "speech.wav") -> (T, L, 3)   the neutral face with mouth, jaw and eyelids moved
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from talkctl import artifacts
+from talkctl.audio.recipe import features_for_audio
+from talkctl.errors import InputError
+from talkctl.head.a2l_model import AudioToLandmarks, predict_sequence
+from talkctl.rundir import RunDir
+
+
+def full_landmarks(neutral: np.ndarray, indices: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(T,P,3) offsets of the predicted points -> (T,L,3): neutral face with those points moved."""
+    out = np.repeat(neutral[None].astype(np.float32), len(offsets), axis=0)
+    out[:, indices] += offsets
+    return out
+
+
+class A2LPredictor:
+    """A trained a2l model loaded from a2l.h5."""
+
+    def __init__(self, f, device: str = "cpu"):
+        hp = json.loads(f.attrs["model"])
+        self.model = AudioToLandmarks(**hp)
+        self.model.load_state_dict({k: torch.from_numpy(f["weights"][k][()]) for k in f["weights"]})
+        self.model.to(device).eval()
+        self.device = device
+        self.channels = f["channels"][()]
+        self.indices = f["landmark_indices"][()]
+        self.neutral = f["neutral"][()]
+        self.seq_len = int(f.attrs["seq_len"])
+        self.feature_dim = int(f.attrs["feature_dim"])
+        self.window = int(f.attrs["window"])
+        self.extractor = str(f.attrs.get("extractor", ""))
+        self.n_landmarks = int(f.attrs["n_landmarks"])
+
+    def offsets(self, features: np.ndarray) -> np.ndarray:
+        """(T, W, D) features (same extractor and normalisation as the run) -> (T, P, 3)."""
+        x = np.asarray(features, np.float32)
+        if x.ndim != 3 or x.shape[1:] != (self.window, self.feature_dim):
+            raise InputError(f"features of shape {x.shape} do not fit this a2l model: it needs (T, {self.window}, "
+                             f"{self.feature_dim}) from the {self.extractor} extractor "
+                             "(audio.recipe.features_for_audio with the run's audio.h5)")
+        flat = predict_sequence(self.model, x[..., self.channels], self.seq_len, self.device)
+        return flat.reshape(len(flat), -1, 3)
+
+    def landmarks(self, features: np.ndarray) -> np.ndarray:
+        return full_landmarks(self.neutral, self.indices, self.offsets(features))
+
+
+def load_predictor(run, device: str = "cpu") -> A2LPredictor:
+    """From a run directory (RunDir or path) or an a2l.h5 path."""
+    if isinstance(run, RunDir) or Path(run).is_dir():
+        rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
+        with artifacts.open_for_read(rd, "a2l") as f:
+            return A2LPredictor(f, device)
+    path = Path(run)
+    if not path.is_file():
+        raise InputError(f"{path} is neither a run directory nor an a2l.h5; run `talkctl train-a2l` first")
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("schema") != artifacts.spec("a2l").schema:
+            raise InputError(f"{path} is not a talkctl a2l.h5 (schema {f.attrs.get('schema')})")
+        return A2LPredictor(f, device)
+
+
+def predict_landmarks(run, features: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """Canonical landmarks (T, L, 3) the subject would make saying the audio of `features`
+    (T, W, D): the neutral face with the mouth, jaw and eyelid points moved."""
+    return load_predictor(run, device).landmarks(features)
+
+
+def landmarks_for_audio(run, source, device: str = "cpu") -> np.ndarray:
+    """Canonical landmarks (T, L, 3) for new audio: a media file or a (S,) 16 kHz waveform.
+    Features are made exactly like the run's own (audio.recipe.features_for_audio)."""
+    rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
+    predictor = load_predictor(rd, device)
+    return predictor.landmarks(features_for_audio(source, rd, device))

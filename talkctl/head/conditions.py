@@ -1,0 +1,143 @@
+"""What drives a deformation field: one code per frame.
+
+The interface is small so other drivers plug in (head.landmark_condition):
+  set_source(**arrays)   give the driving data (e.g. audio features (T,W,D))
+  encode(frames (C,))  -> (C, out_dim) per-frame code
+  per_gaussian(code, means) -> (C,N,d) or None (optional extra per-Gaussian code;
+                         a condition that gives one sets .pg_dim = d)
+  spec() -> JSON-able constructor arguments (saved with the weights)
+
+AudioCondition   audio features (T,W,D) -> 1D convolutions over the window W -> a code per
+                 frame -> self-attention across `attn_window` neighbouring frames -> the
+                 smoothed code of the centre frame
+PoseCondition    head pose (axis-angle + translation, normalised) -> positional encoding
+                 (the torso's driver)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from talkctl.errors import UsageError
+
+
+class Condition(nn.Module):
+    name = "condition"
+    out_dim = 0
+    pg_dim = 0
+
+    def set_source(self, **arrays) -> None:
+        raise NotImplementedError
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def per_gaussian(self, code: torch.Tensor, means: torch.Tensor):
+        return None
+
+    def spec(self) -> dict:
+        raise NotImplementedError
+
+
+class AudioCondition(Condition):
+    name = "audio"
+
+    def __init__(self, feature_dim: int, window: int, code_dim: int = 32, attn_window: int = 8,
+                 mean=None, std=None):
+        super().__init__()
+        self.feature_dim, self.window, self.code_dim, self.attn_window = feature_dim, window, code_dim, attn_window
+        self.out_dim = code_dim
+        # per-dimension normalisation of the features the field was trained with
+        self.register_buffer("mean", torch.zeros(feature_dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.ones(feature_dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
+        hid = max(16, code_dim)
+        self.conv = nn.Sequential(
+            nn.Conv1d(feature_dim, hid, 3, padding=1), nn.LeakyReLU(0.02),
+            nn.Conv1d(hid, hid, 3, padding=1, stride=2 if window >= 4 else 1), nn.LeakyReLU(0.02),
+            nn.AdaptiveAvgPool1d(1))
+        self.to_code = nn.Linear(hid, code_dim)
+        self.attn = nn.MultiheadAttention(code_dim, num_heads=1, batch_first=True)
+        self.features: torch.Tensor | None = None
+
+    def set_source(self, features=None, **_) -> None:
+        f = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=self.mean.device)
+        if f.dim() != 3 or f.shape[1] != self.window or f.shape[2] != self.feature_dim:
+            raise UsageError(f"audio features of shape {tuple(f.shape)} do not match the model's (T,{self.window},{self.feature_dim}); "
+                             "extract them with the same extractor the model was trained with")
+        self.features = (f - self.mean) / self.std
+
+    @staticmethod
+    def stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
+        return flat.mean(0).astype(np.float32), (flat.std(0) + 1e-5).astype(np.float32)
+
+    def frame_codes(self, frames: torch.Tensor) -> torch.Tensor:
+        x = self.features[frames]  # (M,W,D)
+        return self.to_code(self.conv(x.transpose(1, 2))[..., 0])
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.features is None:
+            raise RuntimeError("AudioCondition.set_source(features=...) first")
+        T = self.features.shape[0]
+        frames = torch.as_tensor(frames, dtype=torch.long, device=self.mean.device)
+        half = self.attn_window // 2
+        offs = torch.arange(-half, self.attn_window - half, device=frames.device)
+        nb = (frames[:, None] + offs[None]).clamp(0, T - 1)  # (C,A)
+        # neighbouring frames share windows: encode each distinct frame once
+        uniq, inv = torch.unique(nb.reshape(-1), return_inverse=True)
+        codes = self.frame_codes(uniq)[inv].reshape(len(frames), len(offs), -1)
+        centre = codes[:, half:half + 1]
+        smoothed, _ = self.attn(centre, codes, codes, need_weights=False)
+        return torch.tanh(centre[:, 0] + smoothed[:, 0])
+
+    def spec(self) -> dict:
+        return {"name": self.name, "feature_dim": self.feature_dim, "window": self.window,
+                "code_dim": self.code_dim, "attn_window": self.attn_window}
+
+
+def pose_vector(world_to_cam: torch.Tensor) -> torch.Tensor:
+    """(C,4,4) head-to-camera transforms -> (C,6) axis-angle rotation ⊕ translation."""
+    R, t = world_to_cam[:, :3, :3], world_to_cam[:, :3, 3]
+    cos = ((R.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1 + 1e-6, 1 - 1e-6)
+    ang = torch.acos(cos)
+    axis = torch.stack([R[:, 2, 1] - R[:, 1, 2], R[:, 0, 2] - R[:, 2, 0], R[:, 1, 0] - R[:, 0, 1]], -1)
+    sin = torch.sin(ang).clamp(min=1e-6)
+    rotvec = axis / (2 * sin)[:, None] * ang[:, None]
+    return torch.cat([rotvec, t], -1)
+
+
+class PoseCondition(Condition):
+    """Head pose -> positional encoding with `n_freqs` frequencies (normalised by the training poses)."""
+    name = "pose"
+
+    def __init__(self, n_freqs: int = 6, mean=None, std=None):
+        super().__init__()
+        self.n_freqs = n_freqs
+        self.out_dim = 6 * (1 + 2 * n_freqs)
+        self.register_buffer("mean", torch.zeros(6) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.ones(6) if std is None else torch.as_tensor(std, dtype=torch.float32))
+        self.poses: torch.Tensor | None = None
+
+    @staticmethod
+    def stats(world_to_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = pose_vector(torch.as_tensor(world_to_cam, dtype=torch.float32)).numpy()
+        return v.mean(0), v.std(0) + 1e-3
+
+    def set_source(self, world_to_cam=None, **_) -> None:
+        self.poses = torch.as_tensor(np.asarray(world_to_cam), dtype=torch.float32, device=self.mean.device)
+
+    def encode_pose(self, world_to_cam: torch.Tensor) -> torch.Tensor:
+        v = (pose_vector(world_to_cam) - self.mean) / self.std
+        # the normalised pose spans ~[-3,3]: frequencies 2^k * pi / 4 keep the lowest one unwrapped
+        freqs = (2.0 ** torch.arange(self.n_freqs, device=v.device)) * math.pi / 4
+        ang = v[..., None] * freqs
+        return torch.cat([v, torch.sin(ang).flatten(1), torch.cos(ang).flatten(1)], -1)
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.encode_pose(self.poses[torch.as_tensor(frames, dtype=torch.long, device=self.poses.device)])
+
+    def spec(self) -> dict:
+        return {"name": self.name, "n_freqs": self.n_freqs}

@@ -1,0 +1,124 @@
+"""What drives a render: per frame, audio features (or landmarks), head pose, blink, and the sound.
+
+    drive = self_drive(run)                    # the held-out frames, with their own audio, poses, blinks
+    drive = audio_drive(run, "speech.wav", cfg)  # new audio, features made exactly like the run's
+    drive = with_landmarks(run, drive, cfg)    # a landmark-driven head gets its landmarks here
+
+Head poses and blinks for new audio come from head.poses: "train" (the training track,
+ping-pong), "still", or another run directory / track.h5 / .npz.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from talkctl import artifacts
+from talkctl.audio.recipe import FeatureRecipe, window_indices
+from talkctl.errors import InputError, StageError
+from talkctl.head.landmark_source import landmarks_for_drive
+from talkctl.head.poses import pose_sequence
+from talkctl.media.audio import load_waveform
+from talkctl.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, n_video_frames, split_frames
+
+
+@dataclass
+class Drive:
+    features: "np.ndarray | FeatureWindows"  # (T,W,D) audio features of the driving audio
+    wav: np.ndarray          # 16 kHz mono waveform muxed into the output
+    world_to_cam: np.ndarray  # (T,4,4)
+    blink: np.ndarray        # (T,)
+    pose_description: str
+    audio_description: str
+    source_frames: np.ndarray | None  # (T,) frames of this run's video matching each pose (full-frame paste)
+    held_out: tuple[int, int] | None = None
+    blink_description: str = ""
+    landmarks: np.ndarray | None = None   # (T,L,3) for a landmark-driven head (with_landmarks)
+    landmark_description: str = ""
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.features)
+
+
+def held_out_range(run) -> tuple[int, int]:
+    """[start, end) of the frames training never saw (as recorded by train-deform)."""
+    attrs = artifacts.read_attrs(run, "deform") or {}
+    held = attrs.get("held_out")
+    if held is not None and len(np.asarray(held)) == 2:
+        a, b = (int(v) for v in np.asarray(held))
+        if b > a:
+            return a, b
+    with artifacts.open_for_read(run, "track") as f:
+        n = f["world_to_cam"].shape[0]
+    _, h = split_frames(n)
+    return int(h[0]), int(h[-1]) + 1
+
+
+def with_landmarks(run, drive: Drive, cfg: dict | None = None, device: str = "cpu") -> Drive:
+    """A landmark-driven head gets its landmarks here (a2l on the driving audio, the track,
+    another run, an edit: landmark_source.landmarks_for_drive); an audio head is left as is."""
+    ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device)
+    if ld is not None:
+        drive.landmarks, drive.landmark_description = ld.landmarks, ld.description
+    return drive
+
+
+def self_drive(run) -> Drive:
+    """The held-out frames with their own audio, poses and blinks."""
+    a, b = held_out_range(run)
+    with artifacts.open_for_read(run, "audio") as f:
+        n_audio = f["features"].shape[0]
+        b = min(b, n_audio)
+        feats = f["features"][a:b]
+        wav = f["waveform"][a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
+    with artifacts.open_for_read(run, "track") as f:
+        w2c, blink = f["world_to_cam"][a:b], f["blink"][a:b]
+    if b <= a:
+        raise StageError(f"the run has no held-out frames with audio (frames {a}..{b}); rerun extract-audio and track")
+    idx = np.arange(a, b)
+    return Drive(feats, wav.astype(np.float32), w2c, blink, f"held-out frames {a}..{b - 1} of the training clip (self-driven)",
+                 f"held-out audio of the training clip ({(b - a) / FPS:.2f} s)", idx, (a, b),
+                 "the held-out frames' own blinks (track.h5)")
+
+
+class FeatureWindows:
+    """(T, W, D) feature windows of the driving audio, cut on demand from the (F, D) normalised
+    feature frames: 16x less memory than materialising every window (a 10-minute audio keeps
+    ~20 MB of features, not ~350 MB). Slicing gives the same arrays as features_for_audio."""
+
+    def __init__(self, norm: np.ndarray, idx: np.ndarray):
+        self.norm, self.idx = norm, idx
+        self.shape = (len(idx), idx.shape[1], norm.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.norm[self.idx[key]]
+
+
+def driving_features(wav: np.ndarray, run, device: str = "cpu") -> FeatureWindows:
+    """Features of new audio made exactly like the run's (audio.recipe.features_for_audio), lazily windowed."""
+    recipe = FeatureRecipe.from_artifact(run, device)
+    raw = recipe.raw(wav)
+    norm = ((raw - recipe.mean) / recipe.std).astype(np.float32)
+    del raw
+    idx = window_indices(n_video_frames(len(wav)), len(norm), recipe.extractor.rate, recipe.extractor.offset,
+                         recipe.window)
+    return FeatureWindows(norm, idx)
+
+
+def audio_drive(run, audio: Path, cfg: dict, device: str = "cpu") -> Drive:
+    wav = load_waveform(audio)
+    if len(wav) < SAMPLES_PER_FRAME:
+        raise InputError(f"{audio} holds {len(wav) / SAMPLE_RATE * 1000:.0f} ms of audio, shorter than one video frame "
+                         "(40 ms); give a longer audio file")
+    feats = driving_features(wav, run, device)
+    n = len(feats)
+    pose = str(cfg["pose"])
+    poses = pose_sequence(pose, n, start=int(cfg["pose_start"]), run=run, blink_mode=str(cfg["blink"]))
+    blinks = "eyes open" if not np.any(poses.blink) else f"from the pose source ({pose}), following its frames"
+    return Drive(feats, wav, poses.world_to_cam, poses.blink, poses.description, str(Path(audio).absolute()),
+                 poses.source_frames if pose in ("train", "still") else None, blink_description=blinks)

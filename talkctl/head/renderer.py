@@ -1,0 +1,102 @@
+"""The loaded head + torso + background plate of a run, rendering batches of frames of a Drive.
+
+    renderer = Renderer.load(run, device, size)
+    for idx, out, seconds in render_batches(renderer, drive, batch): ...   # out["full"]: (C,S,S,3) uint8
+
+Used by render and eval alike, so both show exactly the same pixels.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from talkctl import artifacts
+from talkctl.errors import UsageError
+from talkctl.gs.splat import over
+from talkctl.gs.training import scale_intrinsics
+from talkctl.head.drive import Drive
+from talkctl.head.models import composite, load_head, load_torso
+from talkctl.images import resize_square
+
+
+@dataclass
+class Renderer:
+    """The loaded head + torso + plate at one output size."""
+    head: object
+    torso: object
+    background: np.ndarray  # (size,size,3) uint8
+    K_head: np.ndarray
+    K_torso: np.ndarray
+    size: int
+    device: str
+
+    @classmethod
+    def load(cls, run, device: str = "cpu", size: int = 0, rasterizer: str = "auto") -> "Renderer":
+        head = load_head(run, device, rasterizer)
+        torso = load_torso(run, device, rasterizer)
+        res = int(head.attrs.get("resolution") or head.attrs["K"][0, 2] * 2)
+        size = int(size) or res
+        if not 16 <= size <= 4096:
+            raise UsageError(f"render size {size} is out of range; use 16..4096 (0 = training resolution {res})")
+        t_res = int(torso.attrs.get("resolution") or res)
+        plate = np.asarray(torso.attrs["background"])
+        if plate.shape[0] != size:
+            with artifacts.open_for_read(run, "parse") as f:
+                plate = resize_square(f["background"][()], size)
+        return cls(head, torso, plate, scale_intrinsics(head.attrs["K"], res, size),
+                   scale_intrinsics(torso.attrs["K"], t_res, size), size, device)
+
+    def set_audio(self, features: np.ndarray) -> None:
+        self.head.set_audio(features)
+
+    def set_drive(self, drive: Drive, lo: int, hi: int) -> None:
+        """Give the head frames lo..hi of the drive: landmarks for a landmark-driven head, else audio."""
+        if drive.landmarks is not None:
+            self.head.set_landmarks(drive.landmarks[lo:hi])
+        else:
+            self.head.set_audio(drive.features[lo:hi])
+
+    def render(self, frames, world_to_cam, blink, real=None) -> dict:
+        """Batch of frames -> {"full": (C,S,S,3) uint8 composite, "head_alpha": (C,S,S) float,
+        "head_over_real": uint8 (when real frames (C,S,S,3) uint8 are given)}."""
+        h = self.head.render(frames, world_to_cam, self.K_head, self.size, blink=blink)
+        t = self.torso.render(world_to_cam, self.K_torso, self.size, head_rgb=h.rgb, head_alpha=h.alpha)
+        out = {"full": _to_uint8(composite(self.background, t, h)), "head_alpha": h.alpha[..., 0].cpu().numpy()
+               if h.alpha.dim() == 4 else h.alpha.cpu().numpy()}
+        if real is not None:
+            r = torch.as_tensor(np.asarray(real), device=h.rgb.device).float() / 255.0
+            out["head_over_real"] = _to_uint8(over(h.rgb, h.alpha, r).clamp(0, 1))
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
+
+def _to_uint8(t) -> np.ndarray:
+    return (t.clamp(0, 1) * 255.0 + 0.5).to(dtype=__import__("torch").uint8).cpu().numpy()
+
+
+def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Callable | None = None) -> Iterator[tuple[np.ndarray, dict, float]]:
+    """Yield (frame indices, render outputs, model seconds) batch by batch. With real_frames(idx)
+    -> (C,S,S,3) uint8, the outputs also hold "real" and "head_over_real".
+
+    The audio condition gets only the windows a batch needs (its frames +- the attention window),
+    with frame indices relative to that slice: the same codes as with the whole sequence (edge
+    clamping included), and memory that does not grow with the audio's length."""
+    batch = max(1, int(batch))
+    T = drive.n_frames
+    A = int(getattr(renderer.head.condition, "attn_window", 0) or 0)
+    half = A // 2
+    for b0 in range(0, T, batch):
+        idx = np.arange(b0, min(T, b0 + batch))
+        lo, hi = max(0, b0 - half), min(T, int(idx[-1]) + max(A - half, 1))
+        real = real_frames(idx) if real_frames is not None else None
+        t0 = time.perf_counter()
+        renderer.set_drive(drive, lo, hi)
+        out = renderer.render(idx - lo, drive.world_to_cam[idx], drive.blink[idx], real)
+        if real is not None:
+            out["real"] = real
+        yield idx, out, time.perf_counter() - t0

@@ -1,0 +1,20 @@
+"""The progress interface stages report through: `with progress(total, description) as task: task.advance()`.
+
+The CLI passes a rich progress bar (console.make_progress); everything else gets `null_progress`.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+
+class NullTask:
+    def advance(self, n: int = 1, **fields) -> None:
+        pass
+
+    def update(self, **fields) -> None:
+        pass
+
+
+@contextmanager
+def null_progress(total: int | None, description: str):
+    yield NullTask()
