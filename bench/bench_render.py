@@ -38,7 +38,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="talkctl-bench-render-"))
     audio = args.audio
     if audio is None:
-        from talkctl.synthetic import make_audio
+        from talkctl.synthetic.audio import make_audio
 
         audio = make_audio(10.0, seed=2).write_wav(tmp / "voice.wav")
     rows = []

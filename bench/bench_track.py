@@ -69,7 +69,7 @@ def main() -> None:
         cases = [(c, videos / f"{c}.mp4") for c in args.clips]
     else:
         print(f"(no shared clips ({SHARED_HINT}): benchmarking the synthetic subject instead)", file=sys.stderr)
-        from talkctl.synthetic import make_subject
+        from talkctl.synthetic.clip import make_subject
 
         tmp = Path(tempfile.mkdtemp())
         sub = make_subject(tmp, seconds=20.0, size=512, seed=0)

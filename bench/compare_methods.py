@@ -63,7 +63,8 @@ def train(run: Path, stage: str, preset: str, extra: list[str], sets: list[str])
 
 
 def synthetic_inputs(work: Path, seconds: float) -> tuple[Path, Path]:
-    from talkctl.synthetic import make_audio, make_subject
+    from talkctl.synthetic.audio import make_audio
+    from talkctl.synthetic.clip import make_subject
 
     subj = make_subject(work / "subject", seconds=seconds, size=256, seed=0)
     return subj.video_path, make_audio(6.0, seed=7).write_wav(work / "subject" / "unseen_voice.wav")
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     both = json.loads(talkctl(*ev, str(runs["gstalker"]), str(runs["two-stage"]), capture=True))
     rows = both["table"]
     rows.append({**upper["figures"], "run": "two-stage, tracked landmarks (upper bound; sync: held-out)"})
-    from talkctl.report import COMPARE_KEYS, STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_markdown
+    from talkctl.report.tables import COMPARE_KEYS, STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_markdown
 
     keys = COMPARE_KEYS + ("full_psnr", "full_ssim", "sync_corr_real")
     out = {"benchmark": "gstalker vs two-stage, one subject", "video": str(video), "audio": str(audio),

@@ -5,7 +5,7 @@
 import sys
 from pathlib import Path
 
-from talkctl.synthetic import make_subject
+from talkctl.synthetic.clip import make_subject
 
 subject = make_subject(Path(sys.argv[1] if len(sys.argv) > 1 else "demo"), seconds=10.0, size=512)
 print(subject.video_path)

@@ -203,7 +203,7 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     """Quality and speed figures (eval.json, report.html); several runs -> one table."""
     from talkctl.console import err, make_progress
     from talkctl.pipeline import run_stage
-    from talkctl.report import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
+    from talkctl.report.tables import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
     from talkctl.rundir import RunDir, check_input_file
     from talkctl.stages.eval import comparison_rows
 

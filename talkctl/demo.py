@@ -37,7 +37,8 @@ def run_demo(out_dir: Path, preset: str = "tiny", seconds: float = 12.0, size: i
              device: str = "auto", progress: Callable = null_progress,
              on_stage: Callable[[dict], None] = lambda s: None, voice_seconds: float = 8.0,
              overrides: dict[str, dict] | None = None) -> dict:
-    from talkctl.synthetic import make_audio, make_subject
+    from talkctl.synthetic.audio import make_audio
+    from talkctl.synthetic.clip import make_subject
 
     out_dir = Path(out_dir).absolute()
     subject = make_subject(out_dir / "subject", seconds=seconds, size=size, seed=0)

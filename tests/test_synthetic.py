@@ -157,7 +157,7 @@ def test_ffmpeg_failure_is_a_stage_error_and_leaves_nothing(tmp_path, monkeypatc
     fake = tmp_path / "ffmpeg"
     fake.write_text("#!/bin/sh\necho 'Unknown encoder libx264' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(synthetic, "ffmpeg_exe", lambda: str(fake))
+    monkeypatch.setattr(synthetic.clip, "ffmpeg_exe", lambda: str(fake))
     out = tmp_path / "out"
     with pytest.raises(StageError, match="Unknown encoder"):
         synthetic.make_subject(out, seconds=0.5, size=64)

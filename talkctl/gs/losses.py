@@ -2,7 +2,7 @@
 
 SSIM and LPIPS are the ones eval reports (talkctl.metrics), so training and evaluation
 measure the same thing. LPIPS needs two weight files that cannot be fetched offline
-(metrics.lpips_files names them); `perceptual="auto"` uses LPIPS when they are present
+(metrics.lpips.lpips_files names them); `perceptual="auto"` uses LPIPS when they are present
 and D-SSIM otherwise (logged, and recorded in the artifact's `perceptual_loss`
 attribute). An explicit `perceptual="lpips"` that cannot load is a MissingToolError
 naming what is missing: never a silent switch.
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from talkctl import metrics
+from talkctl.metrics.image import ssim_torch
+from talkctl.metrics import lpips
 from talkctl.errors import MissingToolError, UsageError
 
 PERCEPTUAL_CHOICES = ("auto", "lpips", "dssim", "none")
@@ -23,7 +24,7 @@ def l1(a, b):
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean SSIM of (B,H,W,3) images in [0,1] (11x11 Gaussian window, sigma 1.5)."""
-    return metrics.ssim_torch(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)).mean()
+    return ssim_torch(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)).mean()
 
 
 def dssim(a, b):
@@ -32,12 +33,12 @@ def dssim(a, b):
 
 def lpips_unusable() -> str | None:
     """Why LPIPS cannot be used here (None when it can)."""
-    return metrics.lpips_files()[1]
+    return lpips.lpips_files()[1]
 
 
 def load_lpips(device: str = "cpu"):
     """An LPIPS(alex) loss function on (B,H,W,3) images in [0,1]; MissingToolError when unusable."""
-    net, reason = metrics.load_lpips(device)
+    net, reason = lpips.load_lpips(device)
     if net is None:
         raise MissingToolError(f"perceptual loss 'lpips' is unusable: {reason}; or use --set perceptual=dssim")
     for p in net.parameters():

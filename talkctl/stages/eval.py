@@ -37,10 +37,11 @@ from talkctl.face.reader import LANDMARK_SIDE, LandmarkReader, MouthTrack
 from talkctl.head.drive import audio_drive, self_drive, with_landmarks
 from talkctl.head.renderer import Renderer, render_batches
 from talkctl.images import resize_square
-from talkctl.metrics import (ImageFigures, audio_energy_per_frame, audio_mouth_sync, lmd, load_syncnet,
-                             mouth_open_correlation, sync_offset, syncnet_embeddings, syncnet_status)
+from talkctl.metrics.lipsync import audio_energy_per_frame, audio_mouth_sync, lmd, mouth_open_correlation
+from talkctl.metrics.sequence import ImageFigures
+from talkctl.metrics.syncnet import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
 from talkctl.progress import null_progress
-from talkctl.report import write_report
+from talkctl.report.html import write_report
 from talkctl.timebase import FPS
 
 VERSION = 1

@@ -133,7 +133,7 @@ def prepare(audio, track, cfg: dict, log=None) -> A2LData:
 def heldout_metrics(pred_offsets: np.ndarray, data: A2LData, frames: slice | None = None) -> dict:
     """Mouth LMD (/ inter-ocular distance) and mouth-opening correlation on the held-out frames
     (or `frames`), and the same LMD for the predict-the-neutral-face baseline."""
-    from talkctl.metrics import lmd, pearson
+    from talkctl.metrics.lipsync import lmd, pearson
     from talkctl.face.canonical import mouth_opening, part_positions
 
     h = frames if frames is not None else slice(data.held_start, None)

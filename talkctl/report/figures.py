@@ -1,0 +1,71 @@
+"""The figures eval reports: labels, formats, which way is better, and how each is printed."""
+from __future__ import annotations
+
+import math
+
+FIGURES: list[tuple[str, str, str, str | None, str]] = [
+    ("psnr", "PSNR", "{:.2f} dB", "high", "held-out frames, whole image"),
+    ("psnr_face", "PSNR (face)", "{:.2f} dB", "high", "inside the head mask"),
+    ("ssim", "SSIM", "{:.4f}", "high", "Gaussian window 11, sigma 1.5, RGB"),
+    ("lpips", "LPIPS", "{:.4f}", "low", "AlexNet v0.1"),
+    ("full_psnr", "PSNR (full)", "{:.2f} dB", "high", "torso + head over the background plate"),
+    ("full_ssim", "SSIM (full)", "{:.4f}", "high", "torso + head over the background plate"),
+    ("lmd", "LMD", "{:.4f}", "low", "mouth landmark distance / inter-ocular distance"),
+    ("mouth_corr", "Mouth corr.", "{:.3f}", "high", "Pearson, real vs rendered mouth opening"),
+    ("sync_corr", "Sync corr.", "{:.3f}", "high", "mouth opening vs speech energy, best lag"),
+    ("sync_lag", "Sync lag", "{:+d} fr", None, "frames the mouth trails the sound"),
+    ("sync_corr_real", "Sync corr. (real)", "{:.3f}", None, "the same figure on the real video: the target"),
+    ("syncnet_confidence", "SyncNet conf.", "{:.2f}", "high", "joonson/syncnet_python"),
+    ("syncnet_offset", "SyncNet offset", "{:+d} fr", None, "video behind audio, frames"),
+    ("render_fps", "Render speed", "{:.1f} fps", "high", "frames per second, rendering only"),
+    ("peak_memory_mb", "Peak memory", "{:.0f} MiB", "low", "host memory of the evaluating process"),
+    ("train_peak_memory_mb", "Training peak mem.", "{:.0f} MiB", "low", "largest stage's peak host RSS"),
+    ("train_seconds", "Training time", "{}", "low", "all stages"),
+    ("model_mb", "Model size", "{:.2f} MiB", "low", "deform.h5 + torso.h5 (+ a2l.h5)"),
+    ("gaussians", "Gaussians", "{}", None, "head + torso"),
+    ("method", "Method", "{}", None, "deformation condition and torso mode"),
+]
+STAGE_NAMES = ("extract-audio", "track", "parse", "init-static", "train-a2l", "train-deform", "train-torso")
+FIGURES += [(f"seconds:{st}", st, "{}", "low", f"{st} wall time") for st in STAGE_NAMES]
+FIGURES += [(f"peak_rss_mb:{st}", st, "{:.0f} MiB", "low", f"{st} peak host memory") for st in STAGE_NAMES]
+_FIG = {k: (label, fmt, better, helptext) for k, label, fmt, better, helptext in FIGURES}
+UNAVAILABLE_REASON = {"lpips": "lpips_reason", "syncnet_confidence": "syncnet_reason", "syncnet_offset": "syncnet_reason"}
+
+
+def _fmt_num(v: float) -> str:
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:g}M"
+    if a >= 1e3:
+        return f"{v / 1e3:g}k"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 1:
+        return f"{v:.3g}"
+    return f"{v:.2g}"
+
+
+def format_figure(key: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if key == "train_seconds" or key.startswith("seconds:"):
+        return format_seconds(float(value))
+    if key == "gaussians":
+        if isinstance(value, dict):
+            return " + ".join(f"{int(v):,} {k}" for k, v in value.items())
+        return f"{int(value):,}"
+    fmt = _FIG.get(key, (None, "{}", None, None))[1]
+    try:
+        return fmt.format(int(value) if "d}" in fmt else value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def format_seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"

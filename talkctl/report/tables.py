@@ -1,0 +1,72 @@
+"""The comparison table of `talkctl eval RUN1 RUN2 ...` (rich, for the terminal) and its Markdown twin."""
+from __future__ import annotations
+
+import math
+
+from talkctl.report.figures import _FIG, STAGE_NAMES, format_figure
+
+COMPARE_KEYS = ("method", "psnr", "ssim", "lpips", "lmd", "mouth_corr", "sync_corr", "syncnet_confidence",
+                "render_fps", "train_seconds", "train_peak_memory_mb", "model_mb", "gaussians")
+
+
+STAGE_KEYS = tuple(f"seconds:{st}" for st in STAGE_NAMES)  # the second table: training time per stage
+STAGE_MEMORY_KEYS = tuple(f"peak_rss_mb:{st}" for st in STAGE_NAMES)  # the third: peak memory per stage
+
+
+def _best(rows: list[dict], key: str) -> float | None:
+    better = _FIG[key][2]
+    vals = [r.get(key) for r in rows if isinstance(r.get(key), (int, float)) and not (isinstance(r.get(key), float) and math.isnan(r[key]))]
+    if not better or len(vals) < 2:
+        return None
+    return max(vals) if better == "high" else min(vals)
+
+
+def _columns(rows: list[dict], keys=COMPARE_KEYS) -> list[str]:
+    return [k for k in keys if any(r.get(k) is not None for r in rows)]
+
+
+def _cell(r: dict, k: str) -> str:
+    if r.get(k) is None:
+        return "n/a"
+    s = format_figure(k, r[k])
+    if k == "sync_corr" and r.get("sync_lag") is not None:
+        s += f" ({int(r['sync_lag']):+d})"
+    return s
+
+
+def comparison_table(rows: list[dict], keys=COMPARE_KEYS, title: str = "talkctl eval"):
+    """A rich Table: one row per run ({"run": name, <figure keys>...}); best value in bold green."""
+    from rich.table import Table
+
+    cols = _columns(rows, keys)
+    t = Table(title=title, header_style="bold")
+    t.add_column("run", style="cyan", no_wrap=True)
+    for k in cols:
+        arrow = {"high": " ↑", "low": " ↓"}.get(_FIG[k][2], "")
+        t.add_column(_FIG[k][0] + arrow, justify="right")
+    best = {k: _best(rows, k) for k in cols}
+    for r in rows:
+        cells = []
+        for k in cols:
+            s = _cell(r, k)
+            if best[k] is not None and r.get(k) == best[k]:
+                s = f"[bold green]{s}[/]"
+            cells.append(s)
+        t.add_row(str(r.get("run", "?")), *cells)
+    return t
+
+
+def comparison_markdown(rows: list[dict], keys=COMPARE_KEYS) -> str:
+    """The same table as GitHub markdown (plain text: readable in a terminal or a CI log);
+    the best value of each column is in **bold**."""
+    cols = _columns(rows, keys)
+    head = ["run"] + [_FIG[k][0] + {"high": " ↑", "low": " ↓"}.get(_FIG[k][2], "") for k in cols]
+    best = {k: _best(rows, k) for k in cols}
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(cols)) + "|"]
+    for r in rows:
+        cells = [str(r.get("run", "?")).replace("|", "\\|")]
+        for k in cols:
+            s = _cell(r, k)
+            cells.append(f"**{s}**" if best[k] is not None and r.get(k) == best[k] else s)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
