@@ -10,7 +10,10 @@ Same fingerprint and a readable file -> "up to date". An input whose current fin
 differs from the one recorded -> the artifact is stale.
 
 Files are written as `name.h5.partial` and renamed when complete, so an interrupted stage
-leaves nothing that looks finished. Images are chunked one frame per chunk and compressed.
+leaves nothing that looks finished; the root attribute `checksums` holds a CRC-32 of every
+object's stored bytes (h5files.py), checked whenever a stage reads the file or decides it is
+up to date, so a corrupted file is rebuilt, never used. Images are chunked one frame per
+chunk and compressed.
 
 The layout of each artifact (datasets, shapes, units) is documented in `ARTIFACTS` below:
 it is the one place that says what a file holds.
@@ -20,14 +23,13 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from talkctl import __version__
-from talkctl.errors import ArtifactError
+from talkctl import __version__, h5files
+from talkctl.errors import ArtifactError, command
 from talkctl.rundir import RunDir
 
 
@@ -196,15 +198,20 @@ def read_attrs(run: RunDir, name: str) -> dict | None:
         return None
 
 
-def current_fingerprint(run: RunDir, name: str) -> str | None:
+def current_fingerprint(run: RunDir, name: str, verify: bool = False) -> str | None:
+    """The fingerprint of a readable artifact of the current schema (with `verify`, also one
+    whose bytes match their checksums), else None: the stage that makes it must run."""
     attrs = read_attrs(run, name)
     if not attrs or attrs.get("schema") != spec(name).schema or int(attrs.get("schema_version", -1)) != spec(name).version:
+        return None
+    if verify and h5files.verify_path(spec(name).path(run)) is not None:
         return None
     return attrs.get("fingerprint")
 
 
-def state(run: RunDir, name: str) -> tuple[str, str]:
-    """('done'|'stale'|'missing'|'invalid', why) for one artifact."""
+def state(run: RunDir, name: str, verify: bool = False) -> tuple[str, str]:
+    """('done'|'stale'|'missing'|'invalid', why) for one artifact; `verify` also checks its
+    bytes against their checksums (a mismatch is 'invalid')."""
     s = spec(name)
     attrs = read_attrs(run, name)
     if attrs is None:
@@ -213,6 +220,8 @@ def state(run: RunDir, name: str) -> tuple[str, str]:
         return "missing", ""
     if attrs.get("schema") != s.schema or int(attrs.get("schema_version", -1)) != s.version:
         return "invalid", f"schema {attrs.get('schema')} v{attrs.get('schema_version')}, expected {s.schema} v{s.version}"
+    if verify and (problem := h5files.verify_path(s.path(run))):
+        return "invalid", problem
     recorded = json.loads(attrs.get("inputs", "{}"))
     for inp, fp in recorded.items():
         if inp == "video":
@@ -226,37 +235,43 @@ def state(run: RunDir, name: str) -> tuple[str, str]:
     return "done", ""
 
 
-def open_for_read(run: RunDir, name: str):
-    """Open an artifact for reading, refusing a missing, unreadable or wrong-schema file."""
+def rebuild_hint(run: RunDir, name: str) -> str:
+    """What to run to (re)make an artifact: its stage, which rebuilds anything not up to date."""
+    return command(spec(name).stage, "--run", run)
+
+
+def open_for_read(run: RunDir, name: str, verify: bool = True):
+    """Open an artifact for reading, refusing a missing, unreadable, wrong-schema or (with
+    `verify`) corrupt file: one whose bytes do not match the checksums written with it."""
     s = spec(name)
     path = s.path(run)
-    fix = f"run `talkctl {s.stage} --run {run}`"
+    fix = rebuild_hint(run, name)
     if not path.exists():
-        raise ArtifactError(f"{s.filename} is missing in {run}: {fix} first")
+        raise ArtifactError(f"{s.filename} is missing in {run}: run {fix} first")
     try:
         f = _h5py().File(path, "r")
     except OSError:
-        raise ArtifactError(f"{path} is unreadable (corrupt or not HDF5): {fix} --force") from None
+        raise ArtifactError(f"{path} is unreadable (corrupt or not HDF5): rebuild it with {fix}") from None
     got, ver = f.attrs.get("schema"), f.attrs.get("schema_version")
     if got != s.schema or ver is None or int(ver) != s.version:
         f.close()
         raise ArtifactError(
-            f"{path} has schema {got} v{ver}, this talkctl reads {s.schema} v{s.version}: {fix} --force"
+            f"{path} has schema {got} v{ver}, this talkctl reads {s.schema} v{s.version}: rebuild it with {fix}"
         )
+    if verify and (problem := h5files.verify(f)):
+        f.close()
+        raise ArtifactError(f"{path} is corrupt ({problem}): rebuild it with {fix}")
     return f
 
 
 @contextmanager
 def write(run: RunDir, name: str, *, producer: str, fingerprint: str, config: dict,
-          inputs: dict[str, str], backend: dict[str, str] | None = None) -> Iterator:
-    """Write an artifact atomically: yields an open h5py.File on `<file>.partial`."""
+          inputs: dict[str, str], backend: dict[str, str] | None = None, needed: int | None = None) -> Iterator:
+    """Write an artifact atomically and checksummed (h5files.atomic): yields an open h5py.File
+    on `<file>.partial`. `needed`: its expected size in bytes, for the disk-full message."""
     s = spec(name)
-    final = s.path(run)
-    partial = final.with_name(final.name + ".partial")
-    h5py = _h5py()
-    f = h5py.File(partial, "w")
-    try:
-        yield f
+
+    def finish(f):
         f.attrs.update({
             "schema": s.schema,
             "schema_version": s.version,
@@ -268,12 +283,9 @@ def write(run: RunDir, name: str, *, producer: str, fingerprint: str, config: di
             "fingerprint": fingerprint,
             "backend": canonical_json(backend or {}),
         })
-        f.close()
-        os.replace(partial, final)
-    except BaseException:
-        f.close()
-        partial.unlink(missing_ok=True)
-        raise
+
+    with h5files.atomic(s.path(run), needed=needed, finish=finish) as f:
+        yield f
 
 
 def frame_chunks(shape: tuple[int, ...]) -> dict:
@@ -284,7 +296,7 @@ def frame_chunks(shape: tuple[int, ...]) -> dict:
 def remove_partials(run: RunDir) -> list[Path]:
     """Delete leftovers of killed writers (called under the lock, before a stage runs)."""
     gone = []
-    for p in run.path.glob("*.partial"):
+    for p in [*run.path.glob("*.partial"), *run.path.glob("checkpoints/*.partial")]:
         p.unlink(missing_ok=True)
         gone.append(p)
     return gone

@@ -5,8 +5,10 @@ Verbs are the stage names. Known failures become one line on stderr and an exit 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -16,7 +18,7 @@ import typer
 from talkctl import __version__
 from talkctl.cli_options import (ConfigOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, RunOpt,
                                  SetOpt, VerboseOpt, _common, _State)
-from talkctl.errors import EXIT_INTERRUPTED, TalkctlError, UsageError
+from talkctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TalkctlError, Terminated, UsageError
 
 app = typer.Typer(
     name="talkctl",
@@ -81,9 +83,7 @@ def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Option
     if media is not None:
         check_input_file(media, "input")
     rd = _resolve_run(run, media, verb) if create else RunDir(run, create=False)
-    if media is not None:
-        rd.set_video(media)
-    summary = run_stage(verb, rd, preset=preset, toml=toml, overrides=merged, device=device, force=force,
+    summary = run_stage(verb, rd, video=media, preset=preset, toml=toml, overrides=merged, device=device, force=force,
                         progress=make_progress(_State.quiet or _State.json))
     _emit(summary)
 
@@ -247,28 +247,36 @@ def run_chain(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
     names = chain(from_, to)
     toml = configmod.load_toml(config)
     rd = RunDir(run_dir, create=True)
-    if video is not None:
-        rd.set_video(video)
     summaries = []
-    for name in names:
-        summaries.append(run_stage(name, rd, preset=preset, toml=toml, device=device, force=force,
-                                   progress=make_progress(_State.quiet or _State.json)))
-        if not _State.json:
-            _emit(summaries[-1])
+    with rd.lock("talkctl run"):  # the whole chain, so no other writer slips in between stages
+        if video is not None:
+            rd.set_video(video)
+        for name in names:
+            summaries.append(run_stage(name, rd, preset=preset, toml=toml, device=device, force=force,
+                                       progress=make_progress(_State.quiet or _State.json)))
+            if not _State.json:
+                _emit(summaries[-1])
     if _State.json:
         _emit(summaries)
 
 
 @app.command()
 def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
+           verify: Annotated[bool, typer.Option("--verify", help="Also check every artifact's bytes against their checksums (exit 4 if any is corrupt).")] = False,
            json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """What is done, stale or missing in a run directory."""
-    from talkctl.pipeline import status as run_status
+    from talkctl.pipeline import corrupt_error, status as run_status
     from talkctl.rundir import RunDir
 
     _common(json_, verbose, quiet, debug)
     rd = RunDir(run_dir, create=False)
-    rows = run_status(rd)
+    rows = run_status(rd, verify=verify)
+    _status_table(rd, rows)
+    if (exc := corrupt_error(rd, rows)) is not None:
+        raise exc
+
+
+def _status_table(rd, rows: list[dict]) -> None:
     if _State.json:
         video = rd.video()
         sys.stdout.write(json.dumps({"run": str(rd), "video": str(video[0]) if video else None, "stages": rows},
@@ -350,34 +358,58 @@ _add_batch()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the typer app, turning known errors into one line and an exit code."""
+    from talkctl.console import err
+
+    _State.debug, _State.json, _State.quiet = bool(os.environ.get("TALKCTL_DEBUG")), False, False
+    with _sigterm_unwinds():
+        rc = _run_app(argv)
+    if rc in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        err.print(f"[yellow]{'interrupted' if rc == EXIT_INTERRUPTED else 'terminated'}[/]: nothing half-written "
+                  "was kept; rerun the same command to resume")
+    return rc if isinstance(rc, int) else 0
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) so it is cleaned up like Ctrl-C."""
+    def on_term(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app(argv: list[str] | None):
     from rich.markup import escape
 
     from talkctl.console import err
 
-    _State.debug, _State.json, _State.quiet = bool(os.environ.get("TALKCTL_DEBUG")), False, False
     try:
-        rc = app(args=argv, prog_name="talkctl", standalone_mode=False)
+        return app(args=argv, prog_name="talkctl", standalone_mode=False)
     except TalkctlError as exc:
         if _State.debug:
             err.print_exception()
         err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        rc = EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
         # typer's (vendored) click exceptions: bad usage prints its own message, exit 2
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show(file=sys.stderr)
             return exc.exit_code
-        if type(exc).__name__ == "Abort":
-            rc = EXIT_INTERRUPTED
-        else:
-            if _State.debug:
-                raise
-            err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
-                      "(rerun with --debug and report it)", soft_wrap=True)
-            return 1
-    if rc == EXIT_INTERRUPTED:
-        err.print("[yellow]interrupted[/]: nothing half-written was kept; rerun the same command to resume")
-    return rc if isinstance(rc, int) else 0
+        if type(exc).__name__ == "Abort":  # click's wrapping of Ctrl-C (and of our SIGTERM)
+            return EXIT_TERMINATED if isinstance(exc.__cause__, Terminated) else EXIT_INTERRUPTED
+        if _State.debug:
+            raise
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                  "(rerun with --debug and report it)", soft_wrap=True)
+        return 1
 

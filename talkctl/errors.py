@@ -10,11 +10,15 @@ Exit codes (documented in the README):
   2  usage: bad option, bad config, bad input file
   3  missing tool or backend (ffmpeg, a model's weights, a CUDA-only backend on CPU)
   4  missing or stale artifact: an earlier stage must be (re)run
-  5  stage failure: the input is valid but the stage could not produce its result
+  5  stage failure: the input is valid but the stage could not produce its result (a full
+     disk too: the message names the directory and the space needed)
   6  run directory locked by another talkctl process
   130 interrupted (Ctrl-C); nothing half-written is left, rerun to resume
+  143 terminated (SIGTERM), cleaned up as for Ctrl-C
 """
 from __future__ import annotations
+
+import shlex
 
 
 class TalkctlError(Exception):
@@ -49,9 +53,25 @@ class StageError(TalkctlError):
     exit_code = 5
 
 
+class DiskFullError(StageError):
+    """No space left where the stage writes; nothing half-written was kept."""
+
+
 class LockedError(TalkctlError):
     """Another process holds the run directory."""
     exit_code = 6
 
 
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM: cleaned up like an interrupt, the conventional 128 + 15
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so it unwinds like Ctrl-C: partial files removed,
+    child processes (ffmpeg) ended, the lock released."""
+
+
+def command(*words) -> str:
+    """A talkctl command to suggest in a message, each word shell-quoted (paths may hold
+    spaces or `$(...)`): command("track", "--run", run) -> "`talkctl track --run '/a b'`"."""
+    return "`" + " ".join(["talkctl", *(shlex.quote(str(w)) for w in words)]) + "`"

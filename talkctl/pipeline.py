@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from talkctl import artifacts, config as configmod, memory
-from talkctl.errors import ArtifactError, UsageError
+from talkctl import artifacts, config as configmod, h5files, memory
+from talkctl.errors import ArtifactError, TalkctlError, UsageError, command
 from talkctl.devices import resolve_device
 from talkctl.progress import null_progress
 from talkctl.rundir import RunDir
@@ -106,12 +106,13 @@ class Context:
         self.backends[kind] = name
 
     @contextmanager
-    def write(self, name: str):
+    def write(self, name: str, needed: int | None = None):
+        """Write an output artifact (`needed`: its expected size in bytes, for a full disk)."""
         if name not in self.stage.outputs:
             raise ValueError(f"stage {self.stage.name} does not declare output {name}")
         with artifacts.write(self.run, name, producer=f"{self.stage.name} v{self.version}",
                              fingerprint=self.fingerprint, config=self.config, inputs=self.inputs,
-                             backend=self.backends) as f:
+                             backend=self.backends, needed=needed) as f:
             yield f
             f.attrs["seconds"] = round(time.time() - self.started, 3)
             for k, v in memory.peak_attrs().items():  # peak so far in this stage
@@ -123,14 +124,17 @@ class Context:
     def video_path(self) -> Path:
         v = self.run.video()
         if v is None:
-            raise UsageError(f"run directory {self.run} has no video yet; give one: `talkctl {self.stage.name} VIDEO --run {self.run}`")
+            raise UsageError(f"run directory {self.run} has no video yet; give one: "
+                             f"{command(self.stage.name, 'VIDEO', '--run', self.run)}")
         return v[0]
 
 
 def stage_config(spec: StageSpec, preset: str | None = None, toml: dict | None = None,
                  overrides: dict | None = None) -> tuple[object, dict]:
     mod = load_stage_module(spec)
-    cfg = configmod.resolve(spec.name, mod.DEFAULTS, getattr(mod, "PRESETS", {}), preset, toml or {}, overrides or {})
+    configmod.check_tables(toml or {}, STAGE_BY_NAME)
+    cfg = configmod.resolve(spec.name, mod.DEFAULTS, getattr(mod, "PRESETS", {}), preset, toml or {}, overrides or {},
+                            getattr(mod, "RANGES", {}))
     return mod, cfg
 
 
@@ -140,23 +144,24 @@ def input_fingerprints(run: RunDir, spec: StageSpec) -> dict[str, str]:
         if name == "video":
             fp = run.video_fingerprint()
             if fp is None:
-                raise UsageError(f"no video given for {run}; run `talkctl {spec.name} VIDEO --run {run}`")
+                raise UsageError(f"no video given for {run}; run {command(spec.name, 'VIDEO', '--run', run)}")
             out["video"] = fp
             continue
         st, why = artifacts.state(run, name)
-        producer = artifacts.spec(name).stage
+        filename = artifacts.spec(name).filename
         if st == "missing":
-            raise ArtifactError(f"{artifacts.spec(name).filename} is missing in {run}: run `talkctl {producer} --run {run}` first")
+            raise ArtifactError(f"{filename} is missing in {run}: run {artifacts.rebuild_hint(run, name)} first")
         if st != "done":
-            raise ArtifactError(f"{artifacts.spec(name).filename} in {run} is {st} ({why}): rerun `talkctl {producer} --run {run}`")
+            raise ArtifactError(f"{filename} in {run} is {st} ({why}): rerun {artifacts.rebuild_hint(run, name)}")
         out[name] = artifacts.current_fingerprint(run, name)
     return out
 
 
-def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict | None = None,
-              overrides: dict | None = None, device: str | None = "auto", force: bool = False,
-              progress: Callable = null_progress) -> dict:
-    """Run one stage (or report it up to date). Returns its summary."""
+def run_stage(name: str, run: RunDir, *, video: str | Path | None = None, preset: str | None = None,
+              toml: dict | None = None, overrides: dict | None = None, device: str | None = "auto",
+              force: bool = False, progress: Callable = null_progress) -> dict:
+    """Run one stage (or report it up to date). Returns its summary. `video`: record this
+    source video first (under the lock, like every write into the run directory)."""
     spec = stage_spec(name)
     mod, cfg = stage_config(spec, preset, toml, overrides)
     device = resolve_device(device)
@@ -164,23 +169,22 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
         cfg = mod.resolve(cfg, device)
     sem = configmod.semantic(cfg, set(getattr(mod, "NON_SEMANTIC", ())))
     with run.lock(f"talkctl {name}"):
+        if video is not None:
+            run.set_video(video)
         artifacts.remove_partials(run)
         inputs = input_fingerprints(run, spec)
         fp = artifacts.fingerprint(name, mod.VERSION, sem, inputs)
         outputs = {o: artifacts.spec(o).path(run) for o in spec.outputs}
-        # a stage without outputs (render, eval) always runs: nothing of it is fingerprinted
-        if spec.outputs and not force and all(artifacts.current_fingerprint(run, o) == fp for o in spec.outputs):
+        # a stage without outputs (render, eval) always runs: nothing of it is fingerprinted; an
+        # output whose bytes fail their checksums is rebuilt like a missing one
+        if spec.outputs and not force and all(artifacts.current_fingerprint(run, o, verify=True) == fp
+                                              for o in spec.outputs):
             extra = mod.when_up_to_date(run, cfg) if hasattr(mod, "when_up_to_date") else None
             return {"stage": name, "status": "up to date", "run": str(run),
                     "outputs": {o: str(p) for o, p in outputs.items()}, **(extra or {})}
-        logger = logging.getLogger(f"talkctl.{name}")
-        handler = logging.FileHandler(run.path / "logs" / f"{name}.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
-        ctx = Context(run=run, stage=spec, version=mod.VERSION, config=sem, inputs=inputs, fingerprint=fp,
-                      device=device, progress=progress, log=logger)
-        try:
+        with _stage_log(run, name) as logger, _failures_explained(run, spec):
+            ctx = Context(run=run, stage=spec, version=mod.VERSION, config=sem, inputs=inputs, fingerprint=fp,
+                          device=device, progress=progress, log=logger)
             logger.info("start %s (fingerprint %s, device %s, config %s)", name, fp, ctx.device, sem)
             memory.reset_peak()
             summary = mod.run(ctx, cfg) or {}
@@ -189,11 +193,64 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
             if spec.outputs:
                 run.record({"stage": name, "fingerprint": fp, "seconds": seconds, "finished": time.time(),
                             "device": ctx.device, "preset": cfg.get("preset")})
-        finally:
-            logger.removeHandler(handler)
-            handler.close()
     return {"stage": name, "status": "done", "run": str(run), "seconds": seconds, "device": ctx.device,
-            "backends": ctx.backends, "outputs": {o: str(p) for o, p in outputs.items()}, **summary}
+            "backends": ctx.backends, "outputs": {o: str(p) for o, p in outputs.items()}, **memory.peak_attrs(),
+            **summary}
+
+
+class _LogFile(logging.FileHandler):
+    """A stage log that cannot be written (a full disk) is skipped, not reported line by line."""
+
+    def handleError(self, record) -> None:
+        pass
+
+
+@contextmanager
+def _stage_log(run: RunDir, name: str):
+    """The stage's logger, also writing RUN/logs/<stage>.log (made under the lock)."""
+    logger = logging.getLogger(f"talkctl.{name}")
+    try:
+        (run.path / "logs").mkdir(exist_ok=True)
+        handler = _LogFile(run.path / "logs" / f"{name}.log")
+    except OSError as exc:
+        if h5files.is_disk_full(exc):
+            raise h5files.disk_full_error(run.path) from None
+        raise
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _looks_like_hdf5_read_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and (
+        text.startswith("Unable to") or "signature" in text or "filter returned failure" in text))
+
+
+@contextmanager
+def _failures_explained(run: RunDir, spec: StageSpec):
+    """Environment failures inside a stage as one line: a full disk (exit 5) names the
+    directory; an HDF5 read failure is traced to the input file that is damaged (exit 4)."""
+    try:
+        yield
+    except TalkctlError:
+        raise
+    except (OSError, RuntimeError) as exc:
+        if h5files.is_disk_full(exc):
+            where = Path(exc.filename).parent if getattr(exc, "filename", None) else run.path
+            raise h5files.disk_full_error(where) from None
+        if not _looks_like_hdf5_read_error(exc):
+            raise
+        for name in spec.inputs:  # only on this failure path: read the inputs to find the damage
+            if name in artifacts.ARTIFACTS and (problem := h5files.damage(artifacts.spec(name).path(run))):
+                raise ArtifactError(f"{artifacts.spec(name).path(run)} is damaged ({problem}): rebuild it with "
+                                    f"{artifacts.rebuild_hint(run, name)}") from None
+        raise
 
 
 def chain(start: str | None, stop: str | None) -> list[str]:
@@ -205,8 +262,9 @@ def chain(start: str | None, stop: str | None) -> list[str]:
     return names[i:j + 1]
 
 
-def status(run: RunDir) -> list[dict]:
-    """Each stage output: state, size, time, duration."""
+def status(run: RunDir, verify: bool = False) -> list[dict]:
+    """Each stage output: state, size, time, duration; `verify` also checks every artifact's
+    bytes against their checksums (reads them all)."""
     last = {}
     for h in run.history():
         last[h["stage"]] = h
@@ -214,7 +272,7 @@ def status(run: RunDir) -> list[dict]:
     for spec in STAGES:
         for out in spec.outputs:
             a = artifacts.spec(out)
-            st, why = artifacts.state(run, out)
+            st, why = artifacts.state(run, out, verify=verify)
             path = a.path(run)
             attrs = artifacts.read_attrs(run, out) or {}
             rows.append({
@@ -224,3 +282,12 @@ def status(run: RunDir) -> list[dict]:
                 "backend": attrs.get("backend"),
             })
     return rows
+
+
+def corrupt_error(run: RunDir, rows: list[dict]) -> ArtifactError | None:
+    """The one-line error for the artifacts `status(verify=True)` found damaged, or None."""
+    bad = [r for r in rows if r["state"] == "invalid" and r["why"].startswith(("checksum", "unreadable"))]
+    if not bad:
+        return None
+    return ArtifactError("; ".join(f"{run.file(r['artifact'])} is corrupt ({r['why']}): rebuild it with "
+                                   f"{command(r['stage'], '--run', run)}" for r in bad))

@@ -6,6 +6,10 @@ Layout:
   RUN/history.jsonl      one line per finished stage: fingerprint, seconds, when
   RUN/logs/<stage>.log   a log per stage
   RUN/.lock              held (flock) by the process that is writing
+
+Every write into a run directory (run.json, logs, history, artifacts) happens under its
+lock, so a refused writer has changed nothing. The lock is re-entrant for the RunDir object
+and thread that hold it: `talkctl run` holds it across its whole chain of stages.
 """
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from talkctl.errors import InputError, LockedError, UsageError
+from talkctl.errors import InputError, LockedError, UsageError, command
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -32,11 +37,12 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 class RunDir:
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path).expanduser().absolute()
+        self._holder: int | None = None  # the thread holding the lock through this object
         if self.path.exists() and not self.path.is_dir():
             raise UsageError(f"run directory {self.path} is a file; choose another --run")
         if create:
             try:
-                (self.path / "logs").mkdir(parents=True, exist_ok=True)
+                self.path.mkdir(parents=True, exist_ok=True)  # the lock lives here; all else waits for it
             except OSError as exc:
                 raise UsageError(
                     f"cannot create run directory {self.path}: {exc.strerror or exc}; choose a writable --run"
@@ -44,7 +50,8 @@ class RunDir:
             if not os.access(self.path, os.W_OK):
                 raise UsageError(f"run directory {self.path} is not writable; choose a writable --run")
         elif not self.path.is_dir():
-            raise UsageError(f"run directory {self.path} does not exist; run `talkctl track VIDEO --run {self.path}` first")
+            raise UsageError(f"run directory {self.path} does not exist; run "
+                             f"{command('track', 'VIDEO', '--run', self.path)} first")
 
     def __str__(self) -> str:
         return str(self.path)
@@ -71,8 +78,12 @@ class RunDir:
         os.replace(tmp, self.manifest_path)
 
     def set_video(self, video: str | os.PathLike) -> str:
-        """Record the source video; returns its fingerprint (content hash, cached by size+mtime)."""
-        video = Path(video).expanduser().absolute()
+        """Record the source video (under the lock); returns its fingerprint (content hash,
+        cached by size+mtime)."""
+        with self.lock("talkctl (recording the video)"):
+            return self._video_digest(Path(video).expanduser().absolute(), record=True)
+
+    def _video_digest(self, video: Path, record: bool) -> str:
         check_input_file(video, "video")
         st = video.stat()
         data = self.manifest()
@@ -80,8 +91,9 @@ class RunDir:
         if cached.get("path") == str(video) and cached.get("size") == st.st_size and cached.get("mtime") == st.st_mtime:
             return cached["sha256"]
         digest = file_sha256(video)
-        data["video"] = {"path": str(video), "size": st.st_size, "mtime": st.st_mtime, "sha256": digest}
-        self._write_manifest(data)
+        if record:
+            data["video"] = {"path": str(video), "size": st.st_size, "mtime": st.st_mtime, "sha256": digest}
+            self._write_manifest(data)
         return digest
 
     def video(self) -> tuple[Path, str] | None:
@@ -94,8 +106,8 @@ class RunDir:
         if v is None:
             return None
         if v[0].is_file():
-            try:
-                return self.set_video(v[0])
+            try:  # a reader (status) re-hashes; only the lock holder updates the record
+                return self._video_digest(v[0], record=self.holds_lock())
             except (OSError, InputError):
                 return None
         return v[1]  # the video moved away: trust what was recorded
@@ -119,11 +131,23 @@ class RunDir:
         return out
 
     # ---- lock ------------------------------------------------------------
+    def holds_lock(self) -> bool:
+        return self._holder == threading.get_ident()
+
+    @contextmanager
     def lock(self, holder: str):
-        """Exclusive writer lock on the run directory."""
-        return exclusive_lock(self.path / ".lock", holder,
-                              lambda who: f"run directory {self.path} is in use by {who}; "
-                                          "wait for it to finish or use another --run")
+        """Exclusive writer lock on the run directory (re-entrant for this object and thread)."""
+        if self.holds_lock():
+            yield
+            return
+        with exclusive_lock(self.path / ".lock", holder,
+                            lambda who: f"run directory {self.path} is in use by {who}; "
+                                        "wait for it to finish or use another --run"):
+            self._holder = threading.get_ident()
+            try:
+                yield
+            finally:
+                self._holder = None
 
 
 @contextmanager

@@ -24,6 +24,18 @@ def held_out_start(n_frames: int) -> int:
     return int(n_frames * 10 / 11)
 
 
+MIN_HELD_OUT_FRAMES = 3  # the fewest held-out frames a temporal measure (a correlation) can use
+SHORT_CLIP_SECONDS = 20.0  # below this, training learns little and evaluation says little: warned
+
+
+def min_clip_frames() -> int:
+    """The shortest clip whose held-out part has MIN_HELD_OUT_FRAMES frames."""
+    n = MIN_HELD_OUT_FRAMES + 1
+    while n - held_out_start(n) < MIN_HELD_OUT_FRAMES:
+        n += 1
+    return n
+
+
 def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, held-out) frame indices; the held-out part has at least 1 frame."""
     start = min(held_out_start(n_frames), n_frames - 1)

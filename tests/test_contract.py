@@ -103,7 +103,7 @@ def test_wrong_schema_is_refused_with_the_stage_to_rerun(fake_pipeline, run):
     pipeline.run_stage("fake-a", run)
     with h5py.File(run.file("a.h5"), "a") as f:
         f.attrs["schema_version"] = 99
-    with pytest.raises(ArtifactError, match=r"v99.*talkctl fake-a .*--force"):
+    with pytest.raises(ArtifactError, match=r"v99.*rebuild it with `talkctl fake-a --run "):
         artifacts.open_for_read(run, "fake_a")
     assert {r["artifact"]: r["state"] for r in pipeline.status(run)}["a.h5"] == "invalid"
 

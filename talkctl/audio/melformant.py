@@ -46,6 +46,7 @@ VOICING_THRESHOLD = 0.45
 NEUTRAL_F_KHZ = (0.5, 1.5, 2.5)
 NEUTRAL_B_HZ = 100.0
 FORMANT_MAX_HZ = (1500.0, 3500.0, 5000.0)  # beyond these a root is not that formant (e.g. F1 missing)
+CHUNK_FRAMES = 2000  # feature frames analysed at once (20 s): ~40 MB of spectra
 
 
 def frame_signal(x: np.ndarray, win: int, hop: int = HOP) -> np.ndarray:
@@ -197,24 +198,34 @@ class MelFormantExtractor:
             return 1.0
         return float(10.0 ** ((SPEECH_LEVEL_DB - level_db) / 20.0))
 
-    def frames(self, wav: np.ndarray) -> np.ndarray:
+    def frames(self, wav: np.ndarray, chunk: int = CHUNK_FRAMES) -> np.ndarray:
+        """(F, dim) features. Every frame depends only on its own window of samples and on the
+        clip's speech level, so the spectra are computed `chunk` frames at a time: memory stays
+        ~ the waveform plus the output, whatever the audio's length (the whole-clip transforms
+        of 10 minutes took over 1 GB)."""
         wav = np.asarray(wav, dtype=np.float32)
         level = speech_level_db(wav)
         g = self.gain(level)
         x = wav * np.float32(g)
-        fr = frame_signal(x, WIN)
+        fr, frv = frame_signal(x, WIN), frame_signal(x, WIN_VOICING)  # strided views: no copies
+        fb = mel_filterbank(self.n_mels, self.fmin, self.fmax)
+        out = np.empty((len(fr), self.dim), np.float32)
+        for j in range(0, len(fr), chunk):
+            out[j:j + chunk] = self._analyse(fr[j:j + chunk], frv[j:j + chunk], fb, level, g)
+        return out
+
+    def _analyse(self, fr: np.ndarray, frv: np.ndarray, fb: np.ndarray, level: float, g: float) -> np.ndarray:
         # log-mel
         hann = np.hanning(WIN + 2)[1:-1].astype(np.float32)
         spec = sfft.rfft(fr * hann, NFFT, axis=1)
         power = (spec.real ** 2 + spec.imag ** 2) / np.float32(np.sum(hann ** 2))
-        fb = mel_filterbank(self.n_mels, self.fmin, self.fmax)
         logmel = np.log(power.astype(np.float32) @ fb.T + EPS)
         # energy, silence and voicing
         ms = np.einsum("ij,ij->i", fr, fr) / WIN
         log_energy = np.log(ms + EPS)
         raw_db = 10.0 * np.log10(ms / (g * g) + 1e-12)  # before the gain: same frames as speech_level_db
         silent = (raw_db < SILENT_CLIP_DB) | (raw_db < level - SILENT_FRAME_DB)
-        voicing = np.where(silent, 0.0, periodicity(frame_signal(x, WIN_VOICING)))
+        voicing = np.where(silent, 0.0, periodicity(frv))
         voiced = voicing >= VOICING_THRESHOLD
         # formants where voiced; neutral vowel elsewhere
         f_hz = np.tile(np.array(NEUTRAL_F_KHZ) * 1000.0, (len(fr), 1))
@@ -223,5 +234,4 @@ class MelFormantExtractor:
             fv, bv = lpc_formants(fr[voiced], self.lpc_order)
             f_hz[voiced] = np.where(np.isnan(fv), f_hz[voiced], fv)
             b_hz[voiced] = np.where(np.isnan(bv), b_hz[voiced], bv)
-        out = np.concatenate([logmel, f_hz / 1000.0, np.log(b_hz), voicing[:, None], log_energy[:, None]], axis=1)
-        return out.astype(np.float32)
+        return np.concatenate([logmel, f_hz / 1000.0, np.log(b_hz), voicing[:, None], log_energy[:, None]], axis=1)

@@ -26,6 +26,7 @@ import numpy as np
 
 from talkctl import artifacts
 from talkctl.audio.registry import make_extractor
+from talkctl.config import NON_NEGATIVE, POSITIVE, Range
 from talkctl.errors import InputError, UsageError
 from talkctl.media.audio import load_waveform
 from talkctl.rundir import RunDir
@@ -44,6 +45,8 @@ FEATURE_DEFAULTS = {
     "layer": -1,               # hubert / wav2vec2: hidden state index (-1 = last)
     "chunk_seconds": 20.0,     # hubert / wav2vec2: audio per forward pass (1 s context each side)
 }
+FEATURE_RANGES = {"window": Range(1, 256), "n_mels": Range(8, 256), "fmin": NON_NEGATIVE, "fmax": POSITIVE,
+                  "lpc_order": Range(6, 40), "layer": Range(-64, 64), "chunk_seconds": Range(1, 3600)}
 
 
 def window_indices(n_frames: int, n_feature_frames: int, rate: float, offset: float, window: int,

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from talkctl.cli_options import DebugOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, VerboseOpt, _common, _State
-from talkctl.errors import StageError
+from talkctl.errors import StageError, command
 from talkctl.pipeline import feeds
 
 
@@ -88,7 +88,7 @@ def batch_run(
                   f"({record['engine_detail']}) -> {record['root']}")
     if failed:
         raise StageError(f"{len(failed)} of {len(mine)} subject(s) failed ({', '.join(failed)}): "
-                         f"see `talkctl batch status {record['root']}`")
+                         f"see {command('batch', 'status', record['root'])}")
 
 
 @batch_app.command("status")

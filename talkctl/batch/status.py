@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from talkctl.errors import UsageError
+from talkctl.errors import UsageError, command
 from talkctl.rundir import RunDir
 from talkctl.batch.driver import BATCH_FILE, read_batch_file
 from talkctl.batch.tasks import read_progress
@@ -57,7 +57,7 @@ def batch_status(root: str | Path) -> dict:
 
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
-        raise UsageError(f"batch root {root} does not exist; run `talkctl batch MANIFEST --root {root}` first")
+        raise UsageError(f"batch root {root} does not exist; run {command('batch', 'MANIFEST', '--root', root)} first")
     record = read_batch_file(root)
     if record.get("state") == "running" and not _batch_running(root):
         record["state"] = "interrupted"

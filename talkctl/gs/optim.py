@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.gs.densify import DensifyConfig, DensifyStrategy, gaussian_param_groups
 from talkctl.gs.gaussians import PARAM_NAMES, GaussianModel
 from talkctl.gs.training import exp_lr
@@ -32,6 +33,13 @@ GAUSSIAN_DEFAULTS = {
     "densify_min_opacity": 0.005,
     "densify_max_screen_fraction": 0.15,
     "densify_max_gaussians": 8000,
+}
+GAUSSIAN_RANGES = {
+    "sh_degree": Range(0, 3), "sh_increase_every": NON_NEGATIVE,
+    **dict.fromkeys(("lr_means", "lr_means_final", "lr_scales", "lr_quats", "lr_opacity", "lr_sh"), POSITIVE),
+    "densify_start": NON_NEGATIVE, "densify_stop": NON_NEGATIVE, "densify_every": AT_LEAST_1,
+    "densify_reset_every": NON_NEGATIVE, "densify_grad_threshold": POSITIVE, "densify_percent_dense": Range(0, 1, True),
+    "densify_min_opacity": FRACTION, "densify_max_screen_fraction": Range(0, 1, True), "densify_max_gaussians": AT_LEAST_1,
 }
 
 

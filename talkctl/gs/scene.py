@@ -14,7 +14,7 @@ from contextlib import ExitStack
 import numpy as np
 import torch
 
-from talkctl.errors import ArtifactError
+from talkctl.errors import ArtifactError, command
 from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics
 from talkctl.timebase import split_frames
 
@@ -33,7 +33,8 @@ class Scene:
         self.T = int(frames["frames"].shape[0])
         self.S = int(frames["frames"].shape[1])
         if track["world_to_cam"].shape[0] != self.T or parse["labels"].shape[0] != self.T:
-            raise ArtifactError("frames.h5, track.h5 and parse.h5 disagree on the frame count: rerun `talkctl track` and `talkctl parse`")
+            raise ArtifactError("frames.h5, track.h5 and parse.h5 disagree on the frame count: rerun "
+                                f"{command('track', '--run', ctx.run, '--force')} and {command('parse', '--run', ctx.run)}")
         cache = int(cfg.get("cache_frames", 512))
         if dev.startswith("cuda"):  # cache everything on the GPU when it fits in ~2 GiB
             per = res * res * 3
@@ -53,11 +54,11 @@ class Scene:
         if audio:
             a = self._stack.enter_context(ctx.read("audio"))
             self.features = np.asarray(a["features"][()], dtype=np.float32)
-            self._limit_to_audio(len(self.features), ctx.log)
+            self._limit_to_audio(len(self.features), ctx.log, ctx.run)
             self.audio_extractor = str(a.attrs.get("extractor", ""))
         self.head_depth = float(torch.median(self.w2c[:, 2, 3]))
 
-    def _limit_to_audio(self, n_audio: int, log) -> None:
+    def _limit_to_audio(self, n_audio: int, log, run) -> None:
         """Audio that ends before the video (common in joined or trimmed clips): frames without
         audio are neither trained on nor evaluated; the held-out split stays that of the video."""
         if n_audio >= self.T:
@@ -67,7 +68,8 @@ class Scene:
         if len(self.held_idx) == 0 or len(self.train_idx) < 0.5 * self.T:
             raise ArtifactError(
                 f"audio.h5 covers {n_audio} of {self.T} video frames ({n_audio / 25:.1f} of {self.T / 25:.1f} s), "
-                "too little to train and evaluate: check the video's audio track, then rerun `talkctl extract-audio --force`")
+                "too little to train and evaluate: check the video's audio track, then rerun "
+                f"{command('extract-audio', '--run', run, '--force')}")
         log.warning("the audio ends %.2f s before the video: the last %d frames are not used",
                     (self.T - n_audio) / 25, self.T - n_audio)
 

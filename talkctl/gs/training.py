@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from talkctl import h5files
+from talkctl.config import AT_LEAST_1, NON_NEGATIVE, Range
 from talkctl.errors import StageError
 
 
@@ -140,24 +141,17 @@ def _optimizer_to_h5(group, opt: torch.optim.Optimizer) -> None:
             g.create_dataset(k, data=(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)))
 
 
-def _optimizer_from_h5(group, opt: torch.optim.Optimizer) -> None:
-    groups = json.loads(group.attrs["param_groups"])
-    state = {}
-    for idx in group.keys():
-        st = {}
-        for k in group[idx].keys():
-            st[k] = torch.as_tensor(group[idx][k][()])
-        state[int(idx)] = st
-    opt.load_state_dict({"state": state, "param_groups": groups})
+def _optimizer_from_h5(group) -> dict:
+    """An optimizer state_dict read from a checkpoint group."""
+    state = {int(idx): {k: torch.as_tensor(group[idx][k][()]) for k in group[idx].keys()} for idx in group.keys()}
+    return {"state": state, "param_groups": json.loads(group.attrs["param_groups"])}
 
 
 def save_checkpoint(path: Path, *, step: int, fingerprint: str, trainable: Trainable, rng: np.random.Generator,
                     elapsed: float, curve: list) -> None:
-    import h5py
-
+    """Atomic and checksummed (h5files.atomic): a damaged checkpoint is found before it is used."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with h5py.File(tmp, "w") as f:
+    with h5files.atomic(path) as f:
         f.attrs.update({"step": step, "fingerprint": fingerprint, "elapsed": elapsed,
                         "numpy_rng": json.dumps(rng.bit_generator.state)})
         m = f.create_group("model")
@@ -168,20 +162,48 @@ def save_checkpoint(path: Path, *, step: int, fingerprint: str, trainable: Train
             _optimizer_to_h5(o.create_group(name), opt)
         f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
         f.create_dataset("val_curve", data=np.asarray(curve, dtype=np.float64).reshape(-1, 2))
-    os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path, trainable: Trainable, rng: np.random.Generator) -> tuple[int, float, list]:
+    """Everything is read before anything is restored, so a file that fails to read leaves
+    `trainable` as it was (training then starts afresh)."""
     import h5py
 
     with h5py.File(path, "r") as f:
-        trainable.load_arrays({k: f["model"][k][()] for k in f["model"].keys()})
-        for name, opt in trainable.optimizers.items():
-            _optimizer_from_h5(f["optimizers"][name], opt)
-        torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
-        rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
+        arrays = {k: f["model"][k][()] for k in f["model"].keys()}
+        optimizers = {name: _optimizer_from_h5(f["optimizers"][name]) for name in trainable.optimizers}
+        torch_rng = torch.from_numpy(f["torch_rng"][()])
+        numpy_rng = json.loads(f.attrs["numpy_rng"])
         curve = [tuple(r) for r in f["val_curve"][()].tolist()]
-        return int(f.attrs["step"]), float(f.attrs["elapsed"]), curve
+        step, elapsed = int(f.attrs["step"]), float(f.attrs["elapsed"])
+    trainable.load_arrays(arrays)
+    for name, opt in trainable.optimizers.items():
+        opt.load_state_dict(optimizers[name])
+    torch.set_rng_state(torch_rng)
+    rng.bit_generator.state = numpy_rng
+    return step, elapsed, curve
+
+
+def resume(ctx, name: str, ckpt: Path, trainable: Trainable, rng: np.random.Generator) -> tuple[int, float, list]:
+    """(step, elapsed, curve) from the stage's checkpoint, or (0, 0, []) to start afresh: none
+    there, one made with other inputs or settings, or a damaged one (discarded with a warning)."""
+    if not ckpt.exists():
+        ctx.log.info("%s: no checkpoint at %s; starting afresh", name, ckpt)
+        return 0, 0.0, []
+    problem = h5files.verify_path(ckpt)
+    if problem is None and checkpoint_fingerprint(ckpt) != ctx.fingerprint:
+        ctx.log.warning("%s: checkpoint %s was made with other inputs or settings; starting afresh", name, ckpt)
+        return 0, 0.0, []
+    if problem is None:
+        try:
+            start, elapsed, curve = load_checkpoint(ckpt, trainable, rng)
+            ctx.log.info("%s: resumed from %s at step %d", name, ckpt, start)
+            return start, elapsed, curve
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:  # made before checksums, damaged
+            problem = f"unreadable ({str(exc).splitlines()[0][:120]})"
+    ctx.log.warning("%s: checkpoint %s is damaged (%s); discarded, starting afresh", name, ckpt, problem)
+    ckpt.unlink(missing_ok=True)
+    return 0, 0.0, []
 
 
 def checkpoint_fingerprint(path: Path) -> str | None:
@@ -203,6 +225,8 @@ TRAIN_DEFAULTS = {
     "stop_after": 0,          # stop after this many steps with a checkpoint (0 = run to the end)
     "cache_frames": 512,
 }
+TRAIN_RANGES = {"seed": Range(0, 2**32 - 1), "checkpoint_every": NON_NEGATIVE, "val_every": AT_LEAST_1,
+                "stop_after": NON_NEGATIVE, "cache_frames": AT_LEAST_1}
 TRAIN_NON_SEMANTIC = {"resume", "checkpoint_every", "val_every", "stop_after", "cache_frames"}
 
 
@@ -210,15 +234,7 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
     """Run (or resume) `iterations` steps. Returns {val_curve, val_psnr, seconds, steps}."""
     ckpt = ctx.run.path / "checkpoints" / f"{name}.h5"
     rng = np.random.default_rng(int(cfg["seed"]))
-    start, elapsed, curve = 0, 0.0, []
-    if cfg.get("resume") and ckpt.exists():
-        if checkpoint_fingerprint(ckpt) == ctx.fingerprint:
-            start, elapsed, curve = load_checkpoint(ckpt, trainable, rng)
-            ctx.log.info("%s: resumed from %s at step %d", name, ckpt, start)
-        else:
-            ctx.log.warning("%s: checkpoint %s was made with other inputs or settings; starting afresh", name, ckpt)
-    elif cfg.get("resume"):
-        ctx.log.info("%s: no checkpoint at %s; starting afresh", name, ckpt)
+    start, elapsed, curve = resume(ctx, name, ckpt, trainable, rng) if cfg.get("resume") else (0, 0.0, [])
     val_every = max(1, int(cfg["val_every"]))
     ck_every = int(cfg["checkpoint_every"])
     stop_after = int(cfg.get("stop_after") or 0)

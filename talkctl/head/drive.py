@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl import artifacts
+from talkctl.audio.melformant import SILENT_CLIP_DB, speech_level_db
 from talkctl.audio.recipe import FeatureRecipe, window_indices
 from talkctl.errors import InputError, StageError
 from talkctl.head.landmark_source import landmarks_for_drive
@@ -36,6 +37,11 @@ class Drive:
     blink_description: str = ""
     landmarks: np.ndarray | None = None   # (T,L,3) for a landmark-driven head (with_landmarks)
     landmark_description: str = ""
+    speech_level_db: float | None = None  # new audio: its speech level (dBFS); below SILENT_CLIP_DB it is silence
+
+    @property
+    def silent(self) -> bool:
+        return self.speech_level_db is not None and self.speech_level_db < SILENT_CLIP_DB
 
     @property
     def n_frames(self) -> int:
@@ -121,4 +127,5 @@ def audio_drive(run, audio: Path, cfg: dict, device: str = "cpu") -> Drive:
     poses = pose_sequence(pose, n, start=int(cfg["pose_start"]), run=run, blink_mode=str(cfg["blink"]))
     blinks = "eyes open" if not np.any(poses.blink) else f"from the pose source ({pose}), following its frames"
     return Drive(feats, wav, poses.world_to_cam, poses.blink, poses.description, str(Path(audio).absolute()),
-                 poses.source_frames if pose in ("train", "still") else None, blink_description=blinks)
+                 poses.source_frames if pose in ("train", "still") else None, blink_description=blinks,
+                 speech_level_db=speech_level_db(wav))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from talkctl.config import Range
 from talkctl.errors import UsageError
 from talkctl.gs.gaussians import normalize_quat, quat_multiply
 from talkctl.head.conditions import AudioCondition, Condition, PoseCondition
@@ -81,6 +82,8 @@ ENCODING_DEFAULTS = {
     "grid_max": 512,
     "grid_log2_size": 16,
 }
+ENCODING_RANGES = {"grid_levels": Range(1, 32), "grid_features": Range(1, 8), "grid_base": Range(2, 1 << 16),
+                   "grid_max": Range(2, 1 << 16), "grid_log2_size": Range(4, 24)}
 
 
 def grid_kwargs(cfg: dict) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkctl.errors import ArtifactError, InputError, UsageError
+from talkctl.errors import ArtifactError, InputError, UsageError, command
 
 
 @dataclass
@@ -67,7 +67,7 @@ def tracked_landmarks(run, alignment: str = "auto") -> tuple[np.ndarray, np.ndar
         try:
             lm = canonical_landmarks(f, method=alignment)
         except (KeyError, ValueError) as exc:
-            raise ArtifactError(f"{rd}/track.h5 has no usable landmarks ({exc}): rerun `talkctl track --force --run {rd}`") from None
+            raise ArtifactError(f"{rd}/track.h5 has no usable landmarks ({exc}): rerun {command('track', '--force', '--run', rd)}") from None
     train_idx, _ = split_frames(len(lm.points))
     return lm.points, neutral_shape(lm.points, lm.valid, train_idx), lm.n
 
@@ -91,7 +91,8 @@ def resolve_landmarks(run, source: str = "a2l", audio_features=None, frames=None
 
         rd = _rundir(run)
         if not (rd.path / "a2l.h5").exists():
-            raise ArtifactError(f"{rd} has no a2l.h5: run `talkctl train-a2l --run {rd}` first, or give --landmarks OTHER_RUN")
+            raise ArtifactError(f"{rd} has no a2l.h5: run {command('train-a2l', '--run', rd)} first, "
+                                "or give --landmarks OTHER_RUN")
         pred = load_predictor(rd, device)
         if pred.n_landmarks != L:
             raise ArtifactError(f"a2l.h5 predicts a {pred.n_landmarks}-point layout but the head was trained on {L}: "
@@ -168,7 +169,7 @@ def landmarks_for_drive(run, features, source_frames=None, cfg: dict | None = No
             choice = "track"
         else:
             raise ArtifactError(f"{rd} has a landmark-driven head but no a2l.h5 to turn the audio into landmarks: "
-                                f"run `talkctl train-a2l --run {rd}`, or give --landmarks OTHER_RUN")
+                                f"run {command('train-a2l', '--run', rd)}, or give --landmarks OTHER_RUN")
     frames = None
     if choice == "track":
         if source_frames is not None:

@@ -78,15 +78,16 @@ def write_wav(path, samples, sample_rate: int) -> Path:
     """16-bit PCM wav of samples in [-1, 1], shaped (n,) or (n, channels)."""
     import numpy as np
 
-    x = np.asarray(samples, np.float64)
+    x = np.asarray(samples)
     if x.ndim == 1:
         x = x[:, None]
-    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).round().astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(x.shape[1])
         w.setsampwidth(2)
         w.setframerate(int(sample_rate))
-        w.writeframes(pcm.tobytes())
+        for i in range(0, len(x), 1 << 20):  # in blocks: 10 minutes in float64 at once was ~300 MB
+            block = np.clip(x[i:i + (1 << 20)].astype(np.float64), -1.0, 1.0) * 32767.0
+            w.writeframes(block.round().astype("<i2").tobytes())
     return Path(path)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl import __version__, artifacts
+from talkctl.config import NON_NEGATIVE, Range
 from talkctl.devices import device_name
 from talkctl.errors import StageError
 from talkctl.face.reader import LANDMARK_SIDE, LandmarkReader, MouthTrack
@@ -51,6 +52,7 @@ DEFAULTS = {"audio": None,  # also drive the head with this audio file: lip-sync
             "landmarks": "auto"}  # landmark-driven heads: auto (a2l) | track (the held-out frames' own) | OTHER_RUN
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
 NON_SEMANTIC = set(DEFAULTS)
+RANGES = {"size": Range(0, 4096), "batch": Range(1, 256), "report_frames": Range(0, 100), "pose_start": NON_NEGATIVE}
 
 # training-time stage -> the artifact whose attrs carry its seconds
 STAGE_ARTIFACTS = (("extract-audio", "audio"), ("track", "track"), ("parse", "parse"), ("init-static", "static"),

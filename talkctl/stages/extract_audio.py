@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.audio.melformant import SILENT_CLIP_DB, VOICING_THRESHOLD, speech_level_db
-from talkctl.audio.recipe import FEATURE_DEFAULTS, FeatureRecipe, rms_db_per_frame
+from talkctl.audio.recipe import FEATURE_DEFAULTS, FEATURE_RANGES, FeatureRecipe, rms_db_per_frame
 from talkctl.backends import select
 from talkctl.errors import InputError
 from talkctl.media.audio import decode_audio
@@ -21,6 +21,7 @@ from talkctl.timebase import FPS, SAMPLE_RATE as SR, n_video_frames
 
 VERSION = 1
 DEFAULTS = dict(FEATURE_DEFAULTS)
+RANGES = dict(FEATURE_RANGES)
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}  # features must not depend on the training budget
 NON_SEMANTIC: set[str] = set()
 

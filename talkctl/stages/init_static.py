@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
-from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
+from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Range
+from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GAUSSIAN_RANGES, GaussianOptim
 from talkctl.gs.losses import dssim, l1
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {
@@ -37,6 +38,10 @@ DEFAULTS = {
     "densify_stop": 1000,
     **TRAIN_DEFAULTS,
 }
+RANGES = {"resolution": Range(16, 4096), "batch": Range(1, 64), "head_gaussians": AT_LEAST_1,
+          "head_iterations": AT_LEAST_1, "torso_gaussians": AT_LEAST_1, "torso_iterations": AT_LEAST_1,
+          "mask_weight": NON_NEGATIVE, "dssim_weight": FRACTION, "val_frames": AT_LEAST_1,
+          **GAUSSIAN_RANGES, **TRAIN_RANGES}
 PRESETS = {
     "tiny": {"resolution": 64, "head_gaussians": 600, "head_iterations": 150, "torso_gaussians": 300,
              "torso_iterations": 60, "densify_start": 40, "densify_every": 40, "densify_stop": 120,

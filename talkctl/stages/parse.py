@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from talkctl import backends
-from talkctl.errors import ArtifactError, StageError, UsageError
+from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Range
+from talkctl.errors import ArtifactError, StageError, UsageError, command
 from talkctl.parsing import plate as bg_plate
 from talkctl.parsing import regions as hr
 
@@ -48,6 +49,9 @@ DEFAULTS = {
     "batch": 8,  # frames per network call (facexlib)
     "preview_frames": 8,
 }
+RANGES = {"selfie_model": Range(0, 1), "person_threshold": FRACTION, "smooth_frames": NON_NEGATIVE,
+          "plate_frames": AT_LEAST_1, "plate_dilate": FRACTION, "plate_min_seen": FRACTION, "head_dilate": FRACTION,
+          "neck_extend": Range(0, 2), "chunk": AT_LEAST_1, "batch": AT_LEAST_1, "preview_frames": AT_LEAST_1}
 PRESETS = {
     "tiny": {"plate_frames": 40},
     "fast": {},
@@ -123,7 +127,7 @@ def when_up_to_date(run, cfg: dict) -> dict:
 
 
 def _check_inputs(ctx, frames, lms) -> tuple[int, int]:
-    fix = f"rerun `talkctl track --run {ctx.run} --force`"
+    fix = f"rerun {command('track', '--run', ctx.run, '--force')}"
     if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
         raise ArtifactError(f"frames.h5 holds frames of shape {frames.shape}, expected (T,S,S,3): {fix}")
     if lms.ndim != 3 or lms.shape[2] != 2:

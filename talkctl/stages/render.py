@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl import artifacts
+from talkctl.config import NON_NEGATIVE, Range
 from talkctl.devices import device_name
 from talkctl.errors import InputError, UsageError
 from talkctl.head.drive import audio_drive, self_drive, with_landmarks
@@ -58,6 +59,7 @@ DEFAULTS = {
 }
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
 NON_SEMANTIC = set(DEFAULTS)  # render writes no artifact: nothing is fingerprinted
+RANGES = {"pose_start": NON_NEGATIVE, "size": Range(0, 4096), "batch": Range(1, 256), "crf": Range(0, 51)}
 
 
 def run(ctx, cfg: dict) -> dict:
@@ -83,6 +85,9 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
     t_start = time.perf_counter()
     drive = self_drive(run) if audio is None else audio_drive(run, Path(audio), cfg, device)
     drive = with_landmarks(run, drive, cfg, device)
+    if drive.silent and log is not None:  # as extract-audio warns for a silent training clip
+        log.warning("the driving audio %s is silent (speech level %.0f dBFS): the mouth will not move",
+                    audio, drive.speech_level_db)
     renderer = Renderer.load(run, device, int(cfg["size"]), str(cfg["rasterizer"]))
     size = renderer.size
     src = None
@@ -129,7 +134,7 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
         "render_size": size, "full_frame": bool(full_frame), "device": device_name(device),
         "model_fps": round(n_done / model_s, 2) if model_s > 0 else None,
         "end_to_end_fps": round(n_done / total_s, 2) if total_s > 0 else None,
-        "seconds": round(total_s, 3),
+        "seconds": round(total_s, 3), "audio_silent": drive.silent,
     }
     if drive.landmarks is not None:
         summary["landmarks"] = drive.landmark_description

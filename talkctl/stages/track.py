@@ -29,11 +29,12 @@ import numpy as np
 
 from talkctl import artifacts
 from talkctl.backends import select
+from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.errors import InputError, StageError
 from talkctl.media.ffmpeg import probe
 from talkctl.face import features as ff
 from talkctl.face.headpose import fit_head_pose, rotation_steps_deg
-from talkctl.timebase import FPS
+from talkctl.timebase import FPS, MIN_HELD_OUT_FRAMES, SHORT_CLIP_SECONDS, held_out_start, min_clip_frames
 from talkctl.media.video_in import FrameStream, choose_crop, crop_filter, read_still, sample_filter
 
 VERSION = 1
@@ -53,6 +54,9 @@ DEFAULTS = {
     "smooth_sigma": 1.0,      # temporal smoothing of the poses, frames (0: none)
     "gzip_level": 1,          # frames.h5 compression level (1: fast, files ~3x smaller than raw)
 }
+RANGES = {"size": Range(32, 4096), "crop_scale": Range(1, 10), "crop_shift": Range(-1, 1), "sample_every": AT_LEAST_1,
+          "min_seconds": POSITIVE, "min_crop_px": AT_LEAST_1, "max_gap_s": NON_NEGATIVE, "max_missing": FRACTION,
+          "keyframes": Range(2, 10000), "fov_deg": Range(1, 170), "smooth_sigma": NON_NEGATIVE, "gzip_level": Range(0, 9)}
 PRESETS = {"tiny": {"size": 128, "keyframes": 30}, "fast": {}, "paper": {"keyframes": 150}}
 NON_SEMANTIC = {"preview", "gzip_level"}
 
@@ -60,6 +64,16 @@ NON_SEMANTIC = {"preview", "gzip_level"}
 def resolve(cfg: dict, device: str) -> dict:
     """Fingerprint the landmark backend "auto" picks here (its landmarks differ), not "auto"."""
     return {**cfg, "landmarks": select("landmarks", cfg.get("landmarks") or "auto", device).name}
+
+
+def _min_seconds(cfg: dict) -> float:
+    """min_seconds, and never less than the held-out split needs."""
+    return max(float(cfg["min_seconds"]), min_clip_frames() / FPS)
+
+
+def _too_short(cfg: dict) -> str:
+    return (f"track needs at least {_min_seconds(cfg):.2f} s of one person talking (ideally minutes; the last "
+            f"1/11 is held out for evaluation and needs {MIN_HELD_OUT_FRAMES} frames)")
 
 
 def _subject_boxes(samples: list[list[tuple]], width: int, height: int) -> tuple[np.ndarray, int, np.ndarray]:
@@ -109,16 +123,13 @@ def _pick_face(faces: list[np.ndarray], near: np.ndarray, max_jump: float | None
 def run(ctx, cfg: dict) -> dict:
     t_start = time.perf_counter()
     video = ctx.video_path()
-    size = int(cfg["size"])
-    if not 32 <= size <= 4096:
-        raise InputError(f"track size {size} is out of range; use 32..4096 (default 512)")
+    size = int(cfg["size"])  # its range is checked with the settings (RANGES)
     info = probe(video)
     if info["video"] is None:  # e.g. an audio file
         raise InputError(f"{video} has no video stream; give a video of one person talking")
     duration = info["duration"] or 0.0
-    if duration and duration < cfg["min_seconds"]:
-        raise InputError(f"{video.name} is {duration:.2f} s long; track needs at least {cfg['min_seconds']:g} s "
-                         "of one person talking (ideally minutes)")
+    if duration and duration < _min_seconds(cfg):
+        raise InputError(f"{video.name} is {duration:.2f} s long; {_too_short(cfg)}")
     backend = select("landmarks", cfg["landmarks"], ctx.device)
     ctx.use_backend("landmarks", backend.name)
     Detector = backend.get()
@@ -129,6 +140,10 @@ def run(ctx, cfg: dict) -> dict:
         warnings.append(msg)
         ctx.log.warning(msg)
 
+    if duration and duration < SHORT_CLIP_SECONDS:
+        n = int(round(duration * FPS))
+        warn(f"{video.name} is only {duration:.1f} s long: below ~{SHORT_CLIP_SECONDS:.0f} s the head learns little "
+             f"and the held-out evaluation ({n - held_out_start(n)} frames) says little; minutes of video work best")
     still = read_still(video)
     height, width = still.shape[:2]
     # 1. crop pass
@@ -194,9 +209,8 @@ def run(ctx, cfg: dict) -> dict:
         T = len(lms)
         ds.resize(T, axis=0)
         t_main = time.perf_counter() - t0
-        if T < cfg["min_seconds"] * FPS:
-            raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); track needs at least "
-                             f"{cfg['min_seconds']:g} s of one person talking")
+        if T < _min_seconds(cfg) * FPS:
+            raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); {_too_short(cfg)}")
         fr.attrs.update({"fps": FPS, "size": size, "crop": np.array(crop.as_list(), np.int64),
                          "source_size": np.array([width, height], np.int64)})
 

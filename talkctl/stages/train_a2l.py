@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.head.a2l_predict import full_landmarks
+from talkctl import h5files
+from talkctl.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
 from talkctl.errors import ArtifactError, StageError, UsageError
 
 VERSION = 1
@@ -62,6 +64,12 @@ PRESETS = {
     "paper": {"iterations": 4000, "d_model": 256, "layers": 4, "seq_len": 64},
 }
 NON_SEMANTIC = {"resume", "eval_every", "checkpoint_every"}
+RANGES = {"iterations": AT_LEAST_1, "batch": AT_LEAST_1, "seq_len": Range(2, 4096), "lr": POSITIVE, "lr_final": POSITIVE,
+          "weight_decay": NON_NEGATIVE, "d_model": AT_LEAST_1, "layers": AT_LEAST_1, "heads": AT_LEAST_1,
+          "ff_mult": AT_LEAST_1, "dropout": Range(0, 0.95), "conv_channels": AT_LEAST_1, "pca_components": NON_NEGATIVE,
+          "pca_variance": Range(0, 1, True), "velocity_weight": NON_NEGATIVE, "feature_noise": NON_NEGATIVE,
+          "val_fraction": Range(0, 0.5), "patience": NON_NEGATIVE, "eval_every": AT_LEAST_1,
+          "checkpoint_every": NON_NEGATIVE, "seed": Range(0, 2**32 - 1)}
 
 MIN_TRAIN_FRAMES = 8
 MIN_VAL_FRAMES = 25  # 1 s: fewer cannot tell a better model from noise
@@ -183,12 +191,10 @@ def jitter(offsets: np.ndarray) -> float:
 # ---- checkpoints (named datasets, never pickles) -----------------------------------------
 def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator, fingerprint: str, curve: dict,
                      running: list, best: "Best"):
-    import h5py
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with h5py.File(partial, "w") as f:
+    with h5files.atomic(path) as f:  # checksummed: a damaged checkpoint is found before it is used
         g = f.create_group("model")
         for k, v in model.state_dict().items():
             g.create_dataset(k, data=v.detach().cpu().numpy())
@@ -209,35 +215,41 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
         f.attrs["numpy_rng"] = json.dumps(rng.bit_generator.state)
         f.attrs["step"] = step
         f.attrs["fingerprint"] = fingerprint
-    partial.replace(path)
 
 
-def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerprint: str, best: "Best"):
-    """(step, curve, running losses) from a checkpoint of the same fingerprint, or None; fills `best`."""
+def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerprint: str, best: "Best", log=None):
+    """(step, curve, running losses) from a checkpoint of the same fingerprint, or None; fills
+    `best`. A damaged checkpoint is discarded with a warning (training starts afresh)."""
     import h5py
-    import torch
 
     if not path.exists():
         return None
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
+    if problem := h5files.verify_path(path):
+        if log:
+            log.warning("checkpoint %s is damaged (%s); discarded, starting afresh", path, problem)
+        path.unlink(missing_ok=True)
         return None
-    with f:
-        if f.attrs.get("fingerprint") != fingerprint:
-            return None
-        model.load_state_dict({k: torch.from_numpy(f["model"][k][()]) for k in f["model"]})
-        sd = opt.state_dict()
-        for pid in f["optimizer"]:
-            sd["state"][int(pid)] = {k: torch.as_tensor(f["optimizer"][pid][k][()]) for k in f["optimizer"][pid]}
-        opt.load_state_dict(sd)
-        torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
-        rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
-        curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
-        b = f["best"]
-        best.score, best.step, best.bad = float(b.attrs["score"]), int(b.attrs["step"]), int(b.attrs["bad"])
-        best.state = {k: torch.from_numpy(b[k][()]) for k in b} or None
-        return int(f.attrs["step"]), curve, f["running_loss"][()].tolist()
+    with h5py.File(path, "r") as f:
+        return _restore(f, model, opt, rng, fingerprint, best)
+
+
+def _restore(f, model, opt, rng: np.random.Generator, fingerprint: str, best: "Best"):
+    import torch
+
+    if f.attrs.get("fingerprint") != fingerprint:
+        return None
+    model.load_state_dict({k: torch.from_numpy(f["model"][k][()]) for k in f["model"]})
+    sd = opt.state_dict()
+    for pid in f["optimizer"]:
+        sd["state"][int(pid)] = {k: torch.as_tensor(f["optimizer"][pid][k][()]) for k in f["optimizer"][pid]}
+    opt.load_state_dict(sd)
+    torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
+    rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
+    curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
+    b = f["best"]
+    best.score, best.step, best.bad = float(b.attrs["score"]), int(b.attrs["step"]), int(b.attrs["bad"])
+    best.state = {k: torch.from_numpy(b[k][()]) for k in b} or None
+    return int(f.attrs["step"]), curve, f["running_loss"][()].tolist()
 
 
 @dataclass
@@ -302,7 +314,7 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
     start, running, best = 0, [], Best()
     patience = int(cfg["patience"])
     if checkpoint is not None and cfg.get("resume"):
-        got = _load_checkpoint(checkpoint, model, opt, rng, fingerprint, best)
+        got = _load_checkpoint(checkpoint, model, opt, rng, fingerprint, best, log)
         if got is not None:
             start, curve, running = got
             if log:

@@ -39,18 +39,19 @@ import json
 import numpy as np
 import torch
 
+from talkctl.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
 from talkctl.errors import ArtifactError, UsageError
 from talkctl.head.conditions import AudioCondition
-from talkctl.head.field import (ENCODING_DEFAULTS, DeformField, apply_deform, build_condition,
+from talkctl.head.field import (ENCODING_DEFAULTS, ENCODING_RANGES, DeformField, apply_deform, build_condition,
                                 field_param_groups, grid_kwargs, hashgrid_backend,
                            save_state_dict)
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.head.models import build_field
-from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
+from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GAUSSIAN_RANGES, GaussianOptim
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {
@@ -100,6 +101,12 @@ PRESETS = {
               "densify_max_gaussians": 200000, "val_every": 5000, "checkpoint_every": 5000, "batch": 4},
 }
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
+RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Range(1, 64), "random_gaussians": AT_LEAST_1,
+          **ENCODING_RANGES, "hidden": AT_LEAST_1, "layers": AT_LEAST_1, "code_dim": AT_LEAST_1, "attn_window": AT_LEAST_1,
+          "landmark_sigma": POSITIVE, "landmark_k": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
+          "mask_weight": NON_NEGATIVE, "perceptual_weight": NON_NEGATIVE, "lip_loss": NON_NEGATIVE,
+          "audio_landmark_loss": NON_NEGATIVE, "audio_landmark_batch": AT_LEAST_1, "val_frames": AT_LEAST_1,
+          **GAUSSIAN_RANGES, **TRAIN_RANGES}
 
 
 class LandmarkReadout(torch.nn.Module):

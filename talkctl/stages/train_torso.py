@@ -22,17 +22,18 @@ import json
 import numpy as np
 import torch
 
+from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.errors import UsageError
 from talkctl.head.conditions import PoseCondition
-from talkctl.head.field import (ENCODING_DEFAULTS, apply_deform, field_param_groups, grid_kwargs, hashgrid_backend,
+from talkctl.head.field import (ENCODING_DEFAULTS, ENCODING_RANGES, apply_deform, field_param_groups, grid_kwargs, hashgrid_backend,
                                 save_state_dict)
 from talkctl.gs.gaussians import GaussianModel
-from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
+from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GAUSSIAN_RANGES, GaussianOptim
 from talkctl.head.models import build_field, composite, load_head
 from talkctl.gs.losses import l1
 from talkctl.gs.scene import NECK, TORSO, Scene
 from talkctl.gs.splat import over, render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, batch_schedule, clear_checkpoints, train
 
 VERSION = 1
 DEFAULTS = {
@@ -69,6 +70,10 @@ PRESETS = {
               "checkpoint_every": 5000, "batch": 4},
 }
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
+RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Range(1, 64), "pose_freqs": Range(0, 16),
+          **ENCODING_RANGES, "hidden": AT_LEAST_1, "layers": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
+          "mask_weight": NON_NEGATIVE, "val_frames": AT_LEAST_1, "unet_channels": AT_LEAST_1, "unet_depth": Range(1, 8),
+          "style_dim": AT_LEAST_1, "lr_image": POSITIVE, "dssim_weight": FRACTION, **GAUSSIAN_RANGES, **TRAIN_RANGES}
 
 
 def heldout_psnr(scene: Scene, cfg: dict, frames, full_frame) -> float:
