@@ -266,9 +266,9 @@ def open_for_read(run: RunDir, name: str, verify: bool = True):
 
 @contextmanager
 def write(run: RunDir, name: str, *, producer: str, fingerprint: str, config: dict,
-          inputs: dict[str, str], backend: dict[str, str] | None = None, needed: int | None = None) -> Iterator:
+          inputs: dict[str, str], backend: dict[str, str] | None = None) -> Iterator:
     """Write an artifact atomically and checksummed (h5files.atomic): yields an open h5py.File
-    on `<file>.partial`. `needed`: its expected size in bytes, for the disk-full message."""
+    on `<file>.partial`."""
     s = spec(name)
 
     def finish(f):
@@ -284,7 +284,7 @@ def write(run: RunDir, name: str, *, producer: str, fingerprint: str, config: di
             "backend": canonical_json(backend or {}),
         })
 
-    with h5files.atomic(s.path(run), needed=needed, finish=finish) as f:
+    with h5files.atomic(s.path(run), finish=finish) as f:
         yield f
 
 

@@ -18,7 +18,9 @@ Exit codes (documented in the README):
 """
 from __future__ import annotations
 
+import errno
 import shlex
+import shutil
 
 
 class TalkctlError(Exception):
@@ -75,3 +77,33 @@ def command(*words) -> str:
     """A talkctl command to suggest in a message, each word shell-quoted (paths may hold
     spaces or `$(...)`): command("track", "--run", run) -> "`talkctl track --run '/a b'`"."""
     return "`" + " ".join(["talkctl", *(shlex.quote(str(w)) for w in words)]) + "`"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write refused for lack of space (HDF5 reports errno 28 inside its message)."""
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text
+
+
+def disk_full_error(directory, written: int = 0) -> DiskFullError:
+    """One line: where the disk is full, what is free there and how much is needed (at least
+    what the abandoned file had reached)."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = 0
+    need = f"more than the {_size(written)} it had written when the disk filled" if written else "more space"
+    return DiskFullError(f"disk full in {directory} ({_size(free)} free): this needs {need}; "
+                         "free some space and rerun the same command (nothing half-written was kept)")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"

@@ -2,11 +2,11 @@
 
 `atomic(path)` yields an h5py.File on `path.partial`; when the block ends it records a
 CRC-32 of every group's and dataset's stored bytes and attributes in the root attribute
-`checksums` (JSON: object name -> hex), closes the file and renames it into place. On any
-failure the partial file is discarded without another write reaching the disk (its
-descriptor is pointed at /dev/null first: HDF5 flushes on close, and a close that fails on a
-full disk leaves a half-closed file that crashes the interpreter at exit), and a full disk
-becomes a `DiskFullError` naming the directory.
+`checksums` (JSON: object name -> hex), closes the file and renames it into place. HDF5
+writes through `_SpaceGuard`, which keeps a full disk's ENOSPC away from HDF5 (it reports
+write errors inside object destructors, a traceback each, and a file it cannot flush crashes
+the interpreter at exit); the block then ends in a `DiskFullError` naming the directory. On
+any failure the partial file is deleted.
 
 `verify(f)` recomputes the checksums of an open file: the stored bytes of chunked datasets
 are read raw (no decompression), so verifying costs a sequential read of the file at
@@ -18,13 +18,12 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from talkctl.errors import DiskFullError
+from talkctl.errors import disk_full_error, is_disk_full
 
 CHECKSUM_ATTR = "checksums"
 _VERIFIED: dict[tuple, str | None] = {}  # (path, dev, ino, size, mtime_ns) -> problem or None
@@ -79,11 +78,12 @@ def _data_crc(ds, raw_file, crc: int) -> int:
     return zlib.crc32(repr(values.tolist()).encode() if values.dtype.kind == "O" else values.tobytes(), crc)
 
 
-def checksums(f) -> dict[str, str]:
-    """Object name ("/" for the root) -> CRC-32 hex of its attributes and stored bytes."""
+def checksums(f, path: Path | None = None) -> dict[str, str]:
+    """Object name ("/" for the root) -> CRC-32 hex of its attributes and stored bytes
+    (`path`: the file's path, when it was opened through a file object)."""
     h5py = _h5py()
     out = {"/": f"{_attrs_crc(f, 0, skip=CHECKSUM_ATTR):08x}"}
-    with open(f.filename, "rb") as raw:
+    with open(path or f.filename, "rb") as raw:
         def visit(name, obj):
             crc = _attrs_crc(obj, 0)
             if isinstance(obj, h5py.Dataset):
@@ -154,77 +154,101 @@ def forget_verified() -> None:
 
 
 # ---- writing ------------------------------------------------------------------------------
-def is_disk_full(exc: BaseException) -> bool:
-    """A write refused for lack of space (HDF5 reports errno 28 inside its message)."""
-    if not isinstance(exc, OSError):
-        return False
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(exc)
-    return "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text
+class _SpaceGuard:
+    """The file HDF5 writes through (h5py's file-object driver), unbuffered. A write refused
+    for lack of space is remembered and every later write is dropped, so HDF5 itself never
+    sees the error: it reports write errors from inside object destructors, prints a
+    traceback for each and can crash the interpreter at exit; `atomic` raises it instead."""
 
+    def __init__(self, path: Path):
+        self.raw = open(path, "w+b", buffering=0)
+        self.failed: OSError | None = None
 
-def disk_full_error(directory: Path, needed: int | None = None, written: int = 0) -> DiskFullError:
-    """One line: where the disk is full, what is free there and how much is needed."""
-    free = shutil.disk_usage(directory).free if directory.exists() else 0
-    if needed:
-        need = f"about {_size(needed)}"
-    else:
-        need = f"more than the {_size(written)} written when it filled" if written else "more space"
-    return DiskFullError(f"disk full in {directory} ({_size(free)} free): this needs {need}; "
-                         "free some space and rerun the same command (nothing half-written was kept)")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def discard(f, partial: Path) -> None:
-    """Close an h5py.File being written without another byte reaching the disk, and delete it."""
-    try:
-        if f.id.valid:
-            fd = f.id.get_vfd_handle()
-            null = os.open(os.devnull, os.O_RDWR)
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        n, done = len(view), 0
+        if self.failed is None:
             try:
-                os.dup2(null, fd)  # HDF5's close-time flush now lands in /dev/null
-            finally:
-                os.close(null)
-            f.close()
-    except Exception:  # a file HDF5 cannot close is still deleted below
-        pass
-    partial.unlink(missing_ok=True)
+                while done < n:  # an unbuffered write may be short
+                    done += self.raw.write(view[done:])
+                return n
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.failed = exc
+        self.raw.seek(n - done, os.SEEK_CUR)  # dropped: the file is discarded anyway
+        return n
+
+    def truncate(self, size: int | None = None) -> int:
+        try:
+            return self.raw.truncate(size)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.failed = self.failed or exc
+            return self.raw.tell() if size is None else size
+
+    def flush(self) -> None:
+        pass  # unbuffered: every write has reached the OS
+
+    def readinto(self, buf) -> int:
+        return self.raw.readinto(buf)
+
+    def read(self, n: int = -1) -> bytes:
+        return self.raw.read(n)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 @contextmanager
-def atomic(path: Path, *, needed: int | None = None, finish=None) -> Iterator:
+def atomic(path: Path, *, finish=None) -> Iterator:
     """Write `path` as `path.partial`, checksummed, renamed into place when complete.
-    `finish(f)` runs last before the checksums (e.g. the root attributes); `needed` is the
-    expected size (bytes) for the disk-full message."""
+    `finish(f)` runs last before the checksums (e.g. the root attributes). A full disk is a
+    DiskFullError naming the directory; on any failure the partial file is deleted."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    written = 0
     try:
-        f = _h5py().File(partial, "w")
+        guard = _SpaceGuard(partial)
+        f = _h5py().File(guard, "w")
     except OSError as exc:
+        partial.unlink(missing_ok=True)
         if is_disk_full(exc):
-            partial.unlink(missing_ok=True)
-            raise disk_full_error(path.parent, needed) from None
+            raise disk_full_error(path.parent) from None
         raise
+    ok = False
     try:
         yield f
         if finish is not None:
             finish(f)
         f.flush()  # chunks reach the file, so their stored bytes can be read back
-        f.attrs[CHECKSUM_ATTR] = json.dumps(checksums(f), sort_keys=True, separators=(",", ":"))
+        if guard.failed is None:
+            f.attrs[CHECKSUM_ATTR] = json.dumps(checksums(f, partial), sort_keys=True, separators=(",", ":"))
         f.close()
-        os.replace(partial, path)
-    except BaseException as exc:
-        written = partial.stat().st_size if partial.exists() else 0
-        discard(f, partial)
-        if is_disk_full(exc):
-            raise disk_full_error(path.parent, needed, written) from None
-        raise
+        guard.close()
+        if guard.failed is None:
+            os.replace(partial, path)
+            ok = True
+    finally:
+        if not ok:
+            full, written = guard.failed is not None, partial.stat().st_size if partial.exists() else 0
+            _close_quietly(f, guard)
+            partial.unlink(missing_ok=True)
+            if full:
+                raise disk_full_error(path.parent, written) from None
+
+
+def _close_quietly(f, guard: _SpaceGuard) -> None:
+    guard.failed = guard.failed or OSError(errno.ENOSPC, "discarding")  # nothing more reaches the disk
+    try:
+        if f.id.valid:
+            f.close()
+    except Exception:  # a file HDF5 cannot close is still deleted
+        pass
+    guard.close()

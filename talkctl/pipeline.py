@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from talkctl import artifacts, config as configmod, h5files, memory
-from talkctl.errors import ArtifactError, TalkctlError, UsageError, command
+from talkctl.errors import ArtifactError, TalkctlError, UsageError, command, disk_full_error, is_disk_full
 from talkctl.devices import resolve_device
 from talkctl.progress import null_progress
 from talkctl.rundir import RunDir
@@ -106,13 +106,12 @@ class Context:
         self.backends[kind] = name
 
     @contextmanager
-    def write(self, name: str, needed: int | None = None):
-        """Write an output artifact (`needed`: its expected size in bytes, for a full disk)."""
+    def write(self, name: str):
         if name not in self.stage.outputs:
             raise ValueError(f"stage {self.stage.name} does not declare output {name}")
         with artifacts.write(self.run, name, producer=f"{self.stage.name} v{self.version}",
                              fingerprint=self.fingerprint, config=self.config, inputs=self.inputs,
-                             backend=self.backends, needed=needed) as f:
+                             backend=self.backends) as f:
             yield f
             f.attrs["seconds"] = round(time.time() - self.started, 3)
             for k, v in memory.peak_attrs().items():  # peak so far in this stage
@@ -213,8 +212,8 @@ def _stage_log(run: RunDir, name: str):
         (run.path / "logs").mkdir(exist_ok=True)
         handler = _LogFile(run.path / "logs" / f"{name}.log")
     except OSError as exc:
-        if h5files.is_disk_full(exc):
-            raise h5files.disk_full_error(run.path) from None
+        if is_disk_full(exc):
+            raise disk_full_error(run.path) from None
         raise
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
@@ -241,9 +240,9 @@ def _failures_explained(run: RunDir, spec: StageSpec):
     except TalkctlError:
         raise
     except (OSError, RuntimeError) as exc:
-        if h5files.is_disk_full(exc):
+        if is_disk_full(exc):
             where = Path(exc.filename).parent if getattr(exc, "filename", None) else run.path
-            raise h5files.disk_full_error(where) from None
+            raise disk_full_error(where) from None
         if not _looks_like_hdf5_read_error(exc):
             raise
         for name in spec.inputs:  # only on this failure path: read the inputs to find the damage

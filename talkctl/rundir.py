@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from talkctl.errors import InputError, LockedError, UsageError, command
+from talkctl.errors import InputError, LockedError, UsageError, command, disk_full_error, is_disk_full
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -74,7 +74,13 @@ class RunDir:
 
     def _write_manifest(self, data: dict) -> None:
         tmp = self.manifest_path.with_suffix(".json.partial")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        try:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise disk_full_error(self.path) from None
+            raise
         os.replace(tmp, self.manifest_path)
 
     def set_video(self, video: str | os.PathLike) -> str:
@@ -168,7 +174,10 @@ def exclusive_lock(path: Path, holder: str, busy_message):
             what = f"`{who.get('holder', '?')}` (pid {who.get('pid', '?')})" if who else "another process"
             raise LockedError(busy_message(what)) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"holder": holder, "pid": os.getpid(), "since": time.time()}).encode())
+        try:
+            os.write(fd, json.dumps({"holder": holder, "pid": os.getpid(), "since": time.time()}).encode())
+        except OSError:  # a full disk: the lock holds all the same, only its holder's name is missing
+            pass
         try:
             yield
         finally:
