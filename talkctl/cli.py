@@ -361,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     from talkctl.console import err
 
     _State.debug, _State.json, _State.quiet = bool(os.environ.get("TALKCTL_DEBUG")), False, False
-    with _sigterm_unwinds():
+    with _sigterm_unwinds() as terminated:
         rc = _run_app(argv)
+    if rc == EXIT_INTERRUPTED and terminated:  # typer turns every KeyboardInterrupt into exit 130
+        rc = EXIT_TERMINATED
     if rc in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         err.print(f"[yellow]{'interrupted' if rc == EXIT_INTERRUPTED else 'terminated'}[/]: nothing half-written "
                   "was kept; rerun the same command to resume")
@@ -371,17 +373,21 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _sigterm_unwinds():
-    """SIGTERM raises Terminated (a KeyboardInterrupt) so it is cleaned up like Ctrl-C."""
+    """SIGTERM raises Terminated (a KeyboardInterrupt) so it is cleaned up like Ctrl-C; yields
+    a list that is non-empty once SIGTERM arrived."""
+    received: list[int] = []
+
     def on_term(signum, frame):
+        received.append(signum)
         raise Terminated()
 
     try:
         previous = signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread: leave signals alone
-        yield
+        yield received
         return
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -398,15 +404,15 @@ def _run_app(argv: list[str] | None):
             err.print_exception()
         err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except KeyboardInterrupt as exc:
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except Exception as exc:
         # typer's (vendored) click exceptions: bad usage prints its own message, exit 2
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show(file=sys.stderr)
             return exc.exit_code
-        if type(exc).__name__ == "Abort":  # click's wrapping of Ctrl-C (and of our SIGTERM)
-            return EXIT_TERMINATED if isinstance(exc.__cause__, Terminated) else EXIT_INTERRUPTED
+        if type(exc).__name__ == "Abort":
+            return EXIT_INTERRUPTED
         if _State.debug:
             raise
         err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
