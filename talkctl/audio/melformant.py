@@ -49,13 +49,22 @@ FORMANT_MAX_HZ = (1500.0, 3500.0, 5000.0)  # beyond these a root is not that for
 CHUNK_FRAMES = 2000  # feature frames analysed at once (20 s): ~40 MB of spectra
 
 
-def frame_signal(x: np.ndarray, win: int, hop: int = HOP) -> np.ndarray:
-    """(F, win) read-only view; frame j covers samples [j*hop - win//2, j*hop + win - win//2)."""
+def frame_signal(x: np.ndarray, win: int, hop: int = HOP, start: int = 0, stop: int | None = None,
+                 gain: float = 1.0) -> np.ndarray:
+    """(stop - start, win) frames j = start..stop-1 of x (all len(x)//hop + 1 by default), times
+    `gain`; frame j covers samples [j*hop - win//2, j*hop + win - win//2), zero outside x. Only
+    the samples these frames cover are copied, so long audio can be framed a chunk at a time."""
     n = len(x) // hop + 1
+    stop = n if stop is None else min(stop, n)
     left = win // 2
-    xp = np.pad(x.astype(np.float32, copy=False), (left, win + hop))
-    s = xp.strides[0]
-    return np.lib.stride_tricks.as_strided(xp, shape=(n, win), strides=(hop * s, s), writeable=False)
+    a, b = start * hop - left, (stop - 1) * hop - left + win  # the samples covered
+    seg = np.zeros(max(b - a, win) + hop, np.float32)
+    lo, hi = max(a, 0), min(b, len(x))
+    if hi > lo:
+        np.multiply(x[lo:hi], np.float32(gain), out=seg[lo - a:hi - a], casting="unsafe")
+    s = seg.strides[0]
+    return np.lib.stride_tricks.as_strided(seg, shape=(max(stop - start, 0), win), strides=(hop * s, s),
+                                           writeable=False)
 
 
 def mel_filterbank(n_mels: int, fmin: float, fmax: float, n_fft: int = NFFT, sr: int = SR) -> np.ndarray:
@@ -73,10 +82,14 @@ def mel_filterbank(n_mels: int, fmin: float, fmax: float, n_fft: int = NFFT, sr:
     return fb.astype(np.float32)
 
 
-def frame_energy_db(x: np.ndarray) -> np.ndarray:
+def frame_energy_db(x: np.ndarray, chunk: int = 20000) -> np.ndarray:
     """Mean-square energy in dBFS of each 25 ms frame (same framing as the features)."""
-    fr = frame_signal(x, WIN)
-    return 10.0 * np.log10(np.einsum("ij,ij->i", fr, fr) / WIN + 1e-12)
+    n = len(x) // HOP + 1
+    out = np.empty(n, np.float64)
+    for j in range(0, n, chunk):
+        fr = frame_signal(x, WIN, start=j, stop=j + chunk)
+        out[j:j + len(fr)] = 10.0 * np.log10(np.einsum("ij,ij->i", fr, fr) / WIN + 1e-12)
+    return out
 
 
 def speech_level_db(x: np.ndarray) -> float:
@@ -206,12 +219,13 @@ class MelFormantExtractor:
         wav = np.asarray(wav, dtype=np.float32)
         level = speech_level_db(wav)
         g = self.gain(level)
-        x = wav * np.float32(g)
-        fr, frv = frame_signal(x, WIN), frame_signal(x, WIN_VOICING)  # strided views: no copies
         fb = mel_filterbank(self.n_mels, self.fmin, self.fmax)
-        out = np.empty((len(fr), self.dim), np.float32)
-        for j in range(0, len(fr), chunk):
-            out[j:j + chunk] = self._analyse(fr[j:j + chunk], frv[j:j + chunk], fb, level, g)
+        n = len(wav) // HOP + 1
+        out = np.empty((n, self.dim), np.float32)
+        for j in range(0, n, chunk):
+            fr = frame_signal(wav, WIN, start=j, stop=j + chunk, gain=g)
+            frv = frame_signal(wav, WIN_VOICING, start=j, stop=j + chunk, gain=g)
+            out[j:j + len(fr)] = self._analyse(fr, frv, fb, level, g)
         return out
 
     def _analyse(self, fr: np.ndarray, frv: np.ndarray, fb: np.ndarray, level: float, g: float) -> np.ndarray:

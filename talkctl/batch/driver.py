@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from talkctl.errors import UsageError
+from talkctl.errors import LockedError, UsageError
 from talkctl.pipeline import feeds
 from talkctl.rundir import RunDir, exclusive_lock
 from talkctl.batch.engine import Engine
@@ -85,7 +85,10 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
         states = []
         for s in manifest.subjects:
             run = RunDir(root / s.name, create=True)
-            run.set_video(s.video)
+            try:
+                run.set_video(s.video)  # under the run's lock, like every write into it
+            except LockedError:
+                pass  # another talkctl holds this run: its stage reports that, the others go on
             for stale in [run.path / PROGRESS_FILE, *run.path.glob(PROGRESS_FILE + ".*.tmp")]:
                 stale.unlink(missing_ok=True)  # left by a batch that was killed
             # keep what an earlier batch recorded for stages outside this --from/--to

@@ -108,9 +108,9 @@ class FeatureWindows:
 def driving_features(wav: np.ndarray, run, device: str = "cpu") -> FeatureWindows:
     """Features of new audio made exactly like the run's (audio.recipe.features_for_audio), lazily windowed."""
     recipe = FeatureRecipe.from_artifact(run, device)
-    raw = recipe.raw(wav)
-    norm = ((raw - recipe.mean) / recipe.std).astype(np.float32)
-    del raw
+    norm = np.asarray(recipe.raw(wav), dtype=np.float32)
+    norm -= recipe.mean  # in place: no second copy of the whole audio's features
+    norm /= recipe.std
     idx = window_indices(n_video_frames(len(wav)), len(norm), recipe.extractor.rate, recipe.extractor.offset,
                          recipe.window)
     return FeatureWindows(norm, idx)

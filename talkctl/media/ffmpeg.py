@@ -74,20 +74,24 @@ def probe(path: Path) -> dict:
     return info
 
 
-def write_wav(path, samples, sample_rate: int) -> Path:
-    """16-bit PCM wav of samples in [-1, 1], shaped (n,) or (n, channels)."""
+def write_wav(path, samples, sample_rate: int, length: int | None = None) -> Path:
+    """16-bit PCM wav of samples in [-1, 1], shaped (n,) or (n, channels); `length`: exactly
+    this many sample frames (cut, or padded with silence)."""
     import numpy as np
 
     x = np.asarray(samples)
     if x.ndim == 1:
         x = x[:, None]
+    length = len(x) if length is None else int(length)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(x.shape[1])
         w.setsampwidth(2)
         w.setframerate(int(sample_rate))
-        for i in range(0, len(x), 1 << 20):  # in blocks: 10 minutes in float64 at once was ~300 MB
-            block = np.clip(x[i:i + (1 << 20)].astype(np.float64), -1.0, 1.0) * 32767.0
+        for i in range(0, min(len(x), length), 1 << 20):  # in blocks: 10 minutes in float64 at once was ~300 MB
+            block = np.clip(x[i:min(i + (1 << 20), length)].astype(np.float64), -1.0, 1.0) * 32767.0
             w.writeframes(block.round().astype("<i2").tobytes())
+        if length > len(x):
+            w.writeframes(np.zeros((length - len(x), x.shape[1]), "<i2").tobytes())
     return Path(path)
 
 

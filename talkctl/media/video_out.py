@@ -122,9 +122,9 @@ class VideoWriter:
             self.target_frames = int(round(len(wav) / self.audio_rate * self.fps))
             # exactly target_frames frame periods of sound: pad with silence or trim
             n = int(round(self.target_frames * self.audio_rate / self.fps))
-            wav = np.pad(wav[:n], (0, max(0, n - len(wav))))
             wav_path = Path(self._tmpdir.name) / "audio.wav"
-            write_wav(wav_path, wav, self.audio_rate)
+            write_wav(wav_path, wav, self.audio_rate, length=n)
+            self._audio_src = wav = None  # on disk now: the samples need not stay in memory
             args += ["-i", str(wav_path), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", "128k"]
         for k, v in self.metadata.items():
             args += ["-metadata", f"{k}={v}"]

@@ -111,6 +111,7 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
     try:
         with VideoWriter(output, fps=FPS, size=out_size, audio=drive.wav, crf=int(cfg["crf"]),
                          preset=str(cfg["encoder_preset"])) as vw, progress(drive.n_frames, "render") as task:
+            drive.wav = None  # the writer has it on disk: memory stays flat in the audio's length
             for idx, out, secs in render_batches(renderer, drive, int(cfg["batch"])):
                 model_s += secs
                 frames = out["full"]
