@@ -2,11 +2,12 @@
 without verification (talkctl.h5files), and the verification alone.
 
 The frames are french_50s (../shared) at 512^2, 25 fps, repeated to 5 minutes (7500 frames),
-written as track writes them (one frame per chunk, zlib level 1 through write_direct_chunk,
-then checksummed by artifacts.write). Without the shared clip, synthetic noise-and-gradient
-frames stand in. Each read opens the file through artifacts.open_for_read and reads every
-frame in order, as parse and the preview do; the in-process record of verified files is
-cleared before each verified read, so every one pays the full verification.
+written as track writes them (JPEG frames, jpeg_frames.py; --raw: the previous layout, one
+deflated frame per chunk), then checksummed by artifacts.write. Without the shared clip,
+synthetic noise-and-gradient frames stand in. Each read opens the file through
+artifacts.open_for_read and reads every frame in order, as parse and the preview do; the
+in-process record of verified files is cleared before each verified read, so every one pays
+the full verification.
 
     python bench/bench_integrity.py [--minutes 5] [--size 512] [--repeats 3] [--keep DIR]
 """
@@ -25,29 +26,42 @@ import numpy as np
 from common import describe, load_avg, machine, print_table, shared_file, write_json
 
 
-def source_chunks(size: int) -> tuple[list[bytes], str]:
-    """The source frames at size^2, 25 fps, each deflated as track stores it (level 1)."""
+def source_chunks(size: int, raw: bool) -> tuple[list, str]:
+    """The source frames at size^2, 25 fps, each encoded as track stores it: JPEG (bytes,
+    quality), or with `raw` deflated (level 1) as before."""
+    from talkctl.jpeg_frames import encode
+
+    def enc(f):
+        return zlib.compress(f, 1) if raw else encode(f)
+
     clip = shared_file("data", "video", "french_50s.mp4")
     if clip is None:
         rng = np.random.default_rng(0)
         ramp = np.linspace(0, 255, size, dtype=np.float32)
         frames = (np.clip(ramp[None, :, None] + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
                   for _ in range(125))
-        return [zlib.compress(f, 1) for f in frames], "synthetic"
+        return [enc(f) for f in frames], "synthetic"
     from talkctl.media.video_in import FrameStream
 
     with FrameStream(clip, f"fps=25,scale={size}:{size}", size, size) as stream:
-        return [zlib.compress(f, 1) for f in stream], str(clip.name)
+        return [enc(f) for f in stream], str(clip.name)
 
 
-def write_frames(run, chunks: list[bytes], n: int, size: int) -> None:
+def write_frames(run, chunks: list, n: int, size: int, raw: bool) -> None:
     from talkctl import artifacts
+    from talkctl.jpeg_frames import JpegFrameWriter
 
     shape = (size, size, 3)
     with artifacts.write(run, "frames", producer="bench", fingerprint="bench", config={}, inputs={}) as f:
-        ds = f.create_dataset("frames", shape=(n, *shape), dtype=np.uint8, **artifacts.frame_chunks((n, *shape)))
-        for i in range(n):
-            ds.id.write_direct_chunk((i, 0, 0, 0), chunks[i % len(chunks)])
+        if raw:
+            ds = f.create_dataset("frames", shape=(n, *shape), dtype=np.uint8, **artifacts.frame_chunks((n, *shape)))
+            for i in range(n):
+                ds.id.write_direct_chunk((i, 0, 0, 0), chunks[i % len(chunks)])
+        else:
+            out = JpegFrameWriter(f, "frames", size, size)
+            for i in range(n):
+                out.append(*chunks[i % len(chunks)])
+            out.close()
         f.attrs.update({"fps": 25, "size": size})
 
 
@@ -56,8 +70,10 @@ def read_all(run, verify: bool) -> float:
 
     h5files.forget_verified()
     t0 = time.perf_counter()
+    from talkctl.jpeg_frames import frame_images
+
     with artifacts.open_for_read(run, "frames", verify=verify) as f:
-        ds = f["frames"]
+        ds = frame_images(f, "frames")
         total = 0
         for i in range(ds.shape[0]):
             total += int(ds[i][0, 0, 0])
@@ -79,16 +95,17 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keep", type=Path, help="write the run directory here and keep it")
+    ap.add_argument("--raw", action="store_true", help="the previous layout: deflated raw frames")
     args = ap.parse_args()
     from talkctl.rundir import RunDir
 
     info = machine()
-    chunks, source = source_chunks(args.size)
+    chunks, source = source_chunks(args.size, args.raw)
     n = int(round(args.minutes * 60 * 25))
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench-integrity-"))
     run = RunDir(base / "run")
     t0 = time.perf_counter()
-    write_frames(run, chunks, n, args.size)
+    write_frames(run, chunks, n, args.size, args.raw)
     write_s = time.perf_counter() - t0
     size_mb = run.file("frames.h5").stat().st_size / 1e6
     read_all(run, verify=False)  # page cache warm for both
@@ -107,12 +124,13 @@ def main() -> None:
         {"what": "verification alone (CRC-32 of the stored chunks)", "s": f"{med['alone']:.2f}",
          "extra": f"{size_mb / med['alone']:.0f} MB/s"},
     ]
-    print(f"frames.h5: {n} frames {args.size}^2 from {source}, {size_mb:.0f} MB (written in {write_s:.0f} s)")
+    layout = "raw, deflated" if args.raw else "JPEG"
+    print(f"frames.h5 ({layout}): {n} frames {args.size}^2 from {source}, {size_mb:.0f} MB (written in {write_s:.0f} s)")
     print_table(rows, [("what", "what"), ("s", "median s"), ("extra", "")])
     info["load_avg_after"] = load_avg()
     print(describe(info))
-    write_json("integrity_cpu.json", {
-        "machine": info, "source": source, "frames": n, "size": args.size, "file_mb": round(size_mb, 1),
+    write_json("integrity_raw_cpu.json" if args.raw else "integrity_cpu.json", {
+        "machine": info, "source": source, "layout": layout, "frames": n, "size": args.size, "file_mb": round(size_mb, 1),
         "repeats": args.repeats, "read_plain_s": plain, "read_verified_s": checked, "verify_only_s": alone,
         "median_read_plain_s": round(med["plain"], 3), "median_read_verified_s": round(med["checked"], 3),
         "median_verify_only_s": round(med["alone"], 3),

@@ -28,6 +28,7 @@ def heldout_metrics(run, size: int, device: str) -> dict:
 
     from talkctl.head.models import load_head, load_static
     from talkctl.gs.training import FrameStore, scale_intrinsics
+    from talkctl.jpeg_frames import frame_images
     from talkctl.timebase import split_frames
 
     static, head = load_static(run, device)["head"], load_head(run, device)
@@ -36,11 +37,12 @@ def heldout_metrics(run, size: int, device: str) -> dict:
     out = {"static_head": 0.0, "deform_head": 0.0, "static_lips": 0.0, "deform_lips": 0.0}
     se = {k: [0.0, 0.0] for k in out}
     with h5py.File(run.file("frames.h5")) as fr, h5py.File(run.file("parse.h5")) as pa, h5py.File(run.file("track.h5")) as tr:
-        S = fr["frames"].shape[1]
-        frames, labels = FrameStore(fr["frames"], size), FrameStore(pa["labels"], size, "labels")
+        images = frame_images(fr, "frames")
+        S = images.shape[1]
+        frames, labels = FrameStore(images, size), FrameStore(pa["labels"], size, "labels")
         K = scale_intrinsics(tr["intrinsics"][()], S, size)
         w2c, blink, lips = tr["world_to_cam"][()], tr["blink"][()], tr["lip_box"][()] * size / S
-        _, held = split_frames(fr["frames"].shape[0])
+        _, held = split_frames(images.shape[0])
         with torch.no_grad():
             for i in held:
                 m = labels.get([i])[..., 1:2]
@@ -102,9 +104,10 @@ def main(argv=None) -> int:
                  "load_avg_at_end": load_avg()})
     import h5py
 
+    from talkctl.jpeg_frames import frame_images
+
     with h5py.File(run.file("frames.h5")) as f:
-        info["frames"] = int(f["frames"].shape[0])
-        info["crop_size"] = int(f["frames"].shape[1])
+        info["frames"], info["crop_size"] = (int(v) for v in frame_images(f, "frames").shape[:2])
     info["held_out_static_vs_deform"] = heldout_metrics(run, args.size, args.device)
     print("held-out, static vs deform:", info["held_out_static_vs_deform"])
     print(f"\n{'stage':14s} {'seconds':>8s} {'gaussians':>10s} {'held-out PSNR':>28s}")

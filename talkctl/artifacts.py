@@ -12,8 +12,9 @@ differs from the one recorded -> the artifact is stale.
 Files are written as `name.h5.partial` and renamed when complete, so an interrupted stage
 leaves nothing that looks finished; the root attribute `checksums` holds a CRC-32 of every
 object's stored bytes (h5files.py), checked whenever a stage reads the file or decides it is
-up to date, so a corrupted file is rebuilt, never used. Images are chunked one frame per
-chunk and compressed.
+up to date, so a corrupted file is rebuilt, never used. Video-like image sequences (frames,
+torso targets) are JPEG frame groups (jpeg_frames.py); label maps are chunked one frame per
+chunk and deflated.
 
 The layout of each artifact (datasets, shapes, units) is documented in `ARTIFACTS` below:
 it is the one place that says what a file holds.
@@ -69,8 +70,9 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
                      "speech_level_dbfs, silent, source, source_sample_rate, source_channels, source_video_fps "
                      "(0 = audio only; track resamples video to 25 fps so its T matches)",
         }),
-        ArtifactSpec("frames", "frames.h5", "talkctl.frames", 1, "track", {
-            "frames": "(T, S, S, 3) uint8 RGB at 25 fps, one frame per chunk (gzip)",
+        ArtifactSpec("frames", "frames.h5", "talkctl.frames", 2, "track", {
+            "frames": "(T, S, S, 3) uint8 RGB at 25 fps as a JPEG frame group (jpeg_frames.py: each frame at the "
+                      "lowest quality with PSNR >= 45 dB against the decoded crop); read with jpeg_frames.frame_images",
             "attrs": "fps=25, size=S, crop=[x0, y0, side] in source pixels (may reach outside the "
                      "source: that part is padded black; paste renders back by scaling S -> side), "
                      "source_size=[w, h] of the decoded source (rotation metadata applied)",
@@ -97,11 +99,11 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
                      "rigid_indices (landmarks used for the pose), fps=25, size=S, crop, source_size, "
                      "focal (px), keyframes (bundle-adjusted frames), ba_rms_px",
         }),
-        ArtifactSpec("parse", "parse.h5", "talkctl.parse", 1, "parse", {
+        ArtifactSpec("parse", "parse.h5", "talkctl.parse", 2, "parse", {
             "labels": "(T, H, W) uint8, one frame per chunk: 0 background, 1 head (face, hair, ears), 2 neck, 3 torso",
             "background": "(H, W, 3) uint8 RGB: background plate (per-pixel median where uncovered, rest inpainted)",
             "background_seen": "(H, W) bool: plate pixels seen uncovered often enough (plate_min_seen of the samples) (False = inpainted)",
-            "torso_frames": "(T, H, W, 3) uint8 RGB, one frame per chunk: the torso stage's target = the frame with "
+            "torso_frames": "(T, H, W, 3) uint8 RGB, a JPEG frame group (as frames.h5's): the torso stage's target = the frame with "
                             "head pixels -> background plate; the neck kept and, with neck_fill=extend, continued "
                             "up under the chin (neck_fill=background: neck -> plate too)",
             "attrs": "parsing_backend, neck_fill (extend | background), fps, size, label_names (JSON id -> name)",

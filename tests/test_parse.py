@@ -12,6 +12,7 @@ import pytest
 
 from fake_track import astronaut_clip, write_frames_track
 from talkctl.cli import main
+from talkctl.jpeg_frames import frame_images
 from talkctl.rundir import RunDir
 from talkctl.parsing import regions as hr
 
@@ -36,7 +37,12 @@ def parsed(clip, tmp_path_factory):
 
 def _read(run):
     with h5py.File(run / "parse.h5", "r") as f:
-        return {k: f[k][()] for k in f}, dict(f.attrs)
+        return {k: frame_images(f, k)[:] for k in f}, dict(f.attrs)
+
+
+def _near(a, b, tol: int = 12) -> np.ndarray:
+    """Pixels of a and b (..., 3) that agree within a JPEG's error (torso targets are stored >= 45 dB)."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1) <= tol
 
 
 def test_labels_have_documented_values_and_shapes(parsed):
@@ -92,10 +98,10 @@ def test_torso_frames_have_no_head(parsed, clip):
     labels, torso, plate = d["labels"], d["torso_frames"], d["background"]
     head = labels == hr.HEAD
     # head pixels show the plate, except the strip right above the neck (the neck continued up)
-    same_as_plate = np.all(torso == plate[None], -1)
+    same_as_plate = _near(torso, plate[None])
     assert same_as_plate[head].mean() > 0.85
     body = labels == hr.TORSO
-    assert np.all(torso[body] == frames[body])
+    assert _near(torso[body], frames[body]).mean() > 0.99
 
 
 def test_preview_and_rerun_up_to_date(parsed, capsys):
@@ -148,7 +154,7 @@ def test_neck_fill_background_removes_the_neck(clip, tmp_path):
     assert attrs["neck_fill"] == "background"
     neck = d["labels"] == hr.NECK
     assert neck.any()
-    assert np.all(d["torso_frames"][neck] == np.broadcast_to(d["background"], d["torso_frames"].shape)[neck])
+    assert _near(d["torso_frames"][neck], np.broadcast_to(d["background"], d["torso_frames"].shape)[neck]).mean() > 0.99
 
 
 @pytest.mark.parametrize("setting", ["neck_fill=blur", "plate_frames=0", "person_threshold=1.5", "facexlib_model=x"])

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from talkctl.cli import main
+from talkctl.jpeg_frames import frame_images
 
 sys.path.insert(0, str(Path(__file__).parent))
 import track_fixtures as fx  # noqa: E402
@@ -55,16 +56,17 @@ def test_pose_recovery_on_a_turning_face(bump_run, clips):
 def test_artifacts_follow_the_layout(bump_run):
     with h5py.File(bump_run / "frames.h5", "r") as f:
         assert f.attrs["schema"] == "talkctl.frames"
-        fr = f["frames"]
-        assert fr.shape == (60, 192, 192, 3) and fr.dtype == np.uint8 and fr.chunks == (1, 192, 192, 3)
+        fr = frame_images(f, "frames")
+        assert fr.shape == (60, 192, 192, 3) and fr.dtype == np.uint8 and f["frames"].attrs["codec"] == "jpeg"
+        assert f["frames/quality"].shape == (60,) and f["frames/offsets"].shape == (61,)
         assert list(f.attrs["crop"]) == [0, 0, 192] and list(f.attrs["source_size"]) == [192, 192]
         assert f.attrs["fps"] == 25 and f.attrs["size"] == 192
         first = fr[0]
-    # the directly written (pre-compressed) chunks decode to the video's first frame
+    # the JPEG frames decode to the video's first frame (within the codec's >= 45 dB)
     from talkctl.media.video_in import read_still
 
     still = read_still(Path(json.loads((bump_run / "run.json").read_text())["video"]["path"]))
-    assert np.abs(first.astype(int) - still.astype(int)).mean() < 1.0
+    assert np.abs(first.astype(int) - still.astype(int)).mean() < 2.0
     with h5py.File(bump_run / "track.h5", "r") as f:
         T, L = 60, 478
         shapes = {"landmarks2d": (T, L, 2), "landmarks3d": (T, L, 3), "valid": (T,), "world_to_cam": (T, 4, 4),
@@ -153,7 +155,7 @@ def test_portrait_video_gets_a_square_crop_inside_the_picture(tmp_path):
     assert main(["track", str(video), "--run", str(run), "--size", "128", "-q"]) == 0
     with h5py.File(run / "frames.h5", "r") as f:
         x0, y0, side = (int(v) for v in f.attrs["crop"])
-        assert f["frames"].shape == (30, 128, 128, 3)
+        assert frame_images(f, "frames").shape == (30, 128, 128, 3)
         assert list(f.attrs["source_size"]) == [180, 320]
     assert side <= 180 and 0 <= x0 and x0 + side <= 180 and 0 <= y0 and y0 + side <= 320
 
@@ -211,7 +213,7 @@ def test_frames_from_another_video_are_stale_and_rebuilt(bump_run, tmp_path, cap
     assert main(["track", str(other), "--run", str(run), "--size", "192", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "done"
     with h5py.File(run / "frames.h5", "r") as fr, h5py.File(run / "track.h5", "r") as tr:
-        assert fr["frames"].shape[0] == tr["valid"].shape[0] == 40  # nothing mixed from the old video
+        assert frame_images(fr, "frames").shape[0] == tr["valid"].shape[0] == 40  # nothing mixed from the old video
         assert fr.attrs["fingerprint"] == tr.attrs["fingerprint"]
     assert main(["status", str(run), "--json"]) == 0
     rows = {r["artifact"]: r for r in json.loads(capsys.readouterr().out)["stages"]}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from talkctl.errors import ArtifactError, command
+from talkctl.jpeg_frames import frame_images
 from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics
 from talkctl.timebase import split_frames
 
@@ -30,8 +31,8 @@ class Scene:
         frames = self._stack.enter_context(ctx.read("frames"))
         track = self._stack.enter_context(ctx.read("track"))
         parse = self._stack.enter_context(ctx.read("parse"))
-        self.T = int(frames["frames"].shape[0])
-        self.S = int(frames["frames"].shape[1])
+        images = frame_images(frames, "frames")
+        self.T, self.S = int(images.shape[0]), int(images.shape[1])
         if track["world_to_cam"].shape[0] != self.T or parse["labels"].shape[0] != self.T:
             raise ArtifactError("frames.h5, track.h5 and parse.h5 disagree on the frame count: rerun "
                                 f"{command('track', '--run', ctx.run, '--force')} and {command('parse', '--run', ctx.run)}")
@@ -39,9 +40,9 @@ class Scene:
         if dev.startswith("cuda"):  # cache everything on the GPU when it fits in ~2 GiB
             per = res * res * 3
             cache = self.T if self.T * per * 3 < (2 << 30) else cache
-        self.frames = FrameStore(frames["frames"], res, "rgb", cache_frames=cache, device=dev)
+        self.frames = FrameStore(images, res, "rgb", cache_frames=cache, device=dev)
         self.labels = FrameStore(parse["labels"], res, "labels", n_classes=4, cache_frames=cache, device=dev)
-        self.torso_frames = FrameStore(parse["torso_frames"], res, "rgb", cache_frames=cache, device=dev)
+        self.torso_frames = FrameStore(frame_images(parse, "torso_frames"), res, "rgb", cache_frames=cache, device=dev)
         bg = torch.from_numpy(parse["background"][()]).float()[None] / 255.0
         self.background = resize_images(bg, res)[0].to(dev)
         self.w2c = torch.as_tensor(track["world_to_cam"][()], dtype=torch.float32, device=dev)

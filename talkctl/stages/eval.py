@@ -38,6 +38,7 @@ from talkctl.face.reader import LANDMARK_SIDE, LandmarkReader, MouthTrack
 from talkctl.head.drive import audio_drive, self_drive, with_landmarks
 from talkctl.head.renderer import Renderer, render_batches
 from talkctl.images import resize_square
+from talkctl.jpeg_frames import frame_images
 from talkctl.metrics.lipsync import audio_energy_per_frame, audio_mouth_sync, lmd, mouth_open_correlation
 from talkctl.metrics.sequence import ImageFigures
 from talkctl.metrics.syncnet import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
@@ -224,8 +225,9 @@ def _held_out_pass(run, renderer, drive, reader, cfg, device, progress) -> dict:
     report_frames, model_s, n_rendered = [], 0.0, 0
     with artifacts.open_for_read(run, "frames") as ff, artifacts.open_for_read(run, "parse") as pf, \
             progress(n, "eval (held-out)") as task:
+        frames = frame_images(ff, "frames")
         def real_frames(idx):
-            return np.stack([resize_square(ff["frames"][a + i], size) for i in idx])
+            return np.stack([resize_square(frames[a + i], size) for i in idx])
 
         for idx, out, secs in render_batches(renderer, drive, int(cfg["batch"]), real_frames):
             model_s += secs

@@ -27,10 +27,11 @@ import numpy as np
 from talkctl import backends
 from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Range
 from talkctl.errors import ArtifactError, StageError, UsageError, command
+from talkctl.jpeg_frames import JpegFrameWriter, encode as encode_frame, frame_images
 from talkctl.parsing import plate as bg_plate
 from talkctl.parsing import regions as hr
 
-VERSION = 1
+VERSION = 2  # 2: torso targets stored as JPEG (jpeg_frames.py)
 DEFAULTS = {
     "parsing": "auto",  # backend: auto | mediapipe | facexlib
     "preview": False,  # write RUN/parse_preview.png
@@ -95,7 +96,7 @@ def run(ctx, cfg) -> dict:
     ctx.use_backend("parsing", backend.name)
     t_start = time.time()
     with ctx.read("frames") as ff, ctx.read("track") as tf:
-        frames, lms = ff["frames"], tf["landmarks2d"]
+        frames, lms = frame_images(ff, "frames"), tf["landmarks2d"]
         T, S = _check_inputs(ctx, frames, lms)
         layout = _layout(lms.shape[1])
         parser = backend.get()(cfg, ctx.device, lms.shape[1])
@@ -171,7 +172,7 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
     from talkctl.artifacts import frame_chunks
 
     d_labels = out.create_dataset("labels", (T, S, S), np.uint8, **frame_chunks((T, S, S)))
-    d_torso = out.create_dataset("torso_frames", (T, S, S, 3), np.uint8, **frame_chunks((T, S, S, 3)))
+    d_torso = JpegFrameWriter(out, "torso_frames", S, S)
     counts = np.zeros(4, np.float64)
     no_head = 0
     grow = max(1, int(round(cfg["head_dilate"] * S)))
@@ -184,11 +185,12 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
             torso = torso_target(frame, labels, plate, kernel, cfg["neck_fill"],
                                  cfg["neck_extend"] * hr.face_height(lm, layout))
             d_labels[t] = labels
-            d_torso[t] = torso
+            d_torso.append(*encode_frame(torso))
             c = np.bincount(labels.ravel(), minlength=4)[:4]
             counts += c
             no_head += c[hr.HEAD] == 0
             task.advance(1)
+    d_torso.close()
     frac = counts / counts.sum()
     if no_head:
         ctx.log.warning("%d frames have no head pixels (face not found there?)", no_head)
@@ -285,11 +287,11 @@ def write_preview(run, n_frames: int = 8) -> Path:
         idx = bg_plate.sample_indices(pf["labels"].shape[0], n_frames)
         tiles = []
         for t in idx:
-            im = _tile(overlay(ff["frames"][int(t)], pf["labels"][int(t)]))
+            im = _tile(overlay(frame_images(ff, "frames")[int(t)], pf["labels"][int(t)]))
             _caption(im, f"frame {t}")
             tiles.append(im)
         plate, seen = pf["background"][()], pf["background_seen"][()]
-        tt = _tile(pf["torso_frames"][int(idx[0])])
+        tt = _tile(frame_images(pf, "torso_frames")[int(idx[0])])
     _caption(tt, f"torso target, frame {idx[0]}")
     pl = plate.copy()
     contours, _ = cv2.findContours((~seen).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

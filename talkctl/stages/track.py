@@ -21,7 +21,6 @@ lists the time ranges).
 from __future__ import annotations
 
 import time
-import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,13 +30,14 @@ from talkctl import artifacts
 from talkctl.backends import select
 from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.errors import InputError, StageError
+from talkctl.jpeg_frames import JpegFrameWriter, encode as encode_frame, frame_images
 from talkctl.media.ffmpeg import probe
 from talkctl.face import features as ff
 from talkctl.face.headpose import fit_head_pose, rotation_steps_deg
 from talkctl.timebase import FPS, MIN_HELD_OUT_FRAMES, SHORT_CLIP_SECONDS, held_out_start, min_clip_frames
 from talkctl.media.video_in import FrameStream, choose_crop, crop_filter, read_still, sample_filter
 
-VERSION = 1
+VERSION = 2  # 2: frames stored as JPEG (jpeg_frames.py)
 DEFAULTS = {
     "size": 512,              # side of the stored square frames, px
     "landmarks": "auto",      # landmark backend: auto | mediapipe | face-alignment
@@ -52,13 +52,12 @@ DEFAULTS = {
     "keyframes": 80,          # frames in the bundle adjustment
     "fov_deg": 24.0,          # prior on the camera's field of view (weak: the fit refines it)
     "smooth_sigma": 1.0,      # temporal smoothing of the poses, frames (0: none)
-    "gzip_level": 1,          # frames.h5 compression level (1: fast, files ~3x smaller than raw)
 }
 RANGES = {"size": Range(32, 4096), "crop_scale": Range(1, 10), "crop_shift": Range(-1, 1), "sample_every": AT_LEAST_1,
           "min_seconds": POSITIVE, "min_crop_px": AT_LEAST_1, "max_gap_s": NON_NEGATIVE, "max_missing": FRACTION,
-          "keyframes": Range(2, 10000), "fov_deg": Range(1, 170), "smooth_sigma": NON_NEGATIVE, "gzip_level": Range(0, 9)}
+          "keyframes": Range(2, 10000), "fov_deg": Range(1, 170), "smooth_sigma": NON_NEGATIVE}
 PRESETS = {"tiny": {"size": 128, "keyframes": 30}, "fast": {}, "paper": {"keyframes": 150}}
-NON_SEMANTIC = {"preview", "gzip_level"}
+NON_SEMANTIC = {"preview"}
 
 
 def resolve(cfg: dict, device: str) -> dict:
@@ -140,10 +139,6 @@ def run(ctx, cfg: dict) -> dict:
         warnings.append(msg)
         ctx.log.warning(msg)
 
-    if duration and duration < SHORT_CLIP_SECONDS:
-        n = int(round(duration * FPS))
-        warn(f"{video.name} is only {duration:.1f} s long: below ~{SHORT_CLIP_SECONDS:.0f} s the head learns little "
-             f"and the held-out evaluation ({n - held_out_start(n)} frames) says little; minutes of video work best")
     still = read_still(video)
     height, width = still.shape[:2]
     # 1. crop pass
@@ -172,29 +167,23 @@ def run(ctx, cfg: dict) -> dict:
     # 2. main pass
     near = (cp["centre"] - [crop.x0, crop.y0]) * size / crop.side
     est_frames = max(1, int(round(duration * FPS))) if duration else None
-    shape = (size, size, 3)
     t0 = time.perf_counter()
     with ctx.write("frames") as fr:
-        opts = artifacts.frame_chunks((0, *shape))
-        opts["compression_opts"] = int(cfg["gzip_level"])
-        ds = fr.create_dataset("frames", shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8, **opts)
+        out = JpegFrameWriter(fr, "frames", size, size)
         lms: list[np.ndarray | None] = []
         det = Detector(max_faces=2 if two_faces else 1, video=True, device=ctx.device)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-deflate")
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-jpeg")
         pending: deque = deque()
 
         def flush(keep: int) -> None:
-            while len(pending) > keep or (pending and pending[0][1].done()):
-                i, fut = pending.popleft()
-                if i >= ds.shape[0]:
-                    ds.resize(i + 256, axis=0)
-                ds.id.write_direct_chunk((i, 0, 0, 0), fut.result())
+            while len(pending) > keep or (pending and pending[0].done()):
+                out.append(*pending.popleft().result())
 
         try:
             with FrameStream(video, crop_filter(crop, width, height, size), size, size) as stream, \
                     ctx.progress(est_frames, "track") as task:
                 for i, frame in enumerate(stream):
-                    pending.append((i, pool.submit(zlib.compress, frame, int(cfg["gzip_level"]))))
+                    pending.append(pool.submit(encode_frame, frame))
                     faces = det.faces(frame)
                     face = _pick_face(faces, near, 0.3 * size if two_faces else None) if faces else None
                     if face is not None:
@@ -207,7 +196,7 @@ def run(ctx, cfg: dict) -> dict:
             pool.shutdown(wait=True, cancel_futures=True)
             det.close()
         T = len(lms)
-        ds.resize(T, axis=0)
+        out.close()
         t_main = time.perf_counter() - t0
         if T < _min_seconds(cfg) * FPS:
             raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); {_too_short(cfg)}")
@@ -227,6 +216,10 @@ def run(ctx, cfg: dict) -> dict:
                 f"no face in {n_missing} of {T} frames ({100 * n_missing / T:.0f}%, longest gap {longest / FPS:.2f} s) "
                 f"at {ff.describe_runs([r for r in runs if r[1] - r[0] > 1] or runs, FPS)}; trim those parts "
                 f"(e.g. ffmpeg -ss/-to) or allow it with --set max_gap_s=... / --set max_missing=...")
+        if T < SHORT_CLIP_SECONDS * FPS:
+            warn(f"{video.name} is only {T / FPS:.1f} s long: below ~{SHORT_CLIP_SECONDS:.0f} s the head learns "
+                 f"little and the held-out evaluation ({T - held_out_start(T)} frames) says little; minutes of "
+                 "video work best")
         if n_missing:
             warn(f"no face in {n_missing} frames (gaps up to {longest / FPS:.2f} s at "
                  f"{ff.describe_runs(runs, FPS)}): interpolated and marked valid=False")
@@ -311,9 +304,9 @@ def write_preview(run, still: np.ndarray | None = None, path=None):
     with artifacts.open_for_read(run, "frames") as fr, artifacts.open_for_read(run, "track") as tr:
         crop = [int(v) for v in fr.attrs["crop"]]
         if still is None:  # no source video at hand: show the first crop as the "source"
-            still = fr["frames"][0]
+            still = frame_images(fr, "frames")[0]
             crop = [0, 0, still.shape[0]]
         w2c = tr["world_to_cam"][:]
-        return contact_sheet(path or run.file("track_preview.png"), fr["frames"], tr["landmarks2d"][:],
+        return contact_sheet(path or run.file("track_preview.png"), frame_images(fr, "frames"), tr["landmarks2d"][:],
                              tr.attrs["rigid_indices"], w2c[:, :3, :3], w2c[:, :3, 3], tr["intrinsics"][:],
                              tr["lip_box"][:], tr["valid"][:], crop, still, float(fr.attrs["fps"]))
