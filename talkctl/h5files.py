@@ -93,6 +93,13 @@ def checksums(f, path: Path | None = None) -> dict[str, str]:
     return out
 
 
+def stamp(f, path: Path | None = None) -> None:
+    """Record the checksums of a file open for writing (atomic does; so must anything that
+    deliberately edits an artifact in place, or the edit reads as corruption)."""
+    f.flush()  # chunks reach the file, so their stored bytes can be read back
+    f.attrs[CHECKSUM_ATTR] = json.dumps(checksums(f, path), sort_keys=True, separators=(",", ":"))
+
+
 def verify(f) -> str | None:
     """None when an open file matches its recorded checksums (or records none: made before
     talkctl kept them); else what differs. Read errors are what differs too."""
@@ -227,9 +234,8 @@ def atomic(path: Path, *, finish=None) -> Iterator:
         yield f
         if finish is not None:
             finish(f)
-        f.flush()  # chunks reach the file, so their stored bytes can be read back
         if guard.failed is None:
-            f.attrs[CHECKSUM_ATTR] = json.dumps(checksums(f, partial), sort_keys=True, separators=(",", ":"))
+            stamp(f, partial)
         f.close()
         guard.close()
         if guard.failed is None:

@@ -119,7 +119,7 @@ def test_corrupt_torso_is_refused_then_rebuilt_by_run(trained, tmp_path, capsys)
 
 def test_corrupt_compressed_frames_are_refused_by_the_reader(trained, tmp_path, capsys):
     run = RunDir(damage.copy_run(trained[0], tmp_path / "run"), create=False)
-    damage.corrupt_dataset(run.file("frames.h5"), "frames", nbytes=256)
+    damage.corrupt_dataset(run.file("frames.h5"), "frames/data", nbytes=256)  # the JPEG bytes
     capsys.readouterr()
     rc = main(["train-deform", "--run", str(run.path), "--preset", "tiny", "--device", "cpu", "-q", "--force"])
     err = capsys.readouterr().err
@@ -127,15 +127,15 @@ def test_corrupt_compressed_frames_are_refused_by_the_reader(trained, tmp_path, 
 
 
 def test_damage_in_a_file_without_checksums_is_traced_to_it(trained, tmp_path, capsys):
-    """An old file (no checksums) whose compressed chunks are damaged: the HDF5 read failure
+    """An old file (no checksums) whose deflated chunks are damaged: the HDF5 read failure
     is traced to the file and its stage instead of an internal error."""
     run = RunDir(damage.copy_run(trained[0], tmp_path / "run"), create=False)
-    with h5py.File(run.file("frames.h5"), "a") as f:
+    with h5py.File(run.file("parse.h5"), "a") as f:
         del f.attrs[h5files.CHECKSUM_ATTR]
-    damage.corrupt_dataset(run.file("frames.h5"), "frames", nbytes=64, every_chunk=True)
+    damage.corrupt_dataset(run.file("parse.h5"), "labels", nbytes=64, every_chunk=True)
     h5files.forget_verified()
     capsys.readouterr()
     rc = main(["train-deform", "--run", str(run.path), "--preset", "tiny", "--device", "cpu", "-q", "--force"])
     err = capsys.readouterr().err
-    assert rc == 4 and "frames.h5 is damaged" in err and "talkctl track --run" in err, err
+    assert rc == 4 and "parse.h5 is damaged" in err and "talkctl parse --run" in err, err
     assert "internal error" not in err
