@@ -107,8 +107,10 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         ArtifactSpec("static", "static.h5", "talkctl.static", 1, "init-static", {
             "head/<gaussians>": "canonical head Gaussians (see GAUSSIANS below), attrs sh_degree, n_gaussians, train_seconds",
             "head/val_psnr": "(K, 2) float64: (step, held-out head-region PSNR dB) during training",
+            "head/loss_curve": "(N, 2) float64: (step, mean training loss over the steps up to it), N <= 200, since the last (re)start",
             "torso/<gaussians>": "torso Gaussians in the fixed camera's space (OpenCV, world_to_cam = identity)",
             "torso/val_psnr": "(K, 2) float64: (step, held-out torso-region PSNR dB)",
+            "torso/loss_curve": "(N, 2) float64: as head/loss_curve",
             "torso/world_to_cam": "(4, 4) float32: the fixed torso camera (identity)",
             "intrinsics": "(3, 3) float32: pinhole K at the training resolution",
             "attrs": "resolution, crop_size, psnr_head, psnr_torso, n_head, n_torso, train_seconds, head_depth, held_out [start, end)",
@@ -123,6 +125,7 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "landmark_indices": "condition=landmarks: (P,) int64 moving landmarks (mouth, jaw, eyelids) driving the head",
             "landmark_neutral": "condition=landmarks: (L, 3) float32 neutral face (mean canonical landmarks of the training frames)",
             "val_psnr": "(K, 2) float64: (step, held-out head-region PSNR dB)",
+            "loss_curve": "(N, 2) float64: (step, mean training loss over the steps up to it), N <= 200, since the last (re)start",
             "intrinsics": "(3, 3) float32: K at the training resolution",
             "attrs": "field_spec, condition_spec (JSON, to rebuild the networks), condition, encoding, perceptual_loss "
                      "(lpips|dssim|none: the one actually used), lip_loss, init_from, audio_extractor, resolution, "
@@ -137,6 +140,7 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "intrinsics": "(3, 3) float32: K at the training resolution",
             "background": "(R, R, 3) uint8: background plate at the training resolution",
             "val_psnr": "(K, 2) float64: (step, held-out full-composite PSNR dB)",
+            "loss_curve": "(N, 2) float64: (step, mean training loss over the steps up to it), N <= 200, since the last (re)start",
             "net/<param>": "mode=image: StyleUNet state_dict (torso_image.py) instead of torso/ and field/",
             "attrs": "mode (gaussian | image), field_spec (gaussian) or net_spec (image), condition_spec, resolution, "
                      "crop_size, psnr_full, n_gaussians (gaussian) or n_parameters (image), train_seconds, held_out",

@@ -28,6 +28,9 @@ class Backend:
     devices: tuple[str, ...] = ("cpu", "cuda")
     priority: int = 0  # higher wins in "auto"
     capabilities: dict = field(default_factory=dict)
+    # why the weights a run with default settings loads are not here (None: here, or none needed);
+    # apart from `probe` because a run can name its own weights (`--model DIR`)
+    weights: Callable[[], str | None] | None = None
     _loaded: Any = field(default=None, repr=False)
 
     def why_unusable(self, device: str = "cpu") -> str | None:
@@ -38,6 +41,12 @@ class Backend:
             return self.probe(dev)
         except Exception as exc:  # a probe must never crash doctor
             return f"probe failed: {exc}"
+
+    def why_no_weights(self) -> str | None:
+        try:
+            return self.weights() if self.weights else None
+        except Exception as exc:  # like a probe: never crash doctor
+            return f"weights check failed: {exc}"
 
     def get(self) -> Any:
         if self._loaded is None:

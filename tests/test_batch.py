@@ -164,8 +164,8 @@ def test_a_failing_subject_is_recorded_and_the_others_finish(tmp_path, fakes, ca
     assert {r["stage"]: r["state"] for r in by["s0"]["stages"]} == {"fake-a": "done", "fake-b": "done"}
     assert all(r["seconds"] is not None for r in by["s0"]["stages"])
     assert main(["batch", "status", str(root)]) == 0
-    human = capsys.readouterr().err
-    assert "s1" in human and "failed" in human and "fake-a: fake-a" in human
+    human = capsys.readouterr().out  # a result: on stdout, at full width
+    assert "s1" in human and "failed" in human and "fake-a: fake-a cannot read this subject; fix its video" in human
 
 
 def test_status_reads_eval_figures(tmp_path, fakes, capsys):

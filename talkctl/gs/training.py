@@ -226,12 +226,15 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
     if not curve:  # the starting point, so the curve shows what training gained
         curve.append((0, trainable.validate()))
     val = curve[-1][1]
+    losses = []  # (step, training loss) of every step run here: the report's loss chart
     with ctx.progress(iterations, description or name) as task:
         if start:
             task.advance(start)
         for step in range(start, iterations):
             metrics = trainable.step(step, rng)
             done = step + 1
+            if "loss" in metrics:
+                losses.append((done, metrics["loss"]))
             if done % val_every == 0 or done == iterations:
                 val = trainable.validate()
                 curve.append((done, val))
@@ -249,7 +252,25 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
         # (init-static trains head then torso: a crash in the torso keeps the head)
         save_checkpoint(ckpt, step=iterations, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
                         elapsed=seconds, curve=curve)
-    return {"val_curve": curve, "val_psnr": val, "seconds": seconds, "steps": iterations}
+    return {"val_curve": curve, "val_psnr": val, "seconds": seconds, "steps": iterations,
+            "loss_curve": bucket_means(losses)}
+
+
+def bucket_means(points: list[tuple[int, float]], n: int = 200) -> list[tuple[int, float]]:
+    """At most n (last step, mean loss) pairs: a per-step loss curve small enough to store and plot."""
+    if not points:
+        return []
+    a = np.asarray(points, np.float64)
+    edges = np.linspace(0, len(a), min(n, len(a)) + 1).astype(int)
+    return [(float(a[j - 1, 0]), float(a[i:j, 1].mean())) for i, j in zip(edges[:-1], edges[1:])]
+
+
+def write_curves(group, res: dict) -> None:
+    """A training phase's curves into its artifact group: val_psnr (held-out PSNR every val_every
+    steps) and loss_curve (training loss, bucket means over the steps run since the last (re)start)."""
+    group.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+    if res.get("loss_curve"):
+        group.create_dataset("loss_curve", data=np.asarray(res["loss_curve"], dtype=np.float64).reshape(-1, 2))
 
 
 def clear_checkpoints(ctx, names) -> None:

@@ -126,7 +126,7 @@ def svg_line_chart(series: list[dict], *, width: int = 760, height: int = 240, t
         return mt + ph - (y - lo) / ((hi - lo) or 1) * ph
 
     out = [f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-           f'font-size="11" font-family="system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif" '
+           f'font-size="12" font-family="system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif" '
            f'fill="{_INK}" role="img" aria-label="{html.escape(title)}">',
            f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff" rx="8"/>',
            f'<text x="{ml}" y="18" font-weight="600" font-size="13">{html.escape(title)}</text>',
@@ -179,7 +179,7 @@ def svg_line_chart(series: list[dict], *, width: int = 760, height: int = 240, t
     lx = width - mr
     for s in reversed(clean):
         label = html.escape(str(s.get("label", "")))
-        w = 26 + 6.2 * len(label)
+        w = 26 + 6.8 * len(label)
         lx -= w
         out.append(f'<line x1="{lx:.1f}" x2="{lx + 16:.1f}" y1="14" y2="14" stroke="{s["color"]}" stroke-width="3"/>'
                    f'<text x="{lx + 20:.1f}" y="18">{label}</text>')

@@ -126,7 +126,11 @@ def training_info(run) -> dict:
                     if k in f:
                         c = np.asarray(f[k][()]).reshape(-1, 2)
                         name = stage if len(keys) == 1 else f"{stage} ({k.split('/')[0]})"
-                        curves[name] = {"step": c[:, 0].tolist(), "psnr": c[:, 1].tolist()}
+                        curves[name] = {"psnr_step": c[:, 0].tolist(), "psnr": c[:, 1].tolist()}
+                        loss = k.replace("val_psnr", "loss_curve")  # every step's loss (older artifacts: none)
+                        if loss in f:
+                            c = np.asarray(f[loss][()]).reshape(-1, 2)
+                            curves[name].update(step=c[:, 0].tolist(), loss=c[:, 1].tolist())
         except OSError:
             continue
     return {"stages": stages, "gaussians": gaussians, "curves": curves, "training_peak_memory": peak,

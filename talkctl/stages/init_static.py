@@ -19,7 +19,8 @@ from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.gs.losses import dssim, l1
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train,
+                                 write_curves)
 
 VERSION = 1
 DEFAULTS = {
@@ -153,7 +154,7 @@ def run(ctx, cfg: dict) -> dict:
             for name, model, res_ in (("head", head, rh), ("torso", torso, rt)):
                 g = f.create_group(name)
                 model.save_h5(g)
-                g.create_dataset("val_psnr", data=np.asarray(res_["val_curve"], dtype=np.float64).reshape(-1, 2))
+                write_curves(g, res_)
                 g.attrs["train_seconds"] = res_["seconds"]
             f["torso"].create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())

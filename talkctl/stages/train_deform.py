@@ -50,7 +50,8 @@ from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train,
+                                 write_curves)
 
 VERSION = 1
 DEFAULTS = {
@@ -302,7 +303,7 @@ def run(ctx, cfg: dict) -> dict:
             save_state_dict(f.create_group("condition"), condition)
             for k, v in extra.items():  # audio: audio_mean/std; landmarks: landmark_indices, landmark_neutral
                 f.create_dataset(k, data=v)
-            f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+            write_curves(f, res)
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.attrs.update({
                 "field_spec": json.dumps(field_spec), "condition_spec": json.dumps(condition.spec()),

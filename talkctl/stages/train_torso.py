@@ -32,7 +32,8 @@ from talkctl.head.models import build_field, composite, load_head
 from talkctl.gs.losses import l1
 from talkctl.gs.scene import NECK, TORSO, Scene
 from talkctl.gs.splat import over, render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train,
+                                 write_curves)
 
 VERSION = 1
 DEFAULTS = {
@@ -232,7 +233,7 @@ def run_image(ctx, cfg: dict, head) -> dict:
             f.create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
-            f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+            write_curves(f, res)
             n_params = sum(p.numel() for p in net.parameters())
             f.attrs.update({"mode": "image", "net_spec": json.dumps(net.spec()), "condition_spec": json.dumps(pose.spec()),
                             "resolution": scene.res, "crop_size": scene.S, "psnr_full": val, "n_parameters": n_params,
@@ -287,7 +288,7 @@ def run(ctx, cfg: dict) -> dict:
             f.create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
-            f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+            write_curves(f, res)
             f.attrs.update({"mode": "gaussian", "field_spec": json.dumps(field_spec), "condition_spec": json.dumps(pose.spec()),
                             "resolution": scene.res, "crop_size": scene.S, "psnr_full": val, "n_gaussians": g.num,
                             "train_seconds": res["seconds"],
