@@ -102,3 +102,15 @@ def test_real_entry_point_in_a_subprocess(tmp_path):
     assert json.loads(proc.stdout)["exit_code"] == 2  # --json: the error as JSON on stdout too
     assert proc.stderr.strip().startswith("error:") and "does not exist" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_summaries_print_rounded_figures(fake_pipeline, tmp_path, capsys):
+    from talkctl.cli import _fmt
+
+    assert _fmt(37.69579340362092) == "37.7" and _fmt(0.912345) == "0.9123" and _fmt(123456.7) == "123457"
+    assert _fmt(5) == "5" and _fmt("x") == "x" and _fmt(False) == "False"
+    video = tmp_path / "v.bin"
+    video.write_bytes(b"abc")
+    assert main(["run", str(tmp_path / "r"), "--video", str(video), "--to", "fake-a"]) == 0
+    err = capsys.readouterr().err
+    assert "value: 3" in err  # the fake stage's figure, as people read it

@@ -57,6 +57,9 @@ def test_static_psnr_rises_and_artifact(scene):
         assert f.attrs["n_head"] == f["head/means"].shape[0] == summary["n_head"]
         assert f["torso/means"].shape[0] == summary["n_torso"]
         assert f.attrs["psnr_head"] == pytest.approx(summary["psnr_head"], abs=1e-3)
+        loss = f["head/loss_curve"][()]  # every step's training loss, for the report's chart
+        assert loss.shape == (STATIC["head_iterations"], 2) and loss[-1, 0] == STATIC["head_iterations"]
+        assert f["torso/loss_curve"].shape == (STATIC["torso_iterations"], 2) and np.isfinite(loss).all()
     assert curve[0, 0] == 0 and curve[-1, 0] == STATIC["head_iterations"]
     assert curve[-1, 1] > curve[0, 1] + 4.0, curve  # well above the random start
     assert (run.path / "static.ply").stat().st_size > 0
