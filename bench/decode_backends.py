@@ -7,7 +7,8 @@ and touches every frame. Wall time, the CPU of this process plus its ffmpeg chil
 of this process and of the ffmpeg child are medians over --repeats runs.
 Usage: python bench/decode_backends.py [--video CLIP] [--repeats 3]
 Default clip: ../shared/data/video/french_50s.mp4 (512x512, 25 fps, 50 s).
-Prints a table and writes bench/results/decode_backends.json.
+ffmpeg-python and PyAV are not talkctl dependencies: `pip install ffmpeg-python av` to measure them
+(a decoder that is not installed is skipped). Prints a table and writes bench/results/decode_backends.json.
 """
 from __future__ import annotations
 
@@ -107,7 +108,11 @@ def main() -> None:
     rows = []
     for size in (width if s == "source" else int(s) for s in a.sizes.split(",")):
         for dec in DECODERS:
-            runs = [run_child(__file__, [dec, str(video), str(size)]) for _ in range(a.repeats)]
+            try:
+                runs = [run_child(__file__, [dec, str(video), str(size)]) for _ in range(a.repeats)]
+            except SystemExit as exc:  # e.g. the library is not installed
+                print(f"skipped {dec}: {str(exc).splitlines()[-1]}", file=sys.stderr)
+                continue
             med = {k: statistics.median(r[k] for r in runs)
                    for k in ("wall_s", "cpu_s", "peak_rss_mib", "child_peak_rss_mib", "rss_before_mib")}
             rows.append({"decoder": dec, "size": size, "frames": runs[0]["frames"],
