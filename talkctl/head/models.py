@@ -86,6 +86,16 @@ class HeadModel:
         return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
 
     @torch.no_grad()
+    def deformed_arrays(self, frames, blink=None) -> list[dict[str, np.ndarray]]:
+        """The deformed head of each frame as Gaussian parameter arrays (gs.gaussians.PARAM_NAMES),
+        for exporting: positions, rotations and log scales moved, opacity and colour as trained."""
+        means, quats, scales = self.deformed(frames, blink)
+        fixed = {k: v.detach().cpu().numpy() for k, v in self.gaussians.params.items()
+                 if k in ("opacity_logits", "sh_dc", "sh_rest")}
+        return [{"means": m.cpu().numpy(), "quats": q.cpu().numpy(), "log_scales": torch.log(s).cpu().numpy(), **fixed}
+                for m, q, s in zip(means, quats, scales)]
+
+    @torch.no_grad()
     def render(self, frames, world_to_cam, K, size: int, blink=None):
         g = self.gaussians
         means, quats, scales = self.deformed(frames, blink)
