@@ -24,6 +24,7 @@ import math
 import os
 import time
 from collections import OrderedDict
+from contextlib import closing
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from talkctl.curves import Curves
 from talkctl.errors import StageError
 
 
@@ -223,18 +225,27 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
     ck_every = int(cfg["checkpoint_every"])
     stop_after = int(cfg.get("stop_after") or 0)
     t0 = time.time() - elapsed
+    curves = Curves(ctx.run, name, ctx.log)
     if not curve:  # the starting point, so the curve shows what training gained
         curve.append((0, trainable.validate()))
+        curves.scalars(0, {"psnr": curve[0][1]}, prefix="val")
     val = curve[-1][1]
-    with ctx.progress(iterations, description or name) as task:
+    log_every = max(1, min(val_every, 50))
+    with ctx.progress(iterations, description or name) as task, closing(curves):
         if start:
             task.advance(start)
         for step in range(start, iterations):
             metrics = trainable.step(step, rng)
             done = step + 1
+            if done % log_every == 0 or done == iterations:
+                curves.scalars(done, metrics)
+                curves.learning_rates(done, _optimizers(trainable))
             if done % val_every == 0 or done == iterations:
                 val = trainable.validate()
                 curve.append((done, val))
+                curves.scalars(done, {"psnr": val}, prefix="val")
+                if hasattr(trainable, "preview"):
+                    curves.image_pair(done, *trainable.preview())
                 ctx.log.info("%s step %d: held-out PSNR %.2f dB, %s", name, done, val,
                              ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
             task.advance(1, **metrics, psnr=val)
@@ -250,6 +261,11 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
         save_checkpoint(ckpt, step=iterations, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
                         elapsed=seconds, curve=curve)
     return {"val_curve": curve, "val_psnr": val, "seconds": seconds, "steps": iterations}
+
+
+def _optimizers(trainable) -> dict:
+    opts = trainable.optimizers
+    return opts() if callable(opts) else opts
 
 
 def clear_checkpoints(ctx, names) -> None:

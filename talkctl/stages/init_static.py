@@ -105,6 +105,13 @@ class StaticTrainer:
         return 10 * np.log10(1.0 / max(se / max(w, 1e-8), 1e-10))
 
 
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        i = int(self.scene.held_idx[0])
+        return self.targets([i])[0][0], self.forward([i]).rgb[0]
+
+
 def head_model(cfg: dict, n: int, generator) -> GaussianModel:
     return GaussianModel.random(n, *HEAD_BOX, sh_degree=int(cfg["sh_degree"]), generator=generator)
 

@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from talkctl.head.a2l_predict import full_landmarks
+from talkctl.curves import Curves
 from talkctl.errors import ArtifactError, StageError, UsageError
+from talkctl.head.a2l_predict import full_landmarks
 
 VERSION = 1
 DEFAULTS = {
@@ -274,7 +276,7 @@ def build_model(data: A2LData, cfg: dict):
 
 
 def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None, log=None,
-                checkpoint: Path | None = None, fingerprint: str = "", stop_after: int | None = None):
+                checkpoint: Path | None = None, fingerprint: str = "", stop_after: int | None = None, curves=None):
     """Train on frames [0, held_start): sequences from the first part, the last `val_fraction` picks
     the model and stops training after `patience` evaluations without improvement. Returns
     (model at its best validation step, curve dict, basis info)."""
@@ -355,6 +357,9 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
                     curve["val_score"].append(score)
                     best.update(score, done, model)
                 running = []
+                if curves is not None:
+                    curves.scalars(done, {k: v[-1] for k, v in curve.items() if k != "step" and v}, prefix="val")
+                    curves.learning_rates(done, {"adamw": opt})
                 if log:
                     log.info("step %d loss %.4f held-out mouth LMD %.4f validation %.4f", done, curve["train_loss"][-1],
                              curve["heldout_mouth_lmd"][-1], curve["val_score"][-1] if n_val else float("nan"))
@@ -399,8 +404,9 @@ def run(ctx, cfg: dict) -> dict:
     if ctx.device == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     ckpt = ctx.run.path / "checkpoints" / "a2l.h5"
-    model, curve, binfo = train_model(data, cfg, device=ctx.device, progress=ctx.progress, log=ctx.log,
-                                      checkpoint=ckpt, fingerprint=ctx.fingerprint)
+    with closing(Curves(ctx.run, "train-a2l", ctx.log)) as curves:
+        model, curve, binfo = train_model(data, cfg, device=ctx.device, progress=ctx.progress, log=ctx.log,
+                                          checkpoint=ckpt, fingerprint=ctx.fingerprint, curves=curves)
     held_pred = predict_offsets(model, data, cfg, ctx.device)
     metrics = heldout_metrics(held_pred, data)
     metrics["jitter"] = jitter(held_pred) / data.iod

@@ -232,6 +232,13 @@ class DeformTrainer:
         return 10 * np.log10(1.0 / max(se / max(w, 1e-8), 1e-10))
 
 
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        i = int(self.scene.held_idx[0])
+        return self.scene.head_targets([i])[0][0], self.forward([i]).rgb[0]
+
+
 def landmark_condition(ctx, cfg, scene):
     """LandmarkCondition on the tracked canonical landmarks (track.h5), the neutral face = mean of
     the training frames; returns it with the datasets deform.h5 keeps for render."""

@@ -142,6 +142,12 @@ class TorsoTrainer:
         return heldout_psnr(sc, self.cfg, frames, lambda i: composite(sc.background, self.forward([i]),
                                                                      self.head_render([i])))
 
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        sc, i = self.scene, int(self.scene.held_idx[0])
+        return sc.full_frames([i])[0], composite(sc.background, self.forward([i]), self.head_render([i]))[0]
+
 
 class ImageTorsoTrainer:
     """mode=image: trains the StyleUNet on (frozen head render, pose) -> torso RGBA."""
@@ -205,11 +211,17 @@ class ImageTorsoTrainer:
         """Held-out PSNR of the full composite, as the Gaussian torso's."""
         sc = self.scene
 
-        def full(i):
-            out, h_rgb, h_alpha = self.forward([i])
-            return over(h_rgb, h_alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb))).clamp(0, 1)
+        return heldout_psnr(sc, self.cfg, frames, self._full)
 
-        return heldout_psnr(sc, self.cfg, frames, full)
+    def _full(self, i):
+        out, h_rgb, h_alpha = self.forward([i])
+        return over(h_rgb, h_alpha, over(out.rgb, out.alpha, self.scene.background.expand_as(out.rgb))).clamp(0, 1)
+
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        i = int(self.scene.held_idx[0])
+        return self.scene.full_frames([i])[0], self._full(i)[0]
 
 
 def run_image(ctx, cfg: dict, head) -> dict:
