@@ -251,6 +251,25 @@ def export(run: RunOpt = None,
            {"format": format_, "frame": frame, "frames": frames, "audio": audio, "output": output}, create=False)
 
 
+@app.command()
+def view(run: RunOpt = None,
+         audio: Annotated[Optional[Path], typer.Option(help="Also drive the head with this audio.")] = None,
+         host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1: this machine only).")] = None,
+         port: Annotated[Optional[int], typer.Option(help="Port (default 8080; 0 = any free port).")] = None,
+         config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
+         json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """The trained head (and torso) in 3D in a browser, speaking; prints the URL, Ctrl-C stops."""
+    from talkctl.rundir import check_input_file
+
+    _common(json_, verbose, quiet, debug)
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
+    if audio is not None:
+        check_input_file(audio, "audio")
+    _stage("view", run, None, config, preset, False, device, set_,
+           {"audio": audio, "host": host, "port": port}, create=False)
+
+
 @app.command("run")
 def run_chain(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
               video: Annotated[Optional[Path], typer.Option(help="Source video (if the run does not know it yet).")] = None,

@@ -114,13 +114,18 @@ class TorsoModel:
     mode = "gaussian"
 
     @torch.no_grad()
+    def deformed(self, world_to_cam):
+        """(means, quats, scales) per head pose (C,·), in the fixed camera's space."""
+        g = self.gaussians
+        d = self.field(g.means, self.pose.encode_pose(_tensor(world_to_cam, self.device)))
+        return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
+
+    @torch.no_grad()
     def render(self, world_to_cam, K, size: int, head_rgb=None, head_alpha=None):
         """head_rgb/head_alpha: accepted for the image torso's signature (unused here)."""
         g = self.gaussians
         w2c = _tensor(world_to_cam, self.device)
-        code = self.pose.encode_pose(w2c)
-        d = self.field(g.means, code)
-        means, quats, scales = apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
+        means, quats, scales = self.deformed(w2c)
         colors, deg = g.color_inputs()
         eye = torch.eye(4, device=self.device).expand(len(w2c), 4, 4)
         return render(self.rasterize, means, quats, scales, g.opacities, colors, eye,
