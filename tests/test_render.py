@@ -10,7 +10,7 @@ import trained_run
 from talkctl.cli import main
 from talkctl.media.ffmpeg import probe
 from talkctl.rundir import RunDir
-from talkctl.media.video_in import read_video_frames
+from media_helpers import read_tags, read_video_frames
 
 COMMON = ["--device", "cpu", "-q"]
 
@@ -50,8 +50,6 @@ def test_new_audio_gives_mp4_with_sound_and_metadata(trained, speech, tmp_path, 
     assert abs(info["duration"] - 2.3) < 0.08
     assert s["model_fps"] > 0 and s["end_to_end_fps"] > 0 and "cpu" in s["device"]
     assert "ping-pong" in s["pose"]
-    from talkctl.media.video_out import read_tags
-
     tags = read_tags(out)
     assert tags["talkctl_audio"] == str(speech.absolute())
     assert "ping-pong" in tags["talkctl_pose"] and "fps" in tags["talkctl_speed"]

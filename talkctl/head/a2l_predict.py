@@ -72,12 +72,6 @@ def load_predictor(run, device: str = "cpu") -> A2LPredictor:
         return A2LPredictor(f, device)
 
 
-def predict_landmarks(run, features: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Canonical landmarks (T, L, 3) the subject would make saying the audio of `features`
-    (T, W, D): the neutral face with the mouth, jaw and eyelid points moved."""
-    return load_predictor(run, device).landmarks(features)
-
-
 def landmarks_for_audio(run, source, device: str = "cpu") -> np.ndarray:
     """Canonical landmarks (T, L, 3) for new audio: a media file or a (S,) 16 kHz waveform.
     Features are made exactly like the run's own (audio.recipe.features_for_audio)."""

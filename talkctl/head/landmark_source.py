@@ -1,7 +1,6 @@
 """Where a landmark-conditioned head (train-deform --condition landmarks) gets its landmarks at render time.
 
-    lm = landmark_source(run, audio_features=None, other_run=None, edit=None)   # (T, L, 3)
-    drive = resolve_landmarks(run, source, audio_features=..., frames=..., edit=...)  # + a description
+    drive = resolve_landmarks(run, source, audio_features=..., frames=..., edit=...)  # (T, L, 3) + a description
 
 Sources (all end as canonical landmarks around *this* run's neutral face, deform.h5's
 landmark_neutral, so the field sees offsets like those it was trained on):
@@ -119,13 +118,6 @@ def resolve_landmarks(run, source: str = "a2l", audio_features=None, frames=None
     if edit:
         desc += "; edit " + ",".join(f"{k}={v:g}" for k, v in edit.items())
     return LandmarkDrive(lm, desc, edit)
-
-
-def landmark_source(run, audio_features=None, other_run=None, edit=None, device: str = "cpu") -> np.ndarray:
-    """(T, L, 3) landmarks: another run's (re-enactment) when other_run is given, else a2l's for
-    audio_features; with `edit` applied."""
-    source = str(other_run) if other_run is not None else "a2l"
-    return resolve_landmarks(run, source, audio_features=audio_features, edit=edit, device=device).landmarks
 
 
 # ---- for render / eval ----------------------------------------------------------------------

@@ -12,7 +12,7 @@ correlation of the predicted mouth opening with the tracked one.
 a2l.h5 keeps everything head.a2l_predict needs for new audio (weights, basis, channel
 selection, landmark indices, neutral face); checkpoints go to RUN/checkpoints/a2l.h5.
 
-For new audio: head.a2l_predict (landmarks_for_audio, predict_landmarks, load_predictor).
+For new audio: head.a2l_predict (landmarks_for_audio, load_predictor).
 """
 from __future__ import annotations
 
