@@ -50,9 +50,7 @@ def held_out_range(run) -> tuple[int, int]:
         a, b = (int(v) for v in np.asarray(held))
         if b > a:
             return a, b
-    with artifacts.open_for_read(run, "track") as f:
-        n = f["world_to_cam"].shape[0]
-    _, h = split_frames(n)
+    _, h = split_frames(artifacts.read_track(run, fields=()).n_frames)
     return int(h[0]), int(h[-1]) + 1
 
 
@@ -73,8 +71,8 @@ def self_drive(run) -> Drive:
         b = min(b, n_audio)
         feats = f["features"][a:b]
         wav = f["waveform"][a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
-    with artifacts.open_for_read(run, "track") as f:
-        w2c, blink = f["world_to_cam"][a:b], f["blink"][a:b]
+    track = artifacts.read_track(run, ("world_to_cam", "blink"), frames=slice(a, b))
+    w2c, blink = track.world_to_cam, track.blink
     if b <= a:
         raise StageError(f"the run has no held-out frames with audio (frames {a}..{b}); rerun extract-audio and track")
     idx = np.arange(a, b)

@@ -57,16 +57,10 @@ def head_landmark_info(run) -> dict:
 
 def tracked_landmarks(run, alignment: str = "auto") -> tuple[np.ndarray, np.ndarray, int]:
     """A run's canonical landmarks from its track.h5: (points (T,L,3), neutral of its training frames, L)."""
-    from talkctl import artifacts
-    from talkctl.face.canonical import canonical_landmarks, neutral_shape
+    from talkctl.face.canonical import neutral_shape, read_canonical_landmarks
     from talkctl.timebase import split_frames
 
-    rd = _rundir(run)
-    with artifacts.open_for_read(rd, "track") as f:
-        try:
-            lm = canonical_landmarks(f, method=alignment)
-        except (KeyError, ValueError) as exc:
-            raise ArtifactError(f"{rd}/track.h5 has no usable landmarks ({exc}): rerun `talkctl track --force --run {rd}`") from None
+    lm = read_canonical_landmarks(_rundir(run), method=alignment)
     train_idx, _ = split_frames(len(lm.points))
     return lm.points, neutral_shape(lm.points, lm.valid, train_idx), lm.n
 
@@ -168,8 +162,7 @@ def landmarks_for_drive(run, features, source_frames=None, cfg: dict | None = No
         else:
             from talkctl import artifacts
 
-            with artifacts.open_for_read(rd, "track") as f:
-                frames = np.arange(T) % f["world_to_cam"].shape[0]
+            frames = np.arange(T) % artifacts.read_track(rd, fields=()).n_frames
     elif choice != "a2l":
         frames = np.arange(T)
     return resolve_landmarks(rd, choice, audio_features=features if choice == "a2l" else None, frames=frames,

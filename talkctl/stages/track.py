@@ -331,12 +331,13 @@ def write_preview(run, still: np.ndarray | None = None, path=None):
     if still is None:
         v = run.video()
         still = read_still(v[0]) if v and v[0].exists() else None
-    with artifacts.open_for_read(run, "frames") as fr, artifacts.open_for_read(run, "track") as tr:
+    tr = artifacts.read_track(run, ("landmarks2d", "world_to_cam", "intrinsics", "lip_box", "valid"))
+    with artifacts.open_for_read(run, "frames") as fr:
         crop = [int(v) for v in fr.attrs["crop"]]
         if still is None:  # no source video at hand: show the first crop as the "source"
             still = fr["frames"][0]
             crop = [0, 0, still.shape[0]]
-        w2c = tr["world_to_cam"][:]
-        return contact_sheet(path or run.file("track_preview.png"), fr["frames"], tr["landmarks2d"][:],
-                             tr.attrs["rigid_indices"], w2c[:, :3, :3], w2c[:, :3, 3], tr["intrinsics"][:],
-                             tr["lip_box"][:], tr["valid"][:], crop, still, float(fr.attrs["fps"]))
+        w2c = tr.world_to_cam
+        return contact_sheet(path or run.file("track_preview.png"), fr["frames"], tr.landmarks2d,
+                             tr.attrs["rigid_indices"], w2c[:, :3, :3], w2c[:, :3, 3], tr.intrinsics,
+                             tr.lip_box, tr.valid, crop, still, float(fr.attrs["fps"]))

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from talkctl.head.a2l_predict import full_landmarks
+from talkctl import artifacts
 from talkctl.errors import ArtifactError, StageError, UsageError
+from talkctl.face.canonical import TRACK_FIELDS
+from talkctl.head.a2l_predict import full_landmarks
 
 VERSION = 1
 DEFAULTS = {
@@ -89,7 +91,7 @@ class A2LData:
 
 
 def prepare(audio, track, cfg: dict, log=None) -> A2LData:
-    """Inputs of the stage from open audio.h5 / track.h5 files."""
+    """Inputs of the stage from an open audio.h5 and track.h5's arrays (artifacts.Track)."""
     from talkctl.timebase import held_out_start
     from talkctl.head.a2l_model import input_channels
     from talkctl.face.canonical import canonical_landmarks, interocular, moving_indices, neutral_shape
@@ -387,10 +389,11 @@ def run(ctx, cfg: dict) -> dict:
     import torch
 
     t0 = time.perf_counter()
-    with ctx.read("audio") as fa, ctx.read("track") as ft:
-        data = prepare(fa, ft, cfg, ctx.log)
+    track = artifacts.read_track(ctx.run, TRACK_FIELDS)
+    with ctx.read("audio") as fa:
+        data = prepare(fa, track, cfg, ctx.log)
         extractor = str(fa.attrs.get("extractor", ""))
-        backend = str(ft.attrs.get("landmark_backend", ""))
+    backend = str(track.attrs.get("landmark_backend", ""))
     ctx.use_backend("audio-features", extractor)
     if backend:
         ctx.use_backend("landmarks", backend)
