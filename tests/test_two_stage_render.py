@@ -43,11 +43,7 @@ def speech(tmp_path_factory):
     return trained_run.write_wav(d / "voice.wav", trained_run.voice(1.2), 16000)
 
 
-def _render(capsys, run, *args):
-    capsys.readouterr()
-    rc = main(["render", "--run", str(run.path), *COMMON, *args])
-    cap = capsys.readouterr()
-    return rc, (json.loads(cap.out) if rc == 0 else None), cap.err
+_render = trained_run.render_cli
 
 
 def test_render_new_audio_through_a2l_with_an_edit(two_stage, speech, tmp_path, capsys):
