@@ -20,6 +20,7 @@ from talkctl.rundir import RunDir
 from talkctl.head.field import build_condition
 from talkctl.head.models import load_head
 from talkctl.head.landmark_condition import LandmarkCondition, apply_edit, parse_edit
+from talkctl.head.landmark_source import resolve_landmarks
 from talkctl.gs.training import psnr
 
 SIZE = 32
@@ -138,8 +139,13 @@ def test_condition_unit_codes_and_edits():
     np.testing.assert_allclose(e[2], lm[2], atol=1e-6)
 
 
+def landmark_source(run, audio_features=None, other_run=None, edit=None):
+    """(T, L, 3): another run's landmarks (re-enactment) when other_run is given, else a2l's for audio_features."""
+    source = str(other_run) if other_run is not None else "a2l"
+    return resolve_landmarks(run, source, audio_features=audio_features, edit=edit).landmarks
+
+
 def test_landmark_sources_a2l_reenactment_track_and_edit(lm_runs, tmp_path):
-    from talkctl.head.landmark_source import landmark_source, resolve_landmarks
     from talkctl.head.a2l_predict import load_predictor
 
     run, still, sig, pts = lm_runs
@@ -173,8 +179,6 @@ def test_landmark_sources_a2l_reenactment_track_and_edit(lm_runs, tmp_path):
 
 def test_landmark_source_refuses_an_audio_head(tmp_path):
     from talkctl import artifacts
-    from talkctl.head.landmark_source import landmark_source
-
     r = RunDir(tmp_path / "audio_run")
     with artifacts.write(r, "deform", producer="test", fingerprint="x", config={}, inputs={}) as f:
         f.attrs["condition"] = "audio"

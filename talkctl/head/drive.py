@@ -65,9 +65,7 @@ def held_out_range(run) -> tuple[int, int]:
         a, b = (int(v) for v in np.asarray(held))
         if b > a:
             return a, b
-    with artifacts.open_for_read(run, "track") as f:
-        n = f["world_to_cam"].shape[0]
-    _, h = split_frames(n)
+    _, h = split_frames(artifacts.read_track(run, fields=()).n_frames)
     return int(h[0]), int(h[-1]) + 1
 
 
@@ -93,8 +91,8 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
         b = min(b, n_audio)
         feats = f["features"][a:b]
         wav = f["waveform"][a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
-    with artifacts.open_for_read(run, "track") as f:
-        w2c, blink = f["world_to_cam"][a:b], f["blink"][a:b]
+    track = artifacts.read_track(run, ("world_to_cam", "blink"), frames=slice(a, b))
+    w2c, blink = track.world_to_cam, track.blink
     if b <= a:
         what = "held-out frames" if held_out else f"frames {a}..{b - 1}"
         raise StageError(f"the run has no {what} with audio (frames {a}..{b}); rerun extract-audio and track")

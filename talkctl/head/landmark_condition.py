@@ -63,7 +63,7 @@ class LandmarkCondition(Condition):
 
     # ---- driving data ----------------------------------------------------------------------
     def set_source(self, landmarks=None, **_) -> None:
-        """landmarks (T,L,3) canonical head space (full layout, as canonical_landmarks / predict_landmarks give)."""
+        """landmarks (T,L,3) canonical head space (full layout, as canonical_landmarks / an A2LPredictor give)."""
         if landmarks is None:
             raise UsageError("this head is landmark-driven: give landmarks (T,L,3) (e.g. --landmarks a2l)")
         lm = torch.as_tensor(np.asarray(landmarks), dtype=torch.float32, device=self.neutral.device)

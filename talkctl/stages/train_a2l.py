@@ -12,7 +12,7 @@ correlation of the predicted mouth opening with the tracked one.
 a2l.h5 keeps everything head.a2l_predict needs for new audio (weights, basis, channel
 selection, landmark indices, neutral face); checkpoints go to RUN/checkpoints/a2l.h5.
 
-For new audio: head.a2l_predict (landmarks_for_audio, predict_landmarks, load_predictor).
+For new audio: head.a2l_predict (landmarks_for_audio, load_predictor).
 """
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from talkctl import artifacts
 from talkctl.curves import Curves
 from talkctl.errors import ArtifactError, StageError, UsageError
+from talkctl.face.canonical import TRACK_FIELDS
 from talkctl.head.a2l_predict import full_landmarks
 
 VERSION = 1
@@ -91,7 +93,7 @@ class A2LData:
 
 
 def prepare(audio, track, cfg: dict, log=None) -> A2LData:
-    """Inputs of the stage from open audio.h5 / track.h5 files."""
+    """Inputs of the stage from an open audio.h5 and track.h5's arrays (artifacts.Track)."""
     from talkctl.timebase import held_out_start
     from talkctl.head.a2l_model import input_channels
     from talkctl.face.canonical import canonical_landmarks, interocular, moving_indices, neutral_shape
@@ -392,10 +394,11 @@ def run(ctx, cfg: dict) -> dict:
     import torch
 
     t0 = time.perf_counter()
-    with ctx.read("audio") as fa, ctx.read("track") as ft:
-        data = prepare(fa, ft, cfg, ctx.log)
+    track = artifacts.read_track(ctx.run, TRACK_FIELDS)
+    with ctx.read("audio") as fa:
+        data = prepare(fa, track, cfg, ctx.log)
         extractor = str(fa.attrs.get("extractor", ""))
-        backend = str(ft.attrs.get("landmark_backend", ""))
+    backend = str(track.attrs.get("landmark_backend", ""))
     ctx.use_backend("audio-features", extractor)
     if backend:
         ctx.use_backend("landmarks", backend)

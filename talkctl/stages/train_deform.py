@@ -119,14 +119,9 @@ class LandmarkReadout(torch.nn.Module):
 def tracked_landmarks(ctx, cfg, scene, use: str):
     """track.h5's canonical landmarks (canonical_landmarks.CanonicalLandmarks) and their first scene.T
     frames; ArtifactError naming `use` when the track has none."""
-    from talkctl.face.canonical import canonical_landmarks
+    from talkctl.face.canonical import read_canonical_landmarks
 
-    with ctx.read("track") as f:
-        try:
-            lm = canonical_landmarks(f, method=cfg["landmark_alignment"])
-        except (KeyError, ValueError) as exc:
-            raise ArtifactError(f"track.h5 has no usable landmarks for {use} ({exc}): "
-                                "rerun `talkctl track --force`") from None
+    lm = read_canonical_landmarks(ctx.run, method=cfg["landmark_alignment"], use=use)
     return lm, lm.points[: scene.T]
 
 

@@ -10,38 +10,20 @@ load on first access.
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
-
-from ...backends import Backend, register
-
-
-@functools.lru_cache(maxsize=None)  # probes run on every "auto" render: look on disk once
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-@functools.lru_cache(maxsize=None)
-def _cuda_reason() -> str | None:
-    import torch
-
-    return None if torch.cuda.is_available() else "torch sees no CUDA device"
+from ...backends import Backend, cuda_reason, installed, register
 
 
 def _probe_gsplat(device: str) -> str | None:
-    if not _installed("gsplat"):
+    if not installed("gsplat"):
         return "gsplat is not installed (pip install 'talkctl[cuda]' on a CUDA machine)"
-    return _cuda_reason()
+    return cuda_reason()
 
 
 def _probe_diffgs(device: str) -> str | None:
-    if not _installed("diff_gaussian_rasterization"):
+    if not installed("diff_gaussian_rasterization"):
         return ("diff_gaussian_rasterization is not installed (build it from "
                 "graphdeco-inria/diff-gaussian-rasterization)")
-    return _cuda_reason()
+    return cuda_reason()
 
 
 def _load_torch():
