@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import re
 
 from ...backends import Backend, register
 
@@ -31,10 +32,26 @@ def _cuda_reason() -> str | None:
     return None if torch.cuda.is_available() else "torch sees no CUDA device"
 
 
+GSPLAT_MIN = (1, 5, 3)  # leading batch dimensions (one call for per-camera means)
+
+
+@functools.lru_cache(maxsize=None)
+def _gsplat_version_reason() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("gsplat")
+    except PackageNotFoundError:  # a source checkout without metadata: let it try
+        return None
+    if tuple(int(x) for x in re.findall(r"\d+", v)[:3]) < GSPLAT_MIN:
+        return f"gsplat {v} is too old; talkctl needs gsplat >= 1.5.3 (pip install 'talkctl[cuda]')"
+    return None
+
+
 def _probe_gsplat(device: str) -> str | None:
     if not _installed("gsplat"):
         return "gsplat is not installed (pip install 'talkctl[cuda]' on a CUDA machine)"
-    return _cuda_reason()
+    return _gsplat_version_reason() or _cuda_reason()
 
 
 def _probe_diffgs(device: str) -> str | None:
