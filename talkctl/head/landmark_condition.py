@@ -34,6 +34,7 @@ import math
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.errors import UsageError
 from talkctl.head.conditions import Condition
 
@@ -75,7 +76,7 @@ class LandmarkCondition(Condition):
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         if self.offsets is None:
             raise RuntimeError("LandmarkCondition.set_source(landmarks=...) first")
-        t = torch.as_tensor(frames, dtype=torch.long, device=self.offsets.device).clamp(0, len(self.offsets) - 1)
+        t = to_device(frames, self.offsets.device, torch.long).clamp(0, len(self.offsets) - 1)
         return self.offsets[t].flatten(1)
 
     # ---- relative position code ------------------------------------------------------------

@@ -24,15 +24,17 @@ import json
 import numpy as np
 import torch
 
-from talkctl.rundir import RunDir
 from talkctl import artifacts
+from talkctl.devices import to_device
+from talkctl.rundir import RunDir
 from talkctl.head.field import DeformField, apply_deform, build_condition, make_encoder, read_state_dict
 from talkctl.gs.gaussians import GaussianModel
 from talkctl.gs.splat import over, render, resolve_rasterizer
 
 
 def _tensor(x, device):
-    return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
+    """float32 on `device` from numpy or a tensor on any device (np.asarray would fail on CUDA ones)."""
+    return to_device(x, device, torch.float32)
 
 
 def build_field(spec: dict, eye_dim: int = 1, hashgrid: str = "auto") -> DeformField:
@@ -77,8 +79,8 @@ class HeadModel:
     @torch.no_grad()
     def deformed(self, frames, blink=None):
         g = self.gaussians
-        t = torch.as_tensor(np.asarray(frames), dtype=torch.long, device=self.device)
-        code = self.condition.encode(t)
+        t = to_device(frames, self.device, torch.long)
+        code = self.condition.encode(frames)
         eye = None
         if self.field.eye_dim:  # a landmark-driven head has no blink input: its eyelid landmarks carry it
             eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)

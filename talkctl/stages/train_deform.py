@@ -39,6 +39,7 @@ import json
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
 from talkctl.head.conditions import AudioCondition
 from talkctl.head.field import (ENCODING_DEFAULTS, DeformField, apply_deform, build_condition,
@@ -112,8 +113,10 @@ class LandmarkReadout(torch.nn.Module):
         self.register_buffer("targets", (t - t.mean(0)) / (t.std(0) + 1e-6))
         self.linear = torch.nn.Linear(code_dim, t.shape[1])
 
-    def loss(self, condition, frames: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), self.targets[frames])
+    def loss(self, condition, frames: np.ndarray) -> torch.Tensor:
+        """frames: host indices (the condition finds shared windows there without a GPU sync)."""
+        target = self.targets[to_device(frames, self.targets.device, torch.long)]
+        return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), target)
 
 
 def tracked_landmarks(ctx, cfg, scene, use: str):
@@ -184,8 +187,8 @@ class DeformTrainer:
 
     def forward(self, idx, degree=None):
         sc, m = self.scene, self.g.model
-        t = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=m.means.device)
-        code = self.condition.encode(t)
+        t = to_device(idx, m.means.device, torch.long)
+        code = self.condition.encode(idx)
         pg = self.condition.per_gaussian(code, m.means)
         dxyz, dq, ds = self.field(m.means, code, sc.blink[t][:, None], pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
@@ -214,10 +217,9 @@ class DeformTrainer:
         self.g.after_backward(step, out, self.scene.res)
         return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
 
-    def _readout_frames(self, rng) -> torch.Tensor:
+    def _readout_frames(self, rng) -> np.ndarray:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""
-        frames = rng.choice(self.scene.train_idx, int(self.cfg["audio_landmark_batch"]))
-        return torch.as_tensor(frames, device=self.g.model.means.device)
+        return rng.choice(self.scene.train_idx, int(self.cfg["audio_landmark_batch"]))
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
