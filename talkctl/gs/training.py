@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from talkctl.devices import load_torch_rng, save_torch_rng
 from talkctl.errors import StageError
 
 
@@ -166,7 +167,7 @@ def save_checkpoint(path: Path, *, step: int, fingerprint: str, trainable: Train
         o = f.create_group("optimizers")
         for name, opt in trainable.optimizers.items():
             _optimizer_to_h5(o.create_group(name), opt)
-        f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
+        save_torch_rng(f)
         f.create_dataset("val_curve", data=np.asarray(curve, dtype=np.float64).reshape(-1, 2))
     os.replace(tmp, path)
 
@@ -178,7 +179,7 @@ def load_checkpoint(path: Path, trainable: Trainable, rng: np.random.Generator) 
         trainable.load_arrays({k: f["model"][k][()] for k in f["model"].keys()})
         for name, opt in trainable.optimizers.items():
             _optimizer_from_h5(f["optimizers"][name], opt)
-        torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
+        load_torch_rng(f)
         rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
         curve = [tuple(r) for r in f["val_curve"][()].tolist()]
         return int(f.attrs["step"]), float(f.attrs["elapsed"]), curve

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.head.a2l_predict import full_landmarks
+from talkctl.devices import load_torch_rng, save_torch_rng
 from talkctl.errors import ArtifactError, StageError, UsageError
 
 VERSION = 1
@@ -205,7 +206,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
         b.attrs.update({"score": best.score, "step": best.step, "bad": best.bad})
         for k, v in (best.state or {}).items():
             b.create_dataset(k, data=v.numpy())
-        f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
+        save_torch_rng(f)
         f.attrs["numpy_rng"] = json.dumps(rng.bit_generator.state)
         f.attrs["step"] = step
         f.attrs["fingerprint"] = fingerprint
@@ -231,7 +232,7 @@ def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerpri
         for pid in f["optimizer"]:
             sd["state"][int(pid)] = {k: torch.as_tensor(f["optimizer"][pid][k][()]) for k in f["optimizer"][pid]}
         opt.load_state_dict(sd)
-        torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
+        load_torch_rng(f)
         rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
         curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
         b = f["best"]
