@@ -120,6 +120,13 @@ def test_condition_unit_codes_and_edits():
     assert torch.allclose(pg[0, :, 3:6], torch.zeros(23, 3), atol=1e-6)  # neutral face: no local motion
     assert float(pg[2, :20, 4].abs().min()) > 0.05  # the mouth moved: Gaussians near it see it
     assert float(pg[:, 20:].abs().max()) < 1e-6  # far from every landmark: no code
+    # neighbour sets: kept while an optimizer moves the means in place, rebuilt for a new set
+    gauss = torch.nn.Parameter(torch.cat([means, far]))
+    nbr = cond.neighbours(gauss)
+    with torch.no_grad():
+        gauss.add_(0.001)  # an Adam step bumps the version, not the set
+    assert cond.neighbours(gauss) is nbr
+    assert cond.neighbours(torch.nn.Parameter(gauss.detach()[:-1].clone())) is not nbr
     # spec + state rebuild it (what deform.h5 stores)
     again = build_condition(cond.spec(), cond.state_dict())
     again.set_source(landmarks=lm)
