@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from talkctl.devices import load_torch_rng, save_torch_rng
 from talkctl.errors import StageError
+from talkctl.progress import METRICS_EVERY
 
 
 # ---- data ------------------------------------------------------------------------
@@ -125,7 +126,8 @@ class Trainable(Protocol):
         """Restore from `arrays` (sizes may differ from now) and rebuild the optimizers."""
 
     def step(self, step: int, rng: np.random.Generator) -> dict:
-        """One optimisation step; returns metrics for the progress bar (loss, n, ...)."""
+        """One optimisation step; returns metrics for the progress bar (loss, n, ...): tensors may
+        stay on the device, the loop reads them every METRICS_EVERY steps."""
 
     def validate(self) -> float:
         """Held-out PSNR (dB)."""
@@ -233,12 +235,17 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
         for step in range(start, iterations):
             metrics = trainable.step(step, rng)
             done = step + 1
-            if done % val_every == 0 or done == iterations:
-                val = trainable.validate()
-                curve.append((done, val))
-                ctx.log.info("%s step %d: held-out PSNR %.2f dB, %s", name, done, val,
-                             ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-            task.advance(1, **metrics, psnr=val)
+            validating = done % val_every == 0 or done == iterations
+            if validating or done % METRICS_EVERY == 0 or done == start + 1:
+                metrics = {k: float(v) if torch.is_tensor(v) else v for k, v in metrics.items()}
+                if validating:
+                    val = trainable.validate()
+                    curve.append((done, val))
+                    ctx.log.info("%s step %d: held-out PSNR %.2f dB, %s", name, done, val, ", ".join(
+                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+                task.advance(1, **metrics, psnr=val)
+            else:
+                task.advance(1)  # metrics stay on the device: reading a loss waits for the GPU
             if done < iterations and ((ck_every and done % ck_every == 0) or done == stop_after):
                 save_checkpoint(ckpt, step=done, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
                                 elapsed=time.time() - t0, curve=curve)

@@ -90,7 +90,7 @@ class StaticTrainer:
             loss = loss + self.cfg["dssim_weight"] * dssim(out.rgb, target)
         loss.backward()
         self.g.after_backward(step, out, self.scene.res)
-        return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+        return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:

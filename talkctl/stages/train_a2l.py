@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.head.a2l_predict import full_landmarks
-from talkctl.devices import load_torch_rng, save_torch_rng
+from talkctl.devices import load_torch_rng, save_torch_rng, to_device
 from talkctl.errors import ArtifactError, StageError, UsageError
+from talkctl.progress import METRICS_EVERY
 
 VERSION = 1
 DEFAULTS = {
@@ -328,7 +329,7 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
                           math.log(float(cfg["lr_final"])) * step / max(iters, 1))
             for g in opt.param_groups:
                 g["lr"] = lr
-            s = torch.as_tensor(rng.integers(0, n_train - L + 1, size=int(cfg["batch"])), device=device)
+            s = to_device(rng.integers(0, n_train - L + 1, size=int(cfg["batch"])), device)
             rows = s[:, None] + ar[None]
             xb, yb, mb = X[rows], Y[rows], M[rows]
             if noise > 0:
@@ -344,12 +345,12 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            running.append(float(loss_lm.detach()))
+            running.append(loss_lm.detach())  # read on the host only when needed (a GPU sync)
             done = step + 1
             if done % int(cfg["eval_every"]) == 0 or done == iters:
                 m = heldout_metrics(predict_offsets(model, data, cfg, device), data)
                 curve["step"].append(done)
-                curve["train_loss"].append(float(np.mean(running)))
+                curve["train_loss"].append(float(np.mean([float(r) for r in running])))
                 curve["heldout_mouth_lmd"].append(m.get("mouth_lmd", float("nan")))
                 if n_val:
                     score = selection_score(heldout_metrics(predict_offsets(model, data, cfg, device, val), data, val))
@@ -362,8 +363,12 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
             stop = n_val > 0 and patience > 0 and best.bad >= patience
             if checkpoint is not None and (done % int(cfg["checkpoint_every"]) == 0 or done == iters or stop
                                            or (stop_after is not None and done == stop_after)):
+                running = [float(r) for r in running]
                 _save_checkpoint(checkpoint, model, opt, done, rng, fingerprint, curve, running, best)
-            task.advance(1, loss=round(float(loss.detach()), 4))
+            if done % METRICS_EVERY == 0 or done == iters:
+                task.advance(1, loss=round(float(loss.detach()), 4))
+            else:
+                task.advance(1)
             if stop:
                 if log:
                     log.info("early stop at step %d: no better validation score in %d evaluations since step %d",

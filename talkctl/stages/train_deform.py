@@ -215,7 +215,7 @@ class DeformTrainer:
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
         self.g.after_backward(step, out, self.scene.res)
-        return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+        return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
     def _readout_frames(self, rng) -> np.ndarray:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""

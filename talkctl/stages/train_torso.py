@@ -133,7 +133,7 @@ class TorsoTrainer:
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
         self.g.after_backward(step, out, sc.res)
-        return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+        return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
@@ -198,7 +198,7 @@ class ImageTorsoTrainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": loss.detach()}
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
