@@ -120,9 +120,12 @@ class TorsoModel:
 
 
 def composite(background, torso_out, head_out) -> torch.Tensor:
-    """background plate (H,W,3) or (C,H,W,3) <- torso render <- head render; (C,H,W,3) in [0,1]."""
-    bg = torch.as_tensor(background, dtype=torch.float32, device=head_out.rgb.device)
-    if bg.dtype == torch.uint8 or bg.max() > 1.5:
+    """background plate (H,W,3) or (C,H,W,3), uint8 (numpy or torch) or float in [0,1]
+    <- torso render <- head render; (C,H,W,3) in [0,1]. (Told apart by dtype: looking at the
+    values, e.g. bg.max(), would wait for the GPU every render.)"""
+    uint8 = str(background.dtype).endswith("uint8")  # numpy's "uint8" or torch's "torch.uint8"
+    bg = _tensor(background, head_out.rgb.device)
+    if uint8:
         bg = bg / 255.0
     under = bg.expand_as(head_out.rgb)
     if torso_out is not None:

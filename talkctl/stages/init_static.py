@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.gs.losses import dssim, l1
@@ -139,7 +140,7 @@ def run(ctx, cfg: dict) -> dict:
         torso = torso_model(scene, cfg, gen).to(dev)
         eye = torch.eye(4, device=dev)
         head_tr = StaticTrainer(scene, rasterize, head, cfg, int(cfg["head_iterations"]), 1.0,
-                                lambda idx: scene.w2c[torch.as_tensor(np.asarray(idx), device=dev)],
+                                lambda idx: scene.w2c[to_device(idx, dev, torch.long)],
                                 scene.head_targets, int(cfg["val_frames"]))
         torso_tr = StaticTrainer(scene, rasterize, torso, cfg, int(cfg["torso_iterations"]), torso_extent(torso),
                                  lambda idx: eye.expand(len(idx), 4, 4), scene.torso_targets, int(cfg["val_frames"]))

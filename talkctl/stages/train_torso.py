@@ -22,6 +22,7 @@ import json
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.errors import UsageError
 from talkctl.head.conditions import PoseCondition
 from talkctl.head.field import (ENCODING_DEFAULTS, apply_deform, field_param_groups, grid_kwargs, hashgrid_backend,
@@ -104,12 +105,12 @@ class TorsoTrainer:
 
     def head_render(self, idx):
         sc = self.scene
-        t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        return self.head.render(t, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
+        t = to_device(idx, sc.w2c.device, torch.long)
+        return self.head.render(idx, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
 
     def forward(self, idx):
         sc, m = self.scene, self.g.model
-        t = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=m.means.device)
+        t = to_device(idx, m.means.device, torch.long)
         code = self.pose.encode_pose(sc.w2c[t])
         dxyz, dq, ds = self.field(m.means, code)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
@@ -168,8 +169,8 @@ class ImageTorsoTrainer:
         sc = self.scene
         missing = [int(i) for i in idx if int(i) not in self._head_cache]
         if missing:
-            t = torch.as_tensor(missing, dtype=torch.long)
-            out = self.head.render(t, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
+            t = to_device(missing, sc.w2c.device, torch.long)
+            out = self.head.render(missing, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
             for j, i in enumerate(missing):
                 self._head_cache[i] = (out.rgb[j].half(), out.alpha[j].half())
         rgb = torch.stack([self._head_cache[int(i)][0] for i in idx]).float()
@@ -178,7 +179,7 @@ class ImageTorsoTrainer:
 
     def forward(self, idx):
         sc = self.scene
-        t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        t = to_device(idx, sc.w2c.device, torch.long)
         h_rgb, h_alpha = self.head_render(idx)
         out = self.torso.forward(sc.w2c[t], h_rgb, h_alpha, sc.res)
         return out, h_rgb, h_alpha

@@ -25,7 +25,6 @@ import importlib.util
 import logging
 import time
 
-import torch
 from torch import Tensor
 
 from ...errors import MissingToolError
