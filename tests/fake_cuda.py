@@ -15,6 +15,7 @@ mismatches between tensors.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -102,6 +103,8 @@ def fake_cuda(monkeypatch):
     for name, value in (("is_available", lambda: True), ("device_count", lambda: 1),
                         ("is_initialized", lambda: False), ("synchronize", lambda *a, **k: None),
                         ("get_device_name", lambda *a, **k: "fake GPU (CPU)"),
+                        ("get_device_properties",
+                         lambda *a, **k: SimpleNamespace(name="fake GPU (CPU)", total_memory=80 << 30)),
                         ("max_memory_allocated", lambda *a, **k: 0),
                         ("reset_peak_memory_stats", lambda *a, **k: None),
                         ("manual_seed", lambda *a, **k: None), ("manual_seed_all", lambda *a, **k: None)):

@@ -15,7 +15,9 @@ where it stopped.
 Frames stream from frames.h5 / parse.h5 through `FrameStore`: random access, one HDF5
 chunk per frame, downscaled to the training size and kept in an LRU cache of at most
 `cache_frames` frames (uint8; a 256^2 RGB frame is 192 KiB, so the default 512 frames
-is ~100 MiB per store). Memory does not grow with the clip length.
+is ~100 MiB per store). Memory does not grow with the clip length. On CUDA the stores keep
+every frame on the GPU when they fit (gs.scene.GPU_FRAME_SHARE); frames are decoded on the
+host and moved as uint8, and the one-hot labels and resizing are made on the device.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from talkctl.devices import load_torch_rng, save_torch_rng
+from talkctl.devices import load_torch_rng, save_torch_rng, to_device
 from talkctl.errors import StageError
 from talkctl.progress import METRICS_EVERY
 
@@ -64,13 +66,14 @@ class FrameStore:
 
     def _load(self, i: int) -> torch.Tensor:
         self.reads += 1
-        raw = torch.from_numpy(np.asarray(self.ds[i]))
+        # uint8 to the device first (pinned, non-blocking), then one-hot / resize there
+        raw = to_device(np.asarray(self.ds[i]), self.device)
         if self.mode == "rgb":
             x = raw.float()[None] / 255.0
         else:
             x = F.one_hot(raw.long(), self.n_classes).float()[None]
         x = resize_images(x, self.size)[0]
-        return (x * 255.0).round().clamp(0, 255).to(torch.uint8).to(self.device)
+        return (x * 255.0).round().clamp(0, 255).to(torch.uint8)
 
     def get(self, indices: Sequence[int]) -> torch.Tensor:
         out = []
