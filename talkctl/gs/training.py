@@ -208,8 +208,27 @@ TRAIN_DEFAULTS = {
     "val_every": 250,
     "stop_after": 0,          # stop after this many steps with a checkpoint (0 = run to the end)
     "cache_frames": 512,
+    # GPU speed-ups, off by default (measured per clip with bench/gpu_check.sh before turning on):
+    "fused_adam": False,      # CUDA: Adam as one fused kernel for all parameters (ignored on CPU)
+    "compile": False,         # torch.compile the deformation fields (first steps pay the compile)
 }
-TRAIN_NON_SEMANTIC = {"resume", "checkpoint_every", "val_every", "stop_after", "cache_frames"}
+TRAIN_NON_SEMANTIC = {"resume", "checkpoint_every", "val_every", "stop_after", "cache_frames", "fused_adam",
+                      "compile"}
+
+
+def adam(params, cfg: dict, **kw) -> torch.optim.Adam:
+    """Adam with the fused CUDA kernel when cfg["fused_adam"] asks for it and every parameter is
+    on CUDA (the optimizer state layout is the same, so density control edits it as usual)."""
+    params = list(params)
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(cfg.get("fused_adam")) and bool(tensors) and all(p.is_cuda for p in tensors)
+    return torch.optim.Adam(params, fused=True, **kw) if fused else torch.optim.Adam(params, **kw)
+
+
+def compiled(module, cfg: dict):
+    """torch.compile(module) when cfg["compile"] (dynamic shapes: density control changes N);
+    the module itself is kept for its state_dict."""
+    return torch.compile(module, dynamic=True) if cfg.get("compile") else module
 
 
 def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, description: str | None = None) -> dict:

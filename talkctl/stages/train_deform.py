@@ -51,7 +51,8 @@ from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, adam, batch_schedule, clear_checkpoints,
+                                 compiled, train)
 
 VERSION = 1
 DEFAULTS = {
@@ -155,6 +156,7 @@ class DeformTrainer:
         self.scene, self.rasterize, self.cfg = scene, rasterize, cfg
         self.g = GaussianOptim(gaussians, cfg, int(cfg["iterations"]), 1.0)
         self.field, self.condition, self.perceptual_fn = field, condition, perceptual_fn
+        self.field_fn = compiled(field, cfg)
         self.readout = readout
         self.net_opt = self._net_optimizer()
 
@@ -162,7 +164,7 @@ class DeformTrainer:
         groups = field_param_groups(self.field, self.condition, self.cfg["lr_grid"], self.cfg["lr_mlp"])
         if self.readout is not None:
             groups.append({"params": list(self.readout.parameters()), "lr": self.cfg["lr_mlp"], "name": "readout"})
-        return torch.optim.Adam(groups)
+        return adam(groups, self.cfg)
 
     @property
     def optimizers(self):
@@ -190,7 +192,7 @@ class DeformTrainer:
         t = to_device(idx, m.means.device, torch.long)
         code = self.condition.encode(idx)
         pg = self.condition.per_gaussian(code, m.means)
-        dxyz, dq, ds = self.field(m.means, code, sc.blink[t][:, None], pg=pg)
+        dxyz, dq, ds = self.field_fn(m.means, code, sc.blink[t][:, None], pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
         w2c = sc.w2c[t]
         colors, deg = m.color_inputs(degree)

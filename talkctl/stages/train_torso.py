@@ -33,7 +33,8 @@ from talkctl.head.models import build_field, composite, load_head
 from talkctl.gs.losses import l1
 from talkctl.gs.scene import NECK, TORSO, Scene
 from talkctl.gs.splat import over, render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, adam, batch_schedule, clear_checkpoints,
+                                 compiled, train)
 
 VERSION = 1
 DEFAULTS = {
@@ -85,7 +86,8 @@ class TorsoTrainer:
         self.scene, self.rasterize, self.cfg, self.head = scene, rasterize, cfg, head
         self.g = GaussianOptim(gaussians, cfg, int(cfg["iterations"]), extent)
         self.field, self.pose = field, pose
-        self.net_opt = torch.optim.Adam(field_param_groups(field, pose, cfg["lr_grid"], cfg["lr_mlp"]))
+        self.net_opt = adam(field_param_groups(field, pose, cfg["lr_grid"], cfg["lr_mlp"]), cfg)
+        self.field_fn = compiled(field, cfg)
         self.eye = torch.eye(4, device=scene.w2c.device)
         self._head_cache: dict[int, tuple] = {}
 
@@ -101,7 +103,7 @@ class TorsoTrainer:
     def load_arrays(self, arrays):
         self.g.load_arrays(arrays)
         self.field.load_state_dict({k[6:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("field.")})
-        self.net_opt = torch.optim.Adam(field_param_groups(self.field, self.pose, self.cfg["lr_grid"], self.cfg["lr_mlp"]))
+        self.net_opt = adam(field_param_groups(self.field, self.pose, self.cfg["lr_grid"], self.cfg["lr_mlp"]), self.cfg)
 
     def head_render(self, idx):
         sc = self.scene
@@ -112,7 +114,7 @@ class TorsoTrainer:
         sc, m = self.scene, self.g.model
         t = to_device(idx, m.means.device, torch.long)
         code = self.pose.encode_pose(sc.w2c[t])
-        dxyz, dq, ds = self.field(m.means, code)
+        dxyz, dq, ds = self.field_fn(m.means, code)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
         colors, deg = m.color_inputs()
         return render(self.rasterize, means, quats, scales, m.opacities, colors, self.eye.expand(len(t), 4, 4),
@@ -150,7 +152,7 @@ class ImageTorsoTrainer:
     def __init__(self, scene: Scene, torso, head, cfg):
         self.scene, self.torso, self.head, self.cfg = scene, torso, head, cfg
         self.net = torso.net
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg["lr_image"]))
+        self.opt = adam(self.net.parameters(), cfg, lr=float(cfg["lr_image"]))
         self._head_cache: dict[int, tuple] = {}
 
     @property
@@ -162,7 +164,7 @@ class ImageTorsoTrainer:
 
     def load_arrays(self, arrays):
         self.net.load_state_dict({k[4:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("net.")})
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(self.cfg["lr_image"]))
+        self.opt = adam(self.net.parameters(), self.cfg, lr=float(self.cfg["lr_image"]))
 
     def head_render(self, idx):
         """Head rgb, alpha (B,R,R,·) of frames idx; rendered once per frame (the head is frozen)."""
