@@ -20,6 +20,9 @@ from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics
 from talkctl.timebase import split_frames
 
 HEAD, NECK, TORSO = 1, 2, 3
+# Share of the GPU's memory the frame stores may fill (uint8): 25% of 80 GB holds a 5-minute
+# clip at 512^2 (7600 frames x 2.6 MB); longer clips use the LRU cache of `cache_frames`.
+GPU_FRAME_SHARE = 0.25
 
 
 class Scene:
@@ -36,9 +39,10 @@ class Scene:
         if track.n_frames != self.T or parse["labels"].shape[0] != self.T:
             raise ArtifactError("frames.h5, track.h5 and parse.h5 disagree on the frame count: rerun `talkctl track` and `talkctl parse`")
         cache = int(cfg.get("cache_frames", 512))
-        if dev.startswith("cuda"):  # cache everything on the GPU when it fits in ~2 GiB
-            per = res * res * 3
-            cache = self.T if self.T * per * 3 < (2 << 30) else cache
+        if dev.startswith("cuda"):  # every frame stays on the GPU (uint8) when the stores fit the share
+            per = res * res * (3 + 4 + 3)  # frame, 4 label masks, torso frame
+            total = torch.cuda.get_device_properties(torch.device(dev)).total_memory
+            cache = self.T if self.T * per < GPU_FRAME_SHARE * total else cache
         self.frames = FrameStore(frames["frames"], res, "rgb", cache_frames=cache, device=dev)
         self.labels = FrameStore(parse["labels"], res, "labels", n_classes=4, cache_frames=cache, device=dev)
         self.torso_frames = FrameStore(parse["torso_frames"], res, "rgb", cache_frames=cache, device=dev)

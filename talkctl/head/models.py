@@ -24,15 +24,17 @@ import json
 import numpy as np
 import torch
 
-from talkctl.rundir import RunDir
 from talkctl import artifacts
+from talkctl.devices import to_device
+from talkctl.rundir import RunDir
 from talkctl.head.field import DeformField, apply_deform, build_condition, make_encoder, read_state_dict
 from talkctl.gs.gaussians import GaussianModel
 from talkctl.gs.splat import over, render, resolve_rasterizer
 
 
 def _tensor(x, device):
-    return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
+    """float32 on `device` from numpy or a tensor on any device (np.asarray would fail on CUDA ones)."""
+    return to_device(x, device, torch.float32)
 
 
 def build_field(spec: dict, eye_dim: int = 1, hashgrid: str = "auto") -> DeformField:
@@ -77,8 +79,8 @@ class HeadModel:
     @torch.no_grad()
     def deformed(self, frames, blink=None):
         g = self.gaussians
-        t = torch.as_tensor(np.asarray(frames), dtype=torch.long, device=self.device)
-        code = self.condition.encode(t)
+        t = to_device(frames, self.device, torch.long)
+        code = self.condition.encode(frames)
         eye = None
         if self.field.eye_dim:  # a landmark-driven head has no blink input: its eyelid landmarks carry it
             eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
@@ -133,9 +135,12 @@ class TorsoModel:
 
 
 def composite(background, torso_out, head_out) -> torch.Tensor:
-    """background plate (H,W,3) or (C,H,W,3) <- torso render <- head render; (C,H,W,3) in [0,1]."""
-    bg = torch.as_tensor(background, dtype=torch.float32, device=head_out.rgb.device)
-    if bg.dtype == torch.uint8 or bg.max() > 1.5:
+    """background plate (H,W,3) or (C,H,W,3), uint8 (numpy or torch) or float in [0,1]
+    <- torso render <- head render; (C,H,W,3) in [0,1]. (Told apart by dtype: looking at the
+    values, e.g. bg.max(), would wait for the GPU every render.)"""
+    uint8 = str(background.dtype).endswith("uint8")  # numpy's "uint8" or torch's "torch.uint8"
+    bg = _tensor(background, head_out.rgb.device)
+    if uint8:
         bg = bg / 255.0
     under = bg.expand_as(head_out.rgb)
     if torso_out is not None:

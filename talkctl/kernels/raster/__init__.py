@@ -10,13 +10,32 @@ load on first access.
 """
 from __future__ import annotations
 
+import functools
+import re
+
 from ...backends import Backend, cuda_reason, installed, register
+
+
+GSPLAT_MIN = (1, 5, 3)  # leading batch dimensions (one call for per-camera means)
+
+
+@functools.lru_cache(maxsize=None)
+def _gsplat_version_reason() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("gsplat")
+    except PackageNotFoundError:  # a source checkout without metadata: let it try
+        return None
+    if tuple(int(x) for x in re.findall(r"\d+", v)[:3]) < GSPLAT_MIN:
+        return f"gsplat {v} is too old; talkctl needs gsplat >= 1.5.3 (pip install 'talkctl[cuda]')"
+    return None
 
 
 def _probe_gsplat(device: str) -> str | None:
     if not installed("gsplat"):
         return "gsplat is not installed (pip install 'talkctl[cuda]' on a CUDA machine)"
-    return cuda_reason()
+    return _gsplat_version_reason() or cuda_reason()
 
 
 def _probe_diffgs(device: str) -> str | None:
