@@ -292,3 +292,90 @@ def remove_partials(run: RunDir) -> list[Path]:
         p.unlink(missing_ok=True)
         gone.append(p)
     return gone
+
+
+# ---- reading by path, and the typed readers ---------------------------------------------
+import typing  # noqa: E402
+
+from talkctl.errors import InputError  # noqa: E402
+
+
+def open_path(path: str | os.PathLike, name: str, give: str = ""):
+    """Open a file the user named as artifact `name` (e.g. a track.h5 given as a pose source),
+    refusing a missing, unreadable or wrong-schema file with an InputError: the user chose the
+    file, so the fix is another file (`give` says which)."""
+    s = spec(name)
+    path = Path(path)
+    fix = f"; {give}" if give else ""
+    if not path.is_file():
+        raise InputError(f"{path} does not exist{fix}")
+    try:
+        f = _h5py().File(path, "r")
+    except OSError:
+        raise InputError(f"{path} is not a readable HDF5 file{fix}") from None
+    got, ver = f.attrs.get("schema"), f.attrs.get("schema_version")
+    got = got.decode() if isinstance(got, bytes) else got
+    if got != s.schema or ver is None or int(ver) != s.version:
+        f.close()
+        raise InputError(f"{path} is not a talkctl {s.filename} v{s.version} (schema {got} v{ver}){fix}")
+    return f
+
+
+def open_artifact(source, name: str, give: str = ""):
+    """Artifact `name` of a run (a RunDir or a run directory: open_for_read) or a file path (open_path)."""
+    if isinstance(source, RunDir):
+        return open_for_read(source, name)
+    if Path(source).is_dir():
+        return open_for_read(RunDir(source, create=False), name)
+    return open_path(source, name, give)
+
+
+if typing.TYPE_CHECKING:  # annotations only: numpy stays out of `talkctl --help`
+    import numpy as np
+
+# What track.h5 holds (all read unless a consumer names fewer).
+TRACK_ARRAYS = ("landmarks2d", "landmarks3d", "valid", "world_to_cam", "intrinsics", "canonical_shape",
+                "reproj_error", "blink", "eye_area", "mouth_open", "lip_box", "face_box")
+
+
+@dataclass
+class Track:
+    """track.h5 as arrays (layout in ARTIFACTS["track"]). Arrays a reader did not ask for, or the
+    file does not hold, are None. Also readable like a mapping (`"blink" in track`, track["blink"],
+    track.attrs), which is what face.canonical.canonical_landmarks takes."""
+    n_frames: int
+    attrs: dict
+    landmarks2d: np.ndarray | None = None      # (T, L, 2) crop px
+    landmarks3d: np.ndarray | None = None      # (T, L, 3)
+    valid: np.ndarray | None = None            # (T,) bool
+    world_to_cam: np.ndarray | None = None     # (T, 4, 4)
+    intrinsics: np.ndarray | None = None       # (3, 3)
+    canonical_shape: np.ndarray | None = None  # (L, 3)
+    reproj_error: np.ndarray | None = None     # (T,)
+    blink: np.ndarray | None = None            # (T,)
+    eye_area: np.ndarray | None = None         # (T,)
+    mouth_open: np.ndarray | None = None       # (T,)
+    lip_box: np.ndarray | None = None          # (T, 4)
+    face_box: np.ndarray | None = None         # (T, 4)
+
+    def __contains__(self, key: str) -> bool:
+        return key in TRACK_ARRAYS and getattr(self, key) is not None
+
+    def __getitem__(self, key: str):
+        if key not in self:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+def read_track(source, fields=TRACK_ARRAYS, frames: slice | None = None, give: str = "") -> Track:
+    """track.h5 of a run (RunDir or run directory) or a track.h5 path, as a Track with the arrays
+    in `fields` (() = only n_frames and attrs); per-frame arrays cut to `frames` when given."""
+    unknown = [k for k in fields if k not in TRACK_ARRAYS]
+    if unknown:
+        raise ValueError(f"track.h5 has no arrays {unknown}; known: {TRACK_ARRAYS}")
+    per_frame = set(TRACK_ARRAYS) - {"intrinsics", "canonical_shape"}
+    with open_artifact(source, "track", give) as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        n = next((f[k].shape[0] for k in ("world_to_cam", "landmarks2d") if k in f), 0)
+        arrays = {k: f[k][frames if frames is not None and k in per_frame else ()] for k in fields if k in f}
+    return Track(n_frames=int(n), attrs=attrs, **arrays)

@@ -9,6 +9,8 @@ silent fallback.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -55,6 +57,23 @@ class Backend:
 
 
 _REGISTRY: dict[str, dict[str, Backend]] = {k: {} for k in KINDS}
+
+
+@functools.lru_cache(maxsize=None)  # probes run on every "auto" choice: look on disk once
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here (found on the path; not imported)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_reason() -> str | None:
+    """Why a CUDA-only backend cannot run here, or None."""
+    import torch
+
+    return None if torch.cuda.is_available() else "torch sees no CUDA device"
 
 
 def register(backend: Backend) -> Backend:

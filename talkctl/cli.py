@@ -250,6 +250,46 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
             console.print(f"report: {r['report']}\nfigures: {r['eval_json']}", soft_wrap=True)
 
 
+@app.command()
+def export(run: RunExistingOpt = None,
+           format_: Annotated[Optional[str], typer.Option("--format", help="ply (INRIA 3DGS) | splat (web viewers).")] = None,
+           frame: Annotated[Optional[int], typer.Option(help="Export the head as in this frame of the training clip.")] = None,
+           frames: Annotated[Optional[str], typer.Option(help="a:b, frames a..b-1 (of --audio, else of the training clip); one file each.")] = None,
+           audio: Annotated[Optional[Path], typer.Option(help="Driving audio for --frames.")] = None,
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File, or folder for --frames (default RUN/export/).")] = None,
+           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
+           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """The head's Gaussians as files other 3DGS tools read: canonical, or deformed at chosen frames."""
+    from talkctl.rundir import check_input_file
+
+    _common(json_, verbose, quiet, debug)
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-deform)")
+    if audio is not None:
+        check_input_file(audio, "audio")
+    _stage("export", run, None, config, preset, False, device, set_,
+           {"format": format_, "frame": frame, "frames": frames, "audio": audio, "output": output}, create=False)
+
+
+@app.command()
+def view(run: RunExistingOpt = None,
+         audio: Annotated[Optional[Path], typer.Option(help="Also drive the head with this audio.")] = None,
+         host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1: this machine only).")] = None,
+         port: Annotated[Optional[int], typer.Option(help="Port (default 8080; 0 = any free port).")] = None,
+         config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
+         json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """The trained head (and torso) in 3D in a browser, speaking; prints the URL, Ctrl-C stops."""
+    from talkctl.rundir import check_input_file
+
+    _common(json_, verbose, quiet, debug)
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
+    if audio is not None:
+        check_input_file(audio, "audio")
+    _stage("view", run, None, config, preset, False, device, set_,
+           {"audio": audio, "host": host, "port": port}, create=False)
+
+
 @app.command("run")
 def run_chain(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
               video: Annotated[Optional[Path], typer.Option(help="Source video (if the run does not know it yet).")] = None,

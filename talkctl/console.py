@@ -32,7 +32,10 @@ class _Task:
         self._p, self._id = progress, task_id
 
     def advance(self, n: int = 1, **fields) -> None:
-        self._p.update(self._id, advance=n, info=_fmt(fields))
+        if fields:
+            self._p.update(self._id, advance=n, info=_fmt(fields))
+        else:  # keep the last metrics shown (training reads them only every few steps)
+            self._p.update(self._id, advance=n)
 
     def update(self, **fields) -> None:
         self._p.update(self._id, info=_fmt(fields))

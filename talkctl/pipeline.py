@@ -62,6 +62,10 @@ STAGES: tuple[StageSpec, ...] = (
               "Render the talking head for new audio to an .mp4 with sound."),
     StageSpec("eval", "talkctl.stages.eval", ("audio", "frames", "track", "parse", "deform", "torso"), (),
               "Quality and speed figures, eval.json and report.html."),
+    StageSpec("export", "talkctl.stages.export", ("audio", "track", "deform"), (),
+              "The head's Gaussians as INRIA .ply or web .splat files, canonical or per frame."),
+    StageSpec("view", "talkctl.stages.view", ("audio", "track", "deform", "torso"), (),
+              "The head and torso in 3D in a browser (viser), speaking."),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 CHAIN = [s.name for s in STAGES if s.outputs]  # the stages `run` chains

@@ -261,6 +261,3 @@ register(Backend("landmarks", "face-alignment", _probe_face_alignment, _load_fac
                  "FAN 3D, 68 points (S3FD detector; weights in the torch hub cache)", devices=("cpu", "cuda"),
                  priority=5, capabilities={"n_landmarks": 68, "scheme": FAN_68.name}))
 
-
-def scheme_of(detector_cls) -> Scheme:
-    return detector_cls.scheme

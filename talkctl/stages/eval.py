@@ -39,7 +39,7 @@ from talkctl.head.renderer import Renderer, render_batches
 from talkctl.images import resize_square
 from talkctl.metrics.lipsync import audio_energy_per_frame, audio_mouth_sync, lmd, mouth_open_correlation
 from talkctl.metrics.sequence import ImageFigures
-from talkctl.metrics.syncnet import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
+from talkctl.metrics.syncnet import load_syncnet, syncnet_score, syncnet_status
 from talkctl.progress import null_progress
 from talkctl.report.html import write_report
 from talkctl.timebase import FPS
@@ -94,9 +94,7 @@ def _syncnet(frames: list[np.ndarray], wav: np.ndarray, device: str) -> dict:
     if why:
         return {"confidence": None, "offset": None, "reason": why}
     try:
-        model = load_syncnet(device=device)
-        v, a = syncnet_embeddings(model, np.stack(frames), wav)
-        r = sync_offset(v, a)
+        r = syncnet_score(np.stack(frames), wav, model=load_syncnet(device=device))
         return {"confidence": r.get("confidence"), "offset": r.get("offset")}
     except Exception as exc:  # a figure that cannot be computed is reported, not invented
         return {"confidence": None, "offset": None, "reason": f"SyncNet failed: {exc}"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.gs.losses import dssim, l1
@@ -45,6 +46,7 @@ PRESETS = {
              "densify_reset_every": 0, "densify_max_gaussians": 1500, "val_every": 50, "checkpoint_every": 50,
              "val_frames": 2},
     "fast": {},
+    # paper: ~40 s of steps on an H100 (assumed 2.5 ms each; all stages' budget: train_deform PRESETS)
     "paper": {"resolution": 512, "head_gaussians": 10000, "head_iterations": 10000, "torso_gaussians": 5000,
               "torso_iterations": 5000, "sh_degree": 3, "lr_means": 1.6e-4, "lr_means_final": 1.6e-6,
               "densify_start": 500, "densify_stop": 7500, "densify_reset_every": 3000,
@@ -92,7 +94,7 @@ class StaticTrainer:
             loss = loss + self.cfg["dssim_weight"] * dssim(out.rgb, target)
         loss.backward()
         self.g.after_backward(step, out, self.scene.res)
-        return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+        return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
@@ -105,6 +107,13 @@ class StaticTrainer:
             se += float((((out.rgb - target) ** 2) * m).sum())
             w += float(m.sum())
         return 10 * np.log10(1.0 / max(se / max(w, 1e-8), 1e-10))
+
+
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        i = int(self.scene.held_idx[0])
+        return self.targets([i])[0][0], self.forward([i]).rgb[0]
 
 
 def head_model(cfg: dict, n: int, generator) -> GaussianModel:
@@ -141,7 +150,7 @@ def run(ctx, cfg: dict) -> dict:
         torso = torso_model(scene, cfg, gen).to(dev)
         eye = torch.eye(4, device=dev)
         head_tr = StaticTrainer(scene, rasterize, head, cfg, int(cfg["head_iterations"]), 1.0,
-                                lambda idx: scene.w2c[torch.as_tensor(np.asarray(idx), device=dev)],
+                                lambda idx: scene.w2c[to_device(idx, dev, torch.long)],
                                 scene.head_targets, int(cfg["val_frames"]))
         torso_tr = StaticTrainer(scene, rasterize, torso, cfg, int(cfg["torso_iterations"]), torso_extent(torso),
                                  lambda idx: eye.expand(len(idx), 4, 4), scene.torso_targets, int(cfg["val_frames"]))
