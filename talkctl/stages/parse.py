@@ -171,15 +171,11 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
     d_torso = out.create_dataset("torso_frames", (T, S, S, 3), np.uint8, **artifacts.frame_chunks((T, S, S, 3)))
     counts = np.zeros(4, np.float64)
     no_head = 0
-    grow = max(1, int(round(cfg["head_dilate"] * S)))
-    # a square: OpenCV dilates with it in separable passes, ~15x faster than a disc of that size
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * grow + 1, 2 * grow + 1))
+    make_torso = torso_maker(cfg, S, layout, plate)
     lm_store: dict = {}
     with ctx.progress(T, "parse") as task:
         for t, frame, labels in parser.stream(_items(frames, lms, T, cfg["chunk"], lm_store)):
-            lm = lm_store.pop(t)
-            torso = torso_target(frame, labels, plate, kernel, cfg["neck_fill"],
-                                 cfg["neck_extend"] * hr.face_height(lm, layout))
+            torso = make_torso(frame, labels, lm_store.pop(t))
             d_labels[t] = labels
             d_torso[t] = torso
             c = np.bincount(labels.ravel(), minlength=4)[:4]
@@ -192,6 +188,20 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
     return {"frames": T, "size": S,
             **{f"{hr.LABEL_NAMES[k]}_fraction": round(float(frac[k]), 4) for k in range(4)},
             "frames_without_head": int(no_head)}
+
+
+def torso_maker(cfg: dict, S: int, layout, plate: np.ndarray):
+    """(frame, labels, landmarks2d) -> torso target, with cfg's head_dilate, neck_fill, neck_extend
+    (bench/gpu_check_data.py rebuilds parse.h5's torso frames with it too)."""
+    grow = max(1, int(round(cfg["head_dilate"] * S)))
+    # a square: OpenCV dilates with it in separable passes, ~15x faster than a disc of that size
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * grow + 1, 2 * grow + 1))
+
+    def make(frame: np.ndarray, labels: np.ndarray, lm: np.ndarray) -> np.ndarray:
+        return torso_target(frame, labels, plate, kernel, cfg["neck_fill"],
+                            cfg["neck_extend"] * hr.face_height(lm, layout))
+
+    return make
 
 
 def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kernel: np.ndarray,
