@@ -39,7 +39,7 @@ class RunDir:
         self.path = Path(path).expanduser().absolute()
         self._holder: int | None = None  # the thread holding the lock through this object
         if self.path.exists() and not self.path.is_dir():
-            raise UsageError(f"run directory {self.path} is a file; choose another --run")
+            raise UsageError(f"{self.path} is a file, not a run directory; give a directory")
         if create:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)  # the lock lives here; all else waits for it

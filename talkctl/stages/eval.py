@@ -41,7 +41,7 @@ from talkctl.images import resize_square
 from talkctl.jpeg_frames import frame_images
 from talkctl.metrics.lipsync import audio_energy_per_frame, audio_mouth_sync, lmd, mouth_open_correlation
 from talkctl.metrics.sequence import ImageFigures
-from talkctl.metrics.syncnet import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
+from talkctl.metrics.syncnet import load_syncnet, syncnet_score, syncnet_status
 from talkctl.progress import null_progress
 from talkctl.report.html import write_report
 from talkctl.timebase import FPS
@@ -97,9 +97,7 @@ def _syncnet(frames: list[np.ndarray], wav: np.ndarray, device: str) -> dict:
     if why:
         return {"confidence": None, "offset": None, "reason": why}
     try:
-        model = load_syncnet(device=device)
-        v, a = syncnet_embeddings(model, np.stack(frames), wav)
-        r = sync_offset(v, a)
+        r = syncnet_score(np.stack(frames), wav, model=load_syncnet(device=device))
         return {"confidence": r.get("confidence"), "offset": r.get("offset")}
     except Exception as exc:  # a figure that cannot be computed is reported, not invented
         return {"confidence": None, "offset": None, "reason": f"SyncNet failed: {exc}"}
@@ -129,7 +127,11 @@ def training_info(run) -> dict:
                     if k in f:
                         c = np.asarray(f[k][()]).reshape(-1, 2)
                         name = stage if len(keys) == 1 else f"{stage} ({k.split('/')[0]})"
-                        curves[name] = {"step": c[:, 0].tolist(), "psnr": c[:, 1].tolist()}
+                        curves[name] = {"psnr_step": c[:, 0].tolist(), "psnr": c[:, 1].tolist()}
+                        loss = k.replace("val_psnr", "loss_curve")  # every step's loss (older artifacts: none)
+                        if loss in f:
+                            c = np.asarray(f[loss][()]).reshape(-1, 2)
+                            curves[name].update(step=c[:, 0].tolist(), loss=c[:, 1].tolist())
         except OSError:
             continue
     return {"stages": stages, "gaussians": gaussians, "curves": curves, "training_peak_memory": peak,
