@@ -94,13 +94,14 @@ def rasterize_numba(means, quats, scales, opacities, colors, viewmats, Ks, width
     bins = run_tasks(lambda c: nk.project_and_bin(c, m, q, s, o, coeffs, degree, view, K, width, height,
                                                   float(near), float(far), BAND_ROWS, rec, radii, means2d),
                      list(range(C)), threads)
+    rec32 = rec.astype(np.float32)
     n_bands = -(-height // BAND_ROWS)
     tasks = [(c, b, min(b + BANDS_PER_TASK, n_bands)) for c in range(C) for b in range(0, n_bands, BANDS_PER_TASK)]
 
     def composite(task):
         c, b0, b1 = task
         ids, offsets, boxes = bins[c]
-        nk.composite_bands(rec[c], ids, offsets, boxes, b0, b1, BAND_ROWS, rgb[c], depth[c], alpha[c])
+        nk.composite_bands(rec32[c], ids, offsets, boxes, b0, b1, BAND_ROWS, rgb[c], depth[c], alpha[c])
 
     run_tasks(composite, tasks, threads)
     dt = means.dtype

@@ -30,6 +30,9 @@ from .tiles import TILE
 
 _EXTENT_PAD = 1e-3  # the footprint box is widened a hair: rounding must never drop a pixel
 LN_ALPHA_MIN = math.log(ALPHA_MIN)
+# float32 constants: a Python float in numba arithmetic would promote the pixel loop to float64
+_ZERO, _HALF, _ONE = np.float32(0.0), np.float32(0.5), np.float32(1.0)
+_ALPHA_MIN, _ALPHA_MAX, _T_MIN = np.float32(ALPHA_MIN), np.float32(ALPHA_MAX), np.float32(T_MIN)
 # projection record columns
 U, V, CA, CB, CC, Z, OP, R0, R1, R2, HX, HY = range(12)
 N_REC = 12
@@ -197,14 +200,16 @@ def _row_span(u, dy, a, b, c, cut, x0, x1):
     return max(int(lo), x0), min(int(hi), x1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def composite_band(rec, ids, offsets, boxes, bnd, band_rows, out_rgb, out_depth, out_alpha, T):
     """Front-to-back compositing of band `bnd` of one camera into the zeroed out_* (H, W, ·) rows.
-    T (band_rows, W) is scratch: the transmittance, 0 once a pixel has stopped."""
+    rec is the float32 copy of the projection records; the per-pixel work is float32 (~20%
+    faster than float64, the precision of the torch reference). T (band_rows, W) float32 is
+    scratch: the transmittance, 0 once a pixel has stopped."""
     height, width = out_rgb.shape[0], out_rgb.shape[1]
     r0 = bnd * band_rows
     r1 = min(r0 + band_rows, height)
-    T[:, :] = 1.0
+    T[:, :] = _ONE
     n_live = (r1 - r0) * width
     for k in range(offsets[bnd], offsets[bnd + 1]):
         n = ids[k]
@@ -213,21 +218,23 @@ def composite_band(rec, ids, offsets, boxes, bnd, band_rows, out_rgb, out_depth,
         cut = math.log(o) - LN_ALPHA_MIN + 1e-4  # beyond: alpha < 1/255 for sure
         x0, x1 = boxes[n, 0], boxes[n, 1]
         for py in range(max(boxes[n, 2], r0), min(boxes[n, 3], r1)):
-            dy = py + 0.5 - v
+            dy = np.float32(py) + _HALF - v
             row = py - r0
-            lo, hi = _row_span(u, dy, a, b, c, cut, x0, x1)
+            lo, hi = _row_span(float(u), float(dy), float(a), float(b), float(c), cut, x0, x1)
+            s_y = _HALF * c * dy * dy  # sigma = ½a dx² + (b dy) dx + ½c dy²
+            b_y = b * dy
             for px in range(lo, hi):
                 t = T[row, px]
-                if t == 0.0:
+                if t == _ZERO:
                     continue
-                dx = px + 0.5 - u
-                alpha = min(ALPHA_MAX, o * math.exp(-(0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy)))
-                if alpha < ALPHA_MIN:
+                dx = np.float32(px) + _HALF - u
+                alpha = min(_ALPHA_MAX, o * math.exp(-(_HALF * a * dx * dx + b_y * dx + s_y)))
+                if alpha < _ALPHA_MIN:
                     continue
-                t_after = t * (1.0 - alpha)
-                if t_after <= T_MIN:  # stop before T falls to 1e-4; this Gaussian is not used
-                    out_alpha[py, px, 0] = 1.0 - t
-                    T[row, px] = 0.0
+                t_after = t * (_ONE - alpha)
+                if t_after <= _T_MIN:  # stop before T falls to 1e-4; this Gaussian is not used
+                    out_alpha[py, px, 0] = _ONE - t
+                    T[row, px] = _ZERO
                     n_live -= 1
                     continue
                 w = alpha * t
@@ -240,8 +247,8 @@ def composite_band(rec, ids, offsets, boxes, bnd, band_rows, out_rgb, out_depth,
             break
     for row in range(r1 - r0):
         for px in range(width):
-            if T[row, px] > 0.0:
-                out_alpha[r0 + row, px, 0] = 1.0 - T[row, px]
+            if T[row, px] > _ZERO:
+                out_alpha[r0 + row, px, 0] = _ONE - T[row, px]
 
 
 @njit(cache=True, nogil=True)
@@ -257,7 +264,7 @@ def project_and_bin(c, means, quats, scales, opac, coeffs, degree, view, Ks, wid
 
 @njit(cache=True, nogil=True)
 def composite_bands(rec, ids, offsets, boxes, b0, b1, band_rows, out_rgb, out_depth, out_alpha):
-    """Bands b0..b1-1 of one camera (a thread's share)."""
-    T = np.empty((band_rows, out_rgb.shape[1]))
+    """Bands b0..b1-1 of one camera (a thread's share); rec (N, N_REC) float32."""
+    T = np.empty((band_rows, out_rgb.shape[1]), np.float32)
     for bnd in range(b0, b1):
         composite_band(rec, ids, offsets, boxes, bnd, band_rows, out_rgb, out_depth, out_alpha, T)
