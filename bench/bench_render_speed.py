@@ -3,8 +3,8 @@ JPEG encoding, with every method's images checked against the torch reference ra
 
 Renders the run's held-out frames (self-driven: their own audio, poses, blinks) with each
 method, in batches of `--batch` frames (1 = one frame at a time, as a live stream renders):
-  reference  Renderer (today's render path) with the torch rasteriser, under torch.no_grad
-  numba      the same Renderer with the numba forward-only rasteriser
+  reference  Renderer with the torch rasteriser (the training-grade reference)
+  numba      the same Renderer with the numba forward-only rasteriser (render's default on the CPU)
 model fps = frames / time to make the uint8 RGB frames; +JPEG adds cv2.imencode (quality 85)
 of every frame. Medians over `--repeats` passes after a warm-up pass (numba compiles then).
 Images: PSNR and max |difference| of each method's uint8 frames vs the reference's, and
@@ -34,7 +34,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def make_method(name: str, run, size: int, drive):
     """name -> (render(idx) -> (C,S,S,3) uint8 frames, description)."""
-    from talkctl.stages.render import Renderer
+    from talkctl.head.renderer import Renderer
 
     rast = {"reference": "torch", "numba": "numba"}.get(name)
     if rast is None:
@@ -76,11 +76,11 @@ def time_method(render, n: int, batch: int, repeats: int):
 
 def real_frames(run, drive, n: int, size: int) -> np.ndarray:
     from talkctl import artifacts
-    from talkctl.stages.render import _resize
+    from talkctl.images import resize_square
 
     a = drive.held_out[0]
     with artifacts.open_for_read(run, "frames") as f:
-        return np.stack([_resize(f["frames"][a + i], size) for i in range(n)])
+        return np.stack([resize_square(f["frames"][a + i], size) for i in range(n)])
 
 
 def main() -> None:
@@ -98,7 +98,7 @@ def main() -> None:
     import torch
 
     from talkctl.rundir import RunDir
-    from talkctl.stages.render import self_drive
+    from talkctl.head.drive import self_drive
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -34,14 +34,16 @@ class Clock:
         self.t = now
 
 
-def profile_batch(renderer, drive, idx, clock: Clock):
-    """One batch of Renderer.render, step by step (the same calls, timed between)."""
+def profile_batch(renderer, drive, idx, clock: Clock, cached: bool):
+    """One batch of Renderer.render, step by step (the same calls, timed between). cached: the
+    per-Gaussian constants made once (head.models.FrameConstants) as render does now; else
+    recomputed every frame (hash grid, opacities, colours), as render did before."""
     import cv2
     import torch
 
-    from talkctl.stages.deform_field import apply_deform
-    from talkctl.stages.head_model import _tensor, composite
-    from talkctl.stages.splat import render
+    from talkctl.gs.splat import render
+    from talkctl.head.field import apply_deform
+    from talkctl.head.models import FrameConstants, _tensor, composite
 
     head, torso, size = renderer.head, renderer.torso, renderer.size
     g, f = head.gaussians, head.field
@@ -52,21 +54,21 @@ def profile_batch(renderer, drive, idx, clock: Clock):
     eye = _tensor(drive.blink[idx], head.device).reshape(-1, 1) if f.eye_dim else None
     pg = head.condition.per_gaussian(code, g.means)
     clock.lap("condition")
-    enc = f.encoder(g.means)
+    pos = head.constants.pos if cached else f.position_features(g.means)
     clock.lap("hashgrid")
     parts = [code] + ([eye] if f.eye_dim else [])
-    h = f.in_pos(enc)[None] + f.in_cond(torch.cat(parts, -1))[:, None]
+    h = pos[None] + f.in_cond(torch.cat(parts, -1))[:, None]
     if f.in_pg is not None and pg is not None:
         h = h + f.in_pg(pg)
     o = f.out(f.trunk(h))
     clock.lap("mlp")
     dq = o[..., 3:7] + torch.tensor([1.0, 0, 0, 0])
     means, quats, scales = apply_deform(g.means, g.params["quats"], g.params["log_scales"], o[..., :3], dq, o[..., 7:])
-    colors, deg = g.color_inputs()
+    c = head.constants if cached else FrameConstants(g, f)
     clock.lap("apply")
     w2c = _tensor(drive.world_to_cam[idx], head.device)
-    hout = render(head.rasterize, means, quats, scales, g.opacities, colors, w2c, _tensor(renderer.K_head, head.device),
-                  size, deg)
+    hout = render(head.rasterize, means, quats, scales, c.opacities, c.colors, w2c,
+                  _tensor(renderer.K_head, head.device), size, c.sh_degree)
     clock.lap("raster_head")
     if torso.mode == "image":
         clock.lap("torso_field")
@@ -74,14 +76,14 @@ def profile_batch(renderer, drive, idx, clock: Clock):
         clock.lap("raster_torso")
     else:
         tg = torso.gaussians
-        d = torso.field(tg.means, torso.pose.encode_pose(w2c))
+        tc = torso.constants if cached else FrameConstants(tg, torso.field)
+        d = torso.field(tg.means, torso.pose.encode_pose(w2c), pos=tc.pos)
         tm, tq, ts = apply_deform(tg.means, tg.params["quats"], tg.params["log_scales"], *d)
-        tcol, tdeg = tg.color_inputs()
         clock.lap("torso_field")
-        tout = render(torso.rasterize, tm, tq, ts, tg.opacities, tcol, torch.eye(4).expand(len(idx), 4, 4),
-                      _tensor(renderer.K_torso, head.device), size, tdeg)
+        tout = render(torso.rasterize, tm, tq, ts, tc.opacities, tc.colors, torch.eye(4).expand(len(idx), 4, 4),
+                      _tensor(renderer.K_torso, head.device), size, tc.sh_degree)
         clock.lap("raster_torso")
-    img = composite(renderer.background, tout, hout)
+    img = composite(renderer._plate if cached else renderer.background, tout, hout)
     clock.lap("layers")
     u8 = (img.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).numpy()
     clock.lap("uint8")
@@ -98,35 +100,37 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--rasterizers", default="torch,numba")
+    ap.add_argument("--modes", default="per-frame,cached", help="per-frame (render before) and/or cached (now)")
     ap.add_argument("--out", default="render_profile_cpu.json")
     args = ap.parse_args()
 
     import torch
 
     from talkctl.rundir import RunDir
-    from talkctl.stages.render import Renderer, self_drive
+    from talkctl.head.drive import self_drive
+    from talkctl.head.renderer import Renderer
 
     run = RunDir(args.run, create=False)
     info = machine()
     drive = self_drive(run)
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        for rast in args.rasterizers.split(","):
+        for rast, mode in [(r, m) for m in args.modes.split(",") for r in args.rasterizers.split(",")]:
             renderer = Renderer.load(run, "cpu", size, rast)
             clock = Clock()
             n = min(args.frames, drive.n_frames)
-            with torch.no_grad():
+            with torch.inference_mode() if mode == "cached" else torch.no_grad():
                 for rep in range(2):  # the first pass warms up (numba compiles, caches fill)
                     if rep:
                         clock.ms.clear()
                     for b0 in range(0, n - args.batch + 1, args.batch):
-                        profile_batch(renderer, drive, np.arange(b0, b0 + args.batch), clock)
-            row = {"size": size, "rasterizer": rast, "batch": args.batch,
+                        profile_batch(renderer, drive, np.arange(b0, b0 + args.batch), clock, mode == "cached")
+            row = {"size": size, "mode": mode, "rasterizer": rast, "batch": args.batch,
                    **{k: round(statistics.median(clock.ms[k]) / args.batch, 2) for k in PIECES}}
             row["total"] = round(sum(row[k] for k in PIECES), 2)
             row["fps"] = round(1000.0 / row["total"], 1)
             rows.append(row)
-    print_table(rows, [("size", "size"), ("rasterizer", "raster")] + [(k, k) for k in PIECES]
+    print_table(rows, [("size", "size"), ("mode", "mode"), ("rasterizer", "raster")] + [(k, k) for k in PIECES]
                 + [("total", "total ms"), ("fps", "fps")])
     info["load_avg_after"] = load_avg()
     print(describe(info))
