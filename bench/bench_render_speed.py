@@ -6,7 +6,9 @@ method, in batches of `--batch` frames (1 = one frame at a time, as a live strea
   reference  Renderer with the torch rasteriser (the training-grade reference)
   numba      the same Renderer with the numba forward-only rasteriser (render's default on the CPU)
 model fps = frames / time to make the uint8 RGB frames; +JPEG adds cv2.imencode (quality 85)
-of every frame. Medians over `--repeats` passes after a warm-up pass (numba compiles then).
+of every frame; CPU ms/frame = process CPU time (all threads) per frame, model + JPEG, which
+shared cores disturb less than wall time. Medians over `--repeats` passes after a warm-up
+pass (numba compiles then); the methods' passes interleave so that they see the same load.
 Images: PSNR and max |difference| of each method's uint8 frames vs the reference's, and
 the PSNR of each method vs the real held-out frames (must agree within 0.1 dB).
 
@@ -50,28 +52,24 @@ def make_method(name: str, run, size: int, drive):
     return render, f"Renderer, rasteriser {rast}"
 
 
-def time_method(render, n: int, batch: int, repeats: int):
-    """(model seconds per pass, model+jpeg seconds per pass, frames of the last pass)."""
+def one_pass(render, n: int, batch: int) -> tuple[float, float, float, np.ndarray]:
+    """(model s, JPEG s, process CPU s, frames) of one pass over frames 0..n-1."""
     import cv2
 
-    model, total, frames = [], [], []
-    for rep in range(repeats + 1):  # pass 0 warms up
-        t_model = t_jpeg = 0.0
-        frames = []
-        for b0 in range(0, n, batch):
-            idx = np.arange(b0, min(n, b0 + batch))
-            t0 = time.perf_counter()
-            out = render(idx)
-            t1 = time.perf_counter()
-            for fr in out:
-                ok, _ = cv2.imencode(".jpg", np.ascontiguousarray(fr[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            t_jpeg += time.perf_counter() - t1
-            t_model += t1 - t0
-            frames.append(out)
-        if rep:
-            model.append(t_model)
-            total.append(t_model + t_jpeg)
-    return model, total, np.concatenate(frames)
+    t_model = t_jpeg = 0.0
+    c0 = time.process_time()
+    frames = []
+    for b0 in range(0, n, batch):
+        idx = np.arange(b0, min(n, b0 + batch))
+        t0 = time.perf_counter()
+        out = render(idx)
+        t1 = time.perf_counter()
+        for fr in out:
+            ok, _ = cv2.imencode(".jpg", np.ascontiguousarray(fr[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        t_jpeg += time.perf_counter() - t1
+        t_model += t1 - t0
+        frames.append(out)
+    return t_model, t_jpeg, time.process_time() - c0, np.concatenate(frames)
 
 
 def real_frames(run, drive, n: int, size: int) -> np.ndarray:
@@ -107,23 +105,29 @@ def main() -> None:
     drive = self_drive(run)
     n = min(args.frames, drive.n_frames)
     rows = []
+    names = args.methods.split(",")
     for size in [int(s) for s in args.sizes.split(",")]:
         real = real_frames(run, drive, n, size)
-        ref = None
-        for name in args.methods.split(","):
-            render, desc = make_method(name, run, size, drive)
-            with torch.no_grad():
-                model, total, frames = time_method(render, n, args.batch, args.repeats)
-            if ref is None:
-                ref = frames
-            diff = np.abs(frames.astype(np.int16) - ref.astype(np.int16))
+        methods = {name: make_method(name, run, size, drive) for name in names}
+        times = {name: [] for name in names}
+        frames = {}
+        with torch.no_grad():
+            for rep in range(args.repeats + 1):  # pass 0 warms up; methods interleave so they share the load
+                for name in names:
+                    t_model, t_jpeg, cpu, frames[name] = one_pass(methods[name][0], n, args.batch)
+                    if rep:
+                        times[name].append((t_model, t_model + t_jpeg, cpu))
+        ref = frames[names[0]]
+        for name in names:
+            model, total, cpu = (statistics.median(t[k] for t in times[name]) for k in range(3))
+            diff = np.abs(frames[name].astype(np.int16) - ref.astype(np.int16))
             rows.append({"size": size, "method": name, "batch": args.batch, "frames": n,
-                         "model_fps": round(n / statistics.median(model), 1),
-                         "jpeg_fps": round(n / statistics.median(total), 1),
-                         "psnr_vs_reference": round(_psnr(frames, ref), 2), "max_abs_diff": int(diff.max()),
-                         "psnr_vs_real": round(_psnr(frames, real), 3), "description": desc})
+                         "model_fps": round(n / model, 1), "jpeg_fps": round(n / total, 1),
+                         "cpu_ms_per_frame": round(cpu / n * 1e3, 1),
+                         "psnr_vs_reference": round(_psnr(frames[name], ref), 2), "max_abs_diff": int(diff.max()),
+                         "psnr_vs_real": round(_psnr(frames[name], real), 3), "description": methods[name][1]})
     print_table(rows, [("size", "size"), ("method", "method"), ("batch", "batch"), ("model_fps", "model fps"),
-                       ("jpeg_fps", "+JPEG fps"), ("psnr_vs_reference", "PSNR vs ref"),
+                       ("jpeg_fps", "+JPEG fps"), ("cpu_ms_per_frame", "CPU ms/frame"), ("psnr_vs_reference", "PSNR vs ref"),
                        ("max_abs_diff", "max |diff|"), ("psnr_vs_real", "PSNR vs real")])
     info["load_avg_after"] = load_avg()
     print(describe(info))
