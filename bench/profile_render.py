@@ -24,14 +24,26 @@ PIECES = ("condition", "hashgrid", "mlp", "apply", "raster_head", "torso_field",
 
 
 class Clock:
-    def __init__(self):
+    """Laps of wall time, or of process CPU time (steadier on shared cores; with --threads 1
+    it is exactly the work of each piece)."""
+
+    def __init__(self, cpu: bool = False):
+        self.now = time.process_time if cpu else time.perf_counter
         self.ms: dict[str, list[float]] = {}
-        self.t = time.perf_counter()
+        self.t = self.now()
 
     def lap(self, name: str) -> None:
-        now = time.perf_counter()
+        now = self.now()
         self.ms.setdefault(name, []).append((now - self.t) * 1e3)
         self.t = now
+
+
+def _inputs(model, cached: bool):
+    """(opacities, colours, sh degree): made once (cached) or from the parameters every frame."""
+    if cached:
+        c = model.constants
+        return c.opacities, c.colors, c.sh_degree
+    return (model.gaussians.opacities, *model.gaussians.color_inputs())
 
 
 def profile_batch(renderer, drive, idx, clock: Clock, cached: bool):
@@ -43,11 +55,11 @@ def profile_batch(renderer, drive, idx, clock: Clock, cached: bool):
 
     from talkctl.gs.splat import render
     from talkctl.head.field import apply_deform
-    from talkctl.head.models import FrameConstants, _tensor, composite
+    from talkctl.head.models import _tensor, composite
 
     head, torso, size = renderer.head, renderer.torso, renderer.size
     g, f = head.gaussians, head.field
-    clock.t = time.perf_counter()
+    clock.t = clock.now()
     renderer.set_drive(drive, int(idx[0]), int(idx[-1]) + 1)
     t = torch.arange(len(idx))
     code = head.condition.encode(t)
@@ -64,11 +76,11 @@ def profile_batch(renderer, drive, idx, clock: Clock, cached: bool):
     clock.lap("mlp")
     dq = o[..., 3:7] + torch.tensor([1.0, 0, 0, 0])
     means, quats, scales = apply_deform(g.means, g.params["quats"], g.params["log_scales"], o[..., :3], dq, o[..., 7:])
-    c = head.constants if cached else FrameConstants(g, f)
+    opac, colors, deg = _inputs(head, cached)
     clock.lap("apply")
     w2c = _tensor(drive.world_to_cam[idx], head.device)
-    hout = render(head.rasterize, means, quats, scales, c.opacities, c.colors, w2c,
-                  _tensor(renderer.K_head, head.device), size, c.sh_degree)
+    hout = render(head.rasterize, means, quats, scales, opac, colors, w2c,
+                  _tensor(renderer.K_head, head.device), size, deg)
     clock.lap("raster_head")
     if torso.mode == "image":
         clock.lap("torso_field")
@@ -76,12 +88,12 @@ def profile_batch(renderer, drive, idx, clock: Clock, cached: bool):
         clock.lap("raster_torso")
     else:
         tg = torso.gaussians
-        tc = torso.constants if cached else FrameConstants(tg, torso.field)
-        d = torso.field(tg.means, torso.pose.encode_pose(w2c), pos=tc.pos)
+        d = torso.field(tg.means, torso.pose.encode_pose(w2c), pos=torso.constants.pos if cached else None)
         tm, tq, ts = apply_deform(tg.means, tg.params["quats"], tg.params["log_scales"], *d)
+        topac, tcol, tdeg = _inputs(torso, cached)
         clock.lap("torso_field")
-        tout = render(torso.rasterize, tm, tq, ts, tc.opacities, tc.colors, torch.eye(4).expand(len(idx), 4, 4),
-                      _tensor(renderer.K_torso, head.device), size, tc.sh_degree)
+        tout = render(torso.rasterize, tm, tq, ts, topac, tcol, torch.eye(4).expand(len(idx), 4, 4),
+                      _tensor(renderer.K_torso, head.device), size, tdeg)
         clock.lap("raster_torso")
     img = composite(renderer._plate if cached else renderer.background, tout, hout)
     clock.lap("layers")
@@ -101,6 +113,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--rasterizers", default="torch,numba")
     ap.add_argument("--modes", default="per-frame,cached", help="per-frame (render before) and/or cached (now)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    ap.add_argument("--threads", type=int, default=0, help="torch (and rasteriser) threads; 0 = torch's default")
     ap.add_argument("--out", default="render_profile_cpu.json")
     args = ap.parse_args()
 
@@ -110,14 +124,16 @@ def main() -> None:
     from talkctl.head.drive import self_drive
     from talkctl.head.renderer import Renderer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     run = RunDir(args.run, create=False)
-    info = machine()
+    info = machine(clock=args.clock)
     drive = self_drive(run)
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         for rast, mode in [(r, m) for m in args.modes.split(",") for r in args.rasterizers.split(",")]:
             renderer = Renderer.load(run, "cpu", size, rast)
-            clock = Clock()
+            clock = Clock(args.clock == "cpu")
             n = min(args.frames, drive.n_frames)
             with torch.inference_mode() if mode == "cached" else torch.no_grad():
                 for rep in range(2):  # the first pass warms up (numba compiles, caches fill)
@@ -138,8 +154,9 @@ def main() -> None:
     write_json(args.out, {"machine": info, "run": str(run), "rows": rows,
                           "gaussians": {"head": len(head.head.gaussians.means),
                                         "torso": len(head.torso.gaussians.means) if head.torso.mode != "image" else 0},
-                          "note": "median ms per frame of each piece (batch / frames per call), model in "
-                                  "torch.no_grad as render does today"})
+                          "note": "median ms per frame of each piece (per call / batch); clock wall or process "
+                                  "CPU; per-frame = every input recomputed each frame (render before), cached = "
+                                  "per-Gaussian constants made once + inference_mode (render now)"})
 
 
 if __name__ == "__main__":
