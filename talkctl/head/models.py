@@ -15,7 +15,10 @@
 world_to_cam (C,4,4) are head-to-camera transforms (track.h5's world_to_cam); K (3,3) is in
 pixels of the size x size output (`scale_intrinsics(track_K, crop_size, size)`; each model
 keeps `.K_crop`/`.crop_size` of its training data for that). The renders are RasterOutputs
-over black (rgb premultiplied by alpha).
+over black (rgb premultiplied by alpha). `head.codes(frames)` gives the condition codes alone
+(head.render(..., code=...) then needs no source). A loaded model is for rendering: what its
+frames share (hash-grid features of the canonical Gaussians, opacities, colours) is made
+once, on first use (`.constants`).
 """
 from __future__ import annotations
 
