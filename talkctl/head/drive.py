@@ -42,14 +42,19 @@ class Drive:
         return len(self.features)
 
 
+def context(head) -> tuple[int, int]:
+    """(before, after): neighbouring frames of driving data the head's condition reads for one frame."""
+    A = int(getattr(head.condition, "attn_window", 0) or 0)
+    return A // 2, max(A - A // 2 - 1, 0)
+
+
 def feed(head, drive: Drive, idx: np.ndarray) -> np.ndarray:
     """Give the head what frames `idx` (consecutive) of the drive need: their audio windows or
-    landmarks plus the condition's attention context around them, so the codes equal those of the
-    whole sequence (edge clamping included) while memory stays flat in the drive's length.
+    landmarks plus the condition's context around them, so the codes equal those of the whole
+    sequence (edge clamping included) while memory stays flat in the drive's length.
     Returns idx relative to the slice given."""
-    A = int(getattr(head.condition, "attn_window", 0) or 0)
-    half = A // 2
-    lo, hi = max(0, int(idx[0]) - half), min(drive.n_frames, int(idx[-1]) + max(A - half, 1))
+    before, after = context(head)
+    lo, hi = max(0, int(idx[0]) - before), min(drive.n_frames, int(idx[-1]) + after + 1)
     if drive.landmarks is not None:
         head.set_landmarks(drive.landmarks[lo:hi])
     else:

@@ -4,11 +4,23 @@
     for idx, out, seconds in render_batches(renderer, drive, batch): ...   # out["full"]: (C,S,S,3) uint8
 
 Used by render and eval alike, so both show exactly the same pixels.
+
+Live use (a server): load once, then render any frames from the driving data directly; thread-safe,
+so sessions can share one Renderer:
+    rgb = renderer.frames(features, frames, world_to_cam, blink)   # (C,S,S,3) uint8
+where features (T,W,D) are the audio feature windows around the frames (landmarks (T,L,3) for a
+landmark-driven head) and frames (C,) index into them; the audio condition looks at
+`renderer.context` = (frames before, frames after) neighbours of each frame (clamped to the array).
+
+Rendering is inference only: torch.inference_mode, the per-Gaussian inputs that do not change
+from frame to frame made once (head.models.FrameConstants), and on the CPU the compiled
+forward-only rasteriser unless another is asked for (gs.splat.inference_rasterizer).
 """
 from __future__ import annotations
 
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -16,9 +28,9 @@ import torch
 
 from talkctl import artifacts
 from talkctl.errors import UsageError
-from talkctl.gs.splat import over
+from talkctl.gs.splat import inference_rasterizer, over
 from talkctl.gs.training import scale_intrinsics
-from talkctl.head.drive import Drive, feed
+from talkctl.head.drive import Drive, context, feed
 from talkctl.head.models import composite, load_head, load_torso
 from talkctl.images import resize_square
 
@@ -33,9 +45,16 @@ class Renderer:
     K_torso: np.ndarray
     size: int
     device: str
+    rasterizer: str = ""  # the rasteriser backend in use
+    _plate: torch.Tensor = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self):
+        self._plate = torch.as_tensor(np.asarray(self.background), dtype=torch.float32, device=self.device) / 255.0
 
     @classmethod
     def load(cls, run, device: str = "cpu", size: int = 0, rasterizer: str = "auto") -> "Renderer":
+        rasterizer = inference_rasterizer(rasterizer, device)
         head = load_head(run, device, rasterizer)
         torso = load_torso(run, device, rasterizer)
         res = int(head.attrs.get("resolution") or head.attrs["K"][0, 2] * 2)
@@ -48,21 +67,46 @@ class Renderer:
             with artifacts.open_for_read(run, "parse") as f:
                 plate = resize_square(f["background"][()], size)
         return cls(head, torso, plate, scale_intrinsics(head.attrs["K"], res, size),
-                   scale_intrinsics(torso.attrs["K"], t_res, size), size, device)
+                   scale_intrinsics(torso.attrs["K"], t_res, size), size, device, rasterizer)
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """(before, after): neighbouring frames of driving data the condition reads for one frame."""
+        return context(self.head)
 
     def set_audio(self, features: np.ndarray) -> None:
         self.head.set_audio(features)
 
-    def render(self, frames, world_to_cam, blink, real=None) -> dict:
-        """Batch of frames -> {"full": (C,S,S,3) uint8 composite, "head_alpha": (C,S,S) float,
-        "head_over_real": uint8 (when real frames (C,S,S,3) uint8 are given)}."""
-        h = self.head.render(frames, world_to_cam, self.K_head, self.size, blink=blink)
+    def _set_source(self, source) -> None:
+        if self.head.condition_name == "landmarks":
+            self.head.set_landmarks(source)
+        else:
+            self.head.set_audio(source)
+
+    def _layers(self, code, world_to_cam, blink):
+        h = self.head.render(None, world_to_cam, self.K_head, self.size, blink=blink, code=code)
         t = self.torso.render(world_to_cam, self.K_torso, self.size, head_rgb=h.rgb, head_alpha=h.alpha)
-        out = {"full": _to_uint8(composite(self.background, t, h)), "head_alpha": h.alpha[..., 0].cpu().numpy()
-               if h.alpha.dim() == 4 else h.alpha.cpu().numpy()}
-        if real is not None:
-            r = torch.as_tensor(np.asarray(real), device=h.rgb.device).float() / 255.0
-            out["head_over_real"] = _to_uint8(over(h.rgb, h.alpha, r).clamp(0, 1))
+        return h, t
+
+    def frames(self, source, frames, world_to_cam, blink=None) -> np.ndarray:
+        """(C,S,S,3) uint8 RGB of frames (C,) of `source` (see the module doc); thread-safe."""
+        with torch.inference_mode():
+            with self._lock:  # the condition holds the source from set to encode
+                self._set_source(source)
+                code = self.head.codes(frames)
+            h, t = self._layers(code, world_to_cam, blink)
+            return _to_uint8(composite(self._plate, t, h))
+
+    def render(self, frames, world_to_cam, blink, real=None) -> dict:
+        """Batch of frames of the source given by head.drive.feed -> {"full": (C,S,S,3) uint8 composite,
+        "head_alpha": (C,S,S) float, "head_over_real": uint8 (when real frames (C,S,S,3) uint8 are given)}."""
+        with torch.inference_mode():
+            h, t = self._layers(self.head.codes(frames), world_to_cam, blink)
+            out = {"full": _to_uint8(composite(self._plate, t, h)), "head_alpha": h.alpha[..., 0].cpu().numpy()
+                   if h.alpha.dim() == 4 else h.alpha.cpu().numpy()}
+            if real is not None:
+                r = torch.as_tensor(np.asarray(real), device=h.rgb.device).float() / 255.0
+                out["head_over_real"] = _to_uint8(over(h.rgb, h.alpha, r).clamp(0, 1))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         return out

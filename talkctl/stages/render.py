@@ -51,7 +51,7 @@ DEFAULTS = {
     "batch": 8,             # frames rendered at once (memory ~ batch x size^2)
     "crf": 18,              # H.264 quality
     "encoder_preset": "medium",
-    "rasterizer": "auto",
+    "rasterizer": "auto",   # auto: the compiled forward-only numba rasteriser on the CPU (gs.splat.inference_rasterizer)
     # landmark-driven heads (train-deform --condition landmarks), landmark_source.landmarks_for_drive:
     "landmarks": "auto",    # auto (a2l on the driving audio; self-driven without a2l.h5: the track) | a2l | track | OTHER_RUN
     "edit": "",             # e.g. mouth_scale=1.5,eyes_open=1
@@ -127,6 +127,7 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
         "audio": drive.audio_description, "pose": drive.pose_description, "blink": drive.blink_description,
         "size": list(out_size),
         "render_size": size, "full_frame": bool(full_frame), "device": device_name(device),
+        "rasterizer": renderer.rasterizer,
         "model_fps": round(n_done / model_s, 2) if model_s > 0 else None,
         "end_to_end_fps": round(n_done / total_s, 2) if total_s > 0 else None,
         "seconds": round(total_s, 3),
