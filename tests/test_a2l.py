@@ -248,7 +248,7 @@ def test_cli_missing_track_exits_4_naming_track(tmp_path, capsys):
     rc = main(["train-a2l", "--run", str(run.path), "--preset", "tiny"])
     err = capsys.readouterr().err.strip()
     assert rc == 4
-    assert len(err.splitlines()) == 1 and "track (track.h5" in err and "--to track" in err
+    assert len(err.splitlines()) == 1 and "track (" in err and "track.h5" in err and "--to track" in err
 
 
 def test_cli_bad_setting_is_a_usage_error(tmp_path, capsys):
