@@ -111,7 +111,7 @@ MediaArg = Annotated[Optional[Path], typer.Argument(help="Video or audio file (o
 
 @app.command("extract-audio")
 def extract_audio(media: MediaArg = None, run: RunOpt = None,
-                  features: Annotated[Optional[str], typer.Option(help="Audio feature extractor: auto | mel-formant | hubert | wav2vec2.")] = None,
+                  features: Annotated[Optional[str], typer.Option(help="Audio feature extractor: auto (= phonetic) | phonetic | mel-formant | hubert | wav2vec2.")] = None,
                   model: Annotated[Optional[str], typer.Option(help="Model directory or hub id for hubert / wav2vec2.")] = None,
                   config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
                   set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):

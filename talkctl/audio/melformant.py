@@ -151,6 +151,37 @@ def periodicity(frames: np.ndarray, sr: int = SR, fmin: float = PITCH_RANGE[0], 
 
 
 @dataclass
+class Levelled:
+    """A clip scaled so its speech sits at SPEECH_LEVEL_DB, cut into 25 ms frames, with the frames
+    that are silence (shared by every extractor that has voicing/energy channels)."""
+    x: np.ndarray           # (S,) scaled waveform
+    frames: np.ndarray      # (F, WIN) frames of x (frame_signal)
+    mean_square: np.ndarray  # (F,) after scaling
+    silent: np.ndarray      # (F,) bool: below -80 dBFS or SILENT_FRAME_DB under the speech level, before scaling
+    voicing: np.ndarray     # (F,) periodicity, 0 where silent
+
+
+def gain_factor(level_db: float, enabled: bool = True) -> float:
+    """Factor that brings a clip with this speech level to SPEECH_LEVEL_DB (1 for silence)."""
+    if not enabled or level_db < SILENT_CLIP_DB:
+        return 1.0
+    return float(10.0 ** ((SPEECH_LEVEL_DB - level_db) / 20.0))
+
+
+def levelled(wav: np.ndarray, gain_normalize: bool = True) -> Levelled:
+    wav = np.asarray(wav, dtype=np.float32)
+    level = speech_level_db(wav)
+    g = gain_factor(level, gain_normalize)
+    x = wav * np.float32(g)
+    fr = frame_signal(x, WIN)
+    ms = np.einsum("ij,ij->i", fr, fr) / WIN
+    raw_db = 10.0 * np.log10(ms / (g * g) + 1e-12)  # before the gain: same frames as speech_level_db
+    silent = (raw_db < SILENT_CLIP_DB) | (raw_db < level - SILENT_FRAME_DB)
+    voicing = np.where(silent, 0.0, periodicity(frame_signal(x, WIN_VOICING)))
+    return Levelled(x, fr, ms, silent, voicing)
+
+
+@dataclass
 class MelFormantExtractor:
     n_mels: int = 80
     fmin: float = 40.0
@@ -191,30 +222,17 @@ class MelFormantExtractor:
         zero spread; these keep new audio's normalised values bounded)."""
         return np.array([1.0] * self.n_mels + [0.1] * 3 + [0.2] * 3 + [0.1, 1.0], dtype=np.float32)
 
-    def gain(self, level_db: float) -> float:
-        """Factor that brings a clip with this speech level to SPEECH_LEVEL_DB (1 for silence)."""
-        if not self.gain_normalize or level_db < SILENT_CLIP_DB:
-            return 1.0
-        return float(10.0 ** ((SPEECH_LEVEL_DB - level_db) / 20.0))
-
     def frames(self, wav: np.ndarray) -> np.ndarray:
-        wav = np.asarray(wav, dtype=np.float32)
-        level = speech_level_db(wav)
-        g = self.gain(level)
-        x = wav * np.float32(g)
-        fr = frame_signal(x, WIN)
+        lv = levelled(wav, self.gain_normalize)
+        fr = lv.frames
         # log-mel
         hann = np.hanning(WIN + 2)[1:-1].astype(np.float32)
         spec = sfft.rfft(fr * hann, NFFT, axis=1)
         power = (spec.real ** 2 + spec.imag ** 2) / np.float32(np.sum(hann ** 2))
         fb = mel_filterbank(self.n_mels, self.fmin, self.fmax)
         logmel = np.log(power.astype(np.float32) @ fb.T + EPS)
-        # energy, silence and voicing
-        ms = np.einsum("ij,ij->i", fr, fr) / WIN
-        log_energy = np.log(ms + EPS)
-        raw_db = 10.0 * np.log10(ms / (g * g) + 1e-12)  # before the gain: same frames as speech_level_db
-        silent = (raw_db < SILENT_CLIP_DB) | (raw_db < level - SILENT_FRAME_DB)
-        voicing = np.where(silent, 0.0, periodicity(frame_signal(x, WIN_VOICING)))
+        log_energy = np.log(lv.mean_square + EPS)
+        voicing = lv.voicing
         voiced = voicing >= VOICING_THRESHOLD
         # formants where voiced; neutral vowel elsewhere
         f_hz = np.tile(np.array(NEUTRAL_F_KHZ) * 1000.0, (len(fr), 1))

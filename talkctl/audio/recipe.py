@@ -6,7 +6,7 @@ Timing (the contract every later stage relies on; also in artifacts.py):
   Frame i's window holds the W feature frames m_i - W//2 ... m_i + W - W//2 - 1, where
   m_i = floor((c_i - offset) * rate + 0.5) is the feature frame nearest the frame centre
   c_i = (i + 0.5)/25 s. Indices outside [0, F-1] repeat the edge frame.
-  (mel-formant: rate 100, offset 0 -> m_i = 4 i + 2, W = 16 spans 0.16 s, c_i - 0.08 .. c_i + 0.07 s.)
+  (phonetic, mel-formant: rate 100, offset 0 -> m_i = 4 i + 2, W = 16 spans 0.16 s, c_i - 0.08 .. c_i + 0.07 s.)
 
 Normalisation: features = (raw - norm_mean) / norm_std with the statistics of the clip the
 run was made from, stored in audio.h5. `features_for_audio` applies the SAME statistics
@@ -32,9 +32,12 @@ from talkctl.timebase import FPS, SAMPLES_PER_FRAME, n_video_frames
 
 # The settings that decide the features (extract-audio's DEFAULTS are these).
 FEATURE_DEFAULTS = {
-    "extractor": "auto",       # auto (= mel-formant) | mel-formant | hubert | wav2vec2
+    "extractor": "auto",       # auto (= phonetic) | phonetic | mel-formant | hubert | wav2vec2
     "model": None,             # hubert / wav2vec2: model directory or hub id (cache only)
     "window": 16,              # feature frames per video frame
+    "phone_temperature": 5.0,  # phonetic: softmax temperature of the phone scores (nats)
+    "phone_smooth_ms": 20.0,   # phonetic: Gaussian smoothing of the posteriors over time
+    "phone_workers": 0,        # phonetic: processes for audio over 40 s (0 = up to 2); speed only
     "n_mels": 80,              # mel-formant
     "fmin": 40.0,
     "fmax": 7600.0,

@@ -22,7 +22,7 @@ from talkctl.timebase import FPS, SAMPLE_RATE as SR, n_video_frames
 VERSION = 1
 DEFAULTS = dict(FEATURE_DEFAULTS)
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}  # features must not depend on the training budget
-NON_SEMANTIC: set[str] = set()
+NON_SEMANTIC: set[str] = {"phone_workers"}  # how many processes decode, not what comes out
 
 
 # ---- the stage ------------------------------------------------------------------
@@ -59,7 +59,7 @@ def run(ctx, cfg: dict) -> dict:
         task.advance(1, step="written")
     summary = {"duration_s": round(duration, 3), "n_frames": n_frames, "extractor": recipe.name,
                "feature_shape": list(windows.shape), "speech_level_dbfs": round(level, 1), "silent": bool(silent)}
-    if recipe.name == "mel-formant":
+    if "voicing" in recipe.extractor.names:
         summary["voiced_fraction"] = round(float(np.mean(raw[:, recipe.extractor.names.index("voicing")] >= VOICING_THRESHOLD)), 3)
     if info["video"]:
         summary["source_fps"] = info["video"]["fps"]
