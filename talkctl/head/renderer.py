@@ -50,8 +50,8 @@ class Renderer:
         return cls(head, torso, plate, scale_intrinsics(head.attrs["K"], res, size),
                    scale_intrinsics(torso.attrs["K"], t_res, size), size, device)
 
-    def set_audio(self, features: np.ndarray) -> None:
-        self.head.set_audio(features)
+    def set_audio(self, features: np.ndarray, speech: np.ndarray | None = None) -> None:
+        self.head.set_audio(features, speech)
 
     def render(self, frames, world_to_cam, blink, real=None) -> dict:
         """Batch of frames -> {"full": (C,S,S,3) uint8 composite, "head_alpha": (C,S,S) float,
