@@ -73,7 +73,7 @@ def held_out_range(run) -> tuple[int, int]:
 def with_landmarks(run, drive: Drive, cfg: dict | None = None, device: str = "cpu") -> Drive:
     """A landmark-driven head gets its landmarks here (a2l on the driving audio, the track,
     another run, an edit: landmark_source.landmarks_for_drive); an audio head is left as is."""
-    ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device)
+    ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device, speech=drive.speech)
     if ld is not None:
         drive.landmarks, drive.landmark_description = ld.landmarks, ld.description
     return drive
