@@ -124,20 +124,19 @@ class _EchoRenderer:
     find the real speaker's mouth again, at lag 0 and amplitude 1."""
 
     def __init__(self, frames):
-        self.frames, self.size, self.lo = frames, frames.shape[1], 0
-        self.head = type("Head", (), {"condition": None})()
+        self.frames, self.size, self.next = frames, frames.shape[1], 0
+        self.head = type("Head", (), {"condition": None, "set_audio": lambda *a: None})()
 
-    def set_drive(self, drive, lo, hi):
-        self.lo = lo
-
-    def render(self, idx, world_to_cam, blink, real=None):
-        return {"full": self.frames[self.lo + np.asarray(idx)]}
+    def render(self, idx, world_to_cam, blink, real=None):  # batches come in order
+        out = self.frames[self.next:self.next + len(idx)]
+        self.next += len(idx)
+        return {"full": out}
 
 
 def test_drive_video_pass_aligns_real_and_rendered(trained, tmp_path):
     from talkctl.face.reader import LandmarkReader
     from talkctl.head.drive_video import drive_video_figures
-    from talkctl.media.video_in import read_video_frames
+    from media_helpers import read_video_frames
     from talkctl.progress import null_progress
     from talkctl.stages.eval import DEFAULTS
 

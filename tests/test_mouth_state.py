@@ -9,7 +9,7 @@ import torch
 import trained_run
 from talkctl.audio.recipe import speech_activity
 from talkctl.cli import main
-from talkctl.media.video_in import read_video_frames
+from media_helpers import read_video_frames
 
 SR = 16000
 
