@@ -9,7 +9,7 @@ held-out figures (mouth correlation and amplitude ratio against the real held-ou
 Both methods (compare_methods.METHODS: gstalker = audio-conditioned field; two-stage = a2l
 landmarks + landmark field), for each audio extractor asked for. A subject's base run (extract-audio
 .. init-static) is built once, or copied from --base DIR/<clip> when there; the extractor's
-features are made on the copy (extract-audio --force) before training. Driving clips are cut to
+features are made on the copy (extract-audio --force --set extractor=X) before training. Driving clips are cut to
 their first --drive-seconds (stream copy: timestamps kept). Interrupted? Run it again: stages
 that are up to date are skipped; --eval-only re-evaluates trained runs.
 
@@ -27,7 +27,7 @@ import subprocess
 from pathlib import Path
 
 from common import SHARED_HINT, load_avg, machine, print_table, shared_file, write_json
-from compare_methods import METHODS, talkctl, train
+from compare_methods import METHODS, stage_sets, talkctl, train
 
 CLIPS = ("german_20s", "french_50s", "grid_s1_180s")
 SUBJECTS = ("german_20s", "french_50s")
@@ -63,9 +63,9 @@ def trained_run(base: Path, name: str, method: str, extractor: str, work: Path, 
         if not train_runs:
             raise SystemExit(f"--eval-only: {dest} is not trained")
         shutil.copytree(base, dest, ignore=shutil.ignore_patterns("*.lock", "checkpoints", "eval.json", "report.html"))
-        if extractor != "mel-formant":
-            talkctl("extract-audio", "--run", str(dest), "--preset", preset, "--force", "-q", "--set",
-                    f"extractor={extractor}")
+        # this extractor's features, made by this checkout's recipe (a copied base may predate it)
+        talkctl("extract-audio", "--run", str(dest), "--preset", preset, "--force", "-q", "--set",
+                f"extractor={extractor}", *stage_sets(sets, "extract-audio"))
     if train_runs:
         for st, extra in METHODS[method]:
             train(dest, st, preset, extra, sets)
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--subjects", default=",".join(SUBJECTS), help="clips whose models are trained")
     ap.add_argument("--drivers", default=",".join(CLIPS), help="clips whose audio drives them (real mouth = truth)")
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--extractors", default="mel-formant", help="audio-feature extractors, comma-separated")
+    ap.add_argument("--extractors", default="phonetic,mel-formant", help="audio-feature extractors, comma-separated")
     ap.add_argument("--preset", default="fast")
     ap.add_argument("--drive-seconds", type=float, default=20.0, help="length of each driving clip")
     ap.add_argument("--work", type=Path, default=Path("/tmp/talkctl_lipsync"))
