@@ -217,6 +217,9 @@ def render(run: RunExistingOpt = None,
 def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directories to evaluate and compare.")] = None,
           run: RunExistingOpt = None,
           audio: Annotated[Optional[Path], typer.Option(help="Also drive the head with this audio: lip-sync figures on new speech.")] = None,
+          drive_video: Annotated[Optional[List[Path]], typer.Option(
+              "--drive-video", help="Drive the head with this video's audio and compare its mouth with the real "
+              "speaker's in that video (repeatable).")] = None,
           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Quality and speed figures (eval.json, report.html); several runs -> one table."""
@@ -232,7 +235,10 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
         raise UsageError("no run directory: `talkctl eval RUN [RUN2 ...]` (runs trained up to train-torso)")
     if audio is not None:
         check_input_file(audio, "audio")
-    toml, overrides = _settings(config, set_, {"audio": audio})
+    for v in drive_video or []:
+        check_input_file(v, "drive video")
+    toml, overrides = _settings(config, set_, {"audio": audio,
+                                               "drive_videos": [str(v) for v in drive_video] if drive_video else None})
     rds = [RunDir(d, create=False) for d in dirs]
     results = [run_stage("eval", rd, preset=preset, toml=toml, overrides=overrides, device=device,
                          progress=make_progress(_State.quiet or _State.json)) for rd in rds]

@@ -287,7 +287,15 @@ def test_features_for_new_audio_reuse_the_training_normalisation(media, tmp_path
     np.testing.assert_allclose(louder, stored, atol=0.05)  # gain does not matter
     other = audio_recipe.features_for_audio(media / "tone48k.wav", run)
     assert other.shape == (50, 16, 88)
-    assert np.abs(other.mean()) > 0.1  # a different sound is off the training clip's statistics
+    clip_run = tmp_path / "clip"
+    assert cli(capsys, "extract-audio", media / "vowel.wav", "--run", clip_run, "--set", "norm=clip")[0] == 0
+    with h5py.File(clip_run / "audio.h5") as f:
+        assert f.attrs["norm"] == "clip"
+    np.testing.assert_array_equal(audio_recipe.features_for_audio(media / "vowel.wav", clip_run), stored)
+    off = audio_recipe.features_for_audio(media / "tone48k.wav", clip_run)
+    assert np.abs(off.mean()) > 0.1  # norm=clip: a different sound is off the training clip's statistics
+    # norm=utterance (the default): it gets its own statistics, centred where the training clip was
+    assert np.abs(np.median(other, axis=(0, 1))).mean() < 0.3 * np.abs(np.median(off, axis=(0, 1))).mean()
     with pytest.raises(Exception, match="no audio stream"):
         audio_recipe.features_for_audio(media / "mute.mp4", run)
 

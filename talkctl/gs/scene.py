@@ -4,6 +4,7 @@
 stage's lifetime and exposes them at the training resolution `cfg["resolution"]`:
   w2c (T,4,4) head-to-camera per frame, K (3,3) at training resolution,
   blink (T,), lip_box (T,4) in training pixels, background (R,R,3), train_idx / held_idx,
+  with audio: features (T,W,D) and speech (T,) activity (audio.recipe.speech_activity),
   head_targets(idx), torso_targets(idx), full_frames(idx).
 Labels: 0 background, 1 head, 2 neck, 3 torso (parse.h5).
 """
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from talkctl import artifacts
+from talkctl.audio.recipe import speech_activity
 from talkctl.errors import ArtifactError
 from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics
 from talkctl.timebase import split_frames
@@ -54,10 +56,12 @@ class Scene:
         self.blink = torch.as_tensor(track.blink, dtype=torch.float32, device=dev)
         self.lip_box = torch.as_tensor(np.round(track.lip_box.astype(np.float64) * res / self.S).astype(np.int64))
         self.train_idx, self.held_idx = split_frames(self.T)
-        self.features = None
+        self.features = self.speech = None
         if audio:
             a = self._stack.enter_context(ctx.read("audio"))
             self.features = np.asarray(a["features"][()], dtype=np.float32)
+            if "waveform" in a:  # (T,) 0 in pauses
+                self.speech = speech_activity(a["waveform"][()], len(self.features))
             self._limit_to_audio(len(self.features), ctx.log)
             self.audio_extractor = str(a.attrs.get("extractor", ""))
         self.head_depth = float(torch.median(self.w2c[:, 2, 3]))

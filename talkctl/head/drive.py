@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl import artifacts
-from talkctl.audio.recipe import FeatureRecipe, window_indices
+from talkctl.audio.recipe import FeatureRecipe, speech_activity, window_indices
 from talkctl.errors import InputError, StageError
 from talkctl.head.landmark_source import landmarks_for_drive
 from talkctl.head.poses import pose_sequence
@@ -36,6 +36,7 @@ class Drive:
     blink_description: str = ""
     landmarks: np.ndarray | None = None   # (T,L,3) for a landmark-driven head (with_landmarks)
     landmark_description: str = ""
+    speech: np.ndarray | None = None      # (T,) speech activity of the audio (audio.recipe.speech_activity)
 
     @property
     def n_frames(self) -> int:
@@ -58,7 +59,7 @@ def feed(head, drive: Drive, idx: np.ndarray) -> np.ndarray:
     if drive.landmarks is not None:
         head.set_landmarks(drive.landmarks[lo:hi])
     else:
-        head.set_audio(drive.features[lo:hi])
+        head.set_audio(drive.features[lo:hi], None if drive.speech is None else drive.speech[lo:hi])
     return idx - lo
 
 
@@ -77,7 +78,7 @@ def held_out_range(run) -> tuple[int, int]:
 def with_landmarks(run, drive: Drive, cfg: dict | None = None, device: str = "cpu") -> Drive:
     """A landmark-driven head gets its landmarks here (a2l on the driving audio, the track,
     another run, an edit: landmark_source.landmarks_for_drive); an audio head is left as is."""
-    ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device)
+    ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device, speech=drive.speech)
     if ld is not None:
         drive.landmarks, drive.landmark_description = ld.landmarks, ld.description
     return drive
@@ -95,7 +96,9 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
         n_audio = f["features"].shape[0]
         b = min(b, n_audio)
         feats = f["features"][a:b]
-        wav = f["waveform"][a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
+        whole = f["waveform"][()]
+    speech = speech_activity(whole, n_audio)[a:b]  # the whole clip's level, as train-deform saw it
+    wav = whole[a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
     track = artifacts.read_track(run, ("world_to_cam", "blink"), frames=slice(a, b))
     w2c, blink = track.world_to_cam, track.blink
     if b <= a:
@@ -105,7 +108,7 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
     part = "held-out frames" if held_out else "frames"
     return Drive(feats, wav.astype(np.float32), w2c, blink, f"{part} {a}..{b - 1} of the training clip (self-driven)",
                  f"{'held-out ' if held_out else ''}audio of the training clip ({(b - a) / FPS:.2f} s)", idx,
-                 (a, b) if held_out else None, f"the {part}' own blinks (track.h5)")
+                 (a, b) if held_out else None, f"the {part}' own blinks (track.h5)", speech=speech)
 
 
 class FeatureWindows:
@@ -127,9 +130,7 @@ class FeatureWindows:
 def driving_features(wav: np.ndarray, run, device: str = "cpu") -> FeatureWindows:
     """Features of new audio made exactly like the run's (audio.recipe.features_for_audio), lazily windowed."""
     recipe = FeatureRecipe.from_artifact(run, device)
-    raw = recipe.raw(wav)
-    norm = ((raw - recipe.mean) / recipe.std).astype(np.float32)
-    del raw
+    norm = recipe.normalise(recipe.raw(wav), wav)
     idx = window_indices(n_video_frames(len(wav)), len(norm), recipe.extractor.rate, recipe.extractor.offset,
                          recipe.window)
     return FeatureWindows(norm, idx)
@@ -146,4 +147,5 @@ def audio_drive(run, audio: Path, cfg: dict, device: str = "cpu") -> Drive:
     poses = pose_sequence(pose, n, start=int(cfg["pose_start"]), run=run, blink_mode=str(cfg["blink"]))
     blinks = "eyes open" if not np.any(poses.blink) else f"from the pose source ({pose}), following its frames"
     return Drive(feats, wav, poses.world_to_cam, poses.blink, poses.description, str(Path(audio).absolute()),
-                 poses.source_frames if pose in ("train", "still") else None, blink_description=blinks)
+                 poses.source_frames if pose in ("train", "still") else None, blink_description=blinks,
+                 speech=speech_activity(wav, n))

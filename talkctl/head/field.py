@@ -143,8 +143,10 @@ class DeformField(nn.Module):
 
 
 def field_param_groups(field: DeformField, condition, lr_grid: float, lr_mlp: float) -> list[dict]:
+    """Adam groups: the hash grid at lr_grid, the MLPs (and the condition's, unless None) at lr_mlp."""
     grid = [p for n, p in field.named_parameters() if n.startswith("encoder.")]
-    rest = [p for n, p in field.named_parameters() if not n.startswith("encoder.")] + list(condition.parameters())
+    rest = [p for n, p in field.named_parameters() if not n.startswith("encoder.")]
+    rest += list(condition.parameters()) if condition is not None else []
     groups = [{"params": rest, "lr": lr_mlp, "name": "mlp"}]
     if grid:
         groups.insert(0, {"params": grid, "lr": lr_grid, "name": "grid"})

@@ -95,9 +95,10 @@ class HeadModel(_Constants):
     def condition_name(self) -> str:
         return self.condition.name
 
-    def set_audio(self, features: np.ndarray) -> None:
-        """Driving audio features (T,W,D), normalised with the training statistics."""
-        self.condition.set_source(features=features)
+    def set_audio(self, features: np.ndarray, speech: np.ndarray | None = None) -> None:
+        """Driving audio features (T,W,D) (audio.recipe) and their speech activity (T,) (pauses close
+        a mouth-state head's mouth; None: every frame is speech)."""
+        self.condition.set_source(features=features, speech=speech)
 
     def set_landmarks(self, landmarks: np.ndarray) -> None:
         """Driving canonical landmarks (T,L,3) of a landmark-conditioned head (condition "landmarks")."""

@@ -74,8 +74,8 @@ class Renderer:
         """(before, after): neighbouring frames of driving data the condition reads for one frame."""
         return context(self.head)
 
-    def set_audio(self, features: np.ndarray) -> None:
-        self.head.set_audio(features)
+    def set_audio(self, features: np.ndarray, speech: np.ndarray | None = None) -> None:
+        self.head.set_audio(features, speech)
 
     def _set_source(self, source) -> None:
         if self.head.condition_name == "landmarks":

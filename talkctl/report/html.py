@@ -11,7 +11,8 @@ no scripts, no network) showing how good a trained talking head is.
   frames: [{"index": int, "real": (H,W,3) uint8 | None, "rendered": (H,W,3) uint8, "label"?}]
   error_scale: float                          |real-rendered| (0..1) mapped to the top colour (0.25)
   curves: {"fps": 25, "mouth_real": [...], "mouth_rendered": [...], "audio_energy_db": [...],
-           "title"?: str}
+           "title"?: str, "real_label"?: str}
+  drive_curves: [curves, ...]                 the head driven by other videos' audio vs their real speakers
   training: {stage: {"step": [...], "loss": [...], "psnr": [...]}}
   notes: [str]
 """
@@ -99,7 +100,7 @@ def _curves_section(c: dict) -> str:
                        "color": "#9ca3af", "fill": True})
     if c.get("mouth_real") is not None:
         m = np.asarray(c["mouth_real"], np.float64)
-        series.append({"label": "real mouth", "x": np.arange(len(m)) / fps, "y": m, "color": PALETTE[0]})
+        series.append({"label": c.get("real_label", "real mouth"), "x": np.arange(len(m)) / fps, "y": m, "color": PALETTE[0]})
     if c.get("mouth_rendered") is not None:
         m = np.asarray(c["mouth_rendered"], np.float64)
         series.append({"label": "rendered mouth", "x": np.arange(len(m)) / fps, "y": m, "color": PALETTE[1]})
@@ -198,6 +199,9 @@ def render_html(data: dict) -> str:
         sec = _curves_section(data["curves"])
         if sec:
             parts.append("<h2>Lip motion</h2>" + sec)
+    drives = [_curves_section(c) for c in data.get("drive_curves") or []]
+    if any(drives):
+        parts.append("<h2>Driven by other videos: rendered vs real speaker</h2>" + "".join(drives))
     if fig:
         parts.append("<h2>Figures</h2>" + _figures_table(fig))
     if stages:

@@ -13,6 +13,11 @@ the real frames at the model's resolution:
 Lip sync: mouth opening vs speech energy at the best lag within +-2 frames (metrics.audio_mouth_sync)
 on the real held-out video (the target), on the self-driven render, and cross-driven on
 `audio` when given; SyncNet confidence/offset when its weights are present.
+Lip sync with a ground truth (`drive_videos`, `talkctl eval RUN --drive-video OTHER.mp4`, repeatable):
+the head driven by OTHER's audio, its mouth opening against the real mouth of OTHER's speaker
+(head.drive_video): correlation at lag 0, best lag within +-3 frames and its correlation, and
+the amplitude ratio std(rendered) / std(real); the figures xsync_* are medians over the drives.
+The self-driven held-out render gets the same amplitude ratio (mouth_amp).
 Efficiency: training seconds per stage (artifact attrs), Gaussian counts, render frames/s,
 peak memory (this process; training's own record when the artifacts carry one).
 
@@ -35,9 +40,11 @@ from talkctl.devices import device_name
 from talkctl.errors import StageError
 from talkctl.face.reader import LANDMARK_SIDE, LandmarkReader, MouthTrack
 from talkctl.head.drive import audio_drive, self_drive, with_landmarks
+from talkctl.head.drive_video import drive_video_figures, rendered_mouth
 from talkctl.head.renderer import Renderer, render_batches
 from talkctl.images import resize_square
-from talkctl.metrics.lipsync import audio_energy_per_frame, audio_mouth_sync, lmd, mouth_open_correlation
+from talkctl.metrics.lipsync import (amplitude_ratio, audio_energy_per_frame, audio_mouth_sync, fill_gaps, lmd,
+                                     mouth_open_correlation)
 from talkctl.metrics.sequence import ImageFigures
 from talkctl.metrics.syncnet import load_syncnet, syncnet_score, syncnet_status
 from talkctl.progress import null_progress
@@ -46,6 +53,7 @@ from talkctl.timebase import FPS
 
 VERSION = 1
 DEFAULTS = {"audio": None,  # also drive the head with this audio file: lip-sync figures on new speech
+            "drive_videos": [],  # drive the head with these videos' audio; their real mouths are the truth
             "size": 0, "batch": 8, "lpips": True, "report_frames": 3, "pose": "train", "pose_start": 0,
             "blink": "source", "rasterizer": "auto",
             "landmarks": "auto"}  # landmark-driven heads: auto (a2l) | track (the held-out frames' own) | OTHER_RUN
@@ -55,16 +63,6 @@ NON_SEMANTIC = set(DEFAULTS)
 # training-time stage -> the artifact whose attrs carry its seconds
 STAGE_ARTIFACTS = (("extract-audio", "audio"), ("track", "track"), ("parse", "parse"), ("init-static", "static"),
                    ("train-deform", "deform"), ("train-torso", "torso"), ("train-a2l", "a2l"))  # a2l: two-stage runs only
-
-
-def _fill_nan(x: np.ndarray) -> np.ndarray:
-    """Interpolate missing values (frames without a detected face) for the time series figures."""
-    x = np.asarray(x, np.float64)
-    ok = np.isfinite(x)
-    if ok.all() or not ok.any():
-        return x
-    i = np.arange(len(x))
-    return np.interp(i, i[ok], x[ok])
 
 
 def _finite(v):
@@ -84,7 +82,7 @@ def _finite(v):
 def _sync(mouth: np.ndarray, wav: np.ndarray, found: np.ndarray) -> dict:
     if found.sum() < max(5, 0.5 * len(found)):
         return {"corr": None, "lag": None, "reason": f"a face was found in only {int(found.sum())} of {len(found)} frames"}
-    corr, lag = audio_mouth_sync(_fill_nan(mouth), wav)
+    corr, lag = audio_mouth_sync(fill_gaps(mouth), wav)
     return {"corr": corr if math.isfinite(corr) else None, "lag": int(lag),
             **({} if math.isfinite(corr) else {"reason": "mouth opening or audio energy constant"})}
 
@@ -176,10 +174,12 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
         if audio is not None:
             cross = _cross_pass(run, renderer, Path(audio), reader, cfg, device, progress, syncnet_on)
             held["sync"]["cross_driven"] = cross
+        drives = [drive_video_figures(run, renderer, v, reader, cfg, device, progress) for v in cfg["drive_videos"]]
     finally:
         reader.close()
-    model_s = held.pop("model_s") + (cross.pop("model_s") if cross else 0.0)
-    n_rendered = held.pop("n_rendered") + (cross.pop("n_rendered") if cross else 0)
+    passes = [held] + ([cross] if cross else []) + drives
+    model_s = sum(p.pop("model_s") for p in passes)
+    n_rendered = sum(p.pop("n_rendered") for p in passes)
 
     info = training_info(run)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -192,18 +192,18 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
         import torch
 
         efficiency["eval_peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-    figures = _figures(held, cross, info, efficiency, peak_mb, drive, device, syncnet_on)
+    figures = _figures(held, cross, drives, info, efficiency, peak_mb, drive, device, syncnet_on)
     a, b = drive.held_out
     result = _finite({
         "run": str(run), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "talkctl_version": __version__, "device": device_name(device), "held_out": [a, b], "size": renderer.size,
         "figures": figures, "head_over_real": held["head"], "full_composite": held["full"], "lip": held["lip"],
-        "sync": held["sync"],
+        "sync": held["sync"], "drive_videos": drives,
         "sync_source": "cross-driven (--audio)" if cross is not None else "self-driven held-out render",
         "efficiency": efficiency, "seconds": time.perf_counter() - t_start,
     })
     _write_json(run.file("eval.json"), result)
-    _write_report(run, result, held["report_frames"], held["mouth_real"], held["mouth_rend"], drive.wav, b - a, info)
+    _write_report(run, result, held, drives, drive.wav, b - a, info)
     result["report"] = str(run.file("report.html"))
     result["eval_json"] = str(run.file("eval.json"))
     if log is not None:
@@ -251,8 +251,9 @@ def _held_out_pass(run, renderer, drive, reader, cfg, device, progress) -> dict:
     if found.sum() >= 2:
         lip["lmd"] = lmd(rend_mouth.stacked()[found], real_mouth.stacked()[found], normalise="interocular")
         lip["mouth_corr"] = mouth_open_correlation(mouth_real[found], mouth_rend[found])
+        lip["mouth_amp"] = amplitude_ratio(mouth_rend[found], mouth_real[found])
     else:
-        lip["lmd"] = lip["mouth_corr"] = None
+        lip["lmd"] = lip["mouth_corr"] = lip["mouth_amp"] = None
         lip["reason"] = f"faces found in both real and rendered frames for only {int(found.sum())} of {n} frames"
     sync = {"real_heldout": _sync(mouth_real, drive.wav, real_mouth.found),
             "rendered_heldout": _sync(mouth_rend, drive.wav, rend_mouth.found)}
@@ -264,23 +265,20 @@ def _held_out_pass(run, renderer, drive, reader, cfg, device, progress) -> dict:
 def _cross_pass(run, renderer, audio: Path, reader, cfg, device, progress, syncnet_on: bool) -> dict:
     """Drive the head with new audio: mouth opening vs speech energy, SyncNet where its weights are."""
     cdrive = with_landmarks(run, audio_drive(run, audio, cfg, device), cfg, device)
-    cmouth = MouthTrack(reader)
-    keep_for_syncnet, model_s, n_rendered = [], 0.0, 0
-    with progress(cdrive.n_frames, "eval (new audio)") as task:
-        for idx, out, secs in render_batches(renderer, cdrive, int(cfg["batch"])):
-            model_s += secs
-            n_rendered += len(idx)
-            cmouth.add(out["full"])
-            if syncnet_on:
-                keep_for_syncnet.extend(out["full"])
-            task.advance(len(idx))
+    out = rendered_mouth(renderer, cdrive, reader, int(cfg["batch"]), progress, "eval (new audio)", keep_frames=syncnet_on)
+    cmouth = out["track"]
     cross = {"audio": str(audio.absolute()), "pose": cdrive.pose_description, "frames": cdrive.n_frames,
              "frames_with_face": int(cmouth.found.sum()), **_sync(cmouth.mouth_open(), cdrive.wav, cmouth.found)}
-    cross["syncnet"] = _syncnet(keep_for_syncnet, cdrive.wav, device)
-    return {**cross, "model_s": model_s, "n_rendered": n_rendered}
+    cross["syncnet"] = _syncnet(out["frames"], cdrive.wav, device)
+    return {**cross, "model_s": out["model_s"], "n_rendered": out["n_rendered"]}
 
 
-def _figures(held, cross, info, efficiency, peak_mb, drive, device, syncnet_on) -> dict:
+def _median(drives: list[dict], key: str):
+    vals = [d[key] for d in drives if d.get(key) is not None and math.isfinite(d[key])]
+    return float(np.median(vals)) if vals else None
+
+
+def _figures(held, cross, drives, info, efficiency, peak_mb, drive, device, syncnet_on) -> dict:
     """The flat figures dict of eval.json, the comparison table and the report."""
     hs, fs, lip, sync = held["head"], held["full"], held["lip"], held["sync"]
     stage_peaks = {k.split(":")[0]: v for k, v in info["training_peak_memory"].items() if k.endswith(":peak_rss_mb")}
@@ -288,9 +286,12 @@ def _figures(held, cross, info, efficiency, peak_mb, drive, device, syncnet_on) 
     figures = {
         "psnr": hs["psnr"], "psnr_face": hs.get("psnr_face"), "ssim": hs["ssim"], "lpips": hs["lpips"],
         "full_psnr": fs["psnr"], "full_ssim": fs["ssim"], "full_lpips": fs["lpips"],
-        "lmd": lip["lmd"], "mouth_corr": lip["mouth_corr"],
+        "lmd": lip["lmd"], "mouth_corr": lip["mouth_corr"], "mouth_amp": lip.get("mouth_amp"),
         "sync_corr": main_sync.get("corr"), "sync_lag": main_sync.get("lag"),
         "sync_corr_real": sync["real_heldout"].get("corr"),
+        **({"xsync_corr": _median(drives, "corr"), "xsync_lag": _median(drives, "best_lag"),
+            "xsync_best": _median(drives, "best_corr"), "xsync_amp": _median(drives, "amp"),
+            "xsync_drives": len(drives)} if drives else {}),
         "render_fps": efficiency["render_fps"], "peak_memory_mb": peak_mb,
         "train_seconds": efficiency["train_seconds"], "gaussians": info["gaussians"],
         "method": info["method"], "model_mb": info["model_mb"],
@@ -320,7 +321,7 @@ def _write_json(path: Path, data: dict) -> None:
         raise StageError(f"cannot write {path}: {exc.strerror or exc}; check the run directory's permissions") from None
 
 
-def _write_report(run, result, frames, mouth_real, mouth_rend, wav, n, info) -> None:
+def _write_report(run, result, held, drives, wav, n, info) -> None:
     fig = dict(result["figures"])
     fs = result["full_composite"]
     notes = [f"held-out frames {result['held_out'][0]}..{result['held_out'][1] - 1}, compared at {result['size']} px",
@@ -332,14 +333,23 @@ def _write_report(run, result, frames, mouth_real, mouth_rend, wav, n, info) -> 
     cross = result["sync"].get("cross_driven")
     if cross:
         notes.append(f"cross-driven audio: {cross['audio']} ({cross['frames']} frames, poses: {cross['pose']})")
+    for d in drives:
+        notes.append(f"driven by {d['video']} ({d['frames']} frames, poses: {d['pose']}): mouth vs its real speaker "
+                     f"corr {_fmt(d['corr'], '.3f')} at lag 0, best {_fmt(d['best_corr'], '.3f')} at lag "
+                     f"{_fmt(d['best_lag'], '+d')}, amplitude x{_fmt(d['amp'], '.2f')}" + (f" ({d['reason']})" if d.get("reason") else ""))
     data = {
         "title": f"talkctl evaluation: {Path(str(result['run'])).name}",
         "subtitle": str(result["run"]),
         "meta": {"run": result["run"], "device": result["device"], "talkctl": result["talkctl_version"]},
-        "figures": fig, "stages": info["stages"], "gaussians": info["gaussians"], "frames": frames,
-        "curves": {"fps": FPS, "mouth_real": _fill_nan(mouth_real).tolist(), "mouth_rendered": _fill_nan(mouth_rend).tolist(),
+        "figures": fig, "stages": info["stages"], "gaussians": info["gaussians"], "frames": held["report_frames"],
+        "curves": {"fps": FPS, "mouth_real": fill_gaps(held["mouth_real"]).tolist(),
+                   "mouth_rendered": fill_gaps(held["mouth_rend"]).tolist(),
                    "audio_energy_db": audio_energy_per_frame(wav, n_frames=n).tolist(),
                    "title": "Mouth opening on the held-out frames"},
+        "drive_curves": [{"fps": FPS, "mouth_real": d["mouth_real"], "mouth_rendered": d["mouth_rendered"],
+                          "real_label": "real speaker", "title": f"Driven by {Path(d['video']).name}: rendered mouth "
+                          f"vs the real speaker's (corr {_fmt(d['corr'], '.2f')}, amplitude x{_fmt(d['amp'], '.2f')})"}
+                         for d in drives if d.get("mouth_real") is not None],
         "training": info["curves"], "notes": notes,
     }
     write_report(run.file("report.html"), data)

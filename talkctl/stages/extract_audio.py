@@ -50,7 +50,7 @@ def run(ctx, cfg: dict) -> dict:
         if silent:
             ctx.log.warning("the audio of %s is silent (speech level %.0f dBFS); features describe silence", src, level)
         raw = recipe.raw(wav)
-        recipe.fit(raw)
+        recipe.fit(raw, wav)  # utterance and clip mode alike: the training clip's speech frames
         frames, windows = recipe.windows(raw, n_frames)
         task.advance(1, step="features")
         with ctx.write("audio") as f:
@@ -82,7 +82,7 @@ def _attrs(recipe: FeatureRecipe, info: dict, src: Path, duration: float, n_fram
     attrs = {
         "sample_rate": SR, "fps": FPS, "n_frames": n_frames, "window": recipe.window, "feature_dim": ex.dim,
         "feature_rate": float(ex.rate), "feature_offset": float(ex.offset), "n_feature_frames": n_feature_frames,
-        "extractor": recipe.name, "feature_names": json.dumps(ex.names), "duration": duration,
+        "extractor": recipe.name, "feature_names": json.dumps(ex.names), "duration": duration, "norm": recipe.norm,
         "speech_level_dbfs": float(level), "silent": bool(silent), "source": str(src),
         "source_sample_rate": int(info["audio"].get("sample_rate") or 0),
         "source_channels": str(info["audio"].get("layout") or ""),

@@ -441,6 +441,17 @@ def run(ctx, cfg: dict) -> dict:
             "iterations": int(cfg["iterations"]), **steps}
 
 
+def closed_offsets(data: A2LData) -> np.ndarray:
+    """(P,3) the closed mouth: mean offsets of the training frames with the smallest lip gap
+    (head.mouth_state.CLOSED_QUANTILE); what a2l_predict gives in pauses."""
+    from talkctl.face.canonical import mouth_opening
+    from talkctl.head.mouth_state import CLOSED_QUANTILE
+
+    gap = mouth_opening(data.points[: data.held_start], data.n_landmarks)
+    shut = np.nonzero(gap <= np.quantile(gap, CLOSED_QUANTILE))[0]
+    return data.targets[shut].mean(0).astype(np.float32)
+
+
 def write_model(f, model, data: A2LData, cfg: dict, binfo: dict, extractor: str) -> None:
     g = f.create_group("weights")
     for k, v in model.state_dict().items():
@@ -448,6 +459,7 @@ def write_model(f, model, data: A2LData, cfg: dict, binfo: dict, extractor: str)
     f.create_dataset("channels", data=data.channels)
     f.create_dataset("landmark_indices", data=data.indices)
     f.create_dataset("neutral", data=data.neutral)
+    f.create_dataset("closed", data=closed_offsets(data))
     f.attrs.update({
         "model": json.dumps(model.hparams), "seq_len": int(cfg["seq_len"]), "formants": bool(cfg["formants"]),
         "feature_names": json.dumps(data.feature_names), "feature_dim": len(data.feature_names),

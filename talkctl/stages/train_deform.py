@@ -30,8 +30,17 @@ audio_landmark_loss (condition=audio; our addition to the paper, 0 gives its exa
 each step also asks a linear read-out of the audio code to predict the tracked mouth and jaw
 landmark offsets of `audio_landmark_batch` random training frames. Rendering sees only `batch`
 frames a step, far too few at CPU budgets for the audio code to learn articulation from
-pixels alone; the landmarks are free (track.h5) and cost no rendering. The read-out is
-dropped after training: deform.h5 and rendering are unchanged.
+pixels alone; the landmarks are free (track.h5) and cost no rendering.
+
+audio_mouth_dim K > 0 (the default; 0 = the paper's free audio code, read out linearly as above):
+the audio code is read out as the mouth state (head.mouth_state: K principal components of the
+tracked mouth/jaw landmark offsets) and the field sees only that state, so what the field learns
+from one voice is how a mouth state looks, and what the audio path learns is which mouth state a
+sound makes: a new voice moves the mouth as far as its predicted states say. The state is
+supervised with the tracked one (audio_landmark_loss) and not by the photometric loss (detached:
+pixels cannot turn it back into a per-frame code); in `audio_teacher` of the steps the field is
+given the tracked state instead, so it learns the full range of mouth shapes. In pauses (speech
+activity 0, audio.recipe.speech_activity) the state is the subject's closed mouth.
 """
 from __future__ import annotations
 
@@ -42,7 +51,7 @@ import torch
 
 from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
-from talkctl.head.conditions import AudioCondition
+from talkctl.head.conditions import AudioCondition, FeatureAugment
 from talkctl.head.field import (ENCODING_DEFAULTS, DeformField, apply_deform, build_condition,
                                 field_param_groups, grid_kwargs, hashgrid_backend,
                            save_state_dict)
@@ -83,6 +92,15 @@ DEFAULTS = {
     "lip_loss": 0.2,
     "audio_landmark_loss": 1.0,   # condition=audio: weight of the landmark read-out of the audio code
     "audio_landmark_batch": 64,
+    "audio_mouth_dim": 12,        # condition=audio: mouth-state components the field sees (0: the free audio code)
+    "audio_teacher": 0.5,         # condition=audio, mouth state: fraction of steps the field gets the tracked state
+    # mouth state: the audio path (features -> state) trains on the landmark read-out alone, for
+    # audio_steps steps (then frozen: longer fits the one voice, not speech), with decoupled weight
+    # decay and feature noise / channel dropout (head.conditions.FeatureAugment)
+    "audio_steps": 800,
+    "audio_weight_decay": 0.1,
+    "audio_noise": 0.2,
+    "audio_dropout": 0.1,
     "val_frames": 8,
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
@@ -120,19 +138,21 @@ NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
 
 
 class LandmarkReadout(torch.nn.Module):
-    """Audio code -> the tracked mouth/jaw landmark offsets of a frame (per-coordinate standardised):
-    a training-only supervision of the audio condition (audio_landmark_loss)."""
+    """Training-only supervision of the audio condition (audio_landmark_loss): its output, through a
+    linear read-out (the free code: targets = per-coordinate standardised mouth/jaw offsets) or as
+    it is (mouth-state mode: targets = the tracked states), against the tracked targets."""
 
-    def __init__(self, code_dim: int, targets: np.ndarray):
+    def __init__(self, code_dim: int, targets: np.ndarray, linear: bool = True):
         super().__init__()
         t = torch.as_tensor(targets, dtype=torch.float32)
-        self.register_buffer("targets", (t - t.mean(0)) / (t.std(0) + 1e-6))
-        self.linear = torch.nn.Linear(code_dim, t.shape[1])
+        self.register_buffer("targets", (t - t.mean(0)) / (t.std(0) + 1e-6) if linear else t)
+        self.linear = torch.nn.Linear(code_dim, t.shape[1]) if linear else None
 
     def loss(self, condition, frames: np.ndarray) -> torch.Tensor:
         """frames: host indices (the condition finds shared windows there without a GPU sync)."""
         target = self.targets[to_device(frames, self.targets.device, torch.long)]
-        return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), target)
+        out = condition.encode(frames)
+        return torch.nn.functional.mse_loss(self.linear(out) if self.linear is not None else out, target)
 
 
 def tracked_landmarks(ctx, cfg, scene, use: str):
@@ -144,20 +164,28 @@ def tracked_landmarks(ctx, cfg, scene, use: str):
     return lm, lm.points[: scene.T]
 
 
-def landmark_readout(ctx, cfg, scene, code_dim: int) -> LandmarkReadout | None:
-    """The read-out for audio_landmark_loss, or None when it is off or track.h5 has no landmarks."""
-    from talkctl.face.canonical import moving_indices, neutral_shape
+def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | None, dict]:
+    """The read-out for audio_landmark_loss (None when it is off or track.h5 has no landmarks) and,
+    in mouth-state mode, {"mouth_dim", "closed", "explained"} for the condition."""
+    from talkctl.face.canonical import mouth_opening, moving_indices, neutral_shape
+    from talkctl.head.mouth_state import closed_state, fit_mouth_basis
 
     if float(cfg["audio_landmark_loss"]) <= 0:
-        return None
+        return None, {}
     try:
         lm, points = tracked_landmarks(ctx, cfg, scene, "audio_landmark_loss")
     except ArtifactError as exc:
-        ctx.log.warning("audio_landmark_loss off: %s", exc)
-        return None
+        ctx.log.warning("audio_landmark_loss and the mouth state off: %s", exc)
+        return None, {}
     idx = moving_indices(lm.n, ("mouth", "jaw"), rigid=lm.rigid)
-    offsets = points[:, idx] - neutral_shape(points, lm.valid[: scene.T], scene.train_idx)[idx]
-    return LandmarkReadout(code_dim, offsets.reshape(len(points), -1)).to(ctx.device)
+    offsets = (points[:, idx] - neutral_shape(points, lm.valid[: scene.T], scene.train_idx)[idx]).reshape(len(points), -1)
+    if int(cfg["audio_mouth_dim"]) <= 0:
+        return LandmarkReadout(code_dim, offsets).to(ctx.device), {}
+    basis = fit_mouth_basis(offsets[scene.train_idx], int(cfg["audio_mouth_dim"]))
+    states = basis.project(offsets)
+    mouth = {"mouth_dim": states.shape[1], "explained": basis.explained,
+             "closed": closed_state(states, mouth_opening(points, lm.n), scene.train_idx)}
+    return LandmarkReadout(states.shape[1], states, linear=False).to(ctx.device), mouth
 
 
 class DeformTrainer:
@@ -168,23 +196,29 @@ class DeformTrainer:
         self.field, self.condition, self.perceptual_fn = field, condition, perceptual_fn
         self.field_fn = compiled(field, cfg)
         self.readout = readout
-        self.net_opt = self._net_optimizer()
+        self.mouth = bool(getattr(condition, "mouth_dim", 0)) and readout is not None
+        if self.mouth:
+            condition.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
+        self._make_optimizers()
 
-    def _net_optimizer(self):
-        groups = field_param_groups(self.field, self.condition, self.cfg["lr_grid"], self.cfg["lr_mlp"])
-        if self.readout is not None:
-            groups.append({"params": list(self.readout.parameters()), "lr": self.cfg["lr_mlp"], "name": "readout"})
-        return adam(groups, self.cfg)
+    def _make_optimizers(self):
+        c = self.cfg
+        groups = field_param_groups(self.field, None if self.mouth else self.condition, c["lr_grid"], c["lr_mlp"])
+        if self.readout is not None and not self.mouth:
+            groups.append({"params": list(self.readout.parameters()), "lr": c["lr_mlp"], "name": "readout"})
+        self.net_opt = adam(groups, c)
+        self.audio_opt = torch.optim.AdamW(self.condition.parameters(), lr=c["lr_mlp"],
+                                           weight_decay=float(c["audio_weight_decay"])) if self.mouth else None
 
     @property
     def optimizers(self):
-        return {"gaussians": self.g.opt, "field": self.net_opt}
+        return {"gaussians": self.g.opt, "field": self.net_opt, **({"audio": self.audio_opt} if self.mouth else {})}
 
     def arrays(self):
         out = self.g.arrays()
         out.update({f"field.{k}": v.detach().cpu().numpy() for k, v in self.field.state_dict().items()})
         out.update({f"cond.{k}": v.detach().cpu().numpy() for k, v in self.condition.state_dict().items()})
-        if self.readout is not None:
+        if self.readout is not None and self.readout.linear is not None:
             out.update({f"readout.{k}": v.detach().cpu().numpy() for k, v in self.readout.linear.state_dict().items()})
         return out
 
@@ -192,15 +226,18 @@ class DeformTrainer:
         self.g.load_arrays(arrays)
         self.field.load_state_dict({k[6:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("field.")})
         self.condition.load_state_dict({k[5:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("cond.")})
-        if self.readout is not None:
+        if self.readout is not None and self.readout.linear is not None:
             self.readout.linear.load_state_dict({k[8:]: torch.as_tensor(v) for k, v in arrays.items()
                                                  if k.startswith("readout.")})
-        self.net_opt = self._net_optimizer()
+        self._make_optimizers()
 
-    def forward(self, idx, degree=None):
+    def forward(self, idx, degree=None, teacher: bool = False):
         sc, m = self.scene, self.g.model
         t = to_device(idx, m.means.device, torch.long)
-        code = self.condition.encode(idx)
+        if self.mouth:  # supervised by the landmarks only; the tracked state in `teacher` steps
+            code = self.readout.targets[t] if teacher else self.condition.encode(idx).detach()
+        else:
+            code = self.condition.encode(idx)
         pg = self.condition.per_gaussian(code, m.means)
         dxyz, dq, ds = self.field_fn(m.means, code, sc.blink[t][:, None], pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
@@ -213,7 +250,8 @@ class DeformTrainer:
         idx = batch_schedule(self.scene.train_idx, int(c["batch"]), rng)
         self.g.before_step(step)
         target, mask = self.scene.head_targets(idx)
-        out = self.forward(idx, self.g.active_degree(step))
+        teacher = self.mouth and bool(rng.random() < float(c["audio_teacher"]))
+        out = self.forward(idx, self.g.active_degree(step), teacher=teacher)
         if self.g.strategy is not None:
             self.g.strategy.pre_backward(out)
         loss = l1(out.rgb, target) + c["mask_weight"] * l1(out.alpha, mask)
@@ -221,11 +259,16 @@ class DeformTrainer:
             loss = loss + c["perceptual_weight"] * self.perceptual_fn(out.rgb, target)
         if c["lip_loss"] > 0:
             loss = loss + c["lip_loss"] * lip_l1(out.rgb, target, self.scene.lip_box[idx])
-        if self.readout is not None:
+        audio_on = self.readout is not None and (not self.mouth or step < int(c["audio_steps"]))
+        if audio_on:
             loss = loss + float(c["audio_landmark_loss"]) * self.readout.loss(self.condition, self._readout_frames(rng))
         loss.backward()
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
+        if self.mouth:
+            if audio_on:
+                self.audio_opt.step()
+            self.audio_opt.zero_grad(set_to_none=True)
         self.g.after_backward(step, out, self.scene.res)
         return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
@@ -235,6 +278,13 @@ class DeformTrainer:
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
+        self.condition.eval()  # no feature augmentation
+        try:
+            return self._validate(frames)
+        finally:
+            self.condition.train()
+
+    def _validate(self, frames=None) -> float:
         idx = self.scene.held_subset(int(self.cfg["val_frames"])) if frames is None else frames
         se, w = 0.0, 0.0
         for i in idx:
@@ -300,19 +350,24 @@ def run(ctx, cfg: dict) -> dict:
         else:
             feats = scene.features
             mean, std = AudioCondition.stats(feats[scene.train_idx])
+            readout, mouth = landmark_readout(ctx, cfg, scene, int(cfg["code_dim"]))
             cond_spec = {"name": cfg["condition"], "feature_dim": int(feats.shape[2]), "window": int(feats.shape[1]),
-                         "code_dim": int(cfg["code_dim"]), "attn_window": int(cfg["attn_window"])}
+                         "code_dim": int(cfg["code_dim"]), "attn_window": int(cfg["attn_window"]),
+                         **({"mouth_dim": mouth["mouth_dim"]} if mouth else {})}
             condition = build_condition(cond_spec)
             condition.mean.copy_(torch.as_tensor(mean))
             condition.std.copy_(torch.as_tensor(std))
-            condition.set_source(features=feats)
+            if mouth:
+                condition.closed.copy_(torch.as_tensor(mouth["closed"]))
+                extra_attrs = {"mouth_explained": mouth["explained"]}
+            condition.set_source(features=feats, speech=scene.speech)
             extra = {"audio_mean": mean, "audio_std": std}
         condition = condition.to(ctx.device)
         field_spec = {"encoding": cfg["encoding"], "bounds": [-1.0, 1.0], "grid": grid_kwargs(cfg),
                       "cond_dim": condition.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"]),
                       "eye_dim": 0 if landmarks else 1, "pg_dim": int(condition.pg_dim)}
         field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
-        readout = None if landmarks else landmark_readout(ctx, cfg, scene, condition.out_dim)
+        readout = None if landmarks else readout
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)
         res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform")
         val = trainer.validate(scene.held_idx)

@@ -269,7 +269,7 @@ def drive_head(ctx, scene, head) -> None:
 
         head.set_landmarks(resolve_landmarks(ctx.run, "track").landmarks[: scene.T])
     else:
-        head.set_audio(_audio_features(ctx, scene))
+        head.set_audio(*_audio_features(ctx, scene))
 
 
 def run(ctx, cfg: dict) -> dict:
@@ -315,6 +315,10 @@ def run(ctx, cfg: dict) -> dict:
     return {"psnr_full": round(val, 3), "n_gaussians": g.num, "train_seconds": round(res["seconds"], 1)}
 
 
-def _audio_features(ctx, scene) -> np.ndarray:
+def _audio_features(ctx, scene) -> tuple[np.ndarray, np.ndarray]:
+    """The run's audio features and their speech activity, as train-deform gave them to the head."""
+    from talkctl.audio.recipe import speech_activity
+
     with ctx.read("audio") as a:
-        return np.asarray(a["features"][()], dtype=np.float32)
+        feats = np.asarray(a["features"][()], dtype=np.float32)
+        return feats, speech_activity(a["waveform"][()], len(feats))

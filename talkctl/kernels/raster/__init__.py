@@ -48,7 +48,7 @@ def _probe_diffgs(device: str) -> str | None:
 
 
 def _probe_numba(device: str) -> str | None:
-    return None if _installed("numba") else "numba is not installed (pip install numba)"
+    return None if installed("numba") else "numba is not installed (pip install numba)"
 
 
 def _load_numba():
