@@ -6,6 +6,7 @@ Verbs are the stage names. Known failures become one line on stderr and an exit 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -15,7 +16,7 @@ import typer
 from talkctl import __version__
 from talkctl.cli_options import (ConfigOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt,
                                  RunExistingOpt, RunOpt, SetOpt, VerboseOpt, _common, _State, write_json)
-from talkctl.errors import EXIT_INTERRUPTED, TalkctlError, UsageError
+from talkctl.errors import EXIT_INTERRUPTED, ArtifactError, TalkctlError, UsageError
 
 app = typer.Typer(
     name="talkctl",
@@ -76,6 +77,10 @@ def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: 
         run = media.expanduser().absolute().with_suffix(".talkctl")
         if not _State.quiet:
             err.print(f"run directory: {run}")
+    if not create and not Path(run).expanduser().is_dir():  # nothing is built there yet: a missing artifact
+        raise ArtifactError(f"run directory {run} does not exist: nothing is built there yet; start with "
+                            f"`{shlex.join(['talkctl', 'run', str(run), '--video', 'VIDEO', '--to', 'track'])}` "
+                            f"(or `talkctl track VIDEO --run {shlex.quote(str(run))}`)")
     return RunDir(run, create=create)
 
 

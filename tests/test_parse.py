@@ -127,7 +127,7 @@ def test_stale_track_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["parse", "--run", str(run.path)]) == 4
     err = capsys.readouterr().err
-    assert "stale" in err and "talkctl track" in err
+    assert "stale" in err and "--to track" in err  # names the track stage and the command that reruns it
     assert not (run.path / "parse.h5").exists()
 
 

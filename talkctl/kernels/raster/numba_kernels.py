@@ -2,7 +2,7 @@
 
 The same rules as the torch reference (projection.py, tiles.py, composite.py), computed
 Gaussian by Gaussian instead of as dense blocks:
-- projection: EWA with the clamped Jacobian, 0.3 px² dilation, 3-sigma radius, culling;
+- projection: EWA with the clamped Jacobian, 0.3 px² dilation, the reference's per-axis radius, culling;
   colours from SH along the camera-to-mean direction (or given RGB);
 - visibility: a pixel sees a Gaussian only inside its 16-px tile rectangle and where
   alpha = min(0.999, o exp(-sigma)) >= 1/255;
@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .projection import ALPHA_MAX, ALPHA_MIN, EPS2D, T_MIN
+from .projection import ALPHA_MAX, ALPHA_MIN, EPS2D, RADIUS_SIGMAS, T_MIN
 from .sh import C0, C1, C2, C3
 from .tiles import TILE
 
@@ -129,14 +129,16 @@ def project_camera(c, means, quats, scales, opac, coeffs, degree, view, Ks, widt
         if not (in_depth and det > 0 and o >= ALPHA_MIN):
             continue
         r[CA], r[CB], r[CC] = cyy / det, -cxy / det, cxx / det
-        bb = 0.5 * (cxx + cyy)
-        v1 = bb + math.sqrt(max(bb * bb - det, 0.01))
-        radius = min(math.ceil(3.0 * math.sqrt(max(v1, 0.0))), float(1 << 24))
-        if not (math.isfinite(radius) and u + radius > 0 and u - radius < width
-                and v + radius > 0 and v - radius < height):
+        ext = 2.0 * max(math.log(o) - LN_ALPHA_MIN, 0.0)  # sigma <= ln(255 o) on the footprint
+        # the torch reference's (gsplat 1.5's) footprint: per axis, min(3.33, sqrt(2 ln(255 o))) sigmas
+        extend = min(math.sqrt(ext), RADIUS_SIGMAS)
+        rx = min(math.ceil(extend * math.sqrt(max(cxx, 0.0))), float(1 << 24))
+        ry = min(math.ceil(extend * math.sqrt(max(cyy, 0.0))), float(1 << 24))
+        radius = max(rx, ry)
+        if not (math.isfinite(radius) and radius > 0 and u + rx > 0 and u - rx < width
+                and v + ry > 0 and v - ry < height):
             continue
         radii[n] = np.int32(radius)
-        ext = 2.0 * max(math.log(o) - LN_ALPHA_MIN, 0.0)  # sigma <= ln(255 o) on the footprint
         r[HX] = math.sqrt(ext * cxx) * (1 + 1e-4) + _EXTENT_PAD
         r[HY] = math.sqrt(ext * cyy) * (1 + 1e-4) + _EXTENT_PAD
         _sh_rgb(coeffs, n, degree, mx - centre[0], my - centre[1], mz - centre[2], basis, col)
