@@ -64,11 +64,15 @@ def _emit(summary: dict | list) -> None:
                     err.print(f"  {k}: {_fmt(v)}")
 
 
-def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: bool):
+def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: bool, preset: Optional[str] = None):
     """The run directory: --run, or next to the media file (`clip.mp4` -> `clip.talkctl/`).
     Only verbs that take the video make it (create); the others need it made already."""
     from talkctl.console import err
+    from talkctl.pipeline import no_run_directory
     from talkctl.rundir import RunDir
+
+    if run is not None and not create and not os.path.lexists(run.expanduser()):
+        raise no_run_directory(run.expanduser().absolute(), verb, preset)
 
     if run is None:
         if media is None or not create:
@@ -98,7 +102,7 @@ def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Option
     if media is not None:
         check_input_file(media, "input")
     prepare(verb, preset=preset, toml=toml, overrides=merged, device=device)  # usage errors touch no directory
-    rd = _resolve_run(run, media, verb, create)
+    rd = _resolve_run(run, media, verb, create, preset)
     if media is not None:
         rd.set_video(media)
     summary = run_stage(verb, rd, preset=preset, toml=toml, overrides=merged, device=device, force=force,
