@@ -6,7 +6,6 @@ Verbs are the stage names. Known failures become one line on stderr and an exit 
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -16,7 +15,7 @@ import typer
 from talkctl import __version__
 from talkctl.cli_options import (ConfigOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt,
                                  RunExistingOpt, RunOpt, SetOpt, VerboseOpt, _common, _State, write_json)
-from talkctl.errors import EXIT_INTERRUPTED, ArtifactError, TalkctlError, UsageError
+from talkctl.errors import EXIT_INTERRUPTED, TalkctlError, UsageError
 
 app = typer.Typer(
     name="talkctl",
@@ -65,11 +64,15 @@ def _emit(summary: dict | list) -> None:
                     err.print(f"  {k}: {_fmt(v)}")
 
 
-def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: bool):
+def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: bool, preset: Optional[str] = None):
     """The run directory: --run, or next to the media file (`clip.mp4` -> `clip.talkctl/`).
     Only verbs that take the video make it (create); the others need it made already."""
     from talkctl.console import err
+    from talkctl.pipeline import no_run_directory
     from talkctl.rundir import RunDir
+
+    if run is not None and not create and not os.path.lexists(run.expanduser()):
+        raise no_run_directory(run.expanduser().absolute(), verb, preset)
 
     if run is None:
         if media is None or not create:
@@ -77,10 +80,6 @@ def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: 
         run = media.expanduser().absolute().with_suffix(".talkctl")
         if not _State.quiet:
             err.print(f"run directory: {run}")
-    if not create and not Path(run).expanduser().is_dir():  # nothing is built there yet: a missing artifact
-        raise ArtifactError(f"run directory {run} does not exist: nothing is built there yet; start with "
-                            f"`{shlex.join(['talkctl', 'run', str(run), '--video', 'VIDEO', '--to', 'track'])}` "
-                            f"(or `talkctl track VIDEO --run {shlex.quote(str(run))}`)")
     return RunDir(run, create=create)
 
 
@@ -103,7 +102,7 @@ def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Option
     if media is not None:
         check_input_file(media, "input")
     prepare(verb, preset=preset, toml=toml, overrides=merged, device=device)  # usage errors touch no directory
-    rd = _resolve_run(run, media, verb, create)
+    rd = _resolve_run(run, media, verb, create, preset)
     if media is not None:
         rd.set_video(media)
     summary = run_stage(verb, rd, preset=preset, toml=toml, overrides=merged, device=device, force=force,

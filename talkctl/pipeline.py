@@ -154,8 +154,14 @@ def input_fingerprints(run: RunDir, spec: StageSpec, preset: str | None = None) 
         last = _last_producer(spec)
         todo = ", ".join(filter(None, (_not_ready(run, s) for s in CHAIN[:CHAIN.index(last) + 1])))
         raise ArtifactError(f"{spec.name} needs stages that have not run in {run}: {todo}; "
-                            f"build them with `{build_command(run, last, preset)}`")
+                            f"build them with `{build_command(run.path, last, preset, run.video() is not None)}`")
     return out
+
+
+def no_run_directory(path, verb: str, preset: str | None = None) -> ArtifactError:
+    """A verb that reads a run's artifacts, given a directory that is not there (never made for it)."""
+    return ArtifactError(f"run directory {path} does not exist, so nothing {verb} needs is built there; build it "
+                         f"with `{build_command(path, _last_producer(stage_spec(verb)), preset, False)}`")
 
 
 def _last_producer(spec: StageSpec) -> str:
@@ -173,11 +179,11 @@ def _not_ready(run: RunDir, stage: str) -> str:
     return f"{stage} ({', '.join(f'{f} {st}' + (f': {why}' if why else '') for f, st, why in bad)})"
 
 
-def build_command(run: RunDir, last: str, preset: str | None = None) -> str:
+def build_command(run, last: str, preset: str | None = None, knows_video: bool = True) -> str:
     """`talkctl run RUN --to LAST`, shell-quoted: `run` skips what is up to date, so it builds
-    exactly what is missing or stale up to LAST."""
+    exactly what is missing or stale up to LAST (`--video VIDEO` when the run knows none)."""
     words = ["talkctl", "run", str(run)]
-    if run.video() is None:
+    if not knows_video:
         words += ["--video", "VIDEO"]
     words += ["--to", last]
     if preset:
