@@ -60,6 +60,8 @@ STAGES: tuple[StageSpec, ...] = (
               "Render the talking head for new audio to an .mp4 with sound."),
     StageSpec("eval", "talkctl.stages.eval", ("audio", "frames", "track", "parse", "deform", "torso"), (),
               "Quality and speed figures, eval.json and report.html."),
+    StageSpec("serve", "talkctl.stages.serve", ("audio", "track", "parse", "deform", "torso"), (),
+              "Serve the head live: audio in as it arrives, frames out (page, WebSocket, /stats)."),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 CHAIN = [s.name for s in STAGES if s.outputs]  # the stages `run` chains

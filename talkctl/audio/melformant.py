@@ -197,9 +197,11 @@ class MelFormantExtractor:
             return 1.0
         return float(10.0 ** ((SPEECH_LEVEL_DB - level_db) / 20.0))
 
-    def frames(self, wav: np.ndarray) -> np.ndarray:
+    def frames(self, wav: np.ndarray, level_db: float | None = None) -> np.ndarray:
+        """(F, D) raw features. level_db: the speech level to normalise to instead of this clip's own
+        (a live stream computes each frame once, from the level known when it arrives: audio.streaming)."""
         wav = np.asarray(wav, dtype=np.float32)
-        level = speech_level_db(wav)
+        level = speech_level_db(wav) if level_db is None else float(level_db)
         g = self.gain(level)
         x = wav * np.float32(g)
         fr = frame_signal(x, WIN)
