@@ -34,6 +34,7 @@ log = logging.getLogger("talkctl.serve")
 PAGE_SCRIPT = '<script src="page.js"></script>'
 
 TRY_AGAIN_LATER = 1013
+STATS = web.AppKey("stats", Stats)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def make_app(engine: Engine, opts: ServeOptions) -> web.Application:
     app.router.add_get("/stats", stats_route)
     app.router.add_get("/ws", ws_route)
     app.on_shutdown.append(close_sessions)
-    app["stats"] = stats
+    app[STATS] = stats
     return app
 
 
@@ -154,4 +155,4 @@ async def _serve(engine, opts, host, port, on_ready, seconds, should_stop) -> di
             except (ValueError, RuntimeError, NotImplementedError):
                 pass
         await runner.cleanup()  # on_shutdown closes the sessions first
-    return app["stats"].as_dict()
+    return app[STATS].as_dict()

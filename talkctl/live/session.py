@@ -37,10 +37,7 @@ class Utterance:
     next: int = 0                   # next frame to render
     chunks: deque = field(default_factory=deque)  # (first frame showing a chunk, its arrival time)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def finished(self) -> bool:
-        return self.feats.finished
+    finished: bool = False          # set once its last windows are in (feats.finish runs off the loop)
 
     def ready(self, after: int) -> int:
         """Frames that can be rendered: their attention neighbours' windows have arrived."""
@@ -125,6 +122,7 @@ class Session:
         async with utt.lock:
             if not utt.finished:
                 utt.windows.append(await asyncio.get_running_loop().run_in_executor(None, utt.feats.finish))
+                utt.finished = True
 
     async def _interrupt(self) -> None:
         self.utts.clear()
