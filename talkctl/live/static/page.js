@@ -170,5 +170,7 @@ $("interrupt").onclick = () => {
 $("stop").onclick = () => { stopSending(); if (ws && ws.readyState === 1) ws.send(JSON.stringify({ op: "stop" })); };
 $("size").onchange = () => { canvas.style.width = canvas.style.height = $("size").value + "px"; };
 $("size").onchange();
-connect().catch((err) => log(err.message));
+connect().then(() => {  // ?autostart=mic: start at once (kiosk use, the headless-browser check)
+  if (new URLSearchParams(location.search).get("autostart") === "mic") $("start").onclick();
+}).catch((err) => log(err.message));
 requestAnimationFrame(draw);
