@@ -216,8 +216,15 @@ def test_token_limits_and_page(engine):
             with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
                 await s.ws_connect(url + "ws")
             assert exc.value.status == 401
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await s.ws_connect(url + "ws?token=sesame&level_db=loud")
+            assert exc.value.status == 400
             async with s.ws_connect(url + "ws?token=sesame") as ws1:
                 await ws1.receive(timeout=30)  # hello: the session is counted
+                await ws1.send_bytes(b"\0\0\0")  # half a sample
+                await ws1.send_str('{"op": "dance"}')
+                _, events = await collect(ws1, until=lambda f, e: len(e) >= 2, timeout=30)
+                assert "2-byte" in events[0]["message"] and "unknown op" in events[1]["message"]
                 async with s.ws_connect(url + "ws?token=sesame") as ws2:  # one more than max_sessions
                     _, events = await collect(ws2, timeout=30)
                     assert "busy" in events[0]["message"] and ws2.close_code == 1013

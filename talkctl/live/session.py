@@ -76,22 +76,15 @@ class Session:
         from aiohttp import WSMsgType
 
         async for msg in self.ws:
-            if msg.type == WSMsgType.BINARY:
-                try:
-                    x = pcm16_to_float(msg.data)
-                except ValueError as exc:
-                    await self._send_json({"event": "error", "message": str(exc)})
-                    continue
-                await self._audio(x)
-            elif msg.type == WSMsgType.TEXT:
-                try:
-                    op = parse_control(msg.data)
-                except ValueError as exc:
-                    await self._send_json({"event": "error", "message": str(exc)})
-                    continue
-                await (self._interrupt() if op == "interrupt" else self._stop())
-            else:
+            if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 break
+            try:
+                if msg.type == WSMsgType.BINARY:
+                    await self._audio(pcm16_to_float(msg.data))
+                else:
+                    await (self._interrupt() if parse_control(msg.data) == "interrupt" else self._stop())
+            except ValueError as exc:  # a bad message is answered, the session goes on
+                await self._send_json({"event": "error", "message": str(exc)})
 
     def _pending(self) -> int:
         return sum(u.feats.n_samples - u.next * SAMPLES_PER_FRAME for u in self.utts)
