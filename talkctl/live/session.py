@@ -107,8 +107,8 @@ class Session:
                 return await self._audio(x)
             utt.chunks.append((utt.feats.n_samples // SAMPLES_PER_FRAME, arrival))
             self.samples_in += len(x)
-            utt.last_audio = arrival
             utt.windows.append(await asyncio.get_running_loop().run_in_executor(None, utt.feats.push, x))
+            utt.last_audio = time.perf_counter()  # the pause counts from here: a slow push is no pause
         self.wake.set()
 
     async def _finish(self, utt: Utterance) -> None:
@@ -147,7 +147,7 @@ class Session:
             now = time.perf_counter()
             if self.utts:
                 utt = self.utts[0]
-                if not utt.finished and now - utt.last_audio > self.idle_after:  # the audio has paused
+                if not utt.finished and not utt.lock.locked() and now - utt.last_audio > self.idle_after:  # paused
                     await self._finish(utt)
                 ready = utt.ready(after)
                 if utt.next < ready:
@@ -159,7 +159,7 @@ class Session:
                     self.drained.set()
                     next_idle = time.monotonic() + 1.0 / FPS
                     continue
-                await self._sleep(utt.last_audio + self.idle_after - now + 0.005)
+                await self._sleep(max(0.02, utt.last_audio + self.idle_after - now + 0.005))
                 continue
             if self.stop_requested:
                 await self._send_json({"event": "stopped", "speech_frames": self.speech_frames})
