@@ -217,6 +217,26 @@ def render(run: RunExistingOpt = None,
             "full_frame": full_frame or None}, create=False)
 
 
+@app.command()
+def serve(run: RunOpt = None,
+          host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="TCP port (default 8000; 0 = any free port).")] = None,
+          size: Annotated[Optional[int], typer.Option(help="Frame side in pixels (default 256; 0 = the training resolution).")] = None,
+          max_sessions: Annotated[Optional[int], typer.Option("--max-sessions", help="Concurrent sessions (default: one per two cores).")] = None,
+          token: Annotated[Optional[str], typer.Option(help="Require this token on every request (default: $TALKCTL_SERVE_TOKEN).")] = None,
+          lookahead_ms: Annotated[Optional[int], typer.Option("--lookahead-ms", help="Most future audio a frame may wait for (default 200).")] = None,
+          pose: Annotated[Optional[str], typer.Option(help="Head motion: train (the clip's, ping-pong; default) | still.")] = None,
+          config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
+          json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Serve the head live: a page, a WebSocket (PCM16 in, JPEG frames out), /health and /stats."""
+    _common(json_, verbose, quiet, debug)
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
+    _stage("serve", run, None, config, preset, False, device, set_,
+           {"host": host, "port": port, "size": size, "max_sessions": max_sessions, "token": token,
+            "lookahead_ms": lookahead_ms, "pose": pose}, create=False)
+
+
 @app.command("eval")
 def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directories to evaluate and compare.")] = None,
           run: RunExistingOpt = None,

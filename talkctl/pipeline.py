@@ -66,6 +66,8 @@ STAGES: tuple[StageSpec, ...] = (
               "The head's Gaussians as INRIA .ply or web .splat files, canonical or per frame."),
     StageSpec("view", "talkctl.stages.view", ("audio", "track", "deform", "torso"), (),
               "The head and torso in 3D in a browser (viser), speaking."),
+    StageSpec("serve", "talkctl.stages.serve", ("audio", "track", "parse", "deform", "torso"), (),
+              "Serve the head live: audio in as it arrives, frames out (page, WebSocket, /stats)."),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 CHAIN = [s.name for s in STAGES if s.outputs]  # the stages `run` chains

@@ -168,9 +168,10 @@ def gain_factor(level_db: float, enabled: bool = True) -> float:
     return float(10.0 ** ((SPEECH_LEVEL_DB - level_db) / 20.0))
 
 
-def levelled(wav: np.ndarray, gain_normalize: bool = True) -> Levelled:
+def levelled(wav: np.ndarray, gain_normalize: bool = True, level_db: float | None = None) -> Levelled:
+    """level_db: the speech level to normalise to instead of this clip's own (live streams)."""
     wav = np.asarray(wav, dtype=np.float32)
-    level = speech_level_db(wav)
+    level = speech_level_db(wav) if level_db is None else float(level_db)
     g = gain_factor(level, gain_normalize)
     x = wav * np.float32(g)
     fr = frame_signal(x, WIN)
@@ -222,8 +223,10 @@ class MelFormantExtractor:
         zero spread; these keep new audio's normalised values bounded)."""
         return np.array([1.0] * self.n_mels + [0.1] * 3 + [0.2] * 3 + [0.1, 1.0], dtype=np.float32)
 
-    def frames(self, wav: np.ndarray) -> np.ndarray:
-        lv = levelled(wav, self.gain_normalize)
+    def frames(self, wav: np.ndarray, level_db: float | None = None) -> np.ndarray:
+        """(F, D) raw features. level_db: the speech level to normalise to instead of this clip's own
+        (a live stream computes each frame once, from the level known when it arrives: audio.streaming)."""
+        lv = levelled(wav, self.gain_normalize, level_db)
         fr = lv.frames
         # log-mel
         hann = np.hanning(WIN + 2)[1:-1].astype(np.float32)
