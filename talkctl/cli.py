@@ -176,6 +176,7 @@ def render(run: RunOpt = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4 (default RUN/render.mp4).")] = None,
            pose: Annotated[Optional[str], typer.Option(help="Head poses and blinks: train (ping-pong, default) | still | RUN_DIR | FILE.npz.")] = None,
            full_frame: Annotated[bool, typer.Option("--full-frame", help="Paste the render back into the source video's frames.")] = False,
+           composite: Annotated[Optional[str], typer.Option(help="portrait (the source video's frames, the face blended in) | model (head + torso + plate) | auto (portrait when the poses are this run's).")] = None,
            size: Annotated[Optional[int], typer.Option(help="Output side in pixels (default: the training resolution).")] = None,
            landmarks: Annotated[Optional[str], typer.Option(help="Landmark-driven heads: a2l (default with a2l.h5) | track | OTHER_RUN (re-enactment).")] = None,
            edit: Annotated[Optional[str], typer.Option(help="Landmark edit, e.g. mouth_scale=1.5,eyes_open=1 (landmark-driven heads).")] = None,
@@ -191,7 +192,7 @@ def render(run: RunOpt = None,
         check_input_file(audio, "audio")
     _stage("render", run, None, config, preset, False, device, set_,
            {"pose": pose, "size": size, "landmarks": landmarks, "edit": edit, "audio": audio, "output": output,
-            "full_frame": full_frame or None}, create=False)
+            "full_frame": full_frame or None, "composite": composite}, create=False)
 
 
 @app.command("eval")

@@ -60,18 +60,29 @@ class Renderer:
         else:
             self.head.set_audio(drive.features[lo:hi])
 
-    def render(self, frames, world_to_cam, blink, real=None) -> dict:
-        """Batch of frames -> {"full": (C,S,S,3) uint8 composite, "head_alpha": (C,S,S) float,
-        "head_over_real": uint8 (when real frames (C,S,S,3) uint8 are given)}."""
+    def render(self, frames, world_to_cam, blink, real=None, torso: bool = True) -> dict:
+        """Batch of frames -> {"head_rgb": (C,S,S,3) float32 premultiplied, "head_alpha": (C,S,S)
+        float32, "full": (C,S,S,3) uint8 model composite and "coverage" (C,S,S) (head and torso
+        together; unless torso=False), "head_over_real":
+        uint8 (when real frames (C,S,S,3) uint8 are given), "seconds": {"head", "model"}}."""
+        t0 = time.perf_counter()
         h = self.head.render(frames, world_to_cam, self.K_head, self.size, blink=blink)
-        t = self.torso.render(world_to_cam, self.K_torso, self.size, head_rgb=h.rgb, head_alpha=h.alpha)
-        out = {"full": _to_uint8(composite(self.background, t, h)), "head_alpha": h.alpha[..., 0].cpu().numpy()
-               if h.alpha.dim() == 4 else h.alpha.cpu().numpy()}
+        alpha = h.alpha[..., 0] if h.alpha.dim() == 4 else h.alpha
+        out = {"head_rgb": h.rgb.float().cpu().numpy(), "head_alpha": alpha.float().cpu().numpy()}
+        t1 = time.perf_counter()
+        if torso:
+            t = self.torso.render(world_to_cam, self.K_torso, self.size, head_rgb=h.rgb, head_alpha=h.alpha)
+            out["full"] = _to_uint8(composite(self.background, t, h))
+            t_alpha = t.alpha[..., 0] if t.alpha.dim() == 4 else t.alpha
+            # how much of each pixel the person covers (1 - what the plate shows through)
+            out["coverage"] = (1.0 - (1.0 - alpha) * (1.0 - t_alpha)).float().cpu().numpy()
+        t2 = time.perf_counter()
         if real is not None:
             r = torch.as_tensor(np.asarray(real), device=h.rgb.device).float() / 255.0
             out["head_over_real"] = _to_uint8(over(h.rgb, h.alpha, r).clamp(0, 1))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
+        out["seconds"] = {"head": t1 - t0, "model": t2 - t1}
         return out
 
 
@@ -79,9 +90,11 @@ def _to_uint8(t) -> np.ndarray:
     return (t.clamp(0, 1) * 255.0 + 0.5).to(dtype=__import__("torch").uint8).cpu().numpy()
 
 
-def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Callable | None = None) -> Iterator[tuple[np.ndarray, dict, float]]:
+def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Callable | None = None,
+                   torso: bool = True) -> Iterator[tuple[np.ndarray, dict, float]]:
     """Yield (frame indices, render outputs, model seconds) batch by batch. With real_frames(idx)
-    -> (C,S,S,3) uint8, the outputs also hold "real" and "head_over_real".
+    -> (C,S,S,3) uint8, the outputs also hold "real" and "head_over_real"; torso=False renders
+    the head only (portrait composite: the template frames hold the torso).
 
     The audio condition gets only the windows a batch needs (its frames +- the attention window),
     with frame indices relative to that slice: the same codes as with the whole sequence (edge
@@ -96,7 +109,7 @@ def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Ca
         real = real_frames(idx) if real_frames is not None else None
         t0 = time.perf_counter()
         renderer.set_drive(drive, lo, hi)
-        out = renderer.render(idx - lo, drive.world_to_cam[idx], drive.blink[idx], real)
+        out = renderer.render(idx - lo, drive.world_to_cam[idx], drive.blink[idx], real, torso=torso)
         if real is not None:
             out["real"] = real
         yield idx, out, time.perf_counter() - t0

@@ -12,7 +12,8 @@ no scripts, no network) showing how good a trained talking head is.
   error_scale: float                          |real-rendered| (0..1) mapped to the top colour (0.25)
   curves: {"fps": 25, "mouth_real": [...], "mouth_rendered": [...], "audio_energy_db": [...],
            "title"?: str}
-  training: {stage: {"step": [...], "loss": [...], "psnr": [...]}}
+  training: {stage: {"step": [...], "loss": [...], "psnr": [...], "measure"?: str (what the PSNR is of),
+             "reference"?: {"value", "label"} (eval's figure of the same kind: a dashed line)}}
   notes: [str]
 """
 from __future__ import annotations
@@ -122,8 +123,13 @@ def _training_section(training: dict) -> str:
                                          title=f"{stage}: loss", xlabel="step", log_y=bool(np.nanmin(y) > 0)))
         if t.get("psnr") is not None:
             s = t.get("psnr_step", step) if t.get("psnr_step", step) is not None else np.arange(len(t["psnr"]))
-            charts.append(svg_line_chart([{"label": "PSNR (dB)", "x": s, "y": t["psnr"], "color": PALETTE[2]}],
-                                         width=480, height=220, title=f"{stage}: PSNR", xlabel="step"))
+            series = [{"label": "PSNR (dB)", "x": s, "y": t["psnr"], "color": PALETTE[2]}]
+            ref = t.get("reference")
+            if ref and ref.get("value") is not None and len(s):  # eval's figure of the same kind
+                series.append({"label": f"{ref['label']}: {ref['value']:.2f} dB", "x": [s[0], s[-1]],
+                               "y": [ref["value"]] * 2, "color": PALETTE[6], "dash": True})
+            title = f"{stage}: PSNR, {t['measure']}" if t.get("measure") else f"{stage}: PSNR"
+            charts.append(svg_line_chart(series, width=480, height=220, title=title, xlabel="step"))
         if charts:
             out.append(f'<div class="row charts">{"".join(charts)}</div>')
     return "".join(out)
@@ -160,6 +166,7 @@ ul.notes{color:var(--muted)}
 @media print{body{background:#fff}.triple,table,svg.chart{break-inside:avoid}}
 """
 _HEADLINE = ("psnr", "ssim", "lpips", "lmd", "sync_corr", "render_fps")
+_PER_COMPOSITE = ("psnr", "ssim", "lpips", "lmd", "render_fps")
 
 
 def render_html(data: dict) -> str:
@@ -181,9 +188,11 @@ def render_html(data: dict) -> str:
         items = stages.values() if isinstance(stages, dict) else [s.get("seconds") for s in stages]
         fig["train_seconds"] = sum(float(v) for v in items if v is not None)
     cards = []
+    shown_as = f" ({fig['composite']})" if fig.get("composite") else ""  # what the headline figures score
     for key in _HEADLINE:
         if fig.get(key) is not None:
             label, _, better, _ = _FIG[key]
+            label += shown_as if key in _PER_COMPOSITE else ""
             cards.append(f'<div class="card"><div class="l">{html.escape(label)} {"↑" if better == "high" else "↓"}</div>'
                          f'<div class="v">{html.escape(format_figure(key, fig[key]))}</div></div>')
     if cards:

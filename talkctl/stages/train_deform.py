@@ -8,7 +8,14 @@ per-camera means/quats/scales batch.
 
 Loss = L1(head region) + mask_weight·L1(alpha, head mask) + perceptual_weight·perceptual
 (LPIPS when usable, D-SSIM with perceptual=auto otherwise; recorded in the artifact attr
-`perceptual_loss`) + lip_loss·L1(lip patch from track.h5's lip_box).
+`perceptual_loss`) + lip_loss·L1(lip patch from track.h5's lip_box; lip_resolution "full": rendered
+and compared at the crop's full size, gs.lip_patch, so teeth and the inside of the mouth are learnt
+from the full-resolution frames).
+
+Kept weights: the last `val_fraction` of the training frames (one stretch, never the held-out
+frames) is not trained on; it is scored every `val_every` steps and the weights of the best score
+are kept (keep_best), as train-a2l does. deform.h5 records the step kept (kept_step) and what the
+validation curve is of (val_measure); psnr_head is the held-out head-region PSNR of the kept weights.
 
 Learning rates: the hash grid uses the paper's 5e-3. The paper's 1.6e-5 for the MLP is
 kept for the `paper` preset (100k steps); `tiny` and `fast` run 30-500x fewer steps, and
@@ -47,12 +54,14 @@ from talkctl.head.field import (ENCODING_DEFAULTS, DeformField, apply_deform, bu
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.head.models import build_field
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
+from talkctl.gs.lip_patch import LipPatches
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, spread,
+                                 train, validation_split)
 
-VERSION = 1
+VERSION = 2  # 2: a validation slice of the training frames picks the kept weights
 DEFAULTS = {
     "rasterizer": "auto",
     "condition": "audio",
@@ -78,9 +87,12 @@ DEFAULTS = {
     "perceptual": "auto",
     "perceptual_weight": 0.1,
     "lip_loss": 0.2,
+    "lip_resolution": "full",     # full: the lip patch rendered and compared at the crop's size (gs.lip_patch) | train
     "audio_landmark_loss": 1.0,   # condition=audio: weight of the landmark read-out of the audio code
     "audio_landmark_batch": 64,
-    "val_frames": 8,
+    "val_frames": 16,              # validation frames checked, spread over the validation slice
+    "val_fraction": 0.1,           # the last part of the training frames: validation that picks the kept weights
+    "keep_best": True,             # keep the weights of the best validation (False: those of the last step)
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify_start": 500,
@@ -99,7 +111,8 @@ PRESETS = {
               "densify_start": 500, "densify_stop": 50000, "densify_reset_every": 3000,
               "densify_max_gaussians": 200000, "val_every": 5000, "checkpoint_every": 5000, "batch": 4},
 }
-NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
+# which validations there are decides the weights kept (keep_best): val_every and val_frames count
+NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) - {"val_every"}
 
 
 class LandmarkReadout(torch.nn.Module):
@@ -150,10 +163,17 @@ class DeformTrainer:
     def __init__(self, scene: Scene, rasterize, gaussians: GaussianModel, field: DeformField, condition, cfg,
                  perceptual_fn, readout: LandmarkReadout | None = None):
         self.scene, self.rasterize, self.cfg = scene, rasterize, cfg
+        # fit on the training frames but a validation slice of them (val_fraction); without one
+        # the curve shows held-out frames and nothing is picked by it
+        self.fit_idx, val_idx = validation_split(scene.train_idx, float(cfg["val_fraction"]))
+        self.val_idx = spread(val_idx, int(cfg["val_frames"])) if len(val_idx) else scene.held_subset(int(cfg["val_frames"]))
         self.g = GaussianOptim(gaussians, cfg, int(cfg["iterations"]), 1.0)
         self.field, self.condition, self.perceptual_fn = field, condition, perceptual_fn
         self.readout = readout
         self.net_opt = self._net_optimizer()
+        self.lips = None
+        if cfg["lip_resolution"] == "full" and float(cfg["lip_loss"]) > 0:
+            self.lips = LipPatches(scene.frames_full, scene.lip_box_full, scene.K_crop, device=scene.device)
 
     def _net_optimizer(self):
         groups = field_param_groups(self.field, self.condition, self.cfg["lr_grid"], self.cfg["lr_mlp"])
@@ -182,30 +202,47 @@ class DeformTrainer:
                                                  if k.startswith("readout.")})
         self.net_opt = self._net_optimizer()
 
-    def forward(self, idx, degree=None):
+    def deformed(self, idx, degree=None):
+        """(means, quats, scales, colours, SH degree, world_to_cam) of frames idx."""
         sc, m = self.scene, self.g.model
         t = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=m.means.device)
         code = self.condition.encode(t)
         pg = self.condition.per_gaussian(code, m.means)
         dxyz, dq, ds = self.field(m.means, code, sc.blink[t][:, None], pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
-        w2c = sc.w2c[t]
         colors, deg = m.color_inputs(degree)
-        return render(self.rasterize, means, quats, scales, m.opacities, colors, w2c, sc.K, sc.res, deg)
+        return means, quats, scales, colors, deg, sc.w2c[t]
+
+    def forward(self, idx, degree=None):
+        means, quats, scales, colors, deg, w2c = self.deformed(idx, degree)
+        return render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, self.scene.K,
+                      self.scene.res, deg)
+
+    def lip_loss(self, idx, out, target, deformed) -> torch.Tensor:
+        """L1 on the lip patch: at the crop's full size (lip_resolution full), else in the training render."""
+        if self.lips is None:
+            return lip_l1(out.rgb, target, self.scene.lip_box[idx])
+        patch, K = self.lips.get(idx)
+        means, quats, scales, colors, deg, w2c = deformed
+        lips = render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, K, self.lips.side, deg)
+        return l1(lips.rgb, patch)
 
     def step(self, step, rng):
         c = self.cfg
-        idx = batch_schedule(self.scene.train_idx, int(c["batch"]), rng)
+        idx = batch_schedule(self.fit_idx, int(c["batch"]), rng)
         self.g.before_step(step)
         target, mask = self.scene.head_targets(idx)
-        out = self.forward(idx, self.g.active_degree(step))
+        deformed = self.deformed(idx, self.g.active_degree(step))
+        means, quats, scales, colors, deg, w2c = deformed
+        out = render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, self.scene.K,
+                     self.scene.res, deg)
         if self.g.strategy is not None:
             self.g.strategy.pre_backward(out)
         loss = l1(out.rgb, target) + c["mask_weight"] * l1(out.alpha, mask)
         if self.perceptual_fn is not None and c["perceptual_weight"] > 0:
             loss = loss + c["perceptual_weight"] * self.perceptual_fn(out.rgb, target)
         if c["lip_loss"] > 0:
-            loss = loss + c["lip_loss"] * lip_l1(out.rgb, target, self.scene.lip_box[idx])
+            loss = loss + c["lip_loss"] * self.lip_loss(idx, out, target, deformed)
         if self.readout is not None:
             loss = loss + float(c["audio_landmark_loss"]) * self.readout.loss(self.condition, self._readout_frames(rng))
         loss.backward()
@@ -216,12 +253,13 @@ class DeformTrainer:
 
     def _readout_frames(self, rng) -> torch.Tensor:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""
-        frames = rng.choice(self.scene.train_idx, int(self.cfg["audio_landmark_batch"]))
+        frames = rng.choice(self.fit_idx, int(self.cfg["audio_landmark_batch"]))
         return torch.as_tensor(frames, device=self.g.model.means.device)
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
-        idx = self.scene.held_subset(int(self.cfg["val_frames"])) if frames is None else frames
+        """Head-region PSNR on `frames`, by default the validation frames."""
+        idx = self.val_idx if frames is None else frames
         se, w = 0.0, 0.0
         for i in idx:
             target, mask = self.scene.head_targets([i])
@@ -230,6 +268,14 @@ class DeformTrainer:
             se += float((((out.rgb - target) ** 2) * m).sum())
             w += float(m.sum())
         return 10 * np.log10(1.0 / max(se / max(w, 1e-8), 1e-10))
+
+
+def validation_measure(trainer: "DeformTrainer", scene) -> str:
+    """What the validation curve is of (deform.h5 attr val_measure, shown in report.html)."""
+    if len(trainer.val_idx) and trainer.val_idx[-1] < scene.held_idx[0]:
+        return (f"head region, validation slice of the training frames ({int(trainer.val_idx[0])}.."
+                f"{int(trainer.val_idx[-1])}, not trained on)")
+    return "head region, held-out frames"
 
 
 def landmark_condition(ctx, cfg, scene):
@@ -270,6 +316,10 @@ def run(ctx, cfg: dict) -> dict:
     perceptual_name, perceptual_fn = perceptual_loss(cfg["perceptual"], ctx.device, ctx.log)
     if cfg["condition"] not in ("audio", "landmarks"):
         raise UsageError(f"train-deform condition={cfg['condition']!r}: use audio or landmarks")
+    if cfg["lip_resolution"] not in ("full", "train"):
+        raise UsageError(f"train-deform lip_resolution={cfg['lip_resolution']!r}: use full or train")
+    if not 0 <= float(cfg["val_fraction"]) < 0.5:
+        raise UsageError(f"train-deform val_fraction={cfg['val_fraction']!r}: use 0 (off) up to 0.5")
     landmarks = cfg["condition"] == "landmarks"
     with Scene(ctx, cfg, audio=not landmarks) as scene:
         gaussians, init_from = initial_gaussians(ctx, cfg, gen)
@@ -293,7 +343,8 @@ def run(ctx, cfg: dict) -> dict:
         field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
         readout = None if landmarks else landmark_readout(ctx, cfg, scene, condition.out_dim)
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)
-        res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform")
+        res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform",
+                    keep_best=bool(cfg["keep_best"]) and float(cfg["val_fraction"]) > 0)
         val = trainer.validate(scene.held_idx)
         g = trainer.g.model
         with ctx.write("deform") as f:
@@ -313,6 +364,7 @@ def run(ctx, cfg: dict) -> dict:
                 **extra_attrs,
                 "resolution": scene.res, "crop_size": scene.S, "psnr_head": val, "n_gaussians": g.num,
                 "train_seconds": res["seconds"], "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1],
+                "val_measure": validation_measure(trainer, scene), "kept_step": int(res["best_step"]),
             })
     clear_checkpoints(ctx, ["train-deform"])
     ctx.log.info("deform: held-out head PSNR %.2f dB, %d Gaussians, perceptual %s", val, g.num, perceptual_name)
@@ -320,4 +372,4 @@ def run(ctx, cfg: dict) -> dict:
             # what drove the held-out frames: a landmark head is scored with the tracked landmarks
             # (its upper bound); a2l-driven figures come from eval / bench/compare_methods.py
             "validation_driver": "tracked landmarks" if landmarks else "audio",
-            "train_seconds": round(res["seconds"], 1), "init_from": init_from}
+            "train_seconds": round(res["seconds"], 1), "init_from": init_from, "kept_step": int(res["best_step"])}

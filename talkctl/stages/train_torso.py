@@ -30,7 +30,7 @@ from talkctl.gs.gaussians import GaussianModel
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.head.models import build_field, composite, load_head
 from talkctl.gs.losses import l1
-from talkctl.gs.scene import NECK, TORSO, Scene
+from talkctl.gs.scene import Scene
 from talkctl.gs.splat import over, render, resolve_rasterizer
 from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
@@ -126,8 +126,7 @@ class TorsoTrainer:
             self.g.strategy.pre_backward(out)
         head = self.head_render(idx)
         full = over(head.rgb, head.alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb)))
-        lab = sc.masks(idx)
-        mask = lab[..., NECK:NECK + 1] + lab[..., TORSO:TORSO + 1]
+        mask = sc.torso_mask(idx)
         loss = l1(full, sc.full_frames(idx)) + c["mask_weight"] * l1(out.alpha * (1 - head.alpha), mask)
         loss.backward()
         self.net_opt.step()
