@@ -42,6 +42,8 @@ def _figures_table(fig: dict) -> str:
                 continue
             if key == "syncnet_offset" and fig.get("syncnet_confidence") is None:
                 continue  # the confidence row already says why SyncNet did not run
+            if key.endswith("_lpips") and key != "lpips" and fig.get("lpips") is None:
+                continue  # the LPIPS row already says why LPIPS is unavailable
             cell = f'<span class="na">unavailable: {html.escape(str(reason or "not measured"))}</span>'
         else:
             cell = html.escape(format_figure(key, value))

@@ -34,7 +34,7 @@ from talkctl.gs.scene import Scene
 from talkctl.gs.splat import over, render, resolve_rasterizer
 from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
 
-VERSION = 1
+VERSION = 2  # 2: the torso learns the neck continued under the chin (Scene.torso_mask)
 DEFAULTS = {
     "rasterizer": "auto",
     "mode": "gaussian",           # gaussian (pose-conditioned Gaussians) | image (StyleUNet from the head render)
