@@ -58,6 +58,24 @@ class Scene:
             self._limit_to_audio(len(self.features), ctx.log)
             self.audio_extractor = str(a.attrs.get("extractor", ""))
         self.head_depth = float(torch.median(self.w2c[:, 2, 3]))
+        self.torso_shift = None  # (T,2) fractions of the side (gs.torso_track), set by the torso stages
+
+    def track_torso(self) -> np.ndarray:
+        """Track the torso's 2D shift per frame (gs.torso_track) and use it from now on."""
+        from talkctl.gs.torso_track import track_torso
+
+        self.torso_shift = track_torso(self.frames.ds, self.labels.ds, self.train_idx, self.res)
+        return self.torso_shift
+
+    def torso_K(self, idx) -> torch.Tensor:
+        """(B,3,3) torso cameras of frames idx: drawn at each frame's tracked torso shift (if any)."""
+        idx = np.asarray(idx).reshape(-1)
+        if self.torso_shift is None:
+            return self.K.expand(len(idx), 3, 3)
+        from talkctl.gs.torso_track import shifted_intrinsics
+
+        return torch.as_tensor(shifted_intrinsics(self.K.cpu().numpy(), self.torso_shift[idx] * self.res),
+                               device=self.K.device)
 
     def _limit_to_audio(self, n_audio: int, log) -> None:
         """Audio that ends before the video (common in joined or trimmed clips): frames without

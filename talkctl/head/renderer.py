@@ -60,18 +60,30 @@ class Renderer:
         else:
             self.head.set_audio(drive.features[lo:hi])
 
-    def render(self, frames, world_to_cam, blink, real=None, torso: bool = True) -> dict:
+    def torso_K(self, source) -> np.ndarray:
+        """The torso camera(s): at the tracked torso shift of each pose's source frame (source: (C,)
+        frame indices of the training clip) when the torso was fitted stabilised, else the one K."""
+        shift = self.torso.attrs.get("torso_shift")
+        if source is None or shift is None or self.torso.mode != "gaussian":
+            return self.K_torso
+        from talkctl.gs.torso_track import shifted_intrinsics
+
+        src = np.clip(np.asarray(source, np.int64), 0, len(shift) - 1)
+        return shifted_intrinsics(self.K_torso, np.asarray(shift)[src] * self.size)
+
+    def render(self, frames, world_to_cam, blink, real=None, torso: bool = True, source=None) -> dict:
         """Batch of frames -> {"head_rgb": (C,S,S,3) float32 premultiplied, "head_alpha": (C,S,S)
         float32, "full": (C,S,S,3) uint8 model composite and "coverage" (C,S,S) (head and torso
         together; unless torso=False), "head_over_real":
-        uint8 (when real frames (C,S,S,3) uint8 are given), "seconds": {"head", "model"}}."""
+        uint8 (when real frames (C,S,S,3) uint8 are given), "seconds": {"head", "model"}}.
+        source: the training-clip frame each pose came from (the torso's tracked position), or None."""
         t0 = time.perf_counter()
         h = self.head.render(frames, world_to_cam, self.K_head, self.size, blink=blink)
         alpha = h.alpha[..., 0] if h.alpha.dim() == 4 else h.alpha
         out = {"head_rgb": h.rgb.float().cpu().numpy(), "head_alpha": alpha.float().cpu().numpy()}
         t1 = time.perf_counter()
         if torso:
-            t = self.torso.render(world_to_cam, self.K_torso, self.size, head_rgb=h.rgb, head_alpha=h.alpha)
+            t = self.torso.render(world_to_cam, self.torso_K(source), self.size, head_rgb=h.rgb, head_alpha=h.alpha)
             out["full"] = _to_uint8(composite(self.background, t, h))
             t_alpha = t.alpha[..., 0] if t.alpha.dim() == 4 else t.alpha
             # how much of each pixel the person covers (1 - what the plate shows through)
@@ -109,7 +121,8 @@ def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Ca
         real = real_frames(idx) if real_frames is not None else None
         t0 = time.perf_counter()
         renderer.set_drive(drive, lo, hi)
-        out = renderer.render(idx - lo, drive.world_to_cam[idx], drive.blink[idx], real, torso=torso)
+        source = drive.source_frames[idx] if drive.source_frames is not None else None
+        out = renderer.render(idx - lo, drive.world_to_cam[idx], drive.blink[idx], real, torso=torso, source=source)
         if real is not None:
             out["real"] = real
         yield idx, out, time.perf_counter() - t0
