@@ -10,10 +10,13 @@ export OMP_WAIT_POLICY=PASSIVE   # spin-waiting OpenMP threads make 2-core runs 
 setup() {
   # Reinstall when pyproject.toml is newer than the last install.
   if [ ! -x .venv/bin/python ] || [ pyproject.toml -nt .venv/.installed ]; then
+    echo "setting up .venv: torch 2.13.0 (CPU build), mediapipe, h5py, scipy, typer, rich and the test tools" \
+         "(a few minutes the first time; later calls reuse it)" >&2
     python3 -m venv .venv
     # torch pinned to the CPU build these machines carry; a bare "torch" would pull GBs of CUDA wheels.
-    .venv/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[dev]" 2>&1 \
-      | grep -v "^WARNING: Location" || true
+    # pip's own lines, cut to what is being fetched and installed (not a silent minute and a half)
+    .venv/bin/python -m pip install --disable-pip-version-check --progress-bar off "torch==2.13.0" -e ".[dev]" 2>&1 \
+      | grep --line-buffered -E "^(Collecting|Installing|Successfully|ERROR|error)" | sed -u 's/^/  /' >&2 || true
     .venv/bin/python -c "import talkctl, torch, mediapipe, h5py" \
       || { echo "set-up failed: see the pip output above" >&2; exit 1; }
     touch .venv/.installed

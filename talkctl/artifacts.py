@@ -107,8 +107,10 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         ArtifactSpec("static", "static.h5", "talkctl.static", 1, "init-static", {
             "head/<gaussians>": "canonical head Gaussians (see GAUSSIANS below), attrs sh_degree, n_gaussians, train_seconds",
             "head/val_psnr": "(K, 2) float64: (step, held-out head-region PSNR dB) during training",
+            "head/loss_curve": "(N, 2) float64: (step, mean training loss over the steps up to it), N <= 200, since the last (re)start",
             "torso/<gaussians>": "torso Gaussians in the fixed camera's space (OpenCV, world_to_cam = identity)",
             "torso/val_psnr": "(K, 2) float64: (step, held-out torso-region PSNR dB)",
+            "torso/loss_curve": "(N, 2) float64: as head/loss_curve",
             "torso/world_to_cam": "(4, 4) float32: the fixed torso camera (identity)",
             "intrinsics": "(3, 3) float32: pinhole K at the training resolution",
             "attrs": "resolution, crop_size, psnr_head, psnr_torso, n_head, n_torso, train_seconds, head_depth, held_out [start, end)",
@@ -123,6 +125,7 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "landmark_indices": "condition=landmarks: (P,) int64 moving landmarks (mouth, jaw, eyelids) driving the head",
             "landmark_neutral": "condition=landmarks: (L, 3) float32 neutral face (mean canonical landmarks of the training frames)",
             "val_psnr": "(K, 2) float64: (step, held-out head-region PSNR dB)",
+            "loss_curve": "(N, 2) float64: (step, mean training loss over the steps up to it), N <= 200, since the last (re)start",
             "intrinsics": "(3, 3) float32: K at the training resolution",
             "attrs": "field_spec, condition_spec (JSON, to rebuild the networks), condition, encoding, perceptual_loss "
                      "(lpips|dssim|none: the one actually used), lip_loss, init_from, audio_extractor, resolution, "
@@ -137,6 +140,7 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "intrinsics": "(3, 3) float32: K at the training resolution",
             "background": "(R, R, 3) uint8: background plate at the training resolution",
             "val_psnr": "(K, 2) float64: (step, held-out full-composite PSNR dB)",
+            "loss_curve": "(N, 2) float64: (step, mean training loss over the steps up to it), N <= 200, since the last (re)start",
             "net/<param>": "mode=image: StyleUNet state_dict (torso_image.py) instead of torso/ and field/",
             "attrs": "mode (gaussian | image), field_spec (gaussian) or net_spec (image), condition_spec, resolution, "
                      "crop_size, psnr_full, n_gaussians (gaussian) or n_parameters (image), train_seconds, held_out",
@@ -288,3 +292,90 @@ def remove_partials(run: RunDir) -> list[Path]:
         p.unlink(missing_ok=True)
         gone.append(p)
     return gone
+
+
+# ---- reading by path, and the typed readers ---------------------------------------------
+import typing  # noqa: E402
+
+from talkctl.errors import InputError  # noqa: E402
+
+
+def open_path(path: str | os.PathLike, name: str, give: str = ""):
+    """Open a file the user named as artifact `name` (e.g. a track.h5 given as a pose source),
+    refusing a missing, unreadable or wrong-schema file with an InputError: the user chose the
+    file, so the fix is another file (`give` says which)."""
+    s = spec(name)
+    path = Path(path)
+    fix = f"; {give}" if give else ""
+    if not path.is_file():
+        raise InputError(f"{path} does not exist{fix}")
+    try:
+        f = _h5py().File(path, "r")
+    except OSError:
+        raise InputError(f"{path} is not a readable HDF5 file{fix}") from None
+    got, ver = f.attrs.get("schema"), f.attrs.get("schema_version")
+    got = got.decode() if isinstance(got, bytes) else got
+    if got != s.schema or ver is None or int(ver) != s.version:
+        f.close()
+        raise InputError(f"{path} is not a talkctl {s.filename} v{s.version} (schema {got} v{ver}){fix}")
+    return f
+
+
+def open_artifact(source, name: str, give: str = ""):
+    """Artifact `name` of a run (a RunDir or a run directory: open_for_read) or a file path (open_path)."""
+    if isinstance(source, RunDir):
+        return open_for_read(source, name)
+    if Path(source).is_dir():
+        return open_for_read(RunDir(source, create=False), name)
+    return open_path(source, name, give)
+
+
+if typing.TYPE_CHECKING:  # annotations only: numpy stays out of `talkctl --help`
+    import numpy as np
+
+# What track.h5 holds (all read unless a consumer names fewer).
+TRACK_ARRAYS = ("landmarks2d", "landmarks3d", "valid", "world_to_cam", "intrinsics", "canonical_shape",
+                "reproj_error", "blink", "eye_area", "mouth_open", "lip_box", "face_box")
+
+
+@dataclass
+class Track:
+    """track.h5 as arrays (layout in ARTIFACTS["track"]). Arrays a reader did not ask for, or the
+    file does not hold, are None. Also readable like a mapping (`"blink" in track`, track["blink"],
+    track.attrs), which is what face.canonical.canonical_landmarks takes."""
+    n_frames: int
+    attrs: dict
+    landmarks2d: np.ndarray | None = None      # (T, L, 2) crop px
+    landmarks3d: np.ndarray | None = None      # (T, L, 3)
+    valid: np.ndarray | None = None            # (T,) bool
+    world_to_cam: np.ndarray | None = None     # (T, 4, 4)
+    intrinsics: np.ndarray | None = None       # (3, 3)
+    canonical_shape: np.ndarray | None = None  # (L, 3)
+    reproj_error: np.ndarray | None = None     # (T,)
+    blink: np.ndarray | None = None            # (T,)
+    eye_area: np.ndarray | None = None         # (T,)
+    mouth_open: np.ndarray | None = None       # (T,)
+    lip_box: np.ndarray | None = None          # (T, 4)
+    face_box: np.ndarray | None = None         # (T, 4)
+
+    def __contains__(self, key: str) -> bool:
+        return key in TRACK_ARRAYS and getattr(self, key) is not None
+
+    def __getitem__(self, key: str):
+        if key not in self:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+def read_track(source, fields=TRACK_ARRAYS, frames: slice | None = None, give: str = "") -> Track:
+    """track.h5 of a run (RunDir or run directory) or a track.h5 path, as a Track with the arrays
+    in `fields` (() = only n_frames and attrs); per-frame arrays cut to `frames` when given."""
+    unknown = [k for k in fields if k not in TRACK_ARRAYS]
+    if unknown:
+        raise ValueError(f"track.h5 has no arrays {unknown}; known: {TRACK_ARRAYS}")
+    per_frame = set(TRACK_ARRAYS) - {"intrinsics", "canonical_shape"}
+    with open_artifact(source, "track", give) as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        n = next((f[k].shape[0] for k in ("world_to_cam", "landmarks2d") if k in f), 0)
+        arrays = {k: f[k][frames if frames is not None and k in per_frame else ()] for k in fields if k in f}
+    return Track(n_frames=int(n), attrs=attrs, **arrays)

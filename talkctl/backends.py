@@ -9,6 +9,8 @@ silent fallback.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,6 +30,9 @@ class Backend:
     devices: tuple[str, ...] = ("cpu", "cuda")
     priority: int = 0  # higher wins in "auto"
     capabilities: dict = field(default_factory=dict)
+    # why the weights a run with default settings loads are not here (None: here, or none needed);
+    # apart from `probe` because a run can name its own weights (`--model DIR`)
+    weights: Callable[[], str | None] | None = None
     _loaded: Any = field(default=None, repr=False)
 
     def why_unusable(self, device: str = "cpu") -> str | None:
@@ -39,6 +44,12 @@ class Backend:
         except Exception as exc:  # a probe must never crash doctor
             return f"probe failed: {exc}"
 
+    def why_no_weights(self) -> str | None:
+        try:
+            return self.weights() if self.weights else None
+        except Exception as exc:  # like a probe: never crash doctor
+            return f"weights check failed: {exc}"
+
     def get(self) -> Any:
         if self._loaded is None:
             self._loaded = self.load()
@@ -46,6 +57,23 @@ class Backend:
 
 
 _REGISTRY: dict[str, dict[str, Backend]] = {k: {} for k in KINDS}
+
+
+@functools.lru_cache(maxsize=None)  # probes run on every "auto" choice: look on disk once
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here (found on the path; not imported)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_reason() -> str | None:
+    """Why a CUDA-only backend cannot run here, or None."""
+    import torch
+
+    return None if torch.cuda.is_available() else "torch sees no CUDA device"
 
 
 def register(backend: Backend) -> Backend:

@@ -5,7 +5,6 @@ Verbs are the stage names. Known failures become one line on stderr and an exit 
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,8 +13,8 @@ from typing import Annotated, List, Optional
 import typer
 
 from talkctl import __version__
-from talkctl.cli_options import (ConfigOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, RunOpt,
-                                 SetOpt, VerboseOpt, _common, _State)
+from talkctl.cli_options import (ConfigOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt,
+                                 RunExistingOpt, RunOpt, SetOpt, VerboseOpt, _common, _State, write_json)
 from talkctl.errors import EXIT_INTERRUPTED, TalkctlError, UsageError
 
 app = typer.Typer(
@@ -29,10 +28,27 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"talkctl {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version_: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                 help="Print the version and exit.")] = False) -> None:
+    pass  # the app's own options (the help text is the Typer's)
+
+
+def _fmt(v) -> str:
+    """A figure as people read it: 4 significant digits (37.7, 0.9123), whole numbers kept whole."""
+    return f"{v:.4g}" if isinstance(v, float) and abs(v) < 1e4 else f"{v:.0f}" if isinstance(v, float) else str(v)
+
+
 def _emit(summary: dict | list) -> None:
-    """Summary: JSON on stdout with --json, else a short human line on stderr."""
+    """Summary: JSON on stdout with --json, else a short human line on stderr (a progress report)."""
     if _State.json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        write_json(summary)
         return
     if _State.quiet:
         return
@@ -45,21 +61,22 @@ def _emit(summary: dict | list) -> None:
             err.print(f"[green]{s['stage']}[/]: {s['status']}{extra} -> {s.get('run', '')}")
             for k, v in s.items():
                 if k not in ("stage", "status", "run", "seconds", "outputs") and not isinstance(v, (dict, list)):
-                    err.print(f"  {k}: {v}")
+                    err.print(f"  {k}: {_fmt(v)}")
 
 
-def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str):
-    """The run directory: --run, or next to the media file (`clip.mp4` -> `clip.talkctl/`)."""
+def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: bool):
+    """The run directory: --run, or next to the media file (`clip.mp4` -> `clip.talkctl/`).
+    Only verbs that take the video make it (create); the others need it made already."""
     from talkctl.console import err
     from talkctl.rundir import RunDir
 
     if run is None:
-        if media is None:
-            raise UsageError(f"no run directory: give --run DIR (or a video: `talkctl {verb} VIDEO`)")
+        if media is None or not create:
+            raise UsageError("no run directory: give --run DIR" + (f" (or a video: `talkctl {verb} VIDEO`)" if create else ""))
         run = media.expanduser().absolute().with_suffix(".talkctl")
         if not _State.quiet:
             err.print(f"run directory: {run}")
-    return RunDir(run, create=True)
+    return RunDir(run, create=create)
 
 
 def _settings(config: Optional[Path], set_: Optional[List[str]], options: dict) -> tuple[dict, dict]:
@@ -70,17 +87,18 @@ def _settings(config: Optional[Path], set_: Optional[List[str]], options: dict) 
 
 
 def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Optional[Path], preset: Optional[str],
-           force: bool, device: str, set_: Optional[List[str]], overrides: dict, create: bool = True) -> None:
+           force: bool, device: str, set_: Optional[List[str]], overrides: dict, create: bool = False) -> None:
     from talkctl.console import make_progress
-    from talkctl.pipeline import run_stage
-    from talkctl.rundir import RunDir, check_input_file
+    from talkctl.pipeline import prepare, run_stage
+    from talkctl.rundir import check_input_file
 
     toml, merged = _settings(config, set_, overrides)
     if media is not None and media.expanduser().is_dir() and run is None:
         run, media = media, None  # `talkctl extract-audio RUN_DIR`: a run that knows its video
     if media is not None:
         check_input_file(media, "input")
-    rd = _resolve_run(run, media, verb) if create else RunDir(run, create=False)
+    prepare(verb, preset=preset, toml=toml, overrides=merged, device=device)  # usage errors touch no directory
+    rd = _resolve_run(run, media, verb, create)
     if media is not None:
         rd.set_video(media)
     summary = run_stage(verb, rd, preset=preset, toml=toml, overrides=merged, device=device, force=force,
@@ -99,7 +117,8 @@ def extract_audio(media: MediaArg = None, run: RunOpt = None,
                   set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Audio track -> 16 kHz mono waveform + 25 fps-aligned features (audio.h5)."""
     _common(json_, verbose, quiet, debug)
-    _stage("extract-audio", run, media, config, preset, force, device, set_, {"extractor": features, "model": model})
+    _stage("extract-audio", run, media, config, preset, force, device, set_, {"extractor": features, "model": model},
+           create=True)
 
 
 @app.command()
@@ -112,11 +131,11 @@ def track(video: MediaArg = None, run: RunOpt = None,
     """Frames, landmarks, head pose and blink per frame (frames.h5, track.h5)."""
     _common(json_, verbose, quiet, debug)
     _stage("track", run, video, config, preset, force, device, set_,
-           {"size": size, "landmarks": landmarks, "preview": preview or None})
+           {"size": size, "landmarks": landmarks, "preview": preview or None}, create=True)
 
 
 @app.command()
-def parse(run: RunOpt = None,
+def parse(run: RunExistingOpt = None,
           parsing: Annotated[Optional[str], typer.Option(help="Parsing backend: auto | mediapipe | facexlib.")] = None,
           preview: Annotated[bool, typer.Option("--preview", help="Write a contact sheet PNG.")] = False,
           config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
@@ -131,7 +150,7 @@ ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the las
 
 
 @app.command("init-static")
-def init_static(run: RunOpt = None, rasterizer: RasterOpt = None,
+def init_static(run: RunExistingOpt = None, rasterizer: RasterOpt = None,
                 config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
                 set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Static head and torso Gaussians (static.h5, static.ply)."""
@@ -140,7 +159,7 @@ def init_static(run: RunOpt = None, rasterizer: RasterOpt = None,
 
 
 @app.command("train-deform")
-def train_deform(run: RunOpt = None, rasterizer: RasterOpt = None, resume: ResumeOpt = False,
+def train_deform(run: RunExistingOpt = None, rasterizer: RasterOpt = None, resume: ResumeOpt = False,
                  condition: Annotated[Optional[str], typer.Option(help="audio | landmarks.")] = None,
                  config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
                  set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
@@ -151,7 +170,7 @@ def train_deform(run: RunOpt = None, rasterizer: RasterOpt = None, resume: Resum
 
 
 @app.command("train-torso")
-def train_torso(run: RunOpt = None, rasterizer: RasterOpt = None, resume: ResumeOpt = False,
+def train_torso(run: RunExistingOpt = None, rasterizer: RasterOpt = None, resume: ResumeOpt = False,
                 mode: Annotated[Optional[str], typer.Option(help="gaussian (pose-conditioned Gaussians) | image (StyleUNet from the head render).")] = None,
                 config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
                 set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
@@ -162,7 +181,7 @@ def train_torso(run: RunOpt = None, rasterizer: RasterOpt = None, resume: Resume
 
 
 @app.command("train-a2l")
-def train_a2l(run: RunOpt = None, resume: ResumeOpt = False,
+def train_a2l(run: RunExistingOpt = None, resume: ResumeOpt = False,
               config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
               set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Audio -> landmark motion Transformer, decoupled two-stage method (a2l.h5)."""
@@ -171,7 +190,7 @@ def train_a2l(run: RunOpt = None, resume: ResumeOpt = False,
 
 
 @app.command()
-def render(run: RunOpt = None,
+def render(run: RunExistingOpt = None,
            audio: Annotated[Optional[Path], typer.Option(help="Driving audio (wav, mp3, mp4, ...); default: held-out part of the clip.")] = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4 (default RUN/render.mp4).")] = None,
            pose: Annotated[Optional[str], typer.Option(help="Head poses and blinks: train (ping-pong, default) | still | RUN_DIR | FILE.npz.")] = None,
@@ -197,12 +216,12 @@ def render(run: RunOpt = None,
 
 @app.command("eval")
 def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directories to evaluate and compare.")] = None,
-          run: RunOpt = None,
+          run: RunExistingOpt = None,
           audio: Annotated[Optional[Path], typer.Option(help="Also drive the head with this audio: lip-sync figures on new speech.")] = None,
           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Quality and speed figures (eval.json, report.html); several runs -> one table."""
-    from talkctl.console import err, make_progress
+    from talkctl.console import err, make_progress, out
     from talkctl.pipeline import run_stage
     from talkctl.report.tables import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
     from talkctl.rundir import RunDir, check_input_file
@@ -219,16 +238,57 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     results = [run_stage("eval", rd, preset=preset, toml=toml, overrides=overrides, device=device,
                          progress=make_progress(_State.quiet or _State.json)) for rd in rds]
     rows = comparison_rows(results)
-    if not _State.quiet:
-        err.print(comparison_table(rows))
-        err.print(comparison_table(rows, STAGE_KEYS, title="training time per stage"))
-        err.print(comparison_table(rows, STAGE_MEMORY_KEYS, title="peak host memory per stage"))
-        if not _State.json:
-            for r in results:
-                err.print(f"report: {r['report']}\nfigures: {r['eval_json']}")
-    if _State.json:
-        out = results[0] if len(results) == 1 else {"runs": results, "table": rows}
-        sys.stdout.write(json.dumps(out, indent=2, default=str) + "\n")
+    if _State.json:  # the tables stay readable on stderr; stdout holds only the JSON
+        write_json(results[0] if len(results) == 1 else {"runs": results, "table": rows})
+    if _State.quiet and _State.json:
+        return
+    console = err if _State.json else out()
+    console.print(comparison_table(rows))
+    console.print(comparison_table(rows, STAGE_KEYS, title="training time per stage"))
+    console.print(comparison_table(rows, STAGE_MEMORY_KEYS, title="peak host memory per stage"))
+    if not _State.json:
+        for r in results:
+            console.print(f"report: {r['report']}\nfigures: {r['eval_json']}", soft_wrap=True)
+
+
+@app.command()
+def export(run: RunExistingOpt = None,
+           format_: Annotated[Optional[str], typer.Option("--format", help="ply (INRIA 3DGS) | splat (web viewers).")] = None,
+           frame: Annotated[Optional[int], typer.Option(help="Export the head as in this frame of the training clip.")] = None,
+           frames: Annotated[Optional[str], typer.Option(help="a:b, frames a..b-1 (of --audio, else of the training clip); one file each.")] = None,
+           audio: Annotated[Optional[Path], typer.Option(help="Driving audio for --frames.")] = None,
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File, or folder for --frames (default RUN/export/).")] = None,
+           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
+           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """The head's Gaussians as files other 3DGS tools read: canonical, or deformed at chosen frames."""
+    from talkctl.rundir import check_input_file
+
+    _common(json_, verbose, quiet, debug)
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-deform)")
+    if audio is not None:
+        check_input_file(audio, "audio")
+    _stage("export", run, None, config, preset, False, device, set_,
+           {"format": format_, "frame": frame, "frames": frames, "audio": audio, "output": output}, create=False)
+
+
+@app.command()
+def view(run: RunExistingOpt = None,
+         audio: Annotated[Optional[Path], typer.Option(help="Also drive the head with this audio.")] = None,
+         host: Annotated[Optional[str], typer.Option(help="Address to listen on (default 127.0.0.1: this machine only).")] = None,
+         port: Annotated[Optional[int], typer.Option(help="Port (default 8080; 0 = any free port).")] = None,
+         config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
+         json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """The trained head (and torso) in 3D in a browser, speaking; prints the URL, Ctrl-C stops."""
+    from talkctl.rundir import check_input_file
+
+    _common(json_, verbose, quiet, debug)
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
+    if audio is not None:
+        check_input_file(audio, "audio")
+    _stage("view", run, None, config, preset, False, device, set_,
+           {"audio": audio, "host": host, "port": port}, create=False)
 
 
 @app.command("run")
@@ -241,12 +301,16 @@ def run_chain(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
     """Chain stages from --from to --to; stages that are up to date are skipped."""
     from talkctl import config as configmod
     from talkctl.console import make_progress
-    from talkctl.pipeline import chain, run_stage
-    from talkctl.rundir import RunDir
+    from talkctl.pipeline import chain, prepare, run_stage
+    from talkctl.rundir import RunDir, check_input_file
 
     _common(json_, verbose, quiet, debug)
     names = chain(from_, to)
     toml = configmod.load_toml(config)
+    if video is not None:
+        check_input_file(video, "video")
+    for name in names:  # usage errors touch no directory
+        prepare(name, preset=preset, toml=toml, device=device)
     rd = RunDir(run_dir, create=True)
     if video is not None:
         rd.set_video(video)
@@ -272,24 +336,26 @@ def status(run_dir: Annotated[Path, typer.Argument(help="Run directory.")],
     rows = run_status(rd)
     if _State.json:
         video = rd.video()
-        sys.stdout.write(json.dumps({"run": str(rd), "video": str(video[0]) if video else None, "stages": rows},
-                                    indent=2, default=str) + "\n")
+        write_json({"run": str(rd), "video": str(video[0]) if video else None, "stages": rows})
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    from talkctl.console import err
+    from talkctl.console import out
 
     colours = {"done": "green", "stale": "yellow", "missing": "dim", "invalid": "red"}
-    table = Table(title=str(rd))
+    table = Table()
     for col in ("stage", "artifact", "state", "size", "created", "time"):
         table.add_column(col)
     for r in rows:
         c = colours[r["state"]]
-        state = f"[{c}]{r['state']}[/]" + (f" ({r['why']})" if r["why"] else "")
+        state = f"[{c}]{r['state']}[/]" + (f" ({escape(r['why'])})" if r["why"] else "")
         size = f"{r['bytes'] / 1e6:.1f} MB" if r["bytes"] else ""
         secs = f"{r['seconds']:.1f} s" if r["seconds"] is not None else ""
         table.add_row(r["stage"], r["artifact"], state, size, r["created"] or "", secs)
-    err.print(table)
+    console = out()
+    console.print(escape(str(rd)), soft_wrap=True)  # above the table, not its title: a title wraps at its width
+    console.print(table)
 
 
 @app.command()
@@ -300,38 +366,43 @@ def doctor(json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = Fa
     _common(json_, verbose, quiet, debug)
     rows = checks()
     if _State.json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        write_json(rows)
         return
+    from rich.markup import escape
     from rich.table import Table
 
-    from talkctl.console import err
+    from talkctl.console import out
 
     table = Table(title=f"talkctl {__version__} doctor")
     for col in ("kind", "name", "usable", "detail"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(r["kind"], r["name"], "[green]yes[/]" if r["usable"] else "[red]no[/]", r["detail"])
-    err.print(table)
+    for r in rows:  # escaped: the hints hold `pip install 'talkctl[cuda]'`, which rich would take for markup
+        table.add_row(r["kind"], r["name"], "[green]yes[/]" if r["usable"] else "[red]no[/]", escape(r["detail"]))
+    out().print(table)
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option("--out", "-o", help="Where the example subject, run and results go.")] = Path("runs/demo"),
-         preset: PresetOpt = "tiny", device: DeviceOpt = "auto",
+def demo(out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where the example subject, run and results go.")] = Path("runs/demo"),
+         preset: Annotated[str, typer.Option("--preset", help="tiny | fast | paper.")] = "tiny", device: DeviceOpt = "auto",
          json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Make an example subject and take it through every stage; prints where the results are."""
-    from talkctl.console import err, make_progress
+    from rich.markup import escape
+
+    from talkctl.console import make_progress, out
     from talkctl.demo import run_demo
 
     _common(json_, verbose, quiet, debug)
-    result = run_demo(out, preset=preset or "tiny", device=device, progress=make_progress(_State.quiet or _State.json),
+    result = run_demo(out_dir, preset=preset or "tiny", device=device, progress=make_progress(_State.quiet or _State.json),
                       on_stage=(lambda s: None) if _State.json else _emit)
     if _State.json:
         _emit(result)
         return
-    err.print(f"\nexample clip: {result['video']}\nrun directory: {result['run']}")
+    r = {k: escape(str(v)) for k, v in result.items()}
+    console = out()  # where the results are: what the user asked for, on stdout
+    console.print(f"\nexample clip: {r['video']}\nrun directory: {r['run']}", soft_wrap=True)
     if result.get("demo_video"):
-        err.print(f"[bold]the head saying a new voice:[/] {result['demo_video']}  (voice: {result['voice']})\n"
-                  f"[bold]evaluation report:[/] {result['report']}  (figures: {result['eval_json']})")
+        console.print(f"[bold]the head saying a new voice:[/] {r['demo_video']}  (voice: {r['voice']})\n"
+                      f"[bold]evaluation report:[/] {r['report']}  (figures: {r['eval_json']})", soft_wrap=True)
 
 
 @app.command()
@@ -350,35 +421,48 @@ _add_batch()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the typer app, turning known errors into one line and an exit code."""
+    """Entry point: run the typer app, turning known errors into one line and an exit code
+    (and, under --json, an `{"error", "exit_code"}` object on stdout)."""
+    # Before torch is imported (nothing above imports it): OpenMP threads that spin-wait make
+    # 2-core runs several times slower beside other busy processes. A value the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rich.markup import escape
 
     from talkctl.console import err
 
+    args = list(sys.argv[1:] if argv is None else argv)
     _State.debug, _State.json, _State.quiet = bool(os.environ.get("TALKCTL_DEBUG")), False, False
+    _State.json_written = False
+
+    def fail(line: str, message: str, code: int) -> int:
+        if line:
+            err.print(line, highlight=False, soft_wrap=True)
+        # --json is known before the verb parses its options: usage errors get their object too
+        if (_State.json or "--json" in args) and not _State.json_written:
+            write_json({"error": message, "exit_code": code})
+        return code
+
     try:
-        rc = app(args=argv, prog_name="talkctl", standalone_mode=False)
+        rc = app(args=args, prog_name="talkctl", standalone_mode=False)
     except TalkctlError as exc:
         if _State.debug:
             err.print_exception()
-        err.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
-        return exc.exit_code
+        return fail(f"[red]error:[/] {escape(exc.message)}", exc.message, exc.exit_code)
     except KeyboardInterrupt:
         rc = EXIT_INTERRUPTED
     except Exception as exc:
         # typer's (vendored) click exceptions: bad usage prints its own message, exit 2
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show(file=sys.stderr)
-            return exc.exit_code
+            return fail("", exc.format_message(), exc.exit_code)
         if type(exc).__name__ == "Abort":
             rc = EXIT_INTERRUPTED
         else:
             if _State.debug:
                 raise
-            err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
-                      "(rerun with --debug and report it)", soft_wrap=True)
-            return 1
+            message = f"{type(exc).__name__}: {exc} (rerun with --debug and report it)"
+            return fail(f"[red]internal error:[/] {escape(message)}", f"internal error: {message}", 1)
     if rc == EXIT_INTERRUPTED:
-        err.print("[yellow]interrupted[/]: nothing half-written was kept; rerun the same command to resume")
+        message = "interrupted: nothing half-written was kept; rerun the same command to resume"
+        return fail(f"[yellow]interrupted[/]: {message.split(': ', 1)[1]}", message, rc)
     return rc if isinstance(rc, int) else 0
-

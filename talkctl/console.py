@@ -1,10 +1,12 @@
-"""Everything the user sees on stderr: one rich console, progress bars, log levels.
+"""Where output goes: results on stdout, everything else (progress, logs, errors) on stderr.
 
-stdout is reserved for the `--json` summary, so `talkctl ... --json | jq` works.
+Results are what a verb was asked for (status, doctor and eval tables, where the demo put its
+files); with `--json` stdout holds only the JSON summary, so `talkctl ... --json | jq` works.
 """
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -14,13 +16,26 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 err = Console(stderr=True, highlight=False)
 
+# Wide enough that no table column is cut when stdout is a file or a pipe (rich would assume 80).
+# Tables are not padded to it: they take their natural width.
+PIPE_WIDTH = 1000
+
+
+def out() -> Console:
+    """The results console: stdout at the terminal's width, or at full width into a file or pipe."""
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, highlight=False, width=None if tty else PIPE_WIDTH)
+
 
 class _Task:
     def __init__(self, progress: Progress, task_id):
         self._p, self._id = progress, task_id
 
     def advance(self, n: int = 1, **fields) -> None:
-        self._p.update(self._id, advance=n, info=_fmt(fields))
+        if fields:
+            self._p.update(self._id, advance=n, info=_fmt(fields))
+        else:  # keep the last metrics shown (training reads them only every few steps)
+            self._p.update(self._id, advance=n)
 
     def update(self, **fields) -> None:
         self._p.update(self._id, info=_fmt(fields))
@@ -62,6 +77,9 @@ def make_progress(quiet: bool):
 
 
 def setup_logging(verbose: int, quiet: bool) -> None:
+    from talkctl import native_log
+
+    native_log.show(verbose > 0 and not quiet)  # native libraries' start-up chatter only with -v
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     root = logging.getLogger("talkctl")
     root.handlers = [h for h in root.handlers if not isinstance(h, RichHandler)]

@@ -1,6 +1,7 @@
 """`talkctl doctor`: ffmpeg, torch and devices, and every backend's probe."""
 from __future__ import annotations
 
+import os
 import platform
 
 
@@ -20,7 +21,8 @@ def checks() -> list[dict]:
     try:
         import torch
 
-        add("torch", "torch", True, f"{torch.__version__}, {torch.get_num_threads()} CPU threads")
+        wait = os.environ.get("OMP_WAIT_POLICY", "unset")  # PASSIVE: see cli.main
+        add("torch", "torch", True, f"{torch.__version__}, {torch.get_num_threads()} CPU threads, OMP_WAIT_POLICY={wait}")
         cuda = torch.cuda.is_available()
         add("device", "cuda", cuda, torch.cuda.get_device_name(0) if cuda else "no CUDA GPU visible")
     except ImportError as exc:
@@ -34,7 +36,10 @@ def checks() -> list[dict]:
             reasons = {d: b.why_unusable(d) for d in b.devices}
             usable_on = [d for d, r in reasons.items() if r is None and (d == "cpu" or cuda)]
             detail = b.description
-            if not usable_on:
+            no_weights = b.why_no_weights() if usable_on else None
+            if no_weights:  # usable means usable: installed is not enough without the weights
+                usable_on, detail = [], f"{detail} -- {no_weights}"
+            elif not usable_on:
                 why = reasons.get(device) or next(iter(reasons.values()))
                 detail = f"{why}" if not detail else f"{detail} -- {why}"
             else:

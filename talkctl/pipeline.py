@@ -16,7 +16,9 @@ Stages never print or exit: they report through ctx.log and ctx.progress.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import shlex
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,6 +62,10 @@ STAGES: tuple[StageSpec, ...] = (
               "Render the talking head for new audio to an .mp4 with sound."),
     StageSpec("eval", "talkctl.stages.eval", ("audio", "frames", "track", "parse", "deform", "torso"), (),
               "Quality and speed figures, eval.json and report.html."),
+    StageSpec("export", "talkctl.stages.export", ("audio", "track", "deform"), (),
+              "The head's Gaussians as INRIA .ply or web .splat files, canonical or per frame."),
+    StageSpec("view", "talkctl.stages.view", ("audio", "track", "deform", "torso"), (),
+              "The head and torso in 3D in a browser (viser), speaking."),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 CHAIN = [s.name for s in STAGES if s.outputs]  # the stages `run` chains
@@ -134,7 +140,7 @@ def stage_config(spec: StageSpec, preset: str | None = None, toml: dict | None =
     return mod, cfg
 
 
-def input_fingerprints(run: RunDir, spec: StageSpec) -> dict[str, str]:
+def input_fingerprints(run: RunDir, spec: StageSpec, preset: str | None = None) -> dict[str, str]:
     out = {}
     for name in spec.inputs:
         if name == "video":
@@ -142,30 +148,74 @@ def input_fingerprints(run: RunDir, spec: StageSpec) -> dict[str, str]:
             if fp is None:
                 raise UsageError(f"no video given for {run}; run `talkctl {spec.name} VIDEO --run {run}`")
             out["video"] = fp
-            continue
-        st, why = artifacts.state(run, name)
-        producer = artifacts.spec(name).stage
-        if st == "missing":
-            raise ArtifactError(f"{artifacts.spec(name).filename} is missing in {run}: run `talkctl {producer} --run {run}` first")
-        if st != "done":
-            raise ArtifactError(f"{artifacts.spec(name).filename} in {run} is {st} ({why}): rerun `talkctl {producer} --run {run}`")
-        out[name] = artifacts.current_fingerprint(run, name)
+        elif artifacts.state(run, name)[0] == "done":
+            out[name] = artifacts.current_fingerprint(run, name)
+    if len(out) < len(spec.inputs):  # every stage still to run at once, with the one command that runs them
+        last = _last_producer(spec)
+        todo = ", ".join(filter(None, (_not_ready(run, s) for s in CHAIN[:CHAIN.index(last) + 1])))
+        raise ArtifactError(f"{spec.name} needs stages that have not run in {run}: {todo}; "
+                            f"build them with `{build_command(run, last, preset)}`")
     return out
+
+
+def _last_producer(spec: StageSpec) -> str:
+    return max((artifacts.spec(i).stage for i in spec.inputs if i in artifacts.ARTIFACTS), key=CHAIN.index)
+
+
+def _not_ready(run: RunDir, stage: str) -> str:
+    """'' when every output of `stage` is done, else e.g. 'track (frames.h5, track.h5 missing)'."""
+    states = [(artifacts.spec(o).filename, *artifacts.state(run, o)) for o in stage_spec(stage).outputs]
+    bad = [(f, st, why) for f, st, why in states if st != "done"]
+    if not bad:
+        return ""
+    if all(st == "missing" for _, st, _ in bad):
+        return f"{stage} ({', '.join(f for f, _, _ in bad)} missing)"
+    return f"{stage} ({', '.join(f'{f} {st}' + (f': {why}' if why else '') for f, st, why in bad)})"
+
+
+def build_command(run: RunDir, last: str, preset: str | None = None) -> str:
+    """`talkctl run RUN --to LAST`, shell-quoted: `run` skips what is up to date, so it builds
+    exactly what is missing or stale up to LAST."""
+    words = ["talkctl", "run", str(run)]
+    if run.video() is None:
+        words += ["--video", "VIDEO"]
+    words += ["--to", last]
+    if preset:
+        words += ["--preset", preset]
+    return shlex.join(words)
+
+
+@dataclass
+class Prepared:
+    """A stage's settings checked and made concrete for this machine (nothing touched on disk)."""
+    spec: StageSpec
+    module: object
+    config: dict
+    device: str
+
+
+def prepare(name: str, *, preset: str | None = None, toml: dict | None = None, overrides: dict | None = None,
+            device: str | None = "auto") -> Prepared:
+    """Every check that needs no run directory: stage name, settings, device, backends. The CLI
+    calls it before making a run directory, so a usage error leaves nothing behind."""
+    spec = stage_spec(name)
+    mod, cfg = stage_config(spec, preset, toml, overrides)
+    device = resolve_device(device)
+    if hasattr(mod, "resolve"):  # e.g. "auto" backends -> the concrete choice, so it is fingerprinted
+        cfg = mod.resolve(cfg, device)
+    return Prepared(spec, mod, cfg, device)
 
 
 def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict | None = None,
               overrides: dict | None = None, device: str | None = "auto", force: bool = False,
               progress: Callable = null_progress) -> dict:
     """Run one stage (or report it up to date). Returns its summary."""
-    spec = stage_spec(name)
-    mod, cfg = stage_config(spec, preset, toml, overrides)
-    device = resolve_device(device)
-    if hasattr(mod, "resolve"):  # e.g. "auto" backends -> the concrete choice, so it is fingerprinted
-        cfg = mod.resolve(cfg, device)
+    p = prepare(name, preset=preset, toml=toml, overrides=overrides, device=device)
+    spec, mod, cfg, device = p.spec, p.module, p.config, p.device
     sem = configmod.semantic(cfg, set(getattr(mod, "NON_SEMANTIC", ())))
     with run.lock(f"talkctl {name}"):
         artifacts.remove_partials(run)
-        inputs = input_fingerprints(run, spec)
+        inputs = input_fingerprints(run, spec, preset)
         fp = artifacts.fingerprint(name, mod.VERSION, sem, inputs)
         outputs = {o: artifacts.spec(o).path(run) for o in spec.outputs}
         # a stage without outputs (render, eval) always runs: nothing of it is fingerprinted
@@ -174,6 +224,7 @@ def run_stage(name: str, run: RunDir, *, preset: str | None = None, toml: dict |
             return {"stage": name, "status": "up to date", "run": str(run),
                     "outputs": {o: str(p) for o, p in outputs.items()}, **(extra or {})}
         logger = logging.getLogger(f"talkctl.{name}")
+        (run.path / "logs").mkdir(exist_ok=True)
         handler = logging.FileHandler(run.path / "logs" / f"{name}.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
@@ -221,6 +272,16 @@ def status(run: RunDir) -> list[dict]:
                 "stage": spec.name, "artifact": a.filename, "state": st, "why": why,
                 "bytes": path.stat().st_size if path.exists() else 0,
                 "created": attrs.get("created"), "seconds": attrs.get("seconds"),
-                "backend": attrs.get("backend"),
+                "backend": _json_attr(attrs.get("backend")),
             })
     return rows
+
+
+def _json_attr(value):
+    """An attribute stored as JSON text (artifacts.write's `backend`) as the object it holds."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+# Training loops read a step's metrics (device tensors) on the host, and show them, every N
+# steps: reading a loss waits for the GPU to finish everything queued so far.
+METRICS_EVERY = 25
+
 
 class NullTask:
     def advance(self, n: int = 1, **fields) -> None:

@@ -33,7 +33,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path).expanduser().absolute()
         if self.path.exists() and not self.path.is_dir():
-            raise UsageError(f"run directory {self.path} is a file; choose another --run")
+            raise UsageError(f"{self.path} is a file, not a run directory; give a directory")
         if create:
             try:
                 (self.path / "logs").mkdir(parents=True, exist_ok=True)

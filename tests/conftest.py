@@ -12,11 +12,16 @@ os.environ["TORCH_HOME"] = os.path.join(_EMPTY, "torch")
 os.environ["HF_HOME"] = os.path.join(_EMPTY, "hf")
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import shutil
 import sys
 import types
 from pathlib import Path
 
 import pytest
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_EMPTY, ignore_errors=True)  # the hermetic caches above: nothing left in /tmp
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TALKCTL_SHARED", REPO.parent / "shared"))  # env: checkouts elsewhere

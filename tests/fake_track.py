@@ -18,7 +18,6 @@ def write_frames_track(run: RunDir, frames: np.ndarray, landmarks2d: np.ndarray,
                        fps: int = 25, tag: str = "fake", inputs: dict | None = None) -> None:
     """frames (T,S,S,3) uint8, landmarks2d (T,L,2) crop pixels."""
     T, S = frames.shape[0], frames.shape[1]
-    L = landmarks2d.shape[1]
     valid = np.ones(T, bool) if valid is None else np.asarray(valid, bool)
     common = dict(producer="track v0 (test stand-in)", config={"tag": tag}, inputs=inputs or {})
     with artifacts.write(run, "frames", fingerprint=f"frames-{tag}", **common) as f:
@@ -26,20 +25,26 @@ def write_frames_track(run: RunDir, frames: np.ndarray, landmarks2d: np.ndarray,
         for t in range(T):
             d[t] = frames[t]
         f.attrs.update(fps=fps, size=S, crop=[0, 0, S], source_size=[S, S])
-    lm = landmarks2d.astype(np.float32)
+    write_track(run, landmarks2d, valid, S, fps, f"track-{tag}", common)
+
+
+def write_track(run: RunDir, landmarks2d, valid, size: int, fps: int, fingerprint: str, common: dict) -> None:
+    """track.h5 with these landmarks (T,L,2), identity poses and zero features."""
+    lm = np.asarray(landmarks2d, np.float32)
+    T, L = lm.shape[:2]
     lo, hi = lm.min(1), lm.max(1)
-    with artifacts.write(run, "track", fingerprint=f"track-{tag}", **common) as f:
+    with artifacts.write(run, "track", fingerprint=fingerprint, **common) as f:
         f["landmarks2d"] = lm
         f["landmarks3d"] = np.concatenate([lm, np.zeros((T, L, 1), np.float32)], -1)
-        f["valid"] = valid
+        f["valid"] = np.asarray(valid)
         f["world_to_cam"] = np.tile(np.eye(4, dtype=np.float32), (T, 1, 1))
-        f["intrinsics"] = np.array([[S, 0, S / 2], [0, S, S / 2], [0, 0, 1]], np.float32)
+        f["intrinsics"] = np.array([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], np.float32)
         f["canonical_shape"] = np.zeros((L, 3), np.float32)
         for k in ("reproj_error", "blink", "eye_area", "mouth_open"):
             f[k] = np.zeros(T, np.float32)
         f["lip_box"] = np.zeros((T, 4), np.int32)
         f["face_box"] = np.concatenate([lo, hi], 1).astype(np.int32)
-        f.attrs.update(landmark_backend="mediapipe", n_landmarks=L, rigid_indices=np.arange(4), fps=fps, size=S)
+        f.attrs.update(landmark_backend="mediapipe", n_landmarks=L, rigid_indices=np.arange(4), fps=fps, size=size)
 
 
 def read_clip(path, n_frames: int, size: int = 512, crop: tuple[int, int, int] | None = None,
@@ -107,22 +112,8 @@ def track_clip(run: RunDir, path, n_frames: int | None = None, size: int = 512, 
                 valid.append(False)
         f.attrs.update(fps=25, size=size, crop=[0, 0, size], source_size=[size, size])
     proc.wait()
-    lm = np.asarray(lms, np.float32)
-    T, L = lm.shape[:2]
-    lo, hi = lm.min(1), lm.max(1)
-    with artifacts.write(run, "track", fingerprint=f"track-clip-{n_frames}", **common) as f:
-        f["landmarks2d"] = lm
-        f["landmarks3d"] = np.concatenate([lm, np.zeros((T, L, 1), np.float32)], -1)
-        f["valid"] = np.asarray(valid)
-        f["world_to_cam"] = np.tile(np.eye(4, dtype=np.float32), (T, 1, 1))
-        f["intrinsics"] = np.array([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], np.float32)
-        f["canonical_shape"] = np.zeros((L, 3), np.float32)
-        for k in ("reproj_error", "blink", "eye_area", "mouth_open"):
-            f[k] = np.zeros(T, np.float32)
-        f["lip_box"] = np.zeros((T, 4), np.int32)
-        f["face_box"] = np.concatenate([lo, hi], 1).astype(np.int32)
-        f.attrs.update(landmark_backend="mediapipe", n_landmarks=L, rigid_indices=np.arange(4), fps=25, size=size)
-    return T
+    write_track(run, lms, valid, size, 25, f"track-clip-{n_frames}", common)
+    return len(lms)
 
 
 def astronaut_clip(n_frames: int = 24, size: int = 192, seed: int = 0):

@@ -192,7 +192,7 @@ def test_a2l_round_trips_and_predicts_new_audio(trained):
         idx = f["landmark_indices"][()]
     assert np.allclose(pred.offsets(feats[250:]), stored, atol=1e-5)
     new = make_inputs(seed=7, T=37)[0]
-    lm = a2l_predict.predict_landmarks(run.path, new)
+    lm = a2l_predict.load_predictor(run.path).landmarks(new)
     assert lm.shape == (37, 68, 3) and np.isfinite(lm).all()
     still = np.setdiff1d(np.arange(68), idx)
     assert np.array_equal(lm[:, still], np.repeat(neutral[None, still], 37, 0))
@@ -248,7 +248,7 @@ def test_cli_missing_track_exits_4_naming_track(tmp_path, capsys):
     rc = main(["train-a2l", "--run", str(run.path), "--preset", "tiny"])
     err = capsys.readouterr().err.strip()
     assert rc == 4
-    assert len(err.splitlines()) == 1 and "talkctl track" in err and "track.h5" in err
+    assert len(err.splitlines()) == 1 and "track (" in err and "track.h5" in err and "--to track" in err
 
 
 def test_cli_bad_setting_is_a_usage_error(tmp_path, capsys):

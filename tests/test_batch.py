@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -164,8 +165,8 @@ def test_a_failing_subject_is_recorded_and_the_others_finish(tmp_path, fakes, ca
     assert {r["stage"]: r["state"] for r in by["s0"]["stages"]} == {"fake-a": "done", "fake-b": "done"}
     assert all(r["seconds"] is not None for r in by["s0"]["stages"])
     assert main(["batch", "status", str(root)]) == 0
-    human = capsys.readouterr().err
-    assert "s1" in human and "failed" in human and "fake-a: fake-a" in human
+    human = capsys.readouterr().out  # a result: on stdout, at full width
+    assert "s1" in human and "failed" in human and "fake-a: fake-a cannot read this subject; fix its video" in human
 
 
 def test_status_reads_eval_figures(tmp_path, fakes, capsys):
@@ -242,20 +243,27 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 60) -> str:
     raise AssertionError(f"{path} never appeared")
 
 
-def test_worker_killed_mid_stage_reruns_the_stage_and_others_finish(tmp_path):
-    v = _videos(tmp_path, 3)
-    m = _manifest(tmp_path, _subjects(v, {"s1": ["[subject.config.fake-a]", "sleep = 3.0"]}))
+@contextmanager
+def _batch_with_slow_s1(tmp_path, n: int, sleep: float):
+    """A fake batch of n subjects in a subprocess, s1 sleeping `sleep` s in fake-a: yields (root,
+    the batch process, s1's worker pid once it runs); the batch is killed on the way out if alive."""
+    v = _videos(tmp_path, n)
+    m = _manifest(tmp_path, _subjects(v, {"s1": ["[subject.config.fake-a]", f"sleep = {sleep}"]}))
     root = tmp_path / "root"
     proc = _start_fake_batch(m, root)
     try:
-        pid = int(_wait_for(root / "s1" / "fake-a.pid", proc))
+        yield root, proc, int(_wait_for(root / "s1" / "fake-a.pid", proc))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_worker_killed_mid_stage_reruns_the_stage_and_others_finish(tmp_path):
+    with _batch_with_slow_s1(tmp_path, 3, 3.0) as (root, proc, pid):
         assert (root / "s1" / "a.h5.partial").exists()  # killed while writing
         (root / "s1" / "fake-a.pid").unlink()
         os.kill(pid, signal.SIGKILL)
         err = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err
     rec = _record(root)
     assert all(s["status"] == "done" for s in rec["subjects"].values())
@@ -410,17 +418,9 @@ def test_real_stages_on_the_local_engine(tmp_path, tiny_clips, capsys):
 
 
 def test_ctrl_c_stops_the_batch_cleanly(tmp_path):
-    v = _videos(tmp_path, 2)
-    m = _manifest(tmp_path, _subjects(v, {"s1": ["[subject.config.fake-a]", "sleep = 20.0"]}))
-    root = tmp_path / "root"
-    proc = _start_fake_batch(m, root)
-    try:
-        pid = int(_wait_for(root / "s1" / "fake-a.pid", proc))
+    with _batch_with_slow_s1(tmp_path, 2, 20.0) as (root, proc, pid):
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
         err = _finish(proc, 30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err, err
     assert not _alive(pid)

@@ -43,7 +43,7 @@ def test_missing_artifact_error_is_one_line_with_exit_4(fake_pipeline, tmp_path,
     rc = main(["run", str(tmp_path / "r"), "--from", "fake-b"])
     err = capsys.readouterr().err.strip()
     assert rc == 4
-    assert len(err.splitlines()) == 1 and "talkctl fake-a" in err
+    assert len(err.splitlines()) == 1 and "fake-a (a.h5 missing)" in err and "--to fake-a" in err
 
 
 def test_interrupt_exits_130_and_leaves_nothing(fake_pipeline, tmp_path, capsys):
@@ -99,6 +99,18 @@ def test_real_entry_point_in_a_subprocess(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "talkctl", "status", str(tmp_path / "nope"), "--json"],
                           capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert proc.returncode == 2
-    assert proc.stdout == ""
+    assert json.loads(proc.stdout)["exit_code"] == 2  # --json: the error as JSON on stdout too
     assert proc.stderr.strip().startswith("error:") and "does not exist" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_summaries_print_rounded_figures(fake_pipeline, tmp_path, capsys):
+    from talkctl.cli import _fmt
+
+    assert _fmt(37.69579340362092) == "37.7" and _fmt(0.912345) == "0.9123" and _fmt(123456.7) == "123457"
+    assert _fmt(5) == "5" and _fmt("x") == "x" and _fmt(False) == "False"
+    video = tmp_path / "v.bin"
+    video.write_bytes(b"abc")
+    assert main(["run", str(tmp_path / "r"), "--video", str(video), "--to", "fake-a"]) == 0
+    err = capsys.readouterr().err
+    assert "value: 3" in err  # the fake stage's figure, as people read it

@@ -65,7 +65,7 @@ def test_downstream_goes_stale_when_upstream_changes(fake_pipeline, run, tmp_pat
     pipeline.run_stage("fake-a", run, overrides={"scale": 3.0})
     rows = {r["artifact"]: r for r in pipeline.status(run)}
     assert rows["b.h5"]["state"] == "stale" and "fake_a changed" in rows["b.h5"]["why"]
-    with pytest.raises(ArtifactError, match="talkctl fake-a"):
+    with pytest.raises(ArtifactError, match=r"fake-a \(a.h5 stale: input video changed\).*--to fake-a"):
         # a stale input is refused by a stage that reads it ... once a is itself stale
         (tmp_path / "clip.bin").write_bytes(b"y" * 7)
         pipeline.run_stage("fake-b", run)
@@ -80,7 +80,7 @@ def test_changed_video_makes_first_stage_stale_and_rerun_rebuilds(fake_pipeline,
 
 
 def test_missing_input_names_the_stage_to_run(fake_pipeline, run):
-    with pytest.raises(ArtifactError, match=r"a\.h5 is missing .*talkctl fake-a"):
+    with pytest.raises(ArtifactError, match=r"fake-a \(a\.h5 missing\); build them with `talkctl run .* --to fake-a`"):
         pipeline.run_stage("fake-b", run)
 
 

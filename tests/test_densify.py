@@ -101,10 +101,33 @@ def test_post_backward_accumulates_screen_gradients_and_resets_opacity():
     (means2d * torch.tensor([1.0, 0.0])).sum().backward()
     out = SimpleNamespace(means2d=means2d, radii=torch.tensor([[1, 1, 0, 1, 1], [1, 0, 0, 1, 1]], dtype=torch.int32))
     strat.post_backward(1, m, opt, out, 64, 64)
-    assert torch.allclose(strat.grad_accum, torch.tensor([64.0, 32, 0, 64, 64]))  # pixel grad * W/2 per visible view
+    # pixel grad * W/2 * C (2 views) per visible view
+    assert torch.allclose(strat.grad_accum, torch.tensor([128.0, 64, 0, 128, 128]))
     assert torch.equal(strat.count, torch.tensor([2.0, 1, 0, 2, 2]))
     with torch.no_grad():
         m.params["opacity_logits"][:] = 3.0
     info = strat.post_backward(2, m, opt, out, 64, 64)
     assert info.get("reset") and bool((m.opacities <= 0.0101).all())
     assert torch.all(opt.state[m.params["opacity_logits"]]["exp_avg"] == 0)
+
+
+def test_screen_gradient_does_not_depend_on_the_batch_size():
+    """A step that averages its loss over C views gives each view 1/C of its gradient: the
+    accumulated mean (what the threshold sees) equals that of the views trained one at a time."""
+    m, _ = _setup(n=3)
+    per_view = torch.tensor([[[0.3, -0.1], [0.0, 0.2], [0.05, 0.05]],
+                             [[0.1, 0.1], [0.2, 0.0], [-0.4, 0.3]]])  # dL/dmeans2d of each view alone
+    radii = torch.ones(2, 3, dtype=torch.int32)
+
+    def accumulate(views: list[int]) -> DensifyStrategy:
+        strat = DensifyStrategy(DensifyConfig(start=100))
+        means2d = torch.zeros(len(views), 3, 2, requires_grad=True)
+        (means2d * per_view[views]).sum().div(len(views)).backward()  # the batch-mean loss
+        strat._accumulate(m, SimpleNamespace(means2d=means2d, radii=radii[views]), 64, 48)
+        return strat
+
+    batched = accumulate([0, 1])
+    alone = [accumulate([0]), accumulate([1])]
+    torch.testing.assert_close(batched.grad_accum, alone[0].grad_accum + alone[1].grad_accum)
+    torch.testing.assert_close(batched.count, alone[0].count + alone[1].count)
+

@@ -137,7 +137,8 @@ def test_eval_needs_a_run(capsys, tmp_path):
     empty.mkdir()
     capsys.readouterr()
     assert main(["eval", str(empty), "-q"]) == 4
-    assert "talkctl extract-audio" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "extract-audio (audio.h5 missing)" in err and "--to train-torso" in err
 
 
 def test_demo_end_to_end_small(tmp_path):

@@ -33,13 +33,48 @@ def test_shapes_and_default_layout():
     assert y.shape == (7, 42) and y.dtype == torch.float32
     lv = enc.levels
     assert lv[0].resolution == 64 and lv[0].dense
-    assert lv[-1].resolution in (512, 513) and not lv[-1].dense
+    assert lv[-1].resolution == 513 and not lv[-1].dense  # tcnn's float32 formula: scale 511.0002
     res = [x.resolution for x in lv]
     assert res == sorted(res) and len(set(res)) == len(res)  # coarse to fine, growing
     assert all(x.size <= 1 << 16 for x in lv)  # table size respected
     assert enc.table.shape == (3, lv[-1].offset + lv[-1].size, 1)
     # dense exactly while the level's grid fits the table
     assert all(x.dense == (x.resolution ** 2 <= 1 << 16) for x in lv)
+
+
+def _libm():
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("m")
+    if name is None:
+        pytest.skip("no C math library to compare with")
+    lib = ctypes.CDLL(name)
+    for fn in (lib.log2f, lib.exp2f):
+        fn.argtypes, fn.restype = [ctypes.c_float], ctypes.c_float
+    return lib
+
+
+@pytest.mark.parametrize("n_levels,base,top,log2_size,top_res", [
+    (14, 16, 512, 17, 512), (8, 16, 256, 14, 256), (14, 64, 512, 16, 513)])
+def test_level_scales_follow_tcnn_host_formula(n_levels, base, top, log2_size, top_res):
+    """tcnn sizes its tables on the host with float32 C code:
+    exp2f(l * log2f(per_level_scale)) * base - 1.0f. Evaluate it with the C library's own
+    log2f/exp2f (float32 products via numpy) and compare bit for bit."""
+    import numpy as np
+
+    from talkctl.kernels.hashgrid.levels import per_level_scale
+
+    lib = _libm()
+    f32 = np.float32
+    b = f32(per_level_scale(n_levels, base, top))
+    log2b = f32(lib.log2f(b))
+    expected = [float(f32(f32(lib.exp2f(f32(lvl) * log2b)) * f32(base)) - f32(1.0))
+                for lvl in range(n_levels)]
+    levels = make_levels(n_levels, base, top, log2_size)
+    assert [lv.scale for lv in levels] == expected
+    # numpy's float32 log2/exp2 gave 513 and 257 for the first two (1-6 ulp off)
+    assert levels[-1].resolution == top_res
 
 
 def test_bilinear_reproduces_linear_functions_on_dense_levels():

@@ -387,6 +387,22 @@ def test_probes_say_why():
         assert reason and ("not installed" in reason or "CUDA" in reason)
 
 
+def test_old_gsplat_is_refused_with_a_reason(monkeypatch):
+    import importlib.metadata
+
+    from talkctl.kernels import raster
+
+    raster._gsplat_version_reason.cache_clear()
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.4.0")
+    try:
+        assert "1.4.0 is too old" in raster._gsplat_version_reason()
+        raster._gsplat_version_reason.cache_clear()
+        monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.5.3")
+        assert raster._gsplat_version_reason() is None
+    finally:
+        raster._gsplat_version_reason.cache_clear()
+
+
 def test_input_validation():
     sc = scene(n=5)
     with pytest.raises(ValueError, match="quats"):

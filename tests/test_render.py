@@ -7,12 +7,9 @@ import numpy as np
 import pytest
 
 import trained_run
-from talkctl.cli import main
+from media_helpers import read_tags, read_video_frames
 from talkctl.media.ffmpeg import probe
 from talkctl.rundir import RunDir
-from talkctl.media.video_in import read_video_frames
-
-COMMON = ["--device", "cpu", "-q"]
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +23,7 @@ def speech(tmp_path_factory):
     return trained_run.write_wav(d / "voice.wav", trained_run.voice(2.3), 16000)
 
 
-def _render(capsys, run, *args):
-    capsys.readouterr()
-    rc = main(["render", "--run", str(run.path), "--json", *COMMON, *args])
-    cap = capsys.readouterr()
-    return rc, (json.loads(cap.out) if rc == 0 else None), cap.err
+_render = trained_run.render_cli
 
 
 def _count_frames(path) -> int:
@@ -50,8 +43,6 @@ def test_new_audio_gives_mp4_with_sound_and_metadata(trained, speech, tmp_path, 
     assert abs(info["duration"] - 2.3) < 0.08
     assert s["model_fps"] > 0 and s["end_to_end_fps"] > 0 and "cpu" in s["device"]
     assert "ping-pong" in s["pose"]
-    from talkctl.media.video_out import read_tags
-
     tags = read_tags(out)
     assert tags["talkctl_audio"] == str(speech.absolute())
     assert "ping-pong" in tags["talkctl_pose"] and "fps" in tags["talkctl_speed"]

@@ -97,6 +97,22 @@ def test_write_report_self_contained(tmp_path):
     assert not list((tmp_path / "r").glob("*.partial"))
 
 
+def test_unavailable_texts_wrap_and_charts_keep_the_page_font():
+    """Long "unavailable: ..." reasons wrap instead of pushing the table off screen; training charts
+    are drawn at the width they are shown (no scaling up of their 12 px text)."""
+    data = _data()
+    data["figures"]["lpips_reason"] = "no alexnet-owt-7be5be79.pth in /a/very/long/weights/folder/path " * 3
+    data["training"]["init-static"] = {"psnr_step": [0, 50, 100], "psnr": [11.0, 14.0, 16.0]}  # no loss curve
+    s = report.render_html(data)
+    css = re.search(r"<style>(.*?)</style>", s, re.S).group(1)
+    na = re.search(r"\.na\{([^}]*)\}", css).group(1)
+    assert "white-space:normal" in na and "overflow-wrap:anywhere" in na
+    assert re.search(r"\.charts svg\{[^}]*flex:0 1 auto", css)  # never grown past its drawn width
+    charts = re.findall(r'<svg class="chart" width="(\d+)"[^>]*font-size="(\d+)"', s)
+    widths = [int(w) for w, _ in charts]
+    assert widths == [980, 480, 480, 980] and {f for _, f in charts} == {"12"}  # mouth; deform loss+PSNR; static PSNR
+
+
 def test_minimal_report_and_unwritable(tmp_path):
     s = report.write_report(tmp_path / "m.html", {"figures": {"psnr": 30.0}}).read_text()
     assert "30.00 dB" in s and "<svg" not in s

@@ -110,3 +110,27 @@ def test_audio_shorter_than_video_drops_the_frames_without_audio():
     short.T, short.train_idx, short.held_idx = 4500, train, held
     with pytest.raises(ArtifactError, match="covers 2000 of 4500"):
         short._limit_to_audio(2000, logging.getLogger("test"))
+
+
+def test_checkpoint_keeps_the_cuda_generator_state(tmp_path, monkeypatch):
+    """On CUDA the densify split samples on the GPU: a resumed run restores every device's state."""
+    import h5py
+
+    from talkctl.devices import load_torch_rng, save_torch_rng
+
+    states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    restored = {}
+    for name, value in (("is_available", lambda: True), ("is_initialized", lambda: True),
+                        ("device_count", lambda: 2), ("get_rng_state_all", lambda: states),
+                        ("set_rng_state", lambda s, i: restored.__setitem__(i, s.clone()))):
+        monkeypatch.setattr(torch.cuda, name, value)
+    with h5py.File(tmp_path / "ck.h5", "w") as f:
+        save_torch_rng(f)
+    with h5py.File(tmp_path / "ck.h5", "r") as f:
+        assert f["cuda_rng"].shape == (2, 16)
+        load_torch_rng(f)
+    assert sorted(restored) == [0, 1] and all(torch.equal(restored[i], states[i]) for i in (0, 1))
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a CPU run on a GPU machine
+    with h5py.File(tmp_path / "cpu.h5", "w") as f:
+        save_torch_rng(f)
+        assert "cuda_rng" not in f and "torch_rng" in f

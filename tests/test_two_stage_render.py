@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 import trained_run
+from media_helpers import read_tags
 from talkctl.cli import main
 from talkctl.pipeline import run_stage
 from talkctl.rundir import RunDir
@@ -42,16 +43,10 @@ def speech(tmp_path_factory):
     return trained_run.write_wav(d / "voice.wav", trained_run.voice(1.2), 16000)
 
 
-def _render(capsys, run, *args):
-    capsys.readouterr()
-    rc = main(["render", "--run", str(run.path), *COMMON, *args])
-    cap = capsys.readouterr()
-    return rc, (json.loads(cap.out) if rc == 0 else None), cap.err
+_render = trained_run.render_cli
 
 
 def test_render_new_audio_through_a2l_with_an_edit(two_stage, speech, tmp_path, capsys):
-    from talkctl.media.video_out import read_tags
-
     base, run = two_stage
     out = tmp_path / "a2l.mp4"
     rc, s, err = _render(capsys, run, "--audio", str(speech), "-o", str(out), "--edit", "mouth_scale=1.5,eyes_open=1")

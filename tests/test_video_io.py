@@ -7,10 +7,10 @@ import subprocess
 import numpy as np
 import pytest
 
+from media_helpers import read_video_frames
 from talkctl.errors import InputError, StageError
 from talkctl.media.ffmpeg import ffmpeg_exe, probe
 from talkctl.media.audio import decode_audio
-from talkctl.media.video_in import read_video_frames
 from talkctl.media.video_out import VideoWriter, paste_full_frame
 
 

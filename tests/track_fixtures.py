@@ -67,15 +67,6 @@ def render_plane(photo, R, t_head, K, width, height, depth, centre_px=FACE_CENTR
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(background,) * 3)
 
 
-def pose_clip(path: Path, n: int = 75, size: int = 256, focal: float = 700.0, depth: float = 1.4, seed: int = 0):
-    """A square clip with known head rotations; returns the truth dict (R, t, K)."""
-    photo = astronaut()
-    R, shift = plane_poses(n, seed)
-    K = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1.0]])
-    write_video(path, (render_plane(photo, R[i], shift[i], K, size, size, depth) for i in range(n)), size, size)
-    return {"R": R, "t": shift, "K": K}
-
-
 def face_clip(path: Path, n: int, width: int, height: int, depth: float = 1.4, focal: float | None = None,
               visible=None, two_faces: bool = False, seed: int = 1) -> Path:
     """A moving astronaut in a `width` x `height` clip. `visible(i) -> bool` hides the face (the

@@ -19,6 +19,18 @@ STAGES = ("extract-audio", "track", "parse", "init-static", "train-deform", "tra
 _CACHE: dict = {}
 
 
+def render_cli(capsys, run, *args) -> tuple[int, dict | None, str]:
+    """`talkctl render --run RUN --json` on the CPU: (exit code, its JSON summary or None, stderr)."""
+    import json
+
+    from talkctl.cli import main
+
+    capsys.readouterr()
+    rc = main(["render", "--run", str(run.path), "--json", "--device", "cpu", "-q", *args])
+    cap = capsys.readouterr()
+    return rc, (json.loads(cap.out) if rc == 0 else None), cap.err
+
+
 def build(base: Path, seconds: float = 3.6, size: int = 128):
     """(RunDir, subject) trained through train-torso; cached per process."""
     if "run" in _CACHE:

@@ -64,6 +64,17 @@ def _check_source(kind: str, model: str) -> str:
     return model
 
 
+def default_model_missing(kind: str) -> str | None:
+    """Why the model a run without --model loads is not in the Hugging Face cache (None: it is)."""
+    try:
+        _check_source(kind, DEFAULT_MODELS[kind])
+    except ImportError:
+        return None  # no huggingface_hub: the backend's probe already says transformers is missing
+    except MissingToolError as exc:
+        return exc.message
+    return None
+
+
 def load_model(kind: str, model: str | None):
     """(model, feature_extractor, source) from a local directory or the HF cache; never the network."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when huggingface_hub is first imported

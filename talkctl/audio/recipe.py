@@ -28,7 +28,6 @@ from talkctl import artifacts
 from talkctl.audio.registry import make_extractor
 from talkctl.errors import InputError, UsageError
 from talkctl.media.audio import load_waveform
-from talkctl.rundir import RunDir
 from talkctl.timebase import FPS, SAMPLES_PER_FRAME, n_video_frames
 
 # The settings that decide the features (extract-audio's DEFAULTS are these).
@@ -93,19 +92,8 @@ class FeatureRecipe:
 
         if isinstance(reference, h5py.File):
             return cls._from_h5(reference, device)
-        ref = reference.path if isinstance(reference, RunDir) else Path(reference)
-        if ref.is_dir():
-            with artifacts.open_for_read(RunDir(ref, create=False), "audio") as f:
-                return cls._from_h5(f, device)
-        if not ref.is_file():
-            raise InputError(f"{ref} is neither an audio.h5 nor a run directory; run `talkctl extract-audio` first")
-        try:
-            f = h5py.File(ref, "r")
-        except OSError:
-            raise InputError(f"{ref} is not readable HDF5; rerun `talkctl extract-audio ... --force`") from None
-        with f:
-            if f.attrs.get("schema") != artifacts.spec("audio").schema:
-                raise InputError(f"{ref} is not a talkctl audio.h5 (schema {f.attrs.get('schema')})")
+        with artifacts.open_artifact(reference, "audio", give="give a run directory or its audio.h5 "
+                                                              "(`talkctl extract-audio` makes one)") as f:
             return cls._from_h5(f, device)
 
     @classmethod

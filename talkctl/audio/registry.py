@@ -40,6 +40,15 @@ def _load_mel_formant():
     return MelFormantExtractor.from_config
 
 
+def _default_weights(kind: str):
+    def check() -> str | None:
+        from talkctl.audio.neural import default_model_missing
+
+        return default_model_missing(kind)
+
+    return check
+
+
 def _load_neural(kind: str):
     def load():
         from talkctl.audio.neural import NeuralExtractor
@@ -54,10 +63,10 @@ register(Backend(KIND, "mel-formant", _always_usable, _load_mel_formant,
                  devices=("cpu", "cuda"), priority=10))
 register(Backend(KIND, "hubert", _transformers_usable, _load_neural("hubert"),
                  "HuBERT hidden states at 50 Hz (transformers; weights from --model or the HF cache)",
-                 devices=("cpu", "cuda"), priority=1))
+                 devices=("cpu", "cuda"), priority=1, weights=_default_weights("hubert")))
 register(Backend(KIND, "wav2vec2", _transformers_usable, _load_neural("wav2vec2"),
                  "wav2vec 2.0 hidden states at 50 Hz (transformers; weights from --model or the HF cache)",
-                 devices=("cpu", "cuda"), priority=0))
+                 devices=("cpu", "cuda"), priority=0, weights=_default_weights("wav2vec2")))
 
 
 def make_extractor(name: str, cfg: dict, device: str = "cpu"):

@@ -7,8 +7,6 @@
 """
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from talkctl.cli_options import DebugOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, VerboseOpt, _common, _State
+from talkctl.cli_options import DebugOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt, VerboseOpt, _common, _State, write_json
 from talkctl.errors import StageError
 from talkctl.pipeline import feeds
 
@@ -61,6 +59,8 @@ def batch_run(
     except ManifestError as exc:
         for line in exc.problems:
             err.print(f"[red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        if _State.json:
+            write_json({"error": "; ".join(exc.problems), "exit_code": exc.exit_code, "problems": exc.problems})
         raise typer.Exit(exc.exit_code)
     eng = make_engine(engine, workers=workers, gpus=gpus, address=address)
     with_audio = [s.name for s in subjects.subjects if s.audios]
@@ -81,14 +81,15 @@ def batch_run(
     subs = record["subjects"]
     mine = [s.name for s in subjects.subjects]
     failed = [n for n in mine if subs[n]["status"] != "done"]
-    if _State.json:
-        sys.stdout.write(json.dumps(record, indent=2, default=str) + "\n")
+    error = StageError(f"{len(failed)} of {len(mine)} subject(s) failed ({', '.join(failed)}): "
+                       f"see `talkctl batch status {record['root']}`") if failed else None
+    if _State.json:  # one JSON document: a failure is part of it
+        write_json({**record, **({"error": error.message, "exit_code": error.exit_code} if error else {})})
     elif not _State.quiet:
         err.print(f"{len(mine) - len(failed)} done, {len(failed)} failed in {time.time() - t0:.1f} s "
                   f"({record['engine_detail']}) -> {record['root']}")
-    if failed:
-        raise StageError(f"{len(failed)} of {len(mine)} subject(s) failed ({', '.join(failed)}): "
-                         f"see `talkctl batch status {record['root']}`")
+    if error:
+        raise error
 
 
 @batch_app.command("status")
@@ -98,14 +99,14 @@ def batch_status_cmd(root: Annotated[Path, typer.Argument(help="The batch root (
     from rich.markup import escape
     from rich.table import Table
 
-    from talkctl.console import err
+    from talkctl.console import out
     from talkctl.batch.status import batch_status
     from talkctl.batch.view import COLOURS
 
     _common(json_, verbose, quiet, debug)
     data = batch_status(root)
     if _State.json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        write_json(data)
         return
     stage_names = []
     for s in data["subjects"]:
@@ -115,7 +116,7 @@ def batch_status_cmd(root: Annotated[Path, typer.Argument(help="The batch root (
     chain = data.get("chain") or stage_names
     shown = [n for n in stage_names if n in chain]
     state_colours = {"done": "green", "stale": "yellow", "missing": "dim", "invalid": "red"}
-    table = Table(title=f"{data['root']} ({data.get('state') or 'no batch record'})")
+    table = Table()
     for col in ["subject", "status", *shown, "eval", "elapsed / error"]:
         table.add_column(col)
     for s in data["subjects"]:
@@ -136,4 +137,6 @@ def batch_status_cmd(root: Annotated[Path, typer.Argument(help="The batch root (
         tail = f"[red]{escape(s['error'])}[/]" if s.get("error") else (f"{s['elapsed']:.1f} s" if s.get("elapsed") else "")
         c = COLOURS.get(s["status"], "white")
         table.add_row(escape(s["name"]), f"[{c}]{s['status']}[/]", *cells, figs, tail)
-    err.print(table)
+    console = out()  # the root above the table, not its title: a title wraps at the table's width
+    console.print(escape(f"{data['root']} ({data.get('state') or 'no batch record'})"), soft_wrap=True)
+    console.print(table)

@@ -70,6 +70,61 @@ class SubjectState:
                 "started": self.started, "finished": self.finished, "elapsed": round(elapsed, 3)}
 
 
+def _subject_states(manifest: Manifest, root: Path, names: list[str], previous: dict) -> list[SubjectState]:
+    """One run directory per subject, its to-do list (the stages, then one render per audio)."""
+    states = []
+    for s in manifest.subjects:
+        run = RunDir(root / s.name, create=True)
+        run.set_video(s.video)
+        for stale in [run.path / PROGRESS_FILE, *run.path.glob(PROGRESS_FILE + ".*.tmp")]:
+            stale.unlink(missing_ok=True)  # left by a batch that was killed
+        # keep what an earlier batch recorded for stages outside this --from/--to
+        kept = {k: v for k, v in previous.get(s.name, {}).get("stages", {}).items() if k not in names}
+        renders = [f"render:{a.stem}" for a in s.audios] if feeds(names, "render") else []
+        states.append(SubjectState(s, run.path, list(names) + renders, stages=kept))
+    return states
+
+
+def _next_task(st: SubjectState, preset: str | None, force: bool) -> StageTask:
+    """The task for the subject's next to-do entry (marked in flight)."""
+    st.stage = st.todo[0]
+    st.submitted = time.time()
+    stage, audio = st.stage, None
+    if stage.startswith("render:"):
+        stage = "render"
+        audio = next(str(a) for a in st.subject.audios if f"render:{a.stem}" == st.stage)
+    return StageTask(subject=st.subject.name, stage=stage, run=str(st.run), preset=st.subject.preset or preset,
+                     config=st.subject.config, force=force, attempt=st.attempt, audio=audio)
+
+
+def _settle(st: SubjectState, res: dict, retries: int) -> bool:
+    """Record a finished task on its subject; True when the subject has a task to submit next
+    (its next stage, or the same one again after a killed worker)."""
+    if st.started is None:
+        st.started = time.time() - (res.get("seconds") or 0.0)
+    if res.get("ok"):
+        summ = res["summary"]
+        st.stages[st.stage] = {"status": summ.get("status"), "seconds": res.get("seconds"),
+                               "attempts": st.attempt, "device": summ.get("device")}
+        if summ.get("output") and st.stage.startswith("render:"):
+            st.stages[st.stage]["output"] = summ["output"]
+        st.todo.pop(0)
+        st.attempt = 1
+        if st.todo:
+            return True
+        st.status, st.stage, st.finished = "done", None, time.time()
+    elif res.get("died") and st.attempt <= retries:
+        st.attempt += 1  # the stage reruns; run_stage removes the killed writer's .partial
+        return True
+    else:
+        st.stages[st.stage] = {"status": "failed", "seconds": res.get("seconds"),
+                               "attempts": st.attempt, "error": res.get("error")}
+        st.status, st.error, st.finished = "failed", f"{st.stage}: {res.get('error')}", time.time()
+    (st.run / PROGRESS_FILE).unlink(missing_ok=True)
+    st.progress = None
+    return False
+
+
 def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[str], *,
               preset: str | None = None, force: bool = False, retries: int = 1,
               setup: Callable | None = None, on_update: Callable[[list[dict]], None] | None = None,
@@ -82,16 +137,7 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
     root.mkdir(parents=True, exist_ok=True)
     with root_lock(root, holder):
         previous = read_batch_file(root).get("subjects", {})
-        states = []
-        for s in manifest.subjects:
-            run = RunDir(root / s.name, create=True)
-            run.set_video(s.video)
-            for stale in [run.path / PROGRESS_FILE, *run.path.glob(PROGRESS_FILE + ".*.tmp")]:
-                stale.unlink(missing_ok=True)  # left by a batch that was killed
-            # keep what an earlier batch recorded for stages outside this --from/--to
-            kept = {k: v for k, v in previous.get(s.name, {}).get("stages", {}).items() if k not in names}
-            renders = [f"render:{a.stem}" for a in s.audios] if feeds(names, "render") else []
-            states.append(SubjectState(s, run.path, list(names) + renders, stages=kept))
+        states = _subject_states(manifest, root, names, previous)
         record = {"root": str(root), "manifest": str(manifest.path), "engine": engine.name,
                   "engine_detail": engine.describe(), "chain": names, "started": time.time(),
                   "finished": None, "state": "running",
@@ -102,18 +148,6 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
             write_json_atomic(root / BATCH_FILE, record)
 
         by_name = {st.subject.name: st for st in states}
-
-        def submit(st: SubjectState):
-            st.stage = st.todo[0]
-            st.submitted = time.time()
-            stage, audio = st.stage, None
-            if stage.startswith("render:"):
-                stage = "render"
-                audio = next(str(a) for a in st.subject.audios if f"render:{a.stem}" == st.stage)
-            engine.submit(StageTask(subject=st.subject.name, stage=stage, run=str(st.run),
-                                    preset=st.subject.preset or preset, config=st.subject.config,
-                                    force=force, attempt=st.attempt, audio=audio))
-
         try:
             engine.start(setup, root)
         except BaseException:
@@ -122,7 +156,7 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
         try:
             for st in states:
                 if st.todo:
-                    submit(st)
+                    engine.submit(_next_task(st, preset, force))
                 else:
                     st.status = "done"
             save()
@@ -131,33 +165,10 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
                 outcomes = engine.poll(0.25)
                 for o in outcomes:
                     st = by_name[o.task.subject]
-                    res = o.result
-                    if st.started is None:
-                        st.started = time.time() - (res.get("seconds") or 0.0)
-                    if res.get("ok"):
-                        summ = res["summary"]
-                        st.stages[st.stage] = {"status": summ.get("status"), "seconds": res.get("seconds"),
-                                               "attempts": st.attempt, "device": summ.get("device")}
-                        if summ.get("output") and st.stage.startswith("render:"):
-                            st.stages[st.stage]["output"] = summ["output"]
-                        st.todo.pop(0)
-                        st.attempt = 1
-                        if st.todo:
-                            submit(st)
-                        else:
-                            st.status, st.stage, st.finished = "done", None, time.time()
-                            in_flight -= 1
-                    elif res.get("died") and st.attempt <= retries:
-                        st.attempt += 1  # the stage reruns; run_stage removes the killed writer's .partial
-                        submit(st)
+                    if _settle(st, o.result, retries):
+                        engine.submit(_next_task(st, preset, force))
                     else:
-                        st.stages[st.stage] = {"status": "failed", "seconds": res.get("seconds"),
-                                               "attempts": st.attempt, "error": res.get("error")}
-                        st.status, st.error, st.finished = "failed", f"{st.stage}: {res.get('error')}", time.time()
                         in_flight -= 1
-                    if st.status in ("done", "failed"):
-                        (st.run / PROGRESS_FILE).unlink(missing_ok=True)
-                        st.progress = None
                 if outcomes:
                     save()
                 _refresh_progress(states)
@@ -178,7 +189,6 @@ def run_batch(manifest: Manifest, root: str | Path, engine: Engine, names: list[
         if on_update:
             on_update(snapshot(states))
         return record
-
 
 
 def _refresh_progress(states: list[SubjectState]) -> None:

@@ -17,7 +17,8 @@ steadier (mean deviation 0.6 % vs 1.0 % of the eye distance) and less head pose 
 offsets (R^2 of a linear fit on the pose 0.23 vs 0.34) than Procrustes on landmarks3d.
 
 Public API (also used by the landmark-conditioned deformation):
-    lm = canonical_landmarks(track)          # track: open h5py.File / dict of arrays + attrs
+    lm = read_canonical_landmarks(run)       # a run's track.h5 (ArtifactError when it has no landmarks)
+    lm = canonical_landmarks(track)          # track: artifacts.Track, or a dict of arrays + attrs
     lm.points (T,L,3)  lm.valid (T,)  lm.rigid  lm.n  lm.rigid_rms (T,)
     neutral = neutral_shape(lm.points, lm.valid, frames)     # the subject's mean face (L,3)
     idx = moving_indices(lm.n, rigid=lm.rigid)               # mouth + jaw + eyelids
@@ -29,6 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from talkctl import artifacts
+from talkctl.errors import ArtifactError
 
 # ---- which points move with speech ------------------------------------------------
 # MediaPipe face mesh (478 = 468 + 10 iris). Lips: FACEMESH_LIPS (outer + inner contours).
@@ -140,8 +144,12 @@ class CanonicalLandmarks:
     method: str             # "procrustes" (landmarks3d) or "lift-2d"
 
 
+# what canonical_landmarks reads of track.h5
+TRACK_FIELDS = ("landmarks2d", "landmarks3d", "valid", "world_to_cam", "intrinsics", "canonical_shape")
+
+
 def _get(track, key):
-    """A dataset of an open h5py.File, or an array of a dict; None when absent."""
+    """An array of a Track or a dict (a dataset of an open h5py.File); None when absent."""
     if key not in track:
         return None
     v = track[key]
@@ -149,8 +157,8 @@ def _get(track, key):
 
 
 def canonical_landmarks(track, method: str = "auto") -> CanonicalLandmarks:
-    """Canonical (pose-free) landmarks of every frame of a track.h5 (open h5py.File or a dict with
-    the same keys, and `attrs`)."""
+    """Canonical (pose-free) landmarks of every frame of a track.h5 (artifacts.Track, or a dict with
+    the same keys and `attrs`)."""
     attrs = track["attrs"] if isinstance(track, dict) else track.attrs
     canonical = _get(track, "canonical_shape")
     if canonical is None:
@@ -178,6 +186,18 @@ def canonical_landmarks(track, method: str = "auto") -> CanonicalLandmarks:
     valid = _get(track, "valid")
     valid = np.ones(len(pts), bool) if valid is None else valid.astype(bool)
     return CanonicalLandmarks(pts, valid, rigid, n, rms, canonical.astype(np.float32), method)
+
+
+def read_canonical_landmarks(run, method: str = "auto", use: str = "") -> CanonicalLandmarks:
+    """canonical_landmarks of a run's track.h5; ArtifactError (naming `use`, what needs them) when
+    the track has no usable landmarks."""
+    track = artifacts.read_track(run, TRACK_FIELDS)
+    try:
+        return canonical_landmarks(track, method=method)
+    except (KeyError, ValueError) as exc:
+        why = f" for {use}" if use else ""
+        raise ArtifactError(f"{run}/track.h5 has no usable landmarks{why} ({exc}): "
+                            f"rerun `talkctl track --force --run {run}`") from None
 
 
 def neutral_shape(points: np.ndarray, valid: np.ndarray | None = None, frames=None) -> np.ndarray:

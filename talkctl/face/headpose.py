@@ -149,6 +149,46 @@ def _skew(v: np.ndarray) -> np.ndarray:
                      np.stack([-v[..., 1], v[..., 0], z], -1)], -2)
 
 
+def _normal_equations(R, t, X, lf, e, shape0, lf0, s2, w2, focal_sigma):
+    """bundle_adjust's IRLS normal equations at (R, t, X, log f) with residuals e (K,P,2), in
+    blocks: poses (block diagonal) | b = (points, log f). Returns (Hpp (K,6,6), Hpb (K,6,nb),
+    Hbb (nb,nb), gp (K,6), gb (nb,)) with nb = 3P + 1."""
+    nk, npt = e.shape[:2]
+    f = np.exp(lf)
+    rx = np.einsum("kij,pj->kpi", R, X)                    # (K,P,3) rotated points
+    cam = rx + t[:, None, :]
+    zc = cam[..., 2]
+    # d(u,v)/d(cam): (K,P,2,3)
+    dproj = np.zeros((nk, npt, 2, 3))
+    dproj[..., 0, 0] = f / zc
+    dproj[..., 1, 1] = f / zc
+    dproj[..., :, 2] = -f * cam[..., :2] / zc[..., None] ** 2
+    j_rot = -dproj @ _skew(rx)                            # left perturbation of R
+    j_t = dproj
+    j_x = dproj @ R[:, None]                              # (K,P,2,3)
+    j_f = (f * cam[..., :2] / zc[..., None])[..., None]   # d/dlog f, (K,P,2,1)
+    # soft-L1 IRLS weights per observation
+    wgt = 1.0 / np.sqrt(1.0 + (e ** 2).sum(-1) / s2)      # (K,P)
+    jp = np.concatenate([j_rot, j_t], -1)                 # (K,P,2,6)
+    we = wgt[..., None] * e                               # (K,P,2)
+    nb = 3 * npt + 1
+    Hpp = np.einsum("kp,kpri,kprj->kij", wgt, jp, jp)
+    Hpb = np.zeros((nk, 6, nb))
+    Hpb[:, :, :-1] = np.einsum("kp,kpri,kprj->kipj", wgt, jp, j_x).reshape(nk, 6, 3 * npt)
+    Hpb[:, :, -1] = np.einsum("kp,kpri,kpr->ki", wgt, jp, j_f[..., 0])
+    Hbb = np.zeros((nb, nb))
+    Hxx = np.einsum("kp,kpri,kprj->pij", wgt, j_x, j_x) + w2 * np.eye(3)
+    for p in range(npt):
+        Hbb[3 * p:3 * p + 3, 3 * p:3 * p + 3] = Hxx[p]
+    hfx = np.einsum("kp,kpri,kpr->pi", wgt, j_x, j_f[..., 0]).ravel()
+    Hbb[-1, :-1], Hbb[:-1, -1] = hfx, hfx
+    Hbb[-1, -1] = (wgt[..., None] * j_f[..., 0] ** 2).sum() + 1.0 / focal_sigma ** 2
+    gp = np.einsum("kpri,kpr->ki", jp, we)
+    gb = np.concatenate([np.einsum("kpri,kpr->pi", j_x, we).ravel() + w2 * (X - shape0).ravel(),
+                         [(j_f[..., 0] * we).sum() + (lf - lf0) / focal_sigma ** 2]])
+    return Hpp, Hpb, Hbb, gp, gb
+
+
 def bundle_adjust(obs: np.ndarray, shape0: np.ndarray, R: np.ndarray, t: np.ndarray, focal0: float, size: int,
                   shape_weight: float = 5.0, focal_sigma: float = 0.3, loss_scale: float = 2.0,
                   iterations: int = 40) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
@@ -182,39 +222,7 @@ def bundle_adjust(obs: np.ndarray, shape0: np.ndarray, R: np.ndarray, t: np.ndar
     current = cost(e, X, lf)
     lam = 1e-3
     for _ in range(iterations):
-        f = np.exp(lf)
-        rx = np.einsum("kij,pj->kpi", R, X)                    # (K,P,3) rotated points
-        cam = rx + t[:, None, :]
-        zc = cam[..., 2]
-        # d(u,v)/d(cam): (K,P,2,3)
-        dproj = np.zeros((nk, npt, 2, 3))
-        dproj[..., 0, 0] = f / zc
-        dproj[..., 1, 1] = f / zc
-        dproj[..., :, 2] = -f * cam[..., :2] / zc[..., None] ** 2
-        j_rot = -dproj @ _skew(rx)                            # left perturbation of R
-        j_t = dproj
-        j_x = dproj @ R[:, None]                              # (K,P,2,3)
-        j_f = (f * cam[..., :2] / zc[..., None])[..., None]   # d/dlog f, (K,P,2,1)
-        # soft-L1 IRLS weights per observation
-        wgt = 1.0 / np.sqrt(1.0 + (e ** 2).sum(-1) / s2)      # (K,P)
-        jp = np.concatenate([j_rot, j_t], -1)                 # (K,P,2,6)
-        we = wgt[..., None] * e                               # (K,P,2)
-        # normal equations in blocks: poses (block diagonal) | b = (points, log f)
-        nb = 3 * npt + 1
-        Hpp = np.einsum("kp,kpri,kprj->kij", wgt, jp, jp)
-        Hpb = np.zeros((nk, 6, nb))
-        Hpb[:, :, :-1] = np.einsum("kp,kpri,kprj->kipj", wgt, jp, j_x).reshape(nk, 6, 3 * npt)
-        Hpb[:, :, -1] = np.einsum("kp,kpri,kpr->ki", wgt, jp, j_f[..., 0])
-        Hbb = np.zeros((nb, nb))
-        Hxx = np.einsum("kp,kpri,kprj->pij", wgt, j_x, j_x) + w2 * np.eye(3)
-        for p in range(npt):
-            Hbb[3 * p:3 * p + 3, 3 * p:3 * p + 3] = Hxx[p]
-        hfx = np.einsum("kp,kpri,kpr->pi", wgt, j_x, j_f[..., 0]).ravel()
-        Hbb[-1, :-1], Hbb[:-1, -1] = hfx, hfx
-        Hbb[-1, -1] = (wgt[..., None] * j_f[..., 0] ** 2).sum() + 1.0 / focal_sigma ** 2
-        gp = np.einsum("kpri,kpr->ki", jp, we)
-        gb = np.concatenate([np.einsum("kpri,kpr->pi", j_x, we).ravel() + w2 * (X - shape0).ravel(),
-                             [(j_f[..., 0] * we).sum() + (lf - lf0) / focal_sigma ** 2]])
+        Hpp, Hpb, Hbb, gp, gb = _normal_equations(R, t, X, lf, e, shape0, lf0, s2, w2, focal_sigma)
         improved = False
         for _ in range(10):
             # damped (Marquardt) system solved by the Schur complement on the pose blocks

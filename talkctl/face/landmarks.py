@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from talkctl.backends import Backend, register
 from talkctl.errors import MissingToolError
+from talkctl.native_log import native_stderr
 
 
 @dataclass(frozen=True)
@@ -91,30 +91,11 @@ FAN_68 = Scheme(
 )
 
 
-@contextmanager
-def _quiet_fd2():
-    """Silence the C++ libraries' own stderr chatter (TFLite/glog) while a graph starts."""
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 # ---- mediapipe ----------------------------------------------------------------
 class MediapipeDetector:
     scheme = MEDIAPIPE_478
 
     def __init__(self, max_faces: int = 1, video: bool = True, min_confidence: float = 0.5, device: str = "cpu"):
-        os.environ.setdefault("GLOG_minloglevel", "2")
         self.max_faces, self.video, self.min_confidence = max_faces, video, min_confidence
         self._mesh = None
         self._det = None
@@ -124,7 +105,7 @@ class MediapipeDetector:
         if self._mesh is None:
             from mediapipe.python.solutions import face_mesh
 
-            with _quiet_fd2():
+            with native_stderr():
                 self._mesh = face_mesh.FaceMesh(static_image_mode=not self.video, max_num_faces=self.max_faces,
                                                 refine_landmarks=True, min_detection_confidence=self.min_confidence,
                                                 min_tracking_confidence=0.5)
@@ -133,7 +114,7 @@ class MediapipeDetector:
     def _run(self, graph, rgb: np.ndarray):
         if id(graph) in self._warm:
             return graph.process(np.ascontiguousarray(rgb))
-        with _quiet_fd2():  # the first frame makes the C++ side log its setup warnings
+        with native_stderr():  # the first frame makes the C++ side log its setup warnings
             self._warm.add(id(graph))
             return graph.process(np.ascontiguousarray(rgb))
 
@@ -141,7 +122,7 @@ class MediapipeDetector:
         if self._det is None:
             from mediapipe.python.solutions import face_detection
 
-            with _quiet_fd2():  # full-range model: also finds small faces (wide shots)
+            with native_stderr():  # full-range model: also finds small faces (wide shots)
                 self._det = face_detection.FaceDetection(model_selection=1, min_detection_confidence=self.min_confidence)
         h, w = rgb.shape[:2]
         res = self._run(self._det, rgb)
@@ -280,6 +261,3 @@ register(Backend("landmarks", "face-alignment", _probe_face_alignment, _load_fac
                  "FAN 3D, 68 points (S3FD detector; weights in the torch hub cache)", devices=("cpu", "cuda"),
                  priority=5, capabilities={"n_landmarks": 68, "scheme": FAN_68.name}))
 
-
-def scheme_of(detector_cls) -> Scheme:
-    return detector_cls.scheme

@@ -77,7 +77,7 @@ class DensifyConfig:
     stop: int = 15000         # no densification from this step on
     every: int = 100          # densify / prune period
     reset_every: int = 3000   # opacity reset period (0 = never)
-    grad_threshold: float = 0.0002  # mean NDC gradient norm that triggers clone/split
+    grad_threshold: float = 0.0002  # mean NDC gradient norm (per view, batch-independent) that triggers clone/split
     percent_dense: float = 0.01     # clone if max scale <= this * extent, else split
     extent: float = 1.0             # scene radius (canonical units)
     min_opacity: float = 0.005      # prune below
@@ -150,10 +150,16 @@ class DensifyStrategy:
             return
         n = model.num
         self._ensure(n, grad.device)
-        grad = grad.reshape(-1, n, 2) * torch.tensor([width / 2.0, height / 2.0], device=grad.device)  # pixels -> NDC
+        grad = grad.reshape(-1, n, 2)
+        C = grad.shape[0]
+        # pixels -> NDC (x W/2, H/2), and x C: the loss averages the C images of a step, so each
+        # view's gradient is 1/C of what the same view alone would give (gsplat's DefaultStrategy
+        # scales the same way); the threshold then means the same at any batch size.
+        # (Python scalars: a constant tensor here would be a host-to-device copy every step.)
+        gx, gy = grad[..., 0] * (width / 2.0 * C), grad[..., 1] * (height / 2.0 * C)
         radii = out.radii.reshape(-1, n)
         visible = radii > 0
-        norms = grad.norm(dim=-1) * visible
+        norms = torch.sqrt(gx * gx + gy * gy) * visible
         self.grad_accum += norms.sum(0)
         self.count += visible.sum(0)
         self.max_radii = torch.maximum(self.max_radii, (radii.float().max(0).values / max(width, height)))

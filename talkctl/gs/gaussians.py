@@ -1,4 +1,4 @@
-"""A set of 3D Gaussians: parameters, activations, spherical harmonics, HDF5 and PLY I/O.
+"""A set of 3D Gaussians: parameters, activations, spherical harmonics, HDF5, PLY and .splat I/O.
 
 Stored (optimised) parameters, the 3DGS convention:
   means (N,3)            positions
@@ -171,6 +171,30 @@ def write_ply(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     with open(tmp, "wb") as f:
         f.write(header.encode("ascii"))
         f.write(np.ascontiguousarray(data).tobytes())
+    tmp.replace(path)
+    return path
+
+
+def write_splat(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """The 32-byte-per-splat web format (.splat): position 3 x float32, linear scale 3 x float32,
+    RGBA 4 x uint8 (degree-0 colour, sigmoid opacity), rotation wxyz 4 x uint8 (q * 128 + 128),
+    biggest and most opaque splats first, as web viewers expect. View-dependent colour is dropped."""
+    path = Path(path)
+    n = arrays["means"].shape[0]
+    log_scales = np.asarray(arrays["log_scales"], np.float64)
+    opacity = 1.0 / (1.0 + np.exp(-np.asarray(arrays["opacity_logits"], np.float64).reshape(n)))
+    order = np.argsort(-np.exp(log_scales.sum(1)) * opacity, kind="stable")
+    q = np.asarray(arrays["quats"], np.float64)
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    rgb = np.asarray(arrays["sh_dc"], np.float64) * SH_C0 + 0.5
+    rgba = np.concatenate([rgb, opacity[:, None]], 1)
+    rec = np.zeros(n, dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+    rec["pos"] = np.asarray(arrays["means"])[order]
+    rec["scale"] = np.exp(log_scales)[order]
+    rec["rgba"] = np.clip(np.round(rgba[order] * 255), 0, 255)
+    rec["rot"] = np.clip(np.round(q[order] * 128 + 128), 0, 255)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(rec.tobytes())
     tmp.replace(path)
     return path
 

@@ -7,11 +7,10 @@ checkpoint arrays. Stages add their own networks and losses around it.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from talkctl.gs.densify import DensifyConfig, DensifyStrategy, gaussian_param_groups
 from talkctl.gs.gaussians import PARAM_NAMES, GaussianModel
-from talkctl.gs.training import exp_lr
+from talkctl.gs.training import adam, exp_lr
 
 GAUSSIAN_DEFAULTS = {
     "sh_degree": 0,
@@ -51,7 +50,7 @@ class GaussianOptim:
                 "opacity_logits": c["lr_opacity"], "sh_dc": c["lr_sh"], "sh_rest": c["lr_sh"] / 20}
 
     def build_optimizer(self) -> None:
-        self.opt = torch.optim.Adam(gaussian_param_groups(self.model, self.lrs()), eps=1e-15)
+        self.opt = adam(gaussian_param_groups(self.model, self.lrs()), self.cfg, eps=1e-15)
 
     def active_degree(self, step: int) -> int:
         every = int(self.cfg["sh_increase_every"])

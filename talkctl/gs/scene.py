@@ -14,11 +14,15 @@ from contextlib import ExitStack
 import numpy as np
 import torch
 
+from talkctl import artifacts
 from talkctl.errors import ArtifactError
 from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics, spread
 from talkctl.timebase import split_frames
 
 HEAD, NECK, TORSO = 1, 2, 3
+# Share of the GPU's memory the frame stores may fill (uint8): 25% of 80 GB holds a 5-minute
+# clip at 512^2 (7600 frames x 2.6 MB); longer clips use the LRU cache of `cache_frames`.
+GPU_FRAME_SHARE = 0.25
 
 
 class Scene:
@@ -28,26 +32,27 @@ class Scene:
         dev = self.device
         res = self.res = int(cfg["resolution"])
         frames = self._stack.enter_context(ctx.read("frames"))
-        track = self._stack.enter_context(ctx.read("track"))
+        track = artifacts.read_track(ctx.run, ("world_to_cam", "intrinsics", "blink", "lip_box"))
         parse = self._stack.enter_context(ctx.read("parse"))
         self.T = int(frames["frames"].shape[0])
         self.S = int(frames["frames"].shape[1])
-        if track["world_to_cam"].shape[0] != self.T or parse["labels"].shape[0] != self.T:
+        if track.n_frames != self.T or parse["labels"].shape[0] != self.T:
             raise ArtifactError("frames.h5, track.h5 and parse.h5 disagree on the frame count: rerun `talkctl track` and `talkctl parse`")
         cache = int(cfg.get("cache_frames", 512))
-        if dev.startswith("cuda"):  # cache everything on the GPU when it fits in ~2 GiB
-            per = res * res * 3
-            cache = self.T if self.T * per * 3 < (2 << 30) else cache
+        if dev.startswith("cuda"):  # every frame stays on the GPU (uint8) when the stores fit the share
+            per = res * res * (3 + 4 + 3)  # frame, 4 label masks, torso frame
+            total = torch.cuda.get_device_properties(torch.device(dev)).total_memory
+            cache = self.T if self.T * per < GPU_FRAME_SHARE * total else cache
         self.frames = FrameStore(frames["frames"], res, "rgb", cache_frames=cache, device=dev)
         self.labels = FrameStore(parse["labels"], res, "labels", n_classes=4, cache_frames=cache, device=dev)
         self.torso_frames = FrameStore(parse["torso_frames"], res, "rgb", cache_frames=cache, device=dev)
         bg = torch.from_numpy(parse["background"][()]).float()[None] / 255.0
         self.background = resize_images(bg, res)[0].to(dev)
-        self.w2c = torch.as_tensor(track["world_to_cam"][()], dtype=torch.float32, device=dev)
-        self.K_crop = np.asarray(track["intrinsics"][()], dtype=np.float32)
+        self.w2c = torch.as_tensor(track.world_to_cam, dtype=torch.float32, device=dev)
+        self.K_crop = np.asarray(track.intrinsics, dtype=np.float32)
         self.K = torch.as_tensor(scale_intrinsics(self.K_crop, self.S, res), device=dev)
-        self.blink = torch.as_tensor(track["blink"][()], dtype=torch.float32, device=dev)
-        self.lip_box_full = np.asarray(track["lip_box"][()])  # at the crop's full size S
+        self.blink = torch.as_tensor(track.blink, dtype=torch.float32, device=dev)
+        self.lip_box_full = np.asarray(track.lip_box)  # at the crop's full size S
         self.lip_box = torch.as_tensor(np.round(self.lip_box_full.astype(np.float64) * res / self.S).astype(np.int64))
         self.frames_full = frames["frames"]  # (T,S,S,3) uint8 in frames.h5, read by the full-resolution lip patch
         self.train_idx, self.held_idx = split_frames(self.T)

@@ -15,7 +15,9 @@ where it stopped.
 Frames stream from frames.h5 / parse.h5 through `FrameStore`: random access, one HDF5
 chunk per frame, downscaled to the training size and kept in an LRU cache of at most
 `cache_frames` frames (uint8; a 256^2 RGB frame is 192 KiB, so the default 512 frames
-is ~100 MiB per store). Memory does not grow with the clip length.
+is ~100 MiB per store). Memory does not grow with the clip length. On CUDA the stores keep
+every frame on the GPU when they fit (gs.scene.GPU_FRAME_SHARE); frames are decoded on the
+host and moved as uint8, and the one-hot labels and resizing are made on the device.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import math
 import os
 import time
 from collections import OrderedDict
+from contextlib import closing
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -31,7 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from talkctl.curves import Curves
+from talkctl.devices import load_torch_rng, save_torch_rng, to_device
 from talkctl.errors import StageError
+from talkctl.progress import METRICS_EVERY
 
 
 # ---- data ------------------------------------------------------------------------
@@ -62,13 +68,14 @@ class FrameStore:
 
     def _load(self, i: int) -> torch.Tensor:
         self.reads += 1
-        raw = torch.from_numpy(np.asarray(self.ds[i]))
+        # uint8 to the device first (pinned, non-blocking), then one-hot / resize there
+        raw = to_device(np.asarray(self.ds[i]), self.device)
         if self.mode == "rgb":
             x = raw.float()[None] / 255.0
         else:
             x = F.one_hot(raw.long(), self.n_classes).float()[None]
         x = resize_images(x, self.size)[0]
-        return (x * 255.0).round().clamp(0, 255).to(torch.uint8).to(self.device)
+        return (x * 255.0).round().clamp(0, 255).to(torch.uint8)
 
     def get(self, indices: Sequence[int]) -> torch.Tensor:
         out = []
@@ -141,7 +148,8 @@ class Trainable(Protocol):
         """Restore from `arrays` (sizes may differ from now) and rebuild the optimizers."""
 
     def step(self, step: int, rng: np.random.Generator) -> dict:
-        """One optimisation step; returns metrics for the progress bar (loss, n, ...)."""
+        """One optimisation step; returns metrics for the progress bar (loss, n, ...): tensors may
+        stay on the device, the loop reads them every METRICS_EVERY steps."""
 
     def validate(self) -> float:
         """Held-out PSNR (dB)."""
@@ -208,7 +216,7 @@ def save_checkpoint(path: Path, *, step: int, fingerprint: str, trainable: Train
         o = f.create_group("optimizers")
         for name, opt in trainable.optimizers.items():
             _optimizer_to_h5(o.create_group(name), opt)
-        f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
+        save_torch_rng(f)
         f.create_dataset("val_curve", data=np.asarray(curve, dtype=np.float64).reshape(-1, 2))
         if best is not None:
             best.to_h5(f)
@@ -225,7 +233,7 @@ def load_checkpoint(path: Path, trainable: Trainable, rng: np.random.Generator,
         trainable.load_arrays({k: f["model"][k][()] for k in f["model"].keys()})
         for name, opt in trainable.optimizers.items():
             _optimizer_from_h5(f["optimizers"][name], opt)
-        torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
+        load_torch_rng(f)
         rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
         curve = [tuple(r) for r in f["val_curve"][()].tolist()]
         return int(f.attrs["step"]), float(f.attrs["elapsed"]), curve
@@ -249,8 +257,27 @@ TRAIN_DEFAULTS = {
     "val_every": 250,
     "stop_after": 0,          # stop after this many steps with a checkpoint (0 = run to the end)
     "cache_frames": 512,
+    # GPU speed-ups, off by default (measured per clip with bench/gpu_check.sh before turning on):
+    "fused_adam": False,      # CUDA: Adam as one fused kernel for all parameters (ignored on CPU)
+    "compile": False,         # torch.compile the deformation fields (first steps pay the compile)
 }
-TRAIN_NON_SEMANTIC = {"resume", "checkpoint_every", "val_every", "stop_after", "cache_frames"}
+TRAIN_NON_SEMANTIC = {"resume", "checkpoint_every", "val_every", "stop_after", "cache_frames", "fused_adam",
+                      "compile"}
+
+
+def adam(params, cfg: dict, **kw) -> torch.optim.Adam:
+    """Adam with the fused CUDA kernel when cfg["fused_adam"] asks for it and every parameter is
+    on CUDA (the optimizer state layout is the same, so density control edits it as usual)."""
+    params = list(params)
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(cfg.get("fused_adam")) and bool(tensors) and all(p.is_cuda for p in tensors)
+    return torch.optim.Adam(params, fused=True, **kw) if fused else torch.optim.Adam(params, **kw)
+
+
+def compiled(module, cfg: dict):
+    """torch.compile(module) when cfg["compile"] (dynamic shapes: density control changes N);
+    the module itself is kept for its state_dict."""
+    return torch.compile(module, dynamic=True) if cfg.get("compile") else module
 
 
 def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, description: str | None = None,
@@ -279,25 +306,42 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
         save_checkpoint(ckpt, step=step, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
                         elapsed=seconds, curve=curve, best=best)
 
+    curves = Curves(ctx.run, name, ctx.log)
     if not curve:  # the starting point, so the curve shows what training gained
         curve.append((0, trainable.validate()))
+        curves.scalars(0, {"psnr": curve[0][1]}, prefix="val")
         if best is not None:
             best.update(curve[0][1], 0, trainable)
     val = curve[-1][1]
-    with ctx.progress(iterations, description or name) as task:
+    losses = []  # (step, training loss): the report's loss chart
+    with ctx.progress(iterations, description or name) as task, closing(curves):
         if start:
             task.advance(start)
         for step in range(start, iterations):
             metrics = trainable.step(step, rng)
             done = step + 1
-            if done % val_every == 0 or done == iterations:
-                val = trainable.validate()
-                curve.append((done, val))
-                if best is not None:
-                    best.update(val, done, trainable)
-                ctx.log.info("%s step %d: validation PSNR %.2f dB, %s", name, done, val,
-                             ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
-            task.advance(1, **metrics, psnr=val)
+            validating = done % val_every == 0 or done == iterations
+            reading = validating or done % METRICS_EVERY == 0 or done == start + 1
+            loss = metrics.get("loss")  # every step's where reading it waits for nothing (CPU)
+            if loss is not None and (reading or not (torch.is_tensor(loss) and loss.is_cuda)):
+                losses.append((done, float(loss)))
+            if reading:
+                metrics = {k: float(v) if torch.is_tensor(v) else v for k, v in metrics.items()}
+                curves.scalars(done, metrics)
+                curves.learning_rates(done, _optimizers(trainable))
+                if validating:
+                    val = trainable.validate()
+                    curve.append((done, val))
+                    curves.scalars(done, {"psnr": val}, prefix="val")
+                    if best is not None:
+                        best.update(val, done, trainable)
+                    if hasattr(trainable, "preview"):
+                        curves.image_pair(done, *trainable.preview())
+                    ctx.log.info("%s step %d: validation PSNR %.2f dB, %s", name, done, val, ", ".join(
+                        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+                task.advance(1, **metrics, psnr=val)
+            else:
+                task.advance(1)  # metrics stay on the device: reading a loss waits for the GPU
             if done < iterations and ((ck_every and done % ck_every == 0) or done == stop_after):
                 save(done, time.time() - t0)
             if done == stop_after and done < iterations:
@@ -308,7 +352,7 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
         # (init-static trains head then torso: a crash in the torso keeps the head)
         save(iterations, seconds)
     res = {"val_curve": curve, "val_psnr": val, "seconds": seconds, "steps": iterations,
-           "best_step": iterations, "best_psnr": val}
+           "loss_curve": bucket_means(losses), "best_step": iterations, "best_psnr": val}
     if best is not None and best.arrays is not None:
         if best.step != iterations:
             trainable.load_arrays(best.arrays)
@@ -316,6 +360,29 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
                          name, best.step, best.score, val)
         res.update(best_step=best.step, best_psnr=best.score)
     return res
+
+
+def bucket_means(points: list[tuple[int, float]], n: int = 200) -> list[tuple[int, float]]:
+    """At most n (last step, mean loss) pairs: a per-step loss curve small enough to store and plot."""
+    if not points:
+        return []
+    a = np.asarray(points, np.float64)
+    edges = np.linspace(0, len(a), min(n, len(a)) + 1).astype(int)
+    return [(float(a[j - 1, 0]), float(a[i:j, 1].mean())) for i, j in zip(edges[:-1], edges[1:])]
+
+
+def write_curves(group, res: dict) -> None:
+    """A training phase's curves into its artifact group: val_psnr (held-out PSNR every val_every
+    steps) and loss_curve (training loss, bucket means over the steps run since the last (re)start:
+    every step on a CPU, every METRICS_EVERY steps on a GPU)."""
+    group.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+    if res.get("loss_curve"):
+        group.create_dataset("loss_curve", data=np.asarray(res["loss_curve"], dtype=np.float64).reshape(-1, 2))
+
+
+def _optimizers(trainable) -> dict:
+    opts = trainable.optimizers
+    return opts() if callable(opts) else opts
 
 
 def clear_checkpoints(ctx, names) -> None:

@@ -5,9 +5,7 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
@@ -59,23 +57,9 @@ class A2LPredictor:
 
 def load_predictor(run, device: str = "cpu") -> A2LPredictor:
     """From a run directory (RunDir or path) or an a2l.h5 path."""
-    if isinstance(run, RunDir) or Path(run).is_dir():
-        rd = run if isinstance(run, RunDir) else RunDir(run, create=False)
-        with artifacts.open_for_read(rd, "a2l") as f:
-            return A2LPredictor(f, device)
-    path = Path(run)
-    if not path.is_file():
-        raise InputError(f"{path} is neither a run directory nor an a2l.h5; run `talkctl train-a2l` first")
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("schema") != artifacts.spec("a2l").schema:
-            raise InputError(f"{path} is not a talkctl a2l.h5 (schema {f.attrs.get('schema')})")
+    with artifacts.open_artifact(run, "a2l", give="give a run directory or its a2l.h5 "
+                                                  "(`talkctl train-a2l` makes one)") as f:
         return A2LPredictor(f, device)
-
-
-def predict_landmarks(run, features: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Canonical landmarks (T, L, 3) the subject would make saying the audio of `features`
-    (T, W, D): the neutral face with the mouth, jaw and eyelid points moved."""
-    return load_predictor(run, device).landmarks(features)
 
 
 def landmarks_for_audio(run, source, device: str = "cpu") -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from talkctl.devices import to_device
 from talkctl.errors import UsageError
 
 
@@ -78,17 +79,25 @@ class AudioCondition(Condition):
         x = self.features[frames]  # (M,W,D)
         return self.to_code(self.conv(x.transpose(1, 2))[..., 0])
 
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+    def encode(self, frames) -> torch.Tensor:
+        """frames (C,): host indices (numpy, list, CPU tensor) or a device tensor -> (C, code_dim)."""
         if self.features is None:
             raise RuntimeError("AudioCondition.set_source(features=...) first")
-        T = self.features.shape[0]
-        frames = torch.as_tensor(frames, dtype=torch.long, device=self.mean.device)
+        T, dev = self.features.shape[0], self.mean.device
         half = self.attn_window // 2
-        offs = torch.arange(-half, self.attn_window - half, device=frames.device)
-        nb = (frames[:, None] + offs[None]).clamp(0, T - 1)  # (C,A)
-        # neighbouring frames share windows: encode each distinct frame once
-        uniq, inv = torch.unique(nb.reshape(-1), return_inverse=True)
-        codes = self.frame_codes(uniq)[inv].reshape(len(frames), len(offs), -1)
+        if torch.is_tensor(frames) and frames.device.type != "cpu":
+            # indices already on the device: every window is encoded (finding the distinct ones
+            # there would need torch.unique, which waits for the GPU)
+            offs = torch.arange(-half, self.attn_window - half, device=frames.device)
+            nb = (frames.long()[:, None] + offs[None]).clamp(0, T - 1)  # (C,A)
+            codes = self.frame_codes(nb.reshape(-1)).reshape(len(frames), self.attn_window, -1)
+        else:
+            # on the host, neighbouring frames' shared windows are found for free: encode each once
+            f = np.asarray(frames.cpu() if torch.is_tensor(frames) else frames, dtype=np.int64).reshape(-1)
+            nb = np.clip(f[:, None] + np.arange(-half, self.attn_window - half)[None], 0, T - 1)
+            uniq, inv = np.unique(nb.reshape(-1), return_inverse=True)
+            codes = self.frame_codes(to_device(uniq, dev))[to_device(inv, dev)]
+            codes = codes.reshape(len(f), self.attn_window, -1)
         centre = codes[:, half:half + 1]
         smoothed, _ = self.attn(centre, codes, codes, need_weights=False)
         return torch.tanh(centre[:, 0] + smoothed[:, 0])
@@ -137,7 +146,7 @@ class PoseCondition(Condition):
         return torch.cat([v, torch.sin(ang).flatten(1), torch.cos(ang).flatten(1)], -1)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.encode_pose(self.poses[torch.as_tensor(frames, dtype=torch.long, device=self.poses.device)])
+        return self.encode_pose(self.poses[to_device(frames, self.poses.device, torch.long)])
 
     def spec(self) -> dict:
         return {"name": self.name, "n_freqs": self.n_freqs}

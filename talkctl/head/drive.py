@@ -42,6 +42,21 @@ class Drive:
         return len(self.features)
 
 
+def feed(head, drive: Drive, idx: np.ndarray) -> np.ndarray:
+    """Give the head what frames `idx` (consecutive) of the drive need: their audio windows or
+    landmarks plus the condition's attention context around them, so the codes equal those of the
+    whole sequence (edge clamping included) while memory stays flat in the drive's length.
+    Returns idx relative to the slice given."""
+    A = int(getattr(head.condition, "attn_window", 0) or 0)
+    half = A // 2
+    lo, hi = max(0, int(idx[0]) - half), min(drive.n_frames, int(idx[-1]) + max(A - half, 1))
+    if drive.landmarks is not None:
+        head.set_landmarks(drive.landmarks[lo:hi])
+    else:
+        head.set_audio(drive.features[lo:hi])
+    return idx - lo
+
+
 def held_out_range(run) -> tuple[int, int]:
     """[start, end) of the frames training never saw (as recorded by train-deform)."""
     attrs = artifacts.read_attrs(run, "deform") or {}
@@ -50,9 +65,7 @@ def held_out_range(run) -> tuple[int, int]:
         a, b = (int(v) for v in np.asarray(held))
         if b > a:
             return a, b
-    with artifacts.open_for_read(run, "track") as f:
-        n = f["world_to_cam"].shape[0]
-    _, h = split_frames(n)
+    _, h = split_frames(artifacts.read_track(run, fields=()).n_frames)
     return int(h[0]), int(h[-1]) + 1
 
 
@@ -68,19 +81,26 @@ def with_landmarks(run, drive: Drive, cfg: dict | None = None, device: str = "cp
 def self_drive(run) -> Drive:
     """The held-out frames with their own audio, poses and blinks."""
     a, b = held_out_range(run)
+    return clip_drive(run, a, b, held_out=True)
+
+
+def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
+    """Frames [a, b) of the training clip with their own audio, poses and blinks."""
     with artifacts.open_for_read(run, "audio") as f:
         n_audio = f["features"].shape[0]
         b = min(b, n_audio)
         feats = f["features"][a:b]
         wav = f["waveform"][a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
-    with artifacts.open_for_read(run, "track") as f:
-        w2c, blink = f["world_to_cam"][a:b], f["blink"][a:b]
+    track = artifacts.read_track(run, ("world_to_cam", "blink"), frames=slice(a, b))
+    w2c, blink = track.world_to_cam, track.blink
     if b <= a:
-        raise StageError(f"the run has no held-out frames with audio (frames {a}..{b}); rerun extract-audio and track")
+        what = "held-out frames" if held_out else f"frames {a}..{b - 1}"
+        raise StageError(f"the run has no {what} with audio (frames {a}..{b}); rerun extract-audio and track")
     idx = np.arange(a, b)
-    return Drive(feats, wav.astype(np.float32), w2c, blink, f"held-out frames {a}..{b - 1} of the training clip (self-driven)",
-                 f"held-out audio of the training clip ({(b - a) / FPS:.2f} s)", idx, (a, b),
-                 "the held-out frames' own blinks (track.h5)")
+    part = "held-out frames" if held_out else "frames"
+    return Drive(feats, wav.astype(np.float32), w2c, blink, f"{part} {a}..{b - 1} of the training clip (self-driven)",
+                 f"{'held-out ' if held_out else ''}audio of the training clip ({(b - a) / FPS:.2f} s)", idx,
+                 (a, b) if held_out else None, f"the {part}' own blinks (track.h5)")
 
 
 class FeatureWindows:

@@ -130,7 +130,7 @@ class DeformField(nn.Module):
         if self.in_pg is not None and pg is not None:
             h = h + self.in_pg(pg)
         o = self.out(self.trunk(h))
-        dq = o[..., 3:7] + torch.tensor([1.0, 0, 0, 0], device=o.device)
+        dq = torch.cat([o[..., 3:4] + 1.0, o[..., 4:7]], -1)  # around the identity (1, 0, 0, 0)
         return o[..., :3], dq, o[..., 7:]
 
 

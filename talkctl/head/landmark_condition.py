@@ -14,8 +14,8 @@ Two codes go into the DeformField:
                  far the jaw is open, reaches every Gaussian, including those far from any point)
   per Gaussian   per_gaussian(code, means) -> (C, N, 7), the relative position code: for the
                  K landmarks nearest to the Gaussian's canonical position x in the neutral face
-                 (fixed neighbour sets, recomputed only when the Gaussians change), with the
-                 frame's landmark positions l_k(t):
+                 (neighbour sets cached: rebuilt when the Gaussian set changes and every 100
+                 calls), with the frame's landmark positions l_k(t):
                      w_k = exp(-|x - l_k(t)|^2 / (2 sigma^2))
                      r(t) = sum_k w_k (x - l_k(t)) / (sum_k w_k + eps)          (kernel-weighted offset)
                  code = [ r(t)/sigma, (r(t) - r_neutral)/sigma, sum_k w_k / K ]
@@ -30,10 +30,12 @@ with this condition has no separate blink input (eye_dim 0); `eyes_open` edits s
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.errors import UsageError
 from talkctl.head.conditions import Condition
 
@@ -42,6 +44,7 @@ PG_DIM = 7
 
 class LandmarkCondition(Condition):
     name = "landmarks"
+    REFRESH = 100  # neighbour sets are rebuilt at least this often (the means drift as they train)
 
     def __init__(self, indices, n_landmarks: int, k: int = 8, sigma: float = 0.08, scale: float = 1.0,
                  neutral=None):
@@ -58,12 +61,13 @@ class LandmarkCondition(Condition):
         nz = torch.zeros(n_landmarks, 3) if neutral is None else torch.as_tensor(np.asarray(neutral), dtype=torch.float32)
         self.register_buffer("neutral", nz.clone())
         self.offsets: torch.Tensor | None = None   # (T,P,3) normalised
-        self._nbr_key = None
+        self._nbr_src = None  # weak reference to the means the cache was built from
+        self._nbr_age = 0
         self._nbr = None
 
     # ---- driving data ----------------------------------------------------------------------
     def set_source(self, landmarks=None, **_) -> None:
-        """landmarks (T,L,3) canonical head space (full layout, as canonical_landmarks / predict_landmarks give)."""
+        """landmarks (T,L,3) canonical head space (full layout, as canonical_landmarks / an A2LPredictor give)."""
         if landmarks is None:
             raise UsageError("this head is landmark-driven: give landmarks (T,L,3) (e.g. --landmarks a2l)")
         lm = torch.as_tensor(np.asarray(landmarks), dtype=torch.float32, device=self.neutral.device)
@@ -75,19 +79,26 @@ class LandmarkCondition(Condition):
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         if self.offsets is None:
             raise RuntimeError("LandmarkCondition.set_source(landmarks=...) first")
-        t = torch.as_tensor(frames, dtype=torch.long, device=self.offsets.device).clamp(0, len(self.offsets) - 1)
+        t = to_device(frames, self.offsets.device, torch.long).clamp(0, len(self.offsets) - 1)
         return self.offsets[t].flatten(1)
 
     # ---- relative position code ------------------------------------------------------------
     def neighbours(self, means: torch.Tensor) -> torch.Tensor:
-        """(N,K) indices into the moving points of each Gaussian's K nearest neutral landmarks (cached)."""
-        key = (means.data_ptr(), tuple(means.shape), getattr(means, "_version", 0))
-        if self._nbr is None or self._nbr_key != key or self._nbr.device != means.device:
+        """(N,K) indices into the moving points of each Gaussian's K nearest neutral landmarks.
+
+        Cached per Gaussian set: rebuilt when `means` is another tensor (density control swaps
+        the parameter) or has another shape, and every REFRESH calls while the means move.
+        (Not keyed on the tensor's version: every optimizer step bumps it.)"""
+        src = self._nbr_src() if self._nbr_src is not None else None
+        fresh = (self._nbr is not None and src is means and self._nbr.shape[0] == means.shape[0]
+                 and self._nbr.device == means.device and self._nbr_age < self.REFRESH)
+        if not fresh:
             base = self.neutral[self.indices]  # (P,3)
             with torch.no_grad():
-                d = torch.cdist(means.detach().float(), base)  # (N,P): built once per Gaussian set
+                d = torch.cdist(means.detach().float(), base)  # (N,P)
                 self._nbr = d.topk(self.k, dim=1, largest=False).indices
-            self._nbr_key = key
+            self._nbr_src, self._nbr_age = weakref.ref(means), 0
+        self._nbr_age += 1
         return self._nbr
 
     def relative_code(self, lm: torch.Tensor, x: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:

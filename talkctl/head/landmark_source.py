@@ -1,7 +1,6 @@
 """Where a landmark-conditioned head (train-deform --condition landmarks) gets its landmarks at render time.
 
-    lm = landmark_source(run, audio_features=None, other_run=None, edit=None)   # (T, L, 3)
-    drive = resolve_landmarks(run, source, audio_features=..., frames=..., edit=...)  # + a description
+    drive = resolve_landmarks(run, source, audio_features=..., frames=..., edit=...)  # (T, L, 3) + a description
 
 Sources (all end as canonical landmarks around *this* run's neutral face, deform.h5's
 landmark_neutral, so the field sees offsets like those it was trained on):
@@ -58,16 +57,10 @@ def head_landmark_info(run) -> dict:
 
 def tracked_landmarks(run, alignment: str = "auto") -> tuple[np.ndarray, np.ndarray, int]:
     """A run's canonical landmarks from its track.h5: (points (T,L,3), neutral of its training frames, L)."""
-    from talkctl import artifacts
-    from talkctl.face.canonical import canonical_landmarks, neutral_shape
+    from talkctl.face.canonical import neutral_shape, read_canonical_landmarks
     from talkctl.timebase import split_frames
 
-    rd = _rundir(run)
-    with artifacts.open_for_read(rd, "track") as f:
-        try:
-            lm = canonical_landmarks(f, method=alignment)
-        except (KeyError, ValueError) as exc:
-            raise ArtifactError(f"{rd}/track.h5 has no usable landmarks ({exc}): rerun `talkctl track --force --run {rd}`") from None
+    lm = read_canonical_landmarks(_rundir(run), method=alignment)
     train_idx, _ = split_frames(len(lm.points))
     return lm.points, neutral_shape(lm.points, lm.valid, train_idx), lm.n
 
@@ -121,13 +114,6 @@ def resolve_landmarks(run, source: str = "a2l", audio_features=None, frames=None
     return LandmarkDrive(lm, desc, edit)
 
 
-def landmark_source(run, audio_features=None, other_run=None, edit=None, device: str = "cpu") -> np.ndarray:
-    """(T, L, 3) landmarks: another run's (re-enactment) when other_run is given, else a2l's for
-    audio_features; with `edit` applied."""
-    source = str(other_run) if other_run is not None else "a2l"
-    return resolve_landmarks(run, source, audio_features=audio_features, edit=edit, device=device).landmarks
-
-
 # ---- for render / eval ----------------------------------------------------------------------
 RENDER_DEFAULTS = {
     "landmarks": "auto",  # landmark-driven heads: auto | a2l | track | OTHER_RUN (re-enactment)
@@ -176,8 +162,7 @@ def landmarks_for_drive(run, features, source_frames=None, cfg: dict | None = No
         else:
             from talkctl import artifacts
 
-            with artifacts.open_for_read(rd, "track") as f:
-                frames = np.arange(T) % f["world_to_cam"].shape[0]
+            frames = np.arange(T) % artifacts.read_track(rd, fields=()).n_frames
     elif choice != "a2l":
         frames = np.arange(T)
     return resolve_landmarks(rd, choice, audio_features=features if choice == "a2l" else None, frames=frames,

@@ -24,15 +24,17 @@ import json
 import numpy as np
 import torch
 
-from talkctl.rundir import RunDir
 from talkctl import artifacts
+from talkctl.devices import to_device
+from talkctl.rundir import RunDir
 from talkctl.head.field import DeformField, apply_deform, build_condition, make_encoder, read_state_dict
 from talkctl.gs.gaussians import GaussianModel
 from talkctl.gs.splat import over, render, resolve_rasterizer
 
 
 def _tensor(x, device):
-    return torch.as_tensor(np.asarray(x), dtype=torch.float32, device=device)
+    """float32 on `device` from numpy or a tensor on any device (np.asarray would fail on CUDA ones)."""
+    return to_device(x, device, torch.float32)
 
 
 def build_field(spec: dict, eye_dim: int = 1, hashgrid: str = "auto") -> DeformField:
@@ -77,13 +79,23 @@ class HeadModel:
     @torch.no_grad()
     def deformed(self, frames, blink=None):
         g = self.gaussians
-        t = torch.as_tensor(np.asarray(frames), dtype=torch.long, device=self.device)
-        code = self.condition.encode(t)
+        t = to_device(frames, self.device, torch.long)
+        code = self.condition.encode(frames)
         eye = None
         if self.field.eye_dim:  # a landmark-driven head has no blink input: its eyelid landmarks carry it
             eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
         d = self.field(g.means, code, eye, pg=self.condition.per_gaussian(code, g.means))
         return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
+
+    @torch.no_grad()
+    def deformed_arrays(self, frames, blink=None) -> list[dict[str, np.ndarray]]:
+        """The deformed head of each frame as Gaussian parameter arrays (gs.gaussians.PARAM_NAMES),
+        for exporting: positions, rotations and log scales moved, opacity and colour as trained."""
+        means, quats, scales = self.deformed(frames, blink)
+        fixed = {k: v.detach().cpu().numpy() for k, v in self.gaussians.params.items()
+                 if k in ("opacity_logits", "sh_dc", "sh_rest")}
+        return [{"means": m.cpu().numpy(), "quats": q.cpu().numpy(), "log_scales": torch.log(s).cpu().numpy(), **fixed}
+                for m, q, s in zip(means, quats, scales)]
 
     @torch.no_grad()
     def render(self, frames, world_to_cam, K, size: int, blink=None):
@@ -104,13 +116,18 @@ class TorsoModel:
     mode = "gaussian"
 
     @torch.no_grad()
+    def deformed(self, world_to_cam):
+        """(means, quats, scales) per head pose (C,·), in the fixed camera's space."""
+        g = self.gaussians
+        d = self.field(g.means, self.pose.encode_pose(_tensor(world_to_cam, self.device)))
+        return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
+
+    @torch.no_grad()
     def render(self, world_to_cam, K, size: int, head_rgb=None, head_alpha=None):
         """head_rgb/head_alpha: accepted for the image torso's signature (unused here)."""
         g = self.gaussians
         w2c = _tensor(world_to_cam, self.device)
-        code = self.pose.encode_pose(w2c)
-        d = self.field(g.means, code)
-        means, quats, scales = apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
+        means, quats, scales = self.deformed(w2c)
         colors, deg = g.color_inputs()
         eye = torch.eye(4, device=self.device).expand(len(w2c), 4, 4)
         return render(self.rasterize, means, quats, scales, g.opacities, colors, eye,
@@ -118,9 +135,12 @@ class TorsoModel:
 
 
 def composite(background, torso_out, head_out) -> torch.Tensor:
-    """background plate (H,W,3) or (C,H,W,3) <- torso render <- head render; (C,H,W,3) in [0,1]."""
-    bg = torch.as_tensor(background, dtype=torch.float32, device=head_out.rgb.device)
-    if bg.dtype == torch.uint8 or bg.max() > 1.5:
+    """background plate (H,W,3) or (C,H,W,3), uint8 (numpy or torch) or float in [0,1]
+    <- torso render <- head render; (C,H,W,3) in [0,1]. (Told apart by dtype: looking at the
+    values, e.g. bg.max(), would wait for the GPU every render.)"""
+    uint8 = str(background.dtype).endswith("uint8")  # numpy's "uint8" or torch's "torch.uint8"
+    bg = _tensor(background, head_out.rgb.device)
+    if uint8:
         bg = bg / 255.0
     under = bg.expand_as(head_out.rgb)
     if torso_out is not None:

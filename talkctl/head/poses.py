@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkctl import artifacts
 from talkctl.errors import InputError
 
 
@@ -103,18 +104,10 @@ def read_pose_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | No
             raise
         except Exception as exc:
             raise InputError(f"{path} is not a readable .npz ({exc}); give a numpy .npz pose file") from None
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError:
-        raise InputError(f"{path} is neither an .npz nor a readable HDF5 file; give a track.h5 or an .npz") from None
-    with f:
-        schema = f.attrs.get("schema")
-        schema = schema.decode() if isinstance(schema, bytes) else schema
-        if schema != "talkctl.track" or "world_to_cam" not in f:
-            raise InputError(f"{path} is not a talkctl track.h5 (schema {schema}); give a run's track.h5 or an .npz")
-        return _check(f["world_to_cam"][()], f["blink"][()] if "blink" in f else None, str(path))
+    track = artifacts.read_track(path, ("world_to_cam", "blink"), give="give a run's track.h5 or an .npz pose file")
+    if track.world_to_cam is None:
+        raise InputError(f"{path} holds no world_to_cam; give a run's track.h5 or an .npz pose file")
+    return _check(track.world_to_cam, track.blink, str(path))
 
 
 def pose_sequence(source: str | os.PathLike, n_frames: int, start: int = 0, run=None,
@@ -132,12 +125,8 @@ def pose_sequence(source: str | os.PathLike, n_frames: int, start: int = 0, run=
     if s in ("train", "still"):
         if run is None:
             raise InputError(f"pose source {s!r} needs a run directory with a track.h5")
-        from talkctl import artifacts
-
-        with artifacts.open_for_read(run, "track") as f:
-            w2c = f["world_to_cam"][()]
-            blink = f["blink"][()] if "blink" in f else None
-        return from_arrays(w2c, blink, n_frames, start, "still" if s == "still" else mode,
+        track = artifacts.read_track(run, ("world_to_cam", "blink"))
+        return from_arrays(track.world_to_cam, track.blink, n_frames, start, "still" if s == "still" else mode,
                            label="training track", blink_mode=blink_mode)
     p = Path(s).expanduser()
     if p.is_dir():

@@ -18,7 +18,7 @@ from talkctl import artifacts
 from talkctl.errors import UsageError
 from talkctl.gs.splat import over
 from talkctl.gs.training import scale_intrinsics
-from talkctl.head.drive import Drive
+from talkctl.head.drive import Drive, feed
 from talkctl.head.models import composite, load_head, load_torso
 from talkctl.images import resize_square
 
@@ -52,13 +52,6 @@ class Renderer:
 
     def set_audio(self, features: np.ndarray) -> None:
         self.head.set_audio(features)
-
-    def set_drive(self, drive: Drive, lo: int, hi: int) -> None:
-        """Give the head frames lo..hi of the drive: landmarks for a landmark-driven head, else audio."""
-        if drive.landmarks is not None:
-            self.head.set_landmarks(drive.landmarks[lo:hi])
-        else:
-            self.head.set_audio(drive.features[lo:hi])
 
     def torso_K(self, source) -> np.ndarray:
         """The torso camera(s): at the tracked torso shift of each pose's source frame (source: (C,)
@@ -108,21 +101,17 @@ def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Ca
     -> (C,S,S,3) uint8, the outputs also hold "real" and "head_over_real"; torso=False renders
     the head only (portrait composite: the template frames hold the torso).
 
-    The audio condition gets only the windows a batch needs (its frames +- the attention window),
-    with frame indices relative to that slice: the same codes as with the whole sequence (edge
-    clamping included), and memory that does not grow with the audio's length."""
+    The head gets only what a batch needs (head.drive.feed), so memory does not grow with the
+    audio's length."""
     batch = max(1, int(batch))
     T = drive.n_frames
-    A = int(getattr(renderer.head.condition, "attn_window", 0) or 0)
-    half = A // 2
     for b0 in range(0, T, batch):
         idx = np.arange(b0, min(T, b0 + batch))
-        lo, hi = max(0, b0 - half), min(T, int(idx[-1]) + max(A - half, 1))
         real = real_frames(idx) if real_frames is not None else None
         t0 = time.perf_counter()
-        renderer.set_drive(drive, lo, hi)
+        rel = feed(renderer.head, drive, idx)
         source = drive.source_frames[idx] if drive.source_frames is not None else None
-        out = renderer.render(idx - lo, drive.world_to_cam[idx], drive.blink[idx], real, torso=torso, source=source)
+        out = renderer.render(rel, drive.world_to_cam[idx], drive.blink[idx], real, torso=torso, source=source)
         if real is not None:
             out["real"] = real
         yield idx, out, time.perf_counter() - t0

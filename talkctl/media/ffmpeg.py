@@ -5,7 +5,6 @@ or an ffmpeg on PATH take precedence when set/present so users can bring their o
 """
 from __future__ import annotations
 
-import json
 import wave
 import os
 import shutil
@@ -89,6 +88,3 @@ def write_wav(path, samples, sample_rate: int) -> Path:
         w.writeframes(pcm.tobytes())
     return Path(path)
 
-
-def describe_json(info: dict) -> str:
-    return json.dumps(info, sort_keys=True)

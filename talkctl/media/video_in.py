@@ -3,7 +3,7 @@
 `FrameStream` runs ffmpeg with a filter graph and yields raw RGB frames read by a
 background thread (the pipe read releases the GIL, so decoding overlaps with the landmark
 detector); only a few frames are ever held in memory, whatever the clip length.
-`read_video_frames` and `SourceFrames` (frames by index, for pasting renders back) are built on it.
+`SourceFrames` (frames by index, for pasting renders back) is built on it.
 `choose_crop` picks ONE square crop for a whole clip (fixed camera) from sampled face boxes.
 """
 from __future__ import annotations
@@ -139,13 +139,6 @@ def video_size(path: Path, what: str = "a video file") -> tuple[int, int]:
     if not info["video"]:
         raise InputError(f"{path} has no video stream; give {what}")
     return info["video"]["width"], info["video"]["height"]
-
-
-def read_video_frames(path, fps: int | None = FPS):
-    """Yield uint8 RGB frames (H,W,3) one at a time, resampled to `fps` (None: native rate)."""
-    w, h = video_size(path)
-    with FrameStream(Path(path), f"fps={fps}" if fps else None, w, h, what="read") as stream:
-        yield from stream
 
 
 class SourceFrames:

@@ -293,13 +293,3 @@ def tag_mp4(path: Path, tags: dict) -> None:
     finally:
         tmp.unlink(missing_ok=True)
 
-
-def read_tags(path: Path) -> dict:
-    """The container tags of an mp4 (what render wrote), via ffmpeg's ffmetadata output."""
-    text = run_ffmpeg(["-i", str(path), "-f", "ffmetadata", "-"], f"read the metadata of {path}").decode(errors="replace")
-    tags = {}
-    for line in text.splitlines()[1:]:
-        if "=" in line and not line.startswith(";"):
-            k, v = line.split("=", 1)
-            tags[k] = v.replace("\\=", "=").replace("\\;", ";").replace("\\#", "#").replace("\\\\", "\\")
-    return tags

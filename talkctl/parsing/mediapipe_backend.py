@@ -2,41 +2,14 @@
 head / neck / torso (head_regions.py), with the person probability smoothed over time."""
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from collections import deque
-from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from talkctl.errors import MissingToolError
+from talkctl.native_log import native_stderr
 from talkctl.parsing import regions as hr
-
-
-@contextmanager
-def native_stderr_to(sink: list):
-    """Catch what native code (mediapipe's TFLite / absl start-up chatter) writes on fd 2, which
-    would otherwise land between the progress bars: the text is appended to `sink`."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to catch
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), fd)
-        try:
-            yield
-        finally:
-            os.dup2(saved, fd)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace").strip()
-            if text:
-                sink.append(text)
 
 
 class MediapipeParser:
@@ -51,7 +24,7 @@ class MediapipeParser:
         try:
             import mediapipe as mp
 
-            with native_stderr_to(self.native_log):  # the graph logs on start and first frame
+            with native_stderr(self.native_log):  # the graph logs on start and first frame
                 self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=config["selfie_model"])
                 self._seg.process(np.zeros((64, 64, 3), np.uint8))
         except (ImportError, AttributeError) as exc:

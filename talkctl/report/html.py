@@ -117,12 +117,12 @@ def _training_section(training: dict) -> str:
     out = []
     for stage, t in training.items():
         step = t.get("step")
-        charts = []
+        parts = []
         if t.get("loss") is not None:
             s = step if step is not None else np.arange(len(t["loss"]))
             y = np.asarray(t["loss"], np.float64)
-            charts.append(svg_line_chart([{"label": "loss", "x": s, "y": y, "color": PALETTE[3]}], width=480, height=220,
-                                         title=f"{stage}: loss", xlabel="step", log_y=bool(np.nanmin(y) > 0)))
+            parts.append(([{"label": "loss", "x": s, "y": y, "color": PALETTE[3]}], f"{stage}: training loss",
+                          bool(np.nanmin(y) > 0)))
         if t.get("psnr") is not None:
             s = t.get("psnr_step", step) if t.get("psnr_step", step) is not None else np.arange(len(t["psnr"]))
             series = [{"label": "PSNR (dB)", "x": s, "y": t["psnr"], "color": PALETTE[2]}]
@@ -130,8 +130,12 @@ def _training_section(training: dict) -> str:
             if ref and ref.get("value") is not None and len(s):  # eval's figure of the same kind
                 series.append({"label": f"{ref['label']}: {ref['value']:.2f} dB", "x": [s[0], s[-1]],
                                "y": [ref["value"]] * 2, "color": PALETTE[6], "dash": True})
-            title = f"{stage}: PSNR, {t['measure']}" if t.get("measure") else f"{stage}: PSNR"
-            charts.append(svg_line_chart(series, width=480, height=220, title=title, xlabel="step"))
+            title = f"{stage}: PSNR, {t['measure']}" if t.get("measure") else f"{stage}: held-out PSNR"
+            parts.append((series, title, False))
+        # drawn at the width they are shown (one chart: the whole row), so the text keeps the page's size
+        width = 480 if len(parts) > 1 else 980
+        charts = [svg_line_chart(series, width=width, height=220, title=title, xlabel="step", log_y=log_y)
+                  for series, title, log_y in parts]
         if charts:
             out.append(f'<div class="row charts">{"".join(charts)}</div>')
     return "".join(out)
@@ -144,12 +148,12 @@ body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-app
 main{max-width:1040px;margin:0 auto;padding:28px 24px 60px}
 h1{font-size:24px;margin:0 0 2px}h2{font-size:17px;margin:30px 0 10px;padding-bottom:4px;border-bottom:1px solid var(--line)}
 .sub{color:var(--muted);margin-bottom:14px}
-.muted{color:var(--muted)}.na{color:#b45309}
+.muted{color:var(--muted)}.na{color:#b45309;white-space:normal;overflow-wrap:anywhere}
 .meta{display:flex;flex-wrap:wrap;gap:6px 18px;font-size:13px}.meta b{font-weight:600;color:var(--muted)}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;margin:14px 0}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
 .card .v{font-size:21px;font-weight:650}.card .l{color:var(--muted);font-size:12px}
-table{border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:8px}
+table{border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:8px;max-width:100%}
 th,td{padding:6px 12px;border-bottom:1px solid var(--line);text-align:left;vertical-align:middle}
 th{font-weight:600;white-space:nowrap}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.total th,tr.total td{border-top:2px solid var(--line)}
@@ -162,7 +166,7 @@ tr.total th,tr.total td{border-top:2px solid var(--line)}
 figure{margin:0;flex:1 1 0;min-width:200px}figure img{width:100%;height:auto;display:block;border-radius:4px;
 image-rendering:auto}figcaption{text-align:center;color:var(--muted);font-size:12px;margin-top:3px}
 svg.chart{border:1px solid var(--line);border-radius:8px;max-width:100%;height:auto}
-.charts svg{flex:1 1 460px}
+.charts svg{flex:0 1 auto;min-width:0}
 .cbarwrap{display:flex;align-items:center;gap:8px;font-size:12px}
 ul.notes{color:var(--muted)}
 @media print{body{background:#fff}.triple,table,svg.chart{break-inside:avoid}}

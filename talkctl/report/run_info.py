@@ -46,8 +46,12 @@ def training_info(run) -> dict:
                         name = stage if len(keys) == 1 else f"{stage} ({k.split('/')[0]})"
                         measure, compare = CURVE_MEASURES[name]
                         measure = str(f.attrs.get("val_measure", measure))
-                        curves[name] = {"step": c[:, 0].tolist(), "psnr": c[:, 1].tolist(), "measure": measure,
+                        curves[name] = {"psnr_step": c[:, 0].tolist(), "psnr": c[:, 1].tolist(), "measure": measure,
                                         "compare": compare}
+                        loss = k.replace("val_psnr", "loss_curve")  # every step's loss (older artifacts: none)
+                        if loss in f:
+                            c = np.asarray(f[loss][()]).reshape(-1, 2)
+                            curves[name].update(step=c[:, 0].tolist(), loss=c[:, 1].tolist())
         except OSError:
             continue
     return {"stages": stages, "gaussians": gaussians, "curves": curves, "training_peak_memory": peak,

@@ -20,7 +20,8 @@ Lip sync: mouth opening vs speech energy at the best lag within +-2 frames (metr
 on the real held-out video (the target), on the self-driven render, and cross-driven on
 `audio` when given; SyncNet confidence/offset when its weights are present.
 Efficiency: training seconds per stage (artifact attrs), Gaussian counts, render frames/s per
-composite (timed as render times it: head render (+ torso) + compositing), peak memory (this process; training's own record when the artifacts carry one).
+composite (timed as render times it: head render (+ torso) + compositing), peak memory (this
+process; training's own record when the artifacts carry one).
 
 It writes no HDF5 artifact: the runner checks its inputs and holds the run's lock, nothing is fingerprinted.
 """
@@ -48,7 +49,7 @@ from talkctl.head.renderer import Renderer, render_batches
 from talkctl.images import resize_square
 from talkctl.metrics.lipsync import audio_energy_per_frame, audio_mouth_sync, lmd, mouth_open_correlation
 from talkctl.metrics.sequence import ImageFigures
-from talkctl.metrics.syncnet import load_syncnet, sync_offset, syncnet_embeddings, syncnet_status
+from talkctl.metrics.syncnet import load_syncnet, syncnet_score, syncnet_status
 from talkctl.progress import null_progress
 from talkctl.report.html import write_report
 from talkctl.report.run_info import training_info
@@ -101,9 +102,7 @@ def _syncnet(frames: list[np.ndarray], wav: np.ndarray, device: str) -> dict:
     if why:
         return {"confidence": None, "offset": None, "reason": why}
     try:
-        model = load_syncnet(device=device)
-        v, a = syncnet_embeddings(model, np.stack(frames), wav)
-        r = sync_offset(v, a)
+        r = syncnet_score(np.stack(frames), wav, model=load_syncnet(device=device))
         return {"confidence": r.get("confidence"), "offset": r.get("offset")}
     except Exception as exc:  # a figure that cannot be computed is reported, not invented
         return {"confidence": None, "offset": None, "reason": f"SyncNet failed: {exc}"}

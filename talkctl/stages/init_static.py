@@ -16,12 +16,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
 from talkctl.gs.losses import dssim, l1
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train,
+                                 write_curves)
 
 VERSION = 2  # 2: torso mask with the neck continued under the chin; torso fitted stabilised (gs.torso_track)
 DEFAULTS = {
@@ -41,11 +43,13 @@ DEFAULTS = {
     **TRAIN_DEFAULTS,
 }
 PRESETS = {
-    "tiny": {"resolution": 64, "head_gaussians": 600, "head_iterations": 150, "torso_gaussians": 300,
+    # tiny trains at 128 px: a real face at 64 px renders as a smudge where the mouth is
+    "tiny": {"resolution": 128, "head_gaussians": 600, "head_iterations": 150, "torso_gaussians": 300,
              "torso_iterations": 60, "densify_start": 40, "densify_every": 40, "densify_stop": 120,
              "densify_reset_every": 0, "densify_max_gaussians": 1500, "val_every": 50, "checkpoint_every": 50,
              "val_frames": 2},
     "fast": {},
+    # paper: ~40 s of steps on an H100 (assumed 2.5 ms each; all stages' budget: train_deform PRESETS)
     "paper": {"resolution": 512, "head_gaussians": 10000, "head_iterations": 10000, "torso_gaussians": 5000,
               "torso_iterations": 5000, "sh_degree": 3, "lr_means": 1.6e-4, "lr_means_final": 1.6e-6,
               "densify_start": 500, "densify_stop": 7500, "densify_reset_every": 3000,
@@ -94,7 +98,7 @@ class StaticTrainer:
             loss = loss + self.cfg["dssim_weight"] * dssim(out.rgb, target)
         loss.backward()
         self.g.after_backward(step, out, self.scene.res)
-        return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+        return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
@@ -107,6 +111,13 @@ class StaticTrainer:
             se += float((((out.rgb - target) ** 2) * m).sum())
             w += float(m.sum())
         return 10 * np.log10(1.0 / max(se / max(w, 1e-8), 1e-10))
+
+
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        i = int(self.scene.held_idx[0])
+        return self.targets([i])[0][0], self.forward([i]).rgb[0]
 
 
 def head_model(cfg: dict, n: int, generator) -> GaussianModel:
@@ -146,7 +157,7 @@ def run(ctx, cfg: dict) -> dict:
             scene.track_torso()
         eye = torch.eye(4, device=dev)
         head_tr = StaticTrainer(scene, rasterize, head, cfg, int(cfg["head_iterations"]), 1.0,
-                                lambda idx: scene.w2c[torch.as_tensor(np.asarray(idx), device=dev)],
+                                lambda idx: scene.w2c[to_device(idx, dev, torch.long)],
                                 scene.head_targets, int(cfg["val_frames"]))
         torso_tr = StaticTrainer(scene, rasterize, torso, cfg, int(cfg["torso_iterations"]), torso_extent(torso),
                                  lambda idx: eye.expand(len(idx), 4, 4), scene.torso_targets, int(cfg["val_frames"]),
@@ -161,7 +172,7 @@ def run(ctx, cfg: dict) -> dict:
             for name, model, res_ in (("head", head, rh), ("torso", torso, rt)):
                 g = f.create_group(name)
                 model.save_h5(g)
-                g.create_dataset("val_psnr", data=np.asarray(res_["val_curve"], dtype=np.float64).reshape(-1, 2))
+                write_curves(g, res_)
                 g.attrs["train_seconds"] = res_["seconds"]
             f["torso"].create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
             if scene.torso_shift is not None:

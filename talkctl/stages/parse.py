@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from talkctl import backends
+from talkctl import artifacts, backends
 from talkctl.errors import ArtifactError, StageError, UsageError
 from talkctl.parsing import plate as bg_plate
 from talkctl.parsing import regions as hr
@@ -90,8 +90,9 @@ def run(ctx, cfg) -> dict:
     backend = backends.select("parsing", cfg["parsing"], ctx.device)
     ctx.use_backend("parsing", backend.name)
     t_start = time.time()
-    with ctx.read("frames") as ff, ctx.read("track") as tf:
-        frames, lms = ff["frames"], tf["landmarks2d"]
+    lms = artifacts.read_track(ctx.run, ("landmarks2d",)).landmarks2d
+    with ctx.read("frames") as ff:
+        frames = ff["frames"]
         T, S = _check_inputs(ctx, frames, lms)
         layout = _layout(lms.shape[1])
         parser = backend.get()(cfg, ctx.device, lms.shape[1])
@@ -126,6 +127,8 @@ def _check_inputs(ctx, frames, lms) -> tuple[int, int]:
     fix = f"rerun `talkctl track --run {ctx.run} --force`"
     if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[3] != 3:
         raise ArtifactError(f"frames.h5 holds frames of shape {frames.shape}, expected (T,S,S,3): {fix}")
+    if lms is None:
+        raise ArtifactError(f"track.h5 holds no landmarks2d: {fix}")
     if lms.ndim != 3 or lms.shape[2] != 2:
         raise ArtifactError(f"track.h5 holds landmarks2d of shape {lms.shape}, expected (T,L,2): {fix}")
     if frames.shape[0] != lms.shape[0]:
@@ -164,21 +167,15 @@ def _items(frames, lms, T: int, chunk: int, lm_store: dict):
 
 
 def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int) -> dict:
-    from talkctl.artifacts import frame_chunks
-
-    d_labels = out.create_dataset("labels", (T, S, S), np.uint8, **frame_chunks((T, S, S)))
-    d_torso = out.create_dataset("torso_frames", (T, S, S, 3), np.uint8, **frame_chunks((T, S, S, 3)))
+    d_labels = out.create_dataset("labels", (T, S, S), np.uint8, **artifacts.frame_chunks((T, S, S)))
+    d_torso = out.create_dataset("torso_frames", (T, S, S, 3), np.uint8, **artifacts.frame_chunks((T, S, S, 3)))
     counts = np.zeros(4, np.float64)
     no_head = 0
-    grow = max(1, int(round(cfg["head_dilate"] * S)))
-    # a square: OpenCV dilates with it in separable passes, ~15x faster than a disc of that size
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * grow + 1, 2 * grow + 1))
+    make_torso = torso_maker(cfg, S, layout, plate)
     lm_store: dict = {}
     with ctx.progress(T, "parse") as task:
         for t, frame, labels in parser.stream(_items(frames, lms, T, cfg["chunk"], lm_store)):
-            lm = lm_store.pop(t)
-            torso = torso_target(frame, labels, plate, kernel, cfg["neck_fill"],
-                                 cfg["neck_extend"] * hr.face_height(lm, layout))
+            torso = make_torso(frame, labels, lm_store.pop(t))
             d_labels[t] = labels
             d_torso[t] = torso
             c = np.bincount(labels.ravel(), minlength=4)[:4]
@@ -191,6 +188,20 @@ def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int
     return {"frames": T, "size": S,
             **{f"{hr.LABEL_NAMES[k]}_fraction": round(float(frac[k]), 4) for k in range(4)},
             "frames_without_head": int(no_head)}
+
+
+def torso_maker(cfg: dict, S: int, layout, plate: np.ndarray):
+    """(frame, labels, landmarks2d) -> torso target, with cfg's head_dilate, neck_fill, neck_extend
+    (bench/gpu_check_data.py rebuilds parse.h5's torso frames with it too)."""
+    grow = max(1, int(round(cfg["head_dilate"] * S)))
+    # a square: OpenCV dilates with it in separable passes, ~15x faster than a disc of that size
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * grow + 1, 2 * grow + 1))
+
+    def make(frame: np.ndarray, labels: np.ndarray, lm: np.ndarray) -> np.ndarray:
+        return torso_target(frame, labels, plate, kernel, cfg["neck_fill"],
+                            cfg["neck_extend"] * hr.face_height(lm, layout))
+
+    return make
 
 
 def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kernel: np.ndarray,
@@ -275,9 +286,7 @@ def _tile(img: np.ndarray) -> np.ndarray:
 def write_preview(run, n_frames: int = 8) -> Path:
     """RUN/parse_preview.png: coloured labels over sampled frames, the background plate (its
     never-seen part outlined) and one torso target, read back from frames.h5 and parse.h5."""
-    from talkctl.artifacts import open_for_read
-
-    with open_for_read(run, "frames") as ff, open_for_read(run, "parse") as pf:
+    with artifacts.open_for_read(run, "frames") as ff, artifacts.open_for_read(run, "parse") as pf:
         idx = bg_plate.sample_indices(pf["labels"].shape[0], n_frames)
         tiles = []
         for t in idx:

@@ -106,10 +106,8 @@ def _pick_face(faces: list[np.ndarray], near: np.ndarray, max_jump: float | None
     return face
 
 
-def run(ctx, cfg: dict) -> dict:
-    t_start = time.perf_counter()
-    video = ctx.video_path()
-    size = int(cfg["size"])
+def _check_video(video, size: int, cfg: dict) -> float:
+    """The video's duration (0 when unknown); InputError for what track cannot use."""
     if not 32 <= size <= 4096:
         raise InputError(f"track size {size} is out of range; use 32..4096 (default 512)")
     info = probe(video)
@@ -119,19 +117,12 @@ def run(ctx, cfg: dict) -> dict:
     if duration and duration < cfg["min_seconds"]:
         raise InputError(f"{video.name} is {duration:.2f} s long; track needs at least {cfg['min_seconds']:g} s "
                          "of one person talking (ideally minutes)")
-    backend = select("landmarks", cfg["landmarks"], ctx.device)
-    ctx.use_backend("landmarks", backend.name)
-    Detector = backend.get()
-    scheme = Detector.scheme
-    warnings: list[str] = []
+    return duration
 
-    def warn(msg: str) -> None:
-        warnings.append(msg)
-        ctx.log.warning(msg)
 
-    still = read_still(video)
-    height, width = still.shape[:2]
-    # 1. crop pass
+def _crop(ctx, video, Detector, width: int, height: int, cfg: dict, warn):
+    """1. The crop pass: (crop, crop-pass record)."""
+    size = int(cfg["size"])
     t0 = time.perf_counter()
     det = Detector(max_faces=4, video=False, device=ctx.device)
     try:
@@ -146,131 +137,177 @@ def run(ctx, cfg: dict) -> dict:
     if upscale > 2.0:
         warn(f"the crop is {crop.side} px in the source and is upscaled {upscale:.1f}x to {size} px: "
              "renders will look soft; a higher-resolution video (or a smaller --size) fits better")
-    two_faces = cp["multi"] > 0  # then the main pass looks for 2 faces and follows the subject's position
-    if two_faces:
+    if cp["multi"] > 0:  # then the main pass looks for 2 faces and follows the subject's position
         warn(f"more than one face in {cp['multi']} of {cp['with_face']} sampled frames; tracking the largest, "
              f"most central one (around x={cp['centre'][0]:.0f}, y={cp['centre'][1]:.0f} source px)")
     ctx.log.info("crop pass: %d samples, %d with a face, crop %s of %dx%d (%.2f s)", cp["samples"], cp["with_face"],
                  crop.as_list(), width, height, time.perf_counter() - t0)
-    t_crop = time.perf_counter() - t0
+    return crop, cp
 
-    # 2. main pass
+
+def _main_pass(ctx, fr, video, Detector, crop, cp: dict, width: int, height: int, est_frames, cfg: dict) -> list:
+    """2. Decode the crop once: each frame compressed into frames.h5 (a worker thread) and through
+    the landmark detector. Returns the subject's landmarks per frame (None: no face)."""
+    size, level = int(cfg["size"]), int(cfg["gzip_level"])
+    two_faces = cp["multi"] > 0
     near = (cp["centre"] - [crop.x0, crop.y0]) * size / crop.side
-    est_frames = max(1, int(round(duration * FPS))) if duration else None
     shape = (size, size, 3)
-    t0 = time.perf_counter()
-    with ctx.write("frames") as fr:
-        opts = artifacts.frame_chunks((0, *shape))
-        opts["compression_opts"] = int(cfg["gzip_level"])
-        ds = fr.create_dataset("frames", shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8, **opts)
-        lms: list[np.ndarray | None] = []
-        det = Detector(max_faces=2 if two_faces else 1, video=True, device=ctx.device)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-deflate")
-        pending: deque = deque()
+    opts = artifacts.frame_chunks((0, *shape))
+    opts["compression_opts"] = level
+    ds = fr.create_dataset("frames", shape=(0, *shape), maxshape=(None, *shape), dtype=np.uint8, **opts)
+    lms: list[np.ndarray | None] = []
+    det = Detector(max_faces=2 if two_faces else 1, video=True, device=ctx.device)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-deflate")
+    pending: deque = deque()
 
-        def flush(keep: int) -> None:
-            while len(pending) > keep or (pending and pending[0][1].done()):
-                i, fut = pending.popleft()
-                if i >= ds.shape[0]:
-                    ds.resize(i + 256, axis=0)
-                ds.id.write_direct_chunk((i, 0, 0, 0), fut.result())
+    def flush(keep: int) -> None:
+        while len(pending) > keep or (pending and pending[0][1].done()):
+            i, fut = pending.popleft()
+            if i >= ds.shape[0]:
+                ds.resize(i + 256, axis=0)
+            ds.id.write_direct_chunk((i, 0, 0, 0), fut.result())
 
-        try:
-            with FrameStream(video, crop_filter(crop, width, height, size), size, size) as stream, \
-                    ctx.progress(est_frames, "track") as task:
-                for i, frame in enumerate(stream):
-                    pending.append((i, pool.submit(zlib.compress, frame, int(cfg["gzip_level"]))))
-                    faces = det.faces(frame)
-                    face = _pick_face(faces, near, 0.3 * size if two_faces else None) if faces else None
-                    if face is not None:
-                        near = face[:, :2].mean(0)
-                    lms.append(face)
-                    flush(keep=6)
-                    task.advance(1)
-            flush(keep=0)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            det.close()
-        T = len(lms)
-        ds.resize(T, axis=0)
-        t_main = time.perf_counter() - t0
-        if T < cfg["min_seconds"] * FPS:
-            raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); track needs at least "
-                             f"{cfg['min_seconds']:g} s of one person talking")
-        fr.attrs.update({"fps": FPS, "size": size, "crop": np.array(crop.as_list(), np.int64),
-                         "source_size": np.array([width, height], np.int64)})
+    try:
+        with FrameStream(video, crop_filter(crop, width, height, size), size, size) as stream, \
+                ctx.progress(est_frames, "track") as task:
+            for i, frame in enumerate(stream):
+                pending.append((i, pool.submit(zlib.compress, frame, level)))
+                faces = det.faces(frame)
+                face = _pick_face(faces, near, 0.3 * size if two_faces else None) if faces else None
+                if face is not None:
+                    near = face[:, :2].mean(0)
+                lms.append(face)
+                flush(keep=6)
+                task.advance(1)
+        flush(keep=0)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        det.close()
+    ds.resize(len(lms), axis=0)
+    return lms
 
-        # 3. gaps
-        valid = np.array([m is not None for m in lms])
-        n_missing = int((~valid).sum())
-        runs = ff.missing_runs(valid)
-        longest = max((b - a for a, b in runs), default=0)
-        if n_missing == T:
-            raise StageError(f"no face found in any of the {T} frames of {video.name}; "
-                             "talkctl needs a video of one person facing the camera")
-        if n_missing > cfg["max_missing"] * T or longest > cfg["max_gap_s"] * FPS:
-            raise StageError(
-                f"no face in {n_missing} of {T} frames ({100 * n_missing / T:.0f}%, longest gap {longest / FPS:.2f} s) "
-                f"at {ff.describe_runs([r for r in runs if r[1] - r[0] > 1] or runs, FPS)}; trim those parts "
-                f"(e.g. ffmpeg -ss/-to) or allow it with --set max_gap_s=... / --set max_missing=...")
-        if n_missing:
-            warn(f"no face in {n_missing} frames (gaps up to {longest / FPS:.2f} s at "
-                 f"{ff.describe_runs(runs, FPS)}): interpolated and marked valid=False")
-        empty = np.full((scheme.n, 3), np.nan, np.float32)
-        lm3d = np.stack([m if m is not None else empty for m in lms]).astype(np.float32, copy=False)
-        del lms
-        ff.fill_gaps(lm3d, valid, out=lm3d)
-        lm2d = lm3d[..., :2]  # a view: no second copy of the landmarks
 
-        # 4. head pose and features
-        t0 = time.perf_counter()
-        pose = fit_head_pose(lm2d, lm3d, valid, scheme.rigid, scheme.eye_outer, scheme.chin, size,
-                             nose_tip=scheme.nose_tip, keyframes=int(cfg["keyframes"]), fov_deg=float(cfg["fov_deg"]),
-                             smooth_sigma=float(cfg["smooth_sigma"]), log=ctx.log)
-        t_pose = time.perf_counter() - t0
-        steps = rotation_steps_deg(pose.R)
-        area = ff.eye_area(lm2d, scheme)
-        features = {
-            "blink": ff.blink_from_area(area, valid),
-            "eye_area": area,
-            "mouth_open": ff.mouth_open(lm2d, scheme),
-            "lip_box": ff.lip_boxes(lm2d, scheme, size),
-            "face_box": ff.face_boxes(lm2d, size),
-        }
-        with ctx.write("track") as tr:
-            big = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
-            tr.create_dataset("landmarks2d", data=lm2d.astype(np.float32), **big)
-            tr.create_dataset("landmarks3d", data=lm3d, **big)
-            tr.create_dataset("valid", data=valid)
-            tr.create_dataset("world_to_cam", data=pose.world_to_cam())
-            tr.create_dataset("intrinsics", data=pose.K.astype(np.float32))
-            tr.create_dataset("canonical_shape", data=pose.shape.astype(np.float32))
-            tr.create_dataset("reproj_error", data=pose.reproj.astype(np.float32))
-            for name, arr in features.items():
-                tr.create_dataset(name, data=arr)
-            tr.attrs.update({
-                "landmark_backend": backend.name, "landmark_scheme": scheme.name, "n_landmarks": scheme.n,
-                "rigid_indices": np.array(scheme.rigid, np.int64), "fps": FPS, "size": size,
-                "crop": np.array(crop.as_list(), np.int64), "source_size": np.array([width, height], np.int64),
-                "focal": pose.focal, "keyframes": pose.keyframes.astype(np.int64), "ba_rms_px": pose.ba_rms,
-            })
-    t_total = time.perf_counter() - t_start
-    preview = str(write_preview(ctx.run, still=still)) if cfg["preview"] else None
+def _fill_gaps(lms: list, scheme, video, cfg: dict, warn) -> tuple[np.ndarray, np.ndarray]:
+    """3. (landmarks3d (T,L,3) with short gaps interpolated, valid (T,)); StageError for too many
+    or too long gaps."""
+    T = len(lms)
+    valid = np.array([m is not None for m in lms])
+    n_missing = int((~valid).sum())
+    runs = ff.missing_runs(valid)
+    longest = max((b - a for a, b in runs), default=0)
+    if n_missing == T:
+        raise StageError(f"no face found in any of the {T} frames of {video.name}; "
+                         "talkctl needs a video of one person facing the camera")
+    if n_missing > cfg["max_missing"] * T or longest > cfg["max_gap_s"] * FPS:
+        raise StageError(
+            f"no face in {n_missing} of {T} frames ({100 * n_missing / T:.0f}%, longest gap {longest / FPS:.2f} s) "
+            f"at {ff.describe_runs([r for r in runs if r[1] - r[0] > 1] or runs, FPS)}; trim those parts "
+            f"(e.g. ffmpeg -ss/-to) or allow it with --set max_gap_s=... / --set max_missing=...")
+    if n_missing:
+        warn(f"no face in {n_missing} frames (gaps up to {longest / FPS:.2f} s at "
+             f"{ff.describe_runs(runs, FPS)}): interpolated and marked valid=False")
+    empty = np.full((scheme.n, 3), np.nan, np.float32)
+    lm3d = np.stack([m if m is not None else empty for m in lms]).astype(np.float32, copy=False)
+    ff.fill_gaps(lm3d, valid, out=lm3d)
+    return lm3d, valid
+
+
+def _features(lm2d: np.ndarray, valid: np.ndarray, scheme, size: int) -> dict[str, np.ndarray]:
+    area = ff.eye_area(lm2d, scheme)
+    return {
+        "blink": ff.blink_from_area(area, valid),
+        "eye_area": area,
+        "mouth_open": ff.mouth_open(lm2d, scheme),
+        "lip_box": ff.lip_boxes(lm2d, scheme, size),
+        "face_box": ff.face_boxes(lm2d, size),
+    }
+
+
+def _write_track(tr, lm3d: np.ndarray, valid: np.ndarray, pose, features: dict, attrs: dict) -> None:
+    big = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+    tr.create_dataset("landmarks2d", data=lm3d[..., :2].astype(np.float32), **big)
+    tr.create_dataset("landmarks3d", data=lm3d, **big)
+    tr.create_dataset("valid", data=valid)
+    tr.create_dataset("world_to_cam", data=pose.world_to_cam())
+    tr.create_dataset("intrinsics", data=pose.K.astype(np.float32))
+    tr.create_dataset("canonical_shape", data=pose.shape.astype(np.float32))
+    tr.create_dataset("reproj_error", data=pose.reproj.astype(np.float32))
+    for name, arr in features.items():
+        tr.create_dataset(name, data=arr)
+    tr.attrs.update({**attrs, "focal": pose.focal, "keyframes": pose.keyframes.astype(np.int64),
+                     "ba_rms_px": pose.ba_rms})
+
+
+def _pose_figures(pose, valid: np.ndarray) -> dict:
+    steps = rotation_steps_deg(pose.R)
     rep_valid = pose.reproj[valid]
     return {
-        "frames": T,
-        "video_seconds": round(T / FPS, 2),
-        "source": f"{width}x{height}",
-        "crop": crop.as_list(),
-        "face_rate": round(float(valid.mean()), 4),
-        "gap_frames": n_missing,
-        "two_faces": bool(two_faces),
         "focal_px": round(pose.focal, 1),
         "median_reproj_px": round(float(np.median(rep_valid)), 3),
         "p95_reproj_px": round(float(np.percentile(rep_valid, 95)), 3),
         "max_rotation_step_deg": round(float(steps.max()) if len(steps) else 0.0, 3),
         "max_rotation_step_at_s": round((int(steps.argmax()) + 1) / FPS, 2) if len(steps) else 0.0,
         "p99_rotation_step_deg": round(float(np.percentile(steps, 99)) if len(steps) else 0.0, 3),
+    }
+
+
+def run(ctx, cfg: dict) -> dict:
+    t_start = time.perf_counter()
+    video = ctx.video_path()
+    size = int(cfg["size"])
+    duration = _check_video(video, size, cfg)
+    backend = select("landmarks", cfg["landmarks"], ctx.device)
+    ctx.use_backend("landmarks", backend.name)
+    Detector = backend.get()
+    scheme = Detector.scheme
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        ctx.log.warning(msg)
+
+    still = read_still(video)
+    height, width = still.shape[:2]
+    t0 = time.perf_counter()
+    crop, cp = _crop(ctx, video, Detector, width, height, cfg, warn)
+    t_crop = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    est_frames = max(1, int(round(duration * FPS))) if duration else None
+    with ctx.write("frames") as fr:
+        lms = _main_pass(ctx, fr, video, Detector, crop, cp, width, height, est_frames, cfg)
+        T = len(lms)
+        t_main = time.perf_counter() - t0
+        if T < cfg["min_seconds"] * FPS:
+            raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); track needs at least "
+                             f"{cfg['min_seconds']:g} s of one person talking")
+        geometry = {"fps": FPS, "size": size, "crop": np.array(crop.as_list(), np.int64),
+                    "source_size": np.array([width, height], np.int64)}
+        fr.attrs.update(geometry)
+        lm3d, valid = _fill_gaps(lms, scheme, video, cfg, warn)
+        del lms
+        lm2d = lm3d[..., :2]  # a view: no second copy of the landmarks
+        # 4. head pose and features
+        t0 = time.perf_counter()
+        pose = fit_head_pose(lm2d, lm3d, valid, scheme.rigid, scheme.eye_outer, scheme.chin, size,
+                             nose_tip=scheme.nose_tip, keyframes=int(cfg["keyframes"]), fov_deg=float(cfg["fov_deg"]),
+                             smooth_sigma=float(cfg["smooth_sigma"]), log=ctx.log)
+        t_pose = time.perf_counter() - t0
+        features = _features(lm2d, valid, scheme, size)
+        with ctx.write("track") as tr:
+            _write_track(tr, lm3d, valid, pose, features, {
+                "landmark_backend": backend.name, "landmark_scheme": scheme.name, "n_landmarks": scheme.n,
+                "rigid_indices": np.array(scheme.rigid, np.int64), **geometry})
+    t_total = time.perf_counter() - t_start
+    preview = str(write_preview(ctx.run, still=still)) if cfg["preview"] else None
+    return {
+        "frames": T,
+        "video_seconds": round(T / FPS, 2),
+        "source": f"{width}x{height}",
+        "crop": crop.as_list(),
+        "face_rate": round(float(valid.mean()), 4),
+        "gap_frames": int((~valid).sum()),
+        "two_faces": bool(cp["multi"] > 0),
+        **_pose_figures(pose, valid),
         "blink_frames": int((features["blink"] > 0.5).sum()),
         "frames_per_s": round(T / t_total, 1),
         "timings_s": {"crop_pass": round(t_crop, 2), "decode_landmarks_write": round(t_main, 2),
@@ -294,12 +331,13 @@ def write_preview(run, still: np.ndarray | None = None, path=None):
     if still is None:
         v = run.video()
         still = read_still(v[0]) if v and v[0].exists() else None
-    with artifacts.open_for_read(run, "frames") as fr, artifacts.open_for_read(run, "track") as tr:
+    tr = artifacts.read_track(run, ("landmarks2d", "world_to_cam", "intrinsics", "lip_box", "valid"))
+    with artifacts.open_for_read(run, "frames") as fr:
         crop = [int(v) for v in fr.attrs["crop"]]
         if still is None:  # no source video at hand: show the first crop as the "source"
             still = fr["frames"][0]
             crop = [0, 0, still.shape[0]]
-        w2c = tr["world_to_cam"][:]
-        return contact_sheet(path or run.file("track_preview.png"), fr["frames"], tr["landmarks2d"][:],
-                             tr.attrs["rigid_indices"], w2c[:, :3, :3], w2c[:, :3, 3], tr["intrinsics"][:],
-                             tr["lip_box"][:], tr["valid"][:], crop, still, float(fr.attrs["fps"]))
+        w2c = tr.world_to_cam
+        return contact_sheet(path or run.file("track_preview.png"), fr["frames"], tr.landmarks2d,
+                             tr.attrs["rigid_indices"], w2c[:, :3, :3], w2c[:, :3, 3], tr.intrinsics,
+                             tr.lip_box, tr.valid, crop, still, float(fr.attrs["fps"]))

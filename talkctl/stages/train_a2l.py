@@ -12,20 +12,26 @@ correlation of the predicted mouth opening with the tracked one.
 a2l.h5 keeps everything head.a2l_predict needs for new audio (weights, basis, channel
 selection, landmark indices, neutral face); checkpoints go to RUN/checkpoints/a2l.h5.
 
-For new audio: head.a2l_predict (landmarks_for_audio, predict_landmarks, load_predictor).
+For new audio: head.a2l_predict (landmarks_for_audio, load_predictor).
 """
 from __future__ import annotations
 
 import json
 import math
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from talkctl.head.a2l_predict import full_landmarks
+from talkctl import artifacts
+from talkctl.curves import Curves
+from talkctl.devices import load_torch_rng, save_torch_rng, to_device
 from talkctl.errors import ArtifactError, StageError, UsageError
+from talkctl.face.canonical import TRACK_FIELDS
+from talkctl.head.a2l_predict import full_landmarks
+from talkctl.progress import METRICS_EVERY
 
 VERSION = 1
 DEFAULTS = {
@@ -59,7 +65,7 @@ DEFAULTS = {
 PRESETS = {
     "tiny": {"iterations": 300, "d_model": 64, "layers": 2, "seq_len": 32, "batch": 8, "eval_every": 50},
     "fast": {"iterations": 1000},
-    "paper": {"iterations": 4000, "d_model": 256, "layers": 4, "seq_len": 64},
+    "paper": {"iterations": 4000, "d_model": 256, "layers": 4, "seq_len": 64},  # ~12 s on an H100 (assumed)
 }
 NON_SEMANTIC = {"resume", "eval_every", "checkpoint_every"}
 
@@ -89,7 +95,7 @@ class A2LData:
 
 
 def prepare(audio, track, cfg: dict, log=None) -> A2LData:
-    """Inputs of the stage from open audio.h5 / track.h5 files."""
+    """Inputs of the stage from an open audio.h5 and track.h5's arrays (artifacts.Track)."""
     from talkctl.timebase import held_out_start
     from talkctl.head.a2l_model import input_channels
     from talkctl.face.canonical import canonical_landmarks, interocular, moving_indices, neutral_shape
@@ -205,7 +211,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
         b.attrs.update({"score": best.score, "step": best.step, "bad": best.bad})
         for k, v in (best.state or {}).items():
             b.create_dataset(k, data=v.numpy())
-        f.create_dataset("torch_rng", data=torch.get_rng_state().numpy())
+        save_torch_rng(f)
         f.attrs["numpy_rng"] = json.dumps(rng.bit_generator.state)
         f.attrs["step"] = step
         f.attrs["fingerprint"] = fingerprint
@@ -231,7 +237,7 @@ def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerpri
         for pid in f["optimizer"]:
             sd["state"][int(pid)] = {k: torch.as_tensor(f["optimizer"][pid][k][()]) for k in f["optimizer"][pid]}
         opt.load_state_dict(sd)
-        torch.set_rng_state(torch.from_numpy(f["torch_rng"][()]))
+        load_torch_rng(f)
         rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
         curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
         b = f["best"]
@@ -274,7 +280,7 @@ def build_model(data: A2LData, cfg: dict):
 
 
 def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None, log=None,
-                checkpoint: Path | None = None, fingerprint: str = "", stop_after: int | None = None):
+                checkpoint: Path | None = None, fingerprint: str = "", stop_after: int | None = None, curves=None):
     """Train on frames [0, held_start): sequences from the first part, the last `val_fraction` picks
     the model and stops training after `patience` evaluations without improvement. Returns
     (model at its best validation step, curve dict, basis info)."""
@@ -327,7 +333,7 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
                           math.log(float(cfg["lr_final"])) * step / max(iters, 1))
             for g in opt.param_groups:
                 g["lr"] = lr
-            s = torch.as_tensor(rng.integers(0, n_train - L + 1, size=int(cfg["batch"])), device=device)
+            s = to_device(rng.integers(0, n_train - L + 1, size=int(cfg["batch"])), device)
             rows = s[:, None] + ar[None]
             xb, yb, mb = X[rows], Y[rows], M[rows]
             if noise > 0:
@@ -343,26 +349,33 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            running.append(float(loss_lm.detach()))
+            running.append(loss_lm.detach())  # read on the host only when needed (a GPU sync)
             done = step + 1
             if done % int(cfg["eval_every"]) == 0 or done == iters:
                 m = heldout_metrics(predict_offsets(model, data, cfg, device), data)
                 curve["step"].append(done)
-                curve["train_loss"].append(float(np.mean(running)))
+                curve["train_loss"].append(float(np.mean([float(r) for r in running])))
                 curve["heldout_mouth_lmd"].append(m.get("mouth_lmd", float("nan")))
                 if n_val:
                     score = selection_score(heldout_metrics(predict_offsets(model, data, cfg, device, val), data, val))
                     curve["val_score"].append(score)
                     best.update(score, done, model)
                 running = []
+                if curves is not None:
+                    curves.scalars(done, {k: v[-1] for k, v in curve.items() if k != "step" and v}, prefix="val")
+                    curves.learning_rates(done, {"adamw": opt})
                 if log:
                     log.info("step %d loss %.4f held-out mouth LMD %.4f validation %.4f", done, curve["train_loss"][-1],
                              curve["heldout_mouth_lmd"][-1], curve["val_score"][-1] if n_val else float("nan"))
             stop = n_val > 0 and patience > 0 and best.bad >= patience
             if checkpoint is not None and (done % int(cfg["checkpoint_every"]) == 0 or done == iters or stop
                                            or (stop_after is not None and done == stop_after)):
+                running = [float(r) for r in running]
                 _save_checkpoint(checkpoint, model, opt, done, rng, fingerprint, curve, running, best)
-            task.advance(1, loss=round(float(loss.detach()), 4))
+            if done % METRICS_EVERY == 0 or done == iters:
+                task.advance(1, loss=round(float(loss.detach()), 4))
+            else:
+                task.advance(1)
             if stop:
                 if log:
                     log.info("early stop at step %d: no better validation score in %d evaluations since step %d",
@@ -387,10 +400,11 @@ def run(ctx, cfg: dict) -> dict:
     import torch
 
     t0 = time.perf_counter()
-    with ctx.read("audio") as fa, ctx.read("track") as ft:
-        data = prepare(fa, ft, cfg, ctx.log)
+    track = artifacts.read_track(ctx.run, TRACK_FIELDS)
+    with ctx.read("audio") as fa:
+        data = prepare(fa, track, cfg, ctx.log)
         extractor = str(fa.attrs.get("extractor", ""))
-        backend = str(ft.attrs.get("landmark_backend", ""))
+    backend = str(track.attrs.get("landmark_backend", ""))
     ctx.use_backend("audio-features", extractor)
     if backend:
         ctx.use_backend("landmarks", backend)
@@ -399,8 +413,9 @@ def run(ctx, cfg: dict) -> dict:
     if ctx.device == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     ckpt = ctx.run.path / "checkpoints" / "a2l.h5"
-    model, curve, binfo = train_model(data, cfg, device=ctx.device, progress=ctx.progress, log=ctx.log,
-                                      checkpoint=ckpt, fingerprint=ctx.fingerprint)
+    with closing(Curves(ctx.run, "train-a2l", ctx.log)) as curves:
+        model, curve, binfo = train_model(data, cfg, device=ctx.device, progress=ctx.progress, log=ctx.log,
+                                          checkpoint=ckpt, fingerprint=ctx.fingerprint, curves=curves)
     held_pred = predict_offsets(model, data, cfg, ctx.device)
     metrics = heldout_metrics(held_pred, data)
     metrics["jitter"] = jitter(held_pred) / data.iod

@@ -18,9 +18,10 @@ are kept (keep_best), as train-a2l does. deform.h5 records the step kept (kept_s
 validation curve is of (val_measure); psnr_head is the held-out head-region PSNR of the kept weights.
 
 Learning rates: the hash grid uses the paper's 5e-3. The paper's 1.6e-5 for the MLP is
-kept for the `paper` preset (100k steps); `tiny` and `fast` run 30-500x fewer steps, and
-Adam moves a weight by about lr per step, so with 1.6e-5 the zero-initialised output
-layer would barely leave zero in 3k steps: they use lr_mlp = 1e-3 (documented, overridable).
+kept for the `paper` preset (35k steps of 4 frames; its time budget is next to PRESETS);
+`tiny` and `fast` run 17-230x fewer steps, and Adam moves a weight by about lr per step, so
+with 1.6e-5 the zero-initialised output layer would barely leave zero in 3k steps: they use
+lr_mlp = 1e-3 (documented, overridable).
 
 condition: "audio" (GSTalker: audio features -> AudioCondition code + the tracked blink) or
 "landmarks" (the decoupled two-stage method: the tracked canonical landmarks of track.h5 ->
@@ -46,6 +47,7 @@ import json
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
 from talkctl.head.conditions import AudioCondition
 from talkctl.head.field import (ENCODING_DEFAULTS, DeformField, apply_deform, build_condition,
@@ -58,8 +60,8 @@ from talkctl.gs.lip_patch import LipPatches
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
-from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, spread,
-                                 train, validation_split)
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, adam, batch_schedule, clear_checkpoints,
+                                 compiled, spread, train, validation_split, write_curves)
 
 VERSION = 2  # 2: a validation slice of the training frames picks the kept weights
 DEFAULTS = {
@@ -100,16 +102,30 @@ DEFAULTS = {
     "densify_reset_every": 0,
     **TRAIN_DEFAULTS,
 }
+# The `paper` schedules of all training stages, sized for <= 10 min in total on one H100 at 512^2
+# (a 50 s clip, 1260 frames). Per-step costs are ASSUMED, not yet measured (no GPU so far):
+# bench/gpu_check.sh measures them; replace the figures below with its steps/s when it has run.
+#   stage          steps x batch   assumed per step                           train    + fixed*
+#   init-static    10000+5000 x 1  2.5 ms (gsplat fwd+bwd of one view, Adam)   38 s     20 s
+#   train-deform   35000 x 4       8 ms (~700 eager launches of the torch hash  280 s     25 s
+#                                  grid + field + gsplat on 4 views; CPU-bound)
+#   train-torso    10000 x 4       8 ms (pose field + gsplat, head render)      80 s     20 s
+#   train-a2l      4000 x 16 seq   3 ms (4-layer Transformer, d 256)            12 s      5 s
+#   total                                                                       410 s  + 70 s = 8 min
+# *fixed: CUDA start-up, the first pass over the frames (h5 gunzip, ~5 ms a frame per store),
+# validation, checkpoints. Margin: deform's cost grows with the Gaussians, hence the 100k cap and
+# densification only in its first half; at 10 ms a deform step the total is ~9 min.
 PRESETS = {
-    "tiny": {"resolution": 64, "iterations": 150, "random_gaussians": 600, "grid_levels": 4, "grid_base": 8,
+    # tiny trains at 128 px: a real face at 64 px renders as a smudge where the mouth is
+    "tiny": {"resolution": 128, "iterations": 150, "random_gaussians": 600, "grid_levels": 4, "grid_base": 8,
              "grid_max": 32, "grid_log2_size": 10, "hidden": 32, "layers": 2, "code_dim": 8, "attn_window": 4,
              "densify_start": 50, "densify_every": 50, "densify_stop": 120, "densify_max_gaussians": 1500,
              "val_every": 50, "checkpoint_every": 50, "val_frames": 2},
     "fast": {},
-    "paper": {"resolution": 512, "iterations": 100000, "random_gaussians": 10000, "lr_mlp": 1.6e-5,
+    "paper": {"resolution": 512, "iterations": 35000, "random_gaussians": 10000, "lr_mlp": 1.6e-5,
               "hidden": 64, "layers": 3, "sh_degree": 3, "lr_means": 1.6e-5, "lr_means_final": 1.6e-7,
-              "densify_start": 500, "densify_stop": 50000, "densify_reset_every": 3000,
-              "densify_max_gaussians": 200000, "val_every": 5000, "checkpoint_every": 5000, "batch": 4},
+              "densify_start": 500, "densify_stop": 17500, "densify_reset_every": 3000,
+              "densify_max_gaussians": 100000, "val_every": 5000, "checkpoint_every": 10000, "batch": 4},
 }
 # which validations there are decides the weights kept (keep_best): val_every and val_frames count
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) - {"val_every"}
@@ -125,21 +141,18 @@ class LandmarkReadout(torch.nn.Module):
         self.register_buffer("targets", (t - t.mean(0)) / (t.std(0) + 1e-6))
         self.linear = torch.nn.Linear(code_dim, t.shape[1])
 
-    def loss(self, condition, frames: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), self.targets[frames])
+    def loss(self, condition, frames: np.ndarray) -> torch.Tensor:
+        """frames: host indices (the condition finds shared windows there without a GPU sync)."""
+        target = self.targets[to_device(frames, self.targets.device, torch.long)]
+        return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), target)
 
 
 def tracked_landmarks(ctx, cfg, scene, use: str):
     """track.h5's canonical landmarks (canonical_landmarks.CanonicalLandmarks) and their first scene.T
     frames; ArtifactError naming `use` when the track has none."""
-    from talkctl.face.canonical import canonical_landmarks
+    from talkctl.face.canonical import read_canonical_landmarks
 
-    with ctx.read("track") as f:
-        try:
-            lm = canonical_landmarks(f, method=cfg["landmark_alignment"])
-        except (KeyError, ValueError) as exc:
-            raise ArtifactError(f"track.h5 has no usable landmarks for {use} ({exc}): "
-                                "rerun `talkctl track --force`") from None
+    lm = read_canonical_landmarks(ctx.run, method=cfg["landmark_alignment"], use=use)
     return lm, lm.points[: scene.T]
 
 
@@ -169,6 +182,7 @@ class DeformTrainer:
         self.val_idx = spread(val_idx, int(cfg["val_frames"])) if len(val_idx) else scene.held_subset(int(cfg["val_frames"]))
         self.g = GaussianOptim(gaussians, cfg, int(cfg["iterations"]), 1.0)
         self.field, self.condition, self.perceptual_fn = field, condition, perceptual_fn
+        self.field_fn = compiled(field, cfg)
         self.readout = readout
         self.net_opt = self._net_optimizer()
         self.lips = None
@@ -179,7 +193,7 @@ class DeformTrainer:
         groups = field_param_groups(self.field, self.condition, self.cfg["lr_grid"], self.cfg["lr_mlp"])
         if self.readout is not None:
             groups.append({"params": list(self.readout.parameters()), "lr": self.cfg["lr_mlp"], "name": "readout"})
-        return torch.optim.Adam(groups)
+        return adam(groups, self.cfg)
 
     @property
     def optimizers(self):
@@ -205,10 +219,10 @@ class DeformTrainer:
     def deformed(self, idx, degree=None):
         """(means, quats, scales, colours, SH degree, world_to_cam) of frames idx."""
         sc, m = self.scene, self.g.model
-        t = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=m.means.device)
-        code = self.condition.encode(t)
+        t = to_device(idx, m.means.device, torch.long)
+        code = self.condition.encode(idx)
         pg = self.condition.per_gaussian(code, m.means)
-        dxyz, dq, ds = self.field(m.means, code, sc.blink[t][:, None], pg=pg)
+        dxyz, dq, ds = self.field_fn(m.means, code, sc.blink[t][:, None], pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
         colors, deg = m.color_inputs(degree)
         return means, quats, scales, colors, deg, sc.w2c[t]
@@ -249,12 +263,11 @@ class DeformTrainer:
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
         self.g.after_backward(step, out, self.scene.res)
-        return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+        return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
-    def _readout_frames(self, rng) -> torch.Tensor:
+    def _readout_frames(self, rng) -> np.ndarray:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""
-        frames = rng.choice(self.fit_idx, int(self.cfg["audio_landmark_batch"]))
-        return torch.as_tensor(frames, device=self.g.model.means.device)
+        return rng.choice(self.fit_idx, int(self.cfg["audio_landmark_batch"]))
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
@@ -268,6 +281,13 @@ class DeformTrainer:
             se += float((((out.rgb - target) ** 2) * m).sum())
             w += float(m.sum())
         return 10 * np.log10(1.0 / max(se / max(w, 1e-8), 1e-10))
+
+
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        i = int(self.scene.held_idx[0])
+        return self.scene.head_targets([i])[0][0], self.forward([i]).rgb[0]
 
 
 def validation_measure(trainer: "DeformTrainer", scene) -> str:
@@ -353,7 +373,7 @@ def run(ctx, cfg: dict) -> dict:
             save_state_dict(f.create_group("condition"), condition)
             for k, v in extra.items():  # audio: audio_mean/std; landmarks: landmark_indices, landmark_neutral
                 f.create_dataset(k, data=v)
-            f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+            write_curves(f, res)
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.attrs.update({
                 "field_spec": json.dumps(field_spec), "condition_spec": json.dumps(condition.spec()),

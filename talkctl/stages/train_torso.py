@@ -23,6 +23,7 @@ import json
 import numpy as np
 import torch
 
+from talkctl.devices import to_device
 from talkctl.errors import UsageError
 from talkctl.head.conditions import PoseCondition
 from talkctl.head.field import (ENCODING_DEFAULTS, apply_deform, field_param_groups, grid_kwargs, hashgrid_backend,
@@ -33,7 +34,8 @@ from talkctl.head.models import build_field, composite, load_head
 from talkctl.gs.losses import l1
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import over, render, resolve_rasterizer
-from talkctl.gs.training import TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, batch_schedule, clear_checkpoints, train
+from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, adam, batch_schedule, clear_checkpoints,
+                                 compiled, train, write_curves)
 
 VERSION = 2  # 2: torso mask with the neck continued under the chin; torso fitted stabilised (gs.torso_track)
 DEFAULTS = {
@@ -62,11 +64,14 @@ DEFAULTS = {
     **TRAIN_DEFAULTS,
 }
 PRESETS = {
-    "tiny": {"resolution": 64, "iterations": 60, "unet_channels": 12, "unet_depth": 2, "style_dim": 16, "grid_levels": 4, "grid_base": 8, "grid_max": 32,
+    # tiny trains at 128 px: a real face at 64 px renders as a smudge where the mouth is
+    "tiny": {"resolution": 128, "iterations": 60, "unet_channels": 12, "unet_depth": 2, "style_dim": 16, "grid_levels": 4, "grid_base": 8, "grid_max": 32,
              "grid_log2_size": 10, "hidden": 32, "layers": 2, "val_every": 30, "checkpoint_every": 30,
              "val_frames": 2},
     "fast": {},
-    "paper": {"resolution": 512, "iterations": 20000, "lr_mlp": 1.6e-5, "sh_degree": 3, "val_every": 2000,
+    # paper: 10k steps of 4 frames, ~80 s on an H100 (assumed 8 ms a step; the budget of all
+    # stages is next to train_deform's PRESETS)
+    "paper": {"resolution": 512, "iterations": 10000, "lr_mlp": 1.6e-5, "sh_degree": 3, "val_every": 2000,
               "checkpoint_every": 5000, "batch": 4},
 }
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
@@ -85,7 +90,8 @@ class TorsoTrainer:
         self.scene, self.rasterize, self.cfg, self.head = scene, rasterize, cfg, head
         self.g = GaussianOptim(gaussians, cfg, int(cfg["iterations"]), extent)
         self.field, self.pose = field, pose
-        self.net_opt = torch.optim.Adam(field_param_groups(field, pose, cfg["lr_grid"], cfg["lr_mlp"]))
+        self.net_opt = adam(field_param_groups(field, pose, cfg["lr_grid"], cfg["lr_mlp"]), cfg)
+        self.field_fn = compiled(field, cfg)
         self.eye = torch.eye(4, device=scene.w2c.device)
         self._head_cache: dict[int, tuple] = {}
 
@@ -101,18 +107,18 @@ class TorsoTrainer:
     def load_arrays(self, arrays):
         self.g.load_arrays(arrays)
         self.field.load_state_dict({k[6:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("field.")})
-        self.net_opt = torch.optim.Adam(field_param_groups(self.field, self.pose, self.cfg["lr_grid"], self.cfg["lr_mlp"]))
+        self.net_opt = adam(field_param_groups(self.field, self.pose, self.cfg["lr_grid"], self.cfg["lr_mlp"]), self.cfg)
 
     def head_render(self, idx):
         sc = self.scene
-        t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-        return self.head.render(t, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
+        t = to_device(idx, sc.w2c.device, torch.long)
+        return self.head.render(idx, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
 
     def forward(self, idx):
         sc, m = self.scene, self.g.model
-        t = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=m.means.device)
+        t = to_device(idx, m.means.device, torch.long)
         code = self.pose.encode_pose(sc.w2c[t])
-        dxyz, dq, ds = self.field(m.means, code)
+        dxyz, dq, ds = self.field_fn(m.means, code)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
         colors, deg = m.color_inputs()
         return render(self.rasterize, means, quats, scales, m.opacities, colors, self.eye.expand(len(t), 4, 4),
@@ -133,7 +139,7 @@ class TorsoTrainer:
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
         self.g.after_backward(step, out, sc.res)
-        return {"loss": float(loss.detach()), "gaussians": self.g.model.num}
+        return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
@@ -142,6 +148,12 @@ class TorsoTrainer:
         return heldout_psnr(sc, self.cfg, frames, lambda i: composite(sc.background, self.forward([i]),
                                                                      self.head_render([i])))
 
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        sc, i = self.scene, int(self.scene.held_idx[0])
+        return sc.full_frames([i])[0], composite(sc.background, self.forward([i]), self.head_render([i]))[0]
+
 
 class ImageTorsoTrainer:
     """mode=image: trains the StyleUNet on (frozen head render, pose) -> torso RGBA."""
@@ -149,7 +161,7 @@ class ImageTorsoTrainer:
     def __init__(self, scene: Scene, torso, head, cfg):
         self.scene, self.torso, self.head, self.cfg = scene, torso, head, cfg
         self.net = torso.net
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg["lr_image"]))
+        self.opt = adam(self.net.parameters(), cfg, lr=float(cfg["lr_image"]))
         self._head_cache: dict[int, tuple] = {}
 
     @property
@@ -161,15 +173,15 @@ class ImageTorsoTrainer:
 
     def load_arrays(self, arrays):
         self.net.load_state_dict({k[4:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("net.")})
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=float(self.cfg["lr_image"]))
+        self.opt = adam(self.net.parameters(), self.cfg, lr=float(self.cfg["lr_image"]))
 
     def head_render(self, idx):
         """Head rgb, alpha (B,R,R,·) of frames idx; rendered once per frame (the head is frozen)."""
         sc = self.scene
         missing = [int(i) for i in idx if int(i) not in self._head_cache]
         if missing:
-            t = torch.as_tensor(missing, dtype=torch.long)
-            out = self.head.render(t, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
+            t = to_device(missing, sc.w2c.device, torch.long)
+            out = self.head.render(missing, sc.w2c[t], sc.K, sc.res, blink=sc.blink[t])
             for j, i in enumerate(missing):
                 self._head_cache[i] = (out.rgb[j].half(), out.alpha[j].half())
         rgb = torch.stack([self._head_cache[int(i)][0] for i in idx]).float()
@@ -178,7 +190,7 @@ class ImageTorsoTrainer:
 
     def forward(self, idx):
         sc = self.scene
-        t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        t = to_device(idx, sc.w2c.device, torch.long)
         h_rgb, h_alpha = self.head_render(idx)
         out = self.torso.forward(sc.w2c[t], h_rgb, h_alpha, sc.res)
         return out, h_rgb, h_alpha
@@ -198,18 +210,24 @@ class ImageTorsoTrainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": loss.detach()}
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
         """Held-out PSNR of the full composite, as the Gaussian torso's."""
         sc = self.scene
 
-        def full(i):
-            out, h_rgb, h_alpha = self.forward([i])
-            return over(h_rgb, h_alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb))).clamp(0, 1)
+        return heldout_psnr(sc, self.cfg, frames, self._full)
 
-        return heldout_psnr(sc, self.cfg, frames, full)
+    def _full(self, i):
+        out, h_rgb, h_alpha = self.forward([i])
+        return over(h_rgb, h_alpha, over(out.rgb, out.alpha, self.scene.background.expand_as(out.rgb))).clamp(0, 1)
+
+    @torch.no_grad()
+    def preview(self):
+        """(real, rendered) of the first held-out frame, for the training curves."""
+        i = int(self.scene.held_idx[0])
+        return self.scene.full_frames([i])[0], self._full(i)[0]
 
 
 def run_image(ctx, cfg: dict, head) -> dict:
@@ -232,7 +250,7 @@ def run_image(ctx, cfg: dict, head) -> dict:
             f.create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
-            f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+            write_curves(f, res)
             n_params = sum(p.numel() for p in net.parameters())
             f.attrs.update({"mode": "image", "net_spec": json.dumps(net.spec()), "condition_spec": json.dumps(pose.spec()),
                             "resolution": scene.res, "crop_size": scene.S, "psnr_full": val, "n_parameters": n_params,
@@ -289,7 +307,7 @@ def run(ctx, cfg: dict) -> dict:
             f.create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
-            f.create_dataset("val_psnr", data=np.asarray(res["val_curve"], dtype=np.float64).reshape(-1, 2))
+            write_curves(f, res)
             if scene.torso_shift is not None:
                 f.create_dataset("torso_shift", data=scene.torso_shift)
             f.attrs.update({"mode": "gaussian", "field_spec": json.dumps(field_spec), "condition_spec": json.dumps(pose.spec()),

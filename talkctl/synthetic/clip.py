@@ -118,67 +118,69 @@ def _plane_homography(K, R, t, tex_to_plane, plane_z):
     return K @ M @ tex_to_plane
 
 
-def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int = 25,
-                 seed: int = 0, sample_rate: int = 16000, out_name: str = "subject", *,
-                 face_frac: float = 0.36, yaw_deg: float = 9.0, pitch_deg: float = 8.0,
-                 roll_deg: float = 5.0, shift_m: float = 0.012, jaw_drop: float = 0.08,
-                 torso_follow: float = 0.25, voice: Voice = SUBJECT_VOICE,
-                 crf: int = 18) -> SyntheticSubject:
-    """Renders the synthetic talking subject: `<out_name>.mp4` and `<out_name>_truth.npz`.
+@dataclass
+class _Camera:
+    """The pinhole camera and the photo's plane in the head's world frame."""
+    K: np.ndarray              # (3,3) intrinsics
+    tex_to_plane: np.ndarray   # photo pixel -> plane (X, Y, 1), metres
+    plane_z: float
+    t_rest: np.ndarray         # (3,) head translation at rest
+    focal: float
+    metres_per_px: float       # photo pixel size on the plane
+    pivot_v: float             # photo row of the rotation pivot (jaw level)
 
-    face_frac: forehead-to-chin height as a fraction of the frame height at rest.
-    yaw/pitch/roll_deg, shift_m: bounds of the head's rotation (degrees) and x/y
-    translation (metres; z moves by twice as much). jaw_drop: lower-lip/jaw drop at
-    opening 1, as a fraction of face height. torso_follow: fraction of the head's rotation
-    (and 2x that of its translation) that the torso follows. crf: x264 quality.
-    """
-    import cv2
 
-    if seconds <= 0 or size < 64 or size % 2 or fps <= 0:
-        raise UsageError("make_subject needs seconds > 0, an even size >= 64 (yuv420p) "
-                         "and fps > 0")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    n_frames = int(round(seconds * fps))
-    ts = np.arange(n_frames) / fps
-
-    photo = _photo()
-    rig = _FaceRig(photo, jaw_drop)
-    rng_motion = np.random.default_rng([seed, 2])
-    rng_blink = np.random.default_rng([seed, 3])
-    rng_back = np.random.default_rng([seed, 4])
-
-    audio = make_audio(n_frames / fps, sample_rate, seed, voice=voice, fps=fps)
-
-    # camera and plane: the photo's face centre sits `REST_DEPTH_M` in front of the camera
+def _camera(photo, size: int, face_frac: float) -> _Camera:
+    # the photo's face centre sits `REST_DEPTH_M` in front of the camera
     s = FACE_HEIGHT_M / photo.face_px                      # metres per photo pixel
     f = face_frac * size * REST_DEPTH_M / FACE_HEIGHT_M
     K = np.array([[f, 0, size / 2.0], [0, f, size / 2.0], [0, 0, 1.0]])
     pu, pv = photo.face_center[0], photo.face_center[1] + 0.3 * photo.face_px  # pivot (jaw level)
     tex_to_plane = np.array([[s, 0, -pu * s], [0, s, -pv * s], [0, 0, 1.0]])
-    plane_z = -PIVOT_BEHIND_M
     # at rest the face centre is at 40% of the frame height
     cy_img = 0.40 * size
     y_face = (photo.face_center[1] - pv) * s               # face centre's world Y
     z_rest = REST_DEPTH_M
     t_rest = np.array([0.0, (cy_img - size / 2.0) * z_rest / f - y_face, z_rest + PIVOT_BEHIND_M])
+    return _Camera(K, tex_to_plane, -PIVOT_BEHIND_M, t_rest, f, s, pv)
 
-    yaw = np.deg2rad(_smooth_signal(ts, yaw_deg, rng_motion))
-    pitch = np.deg2rad(_smooth_signal(ts, pitch_deg, rng_motion))
-    roll = np.deg2rad(_smooth_signal(ts, roll_deg, rng_motion, freqs=(0.08, 0.35)))
-    dt = np.stack([_smooth_signal(ts, shift_m, rng_motion), _smooth_signal(ts, shift_m, rng_motion),
-                   _smooth_signal(ts, 2 * shift_m, rng_motion, freqs=(0.06, 0.3))], -1)
-    R = euler_to_matrix(yaw, pitch, roll)
-    t = t_rest[None] + dt
-    # torso: damped copy of the head motion, rotating about the chest
+
+def _motion(ts: np.ndarray, cam: _Camera, photo, rng: np.random.Generator, yaw_deg: float, pitch_deg: float,
+            roll_deg: float, shift_m: float, torso_follow: float) -> dict[str, np.ndarray]:
+    """Smooth seeded head motion and the torso's damped copy of it (rotating about the chest)."""
+    yaw = np.deg2rad(_smooth_signal(ts, yaw_deg, rng))
+    pitch = np.deg2rad(_smooth_signal(ts, pitch_deg, rng))
+    roll = np.deg2rad(_smooth_signal(ts, roll_deg, rng, freqs=(0.08, 0.35)))
+    dt = np.stack([_smooth_signal(ts, shift_m, rng), _smooth_signal(ts, shift_m, rng),
+                   _smooth_signal(ts, 2 * shift_m, rng, freqs=(0.06, 0.3))], -1)
     Rt = euler_to_matrix(torso_follow * yaw, 0.5 * torso_follow * pitch, torso_follow * roll)
-    chest = np.array([0.0, (photo.face_center[1] + 1.4 * photo.face_px - pv) * s, plane_z])
-    tt = t_rest[None] + 2 * torso_follow * dt + chest[None] - Rt @ chest
-    blink = blink_curve(ts, rng_blink).astype(np.float32)
-    opening = audio.opening
+    chest = np.array([0.0, (photo.face_center[1] + 1.4 * photo.face_px - cam.pivot_v) * cam.metres_per_px,
+                      cam.plane_z])
+    return {"R": euler_to_matrix(yaw, pitch, roll), "t": cam.t_rest[None] + dt, "torso_R": Rt,
+            "torso_t": cam.t_rest[None] + 2 * torso_follow * dt + chest[None] - Rt @ chest,
+            "euler_deg": np.rad2deg(np.stack([yaw, pitch, roll], -1))}
+
+
+@dataclass
+class _Look:
+    """What every frame is rendered from: the (prefiltered) photo, the rig, the backdrop, and
+    the head/torso blend ellipse."""
+    size: int
+    pix: np.ndarray        # (3, size*size) homogeneous output pixel positions
+    rig: object
+    tex: np.ndarray        # RGBA photo, prefiltered to about one texel per output pixel
+    tex_scale: float
+    interp: int
+    backdrop: np.ndarray
+    head_centre: np.ndarray
+    head_radii: np.ndarray
+
+
+def _look(photo, cam: _Camera, size: int, jaw_drop: float, rng_back: np.random.Generator) -> _Look:
+    import cv2
 
     # photo prefiltered to about one texel per output pixel (no aliasing at small sizes)
-    k = f * s / z_rest
+    k = cam.focal * cam.metres_per_px / REST_DEPTH_M
     tex = np.dstack([photo.rgb, np.round(photo.alpha * 255.0).astype(np.uint8)])
     tex_scale = 1.0
     if k < 0.9:
@@ -186,25 +188,23 @@ def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int 
         tex = cv2.resize(tex, None, fx=k, fy=k, interpolation=cv2.INTER_AREA)
     interp = cv2.INTER_CUBIC if k > 1.2 else cv2.INTER_LINEAR
     backdrop = _backdrop(size, rng_back)
-
     # head/torso blend weight: an ellipse around the head and hair, fading out at the neck
     hc = photo.face_center + np.array([0.0, -0.1 * photo.face_px])
     hr = np.array([0.8, 1.0]) * photo.face_px
-
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     pix = np.stack([xx.ravel(), yy.ravel(), np.ones(size * size, np.float32)])
+    return _Look(size, pix, _FaceRig(photo, jaw_drop), tex, tex_scale, interp, backdrop, hc, hr)
 
-    lm_h = np.concatenate([photo.landmarks, np.ones((len(photo.landmarks), 1))], 1)
-    landmarks_2d = np.empty((n_frames, len(photo.landmarks), 2), np.float32)
 
-    ffmpeg = ffmpeg_exe()
-    video_path = out_dir / f"{out_name}.mp4"
-    truth_path = out_dir / f"{out_name}_truth.npz"
-    part_video = out_dir / f"{out_name}.partial.mp4"
+def _encode(video_path: Path, frames, n_frames: int, samples: np.ndarray, size: int, fps: int,
+            sample_rate: int, crf: int) -> None:
+    """Pipe n_frames RGB frames (an iterator) and the audio through x264/AAC into video_path,
+    written as `.partial.mp4` and renamed when complete."""
+    part_video = video_path.with_name(f"{video_path.stem}.partial.mp4")
     with tempfile.TemporaryDirectory(prefix="talkctl-synth-") as tmp:
         wav = Path(tmp) / "audio.wav"
-        write_wav(wav, audio.samples, sample_rate)
-        cmd = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        write_wav(wav, samples, sample_rate)
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size}x{size}",
                "-framerate", str(fps), "-i", "pipe:0", "-i", str(wav),
                "-map", "0:v:0", "-map", "1:a:0",
@@ -215,14 +215,8 @@ def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int 
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=err)
             try:
-                for i in range(n_frames):
-                    Hh = _plane_homography(K, R[i], t[i], tex_to_plane, plane_z)
-                    Ht = _plane_homography(K, Rt[i], tt[i], tex_to_plane, plane_z)
-                    p = lm_h @ Hh.T
-                    landmarks_2d[i] = p[:, :2] / p[:, 2:]
-                    frame = _render_frame(pix, size, Hh, Ht, hc, hr, rig, float(opening[i]),
-                                          float(blink[i]), tex, tex_scale, interp, backdrop)
-                    proc.stdin.write(frame.tobytes())
+                for _ in range(n_frames):
+                    proc.stdin.write(next(frames).tobytes())
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
@@ -239,27 +233,74 @@ def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int 
                              + " | ".join(tail))
     os.replace(part_video, video_path)
 
-    truth = dict(R=R, t=t, torso_R=Rt, torso_t=tt, K=K, tex_to_plane=tex_to_plane,
-                 plane_z=np.float64(plane_z), euler_deg=np.rad2deg(np.stack([yaw, pitch, roll], -1)),
+
+def make_subject(out_dir: Path, seconds: float = 8.0, size: int = 256, fps: int = 25,
+                 seed: int = 0, sample_rate: int = 16000, out_name: str = "subject", *,
+                 face_frac: float = 0.36, yaw_deg: float = 9.0, pitch_deg: float = 8.0,
+                 roll_deg: float = 5.0, shift_m: float = 0.012, jaw_drop: float = 0.08,
+                 torso_follow: float = 0.25, voice: Voice = SUBJECT_VOICE,
+                 crf: int = 18) -> SyntheticSubject:
+    """Renders the synthetic talking subject: `<out_name>.mp4` and `<out_name>_truth.npz`.
+
+    face_frac: forehead-to-chin height as a fraction of the frame height at rest.
+    yaw/pitch/roll_deg, shift_m: bounds of the head's rotation (degrees) and x/y
+    translation (metres; z moves by twice as much). jaw_drop: lower-lip/jaw drop at
+    opening 1, as a fraction of face height. torso_follow: fraction of the head's rotation
+    (and 2x that of its translation) that the torso follows. crf: x264 quality.
+    """
+    if seconds <= 0 or size < 64 or size % 2 or fps <= 0:
+        raise UsageError("make_subject needs seconds > 0, an even size >= 64 (yuv420p) "
+                         "and fps > 0")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_frames = int(round(seconds * fps))
+    ts = np.arange(n_frames) / fps
+
+    photo = _photo()
+    audio = make_audio(n_frames / fps, sample_rate, seed, voice=voice, fps=fps)
+    cam = _camera(photo, size, face_frac)
+    motion = _motion(ts, cam, photo, np.random.default_rng([seed, 2]), yaw_deg, pitch_deg, roll_deg, shift_m,
+                     torso_follow)
+    R, t, Rt, tt = motion["R"], motion["t"], motion["torso_R"], motion["torso_t"]
+    blink = blink_curve(ts, np.random.default_rng([seed, 3])).astype(np.float32)
+    opening = audio.opening
+    look = _look(photo, cam, size, jaw_drop, np.random.default_rng([seed, 4]))
+
+    lm_h = np.concatenate([photo.landmarks, np.ones((len(photo.landmarks), 1))], 1)
+    landmarks_2d = np.empty((n_frames, len(photo.landmarks), 2), np.float32)
+
+    def frames():
+        for i in range(n_frames):
+            Hh = _plane_homography(cam.K, R[i], t[i], cam.tex_to_plane, cam.plane_z)
+            Ht = _plane_homography(cam.K, Rt[i], tt[i], cam.tex_to_plane, cam.plane_z)
+            p = lm_h @ Hh.T
+            landmarks_2d[i] = p[:, :2] / p[:, 2:]
+            yield _render_frame(look, Hh, Ht, float(opening[i]), float(blink[i]))
+
+    video_path = out_dir / f"{out_name}.mp4"
+    truth_path = out_dir / f"{out_name}_truth.npz"
+    _encode(video_path, frames(), n_frames, audio.samples, size, fps, sample_rate, crf)
+
+    truth = dict(**motion, K=cam.K, tex_to_plane=cam.tex_to_plane, plane_z=np.float64(cam.plane_z),
                  opening=opening.astype(np.float32), blink=blink, audio_rms=audio.rms,
                  landmarks_tex=photo.landmarks, landmarks_2d=landmarks_2d, times=ts,
                  fps=np.int64(fps), size=np.int64(size), sample_rate=np.int64(sample_rate),
-                 seed=np.int64(seed), face_height_px=np.float64(f * FACE_HEIGHT_M / REST_DEPTH_M),
+                 seed=np.int64(seed), face_height_px=np.float64(cam.focal * FACE_HEIGHT_M / REST_DEPTH_M),
                  jaw_drop=np.float64(jaw_drop))
     part_truth = out_dir / f"{out_name}_truth.partial.npz"
     with open(part_truth, "wb") as fh:
         np.savez(fh, **truth)
     os.replace(part_truth, truth_path)
-    return SyntheticSubject(video_path, truth_path, fps, size, sample_rate, K, R, t,
+    return SyntheticSubject(video_path, truth_path, fps, size, sample_rate, cam.K, R, t,
                             truth["opening"], blink, audio.rms, Rt, tt, landmarks_2d)
 
 
-def _render_frame(pix, size, Hh, Ht, hc, hr, rig, opening, blink, tex, tex_scale, interp,
-                  backdrop) -> np.ndarray:
+def _render_frame(look: _Look, Hh, Ht, opening: float, blink: float) -> np.ndarray:
     """One RGB uint8 frame: backward-map every output pixel to a photo position (head and
     torso homographies blended at the neck, then the mouth/eyelid rig), sample, composite."""
     import cv2
 
+    pix, size, hc, hr = look.pix, look.size, look.head_centre, look.head_radii
     qh = _inv3(Hh).astype(np.float32) @ pix
     qh = qh[:2] / qh[2]
     qt = _inv3(Ht).astype(np.float32) @ pix
@@ -268,10 +309,10 @@ def _render_frame(pix, size, Hh, Ht, hc, hr, rig, opening, blink, tex, tex_scale
     w = 1.0 - _smoothstep(1.0, 1.35, r)
     qx = qt[0] + w * (qh[0] - qt[0])
     qy = qt[1] + w * (qh[1] - qt[1])
-    sx, sy, inner = rig.warp(qx, qy, opening, blink)
-    m1, m2 = cv2.convertMaps((sx * tex_scale).reshape(size, size),
-                             (sy * tex_scale).reshape(size, size), cv2.CV_16SC2)
-    rgba = cv2.remap(tex, m1, m2, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    sx, sy, inner = look.rig.warp(qx, qy, opening, blink)
+    m1, m2 = cv2.convertMaps((sx * look.tex_scale).reshape(size, size),
+                             (sy * look.tex_scale).reshape(size, size), cv2.CV_16SC2)
+    rgba = cv2.remap(look.tex, m1, m2, look.interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     rgb = rgba[..., :3].astype(np.float32) * (1.0 / 255.0)
     if inner is not None:
         sel, a, depth = inner
@@ -280,7 +321,7 @@ def _render_frame(pix, size, Hh, Ht, hc, hr, rig, opening, blink, tex, tex_scale
         flat = rgb.reshape(-1, 3)
         flat[sel] = flat[sel] * (1 - a[:, None]) + col * a[:, None]
     alpha = rgba[..., 3:].astype(np.float32) * (1.0 / 255.0)
-    out = backdrop + alpha * (rgb - backdrop)
+    out = look.backdrop + alpha * (rgb - look.backdrop)
     out *= 255.0
     out += 0.5
     return out.astype(np.uint8)

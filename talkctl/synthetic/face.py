@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from talkctl.errors import MissingToolError, StageError
+from talkctl.native_log import native_stderr
 
 FACE_HEIGHT_M = 0.18      # forehead (landmark 10) to chin (152) of an adult face, metres
 REST_DEPTH_M = 0.6        # face plane distance from the camera at rest
@@ -90,15 +91,16 @@ def _photo() -> _Photo:
 
     rgb = np.ascontiguousarray(data.astronaut()[..., :3])
     h, w = rgb.shape[:2]
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
-                                         refine_landmarks=True) as fm:
-        res = fm.process(rgb)
+    with native_stderr():  # the graphs' TFLite/absl start-up warnings
+        with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                             refine_landmarks=True) as fm:
+            res = fm.process(rgb)
+        with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as ss:
+            m = ss.process(rgb).segmentation_mask.astype(np.float32)
     if not res.multi_face_landmarks:
         raise StageError("mediapipe found no face in the astronaut photo; "
                          "check the mediapipe installation (0.10.21 expected)")
     lm = np.array([[p.x * w, p.y * h] for p in res.multi_face_landmarks[0].landmark])
-    with mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as ss:
-        m = ss.process(rgb).segmentation_mask.astype(np.float32)
     # sharpen the soft mask, and drop the light grey wall that rims the chin and neck
     # (bright, unsaturated pixels near the mask edge), so no photo background shows
     alpha = np.clip((m - 0.5) / 0.3, 0.0, 1.0)

@@ -5,21 +5,13 @@ priority 10). Importing this package is cheap; the module class loads on first a
 """
 from __future__ import annotations
 
-import importlib.util
-
-from ...backends import Backend, register
+from ...backends import Backend, cuda_reason, installed, register
 
 
 def _probe_tcnn(device: str) -> str | None:
-    try:
-        found = importlib.util.find_spec("tinycudann") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not installed("tinycudann"):
         return "tinycudann is not installed (build it from NVlabs/tiny-cuda-nn, bindings/torch)"
-    import torch
-
-    return None if torch.cuda.is_available() else "torch sees no CUDA device"
+    return cuda_reason()
 
 
 def _load_tcnn():

@@ -64,10 +64,11 @@ class TriplaneHashGrid(nn.Module):
         self.compile = compile
         self._impl = None
         self._lt = None
+        self._box = None  # ((device, dtype), bounds tensor (2, 3)) of the last call
 
     def __getstate__(self):  # deepcopy / pickle: drop the cached backend closure
         state = self.__dict__.copy()
-        state["_impl"], state["_lt"] = None, None
+        state["_impl"], state["_lt"], state["_box"] = None, None, None
         return state
 
     @property
@@ -81,10 +82,13 @@ class TriplaneHashGrid(nn.Module):
 
     def plane_coords(self, x: Tensor) -> Tensor:
         """x (N, 3) -> (N, 3, 2) coordinates in [0, 1] on the xy, yz and xz planes."""
-        lo = torch.tensor(self.bounds[0], device=x.device, dtype=x.dtype)
-        hi = torch.tensor(self.bounds[1], device=x.device, dtype=x.dtype)
+        key = (x.device, x.dtype)
+        if self._box is None or self._box[0] != key:  # made once per device: no copy per call
+            self._box = (key, torch.tensor(self.bounds, device=x.device, dtype=x.dtype))
+        lo, hi = self._box[1]
         u = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
-        return torch.stack([u[:, list(p)] for p in PLANES], dim=1)
+        # basic indexing (a list index would be copied to the device on every call)
+        return torch.stack([torch.stack([u[:, a], u[:, b]], -1) for a, b in PLANES], dim=1)
 
     def _level_tensors(self) -> LevelTensors:
         dev = self.table.device

@@ -11,37 +11,38 @@ load on first access.
 from __future__ import annotations
 
 import functools
-import importlib.util
+import re
 
-from ...backends import Backend, register
+from ...backends import Backend, cuda_reason, installed, register
 
 
-@functools.lru_cache(maxsize=None)  # probes run on every "auto" render: look on disk once
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+GSPLAT_MIN = (1, 5, 3)  # leading batch dimensions (one call for per-camera means)
 
 
 @functools.lru_cache(maxsize=None)
-def _cuda_reason() -> str | None:
-    import torch
+def _gsplat_version_reason() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
 
-    return None if torch.cuda.is_available() else "torch sees no CUDA device"
+    try:
+        v = version("gsplat")
+    except PackageNotFoundError:  # a source checkout without metadata: let it try
+        return None
+    if tuple(int(x) for x in re.findall(r"\d+", v)[:3]) < GSPLAT_MIN:
+        return f"gsplat {v} is too old; talkctl needs gsplat >= 1.5.3 (pip install 'talkctl[cuda]')"
+    return None
 
 
 def _probe_gsplat(device: str) -> str | None:
-    if not _installed("gsplat"):
+    if not installed("gsplat"):
         return "gsplat is not installed (pip install 'talkctl[cuda]' on a CUDA machine)"
-    return _cuda_reason()
+    return _gsplat_version_reason() or cuda_reason()
 
 
 def _probe_diffgs(device: str) -> str | None:
-    if not _installed("diff_gaussian_rasterization"):
+    if not installed("diff_gaussian_rasterization"):
         return ("diff_gaussian_rasterization is not installed (build it from "
                 "graphdeco-inria/diff-gaussian-rasterization)")
-    return _cuda_reason()
+    return cuda_reason()
 
 
 def _load_torch():

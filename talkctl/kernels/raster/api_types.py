@@ -109,6 +109,13 @@ def finish_output(rgb_acc: Tensor, depth_acc: Tensor, alpha: Tensor, background,
     return RasterOutput(rgb, alpha, depth, means2d, radii.to(torch.int32), backend)
 
 
+def to_float32(*tensors):
+    """The CUDA libraries (gsplat, diff-gaussian-rasterization) are float32-only and fail deep
+    inside on other dtypes: cast on the way in (differentiable, so gradients flow back in the
+    caller's dtype). None passes through."""
+    return tuple(t if t is None or t.dtype == torch.float32 else t.float() for t in tensors)
+
+
 def empty_output(means, viewmats, width, height, background, backend: str) -> RasterOutput:
     """Output for N = 0: background only. Outputs stay connected to `means` (with zero
     gradient) so that `loss.backward()` still works on an empty scene."""

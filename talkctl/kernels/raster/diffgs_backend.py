@@ -7,14 +7,22 @@ Alpha and depth: a second pass with colours (z, 1, 0) on a black background give
 Σ w z and Σ w, whatever the installed fork returns.
 means2d: the library takes a zero "means2D" tensor whose gradient is dL/d(NDC); we pass
 (m - m.detach()) * 2/size so that the leaf m (pixel coordinates) receives dL/d(pixels).
-Differences from gsplat/torch: alpha clamp 0.99, near plane fixed at 0.2 inside the
-library, its own radius rule; results agree closely, not bit for bit.
+Inputs: float32 only (cast here, gradients flow back in the caller's dtype); quaternions
+are normalised here because the library uses them as given (our API accepts any norm).
+Differences from gsplat/torch, all inside the library (documented, not patched):
+- alpha is clamped at 0.99 (ours 0.999): a single near-opaque splat lets 1% through;
+- `near` is ignored: it culls Gaussians with camera z <= 0.2 and keeps everything up to
+  `far` (our near/far only shape the depth row of its projection matrix);
+- its footprint radius is ceil(3 sqrt(largest eigenvalue)), isotropic, while ours follows
+  gsplat 1.5 (per axis, opacity-aware): pixels at the rim of bright splats may differ.
+Results agree closely, not bit for bit.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from .api_types import RasterOutput, finish_output
+from .api_types import RasterOutput, finish_output, to_float32
 from .projection import per_camera, project
 
 
@@ -35,6 +43,10 @@ def rasterize_diffgs(means, quats, scales, opacities, colors, viewmats, Ks, widt
                      background, sh_degree, near, far) -> RasterOutput:
     from diff_gaussian_rasterization import GaussianRasterizationSettings, GaussianRasterizer
 
+    dtype = means.dtype
+    means, quats, scales, opacities, colors, viewmats, Ks = to_float32(
+        means, quats, scales, opacities, colors, viewmats, Ks)
+    quats = F.normalize(quats, dim=-1)
     C = viewmats.shape[0]
     with torch.no_grad():
         proj = project(means, quats, scales, opacities, viewmats, Ks, width, height, near, far)
@@ -77,5 +89,5 @@ def rasterize_diffgs(means, quats, scales, opacities, colors, viewmats, Ks, widt
         depths.append(out2[0][0][..., None])
         alphas.append(out2[0][1][..., None])
         radii_all.append(radii)
-    return finish_output(torch.stack(rgbs), torch.stack(depths), torch.stack(alphas), background,
-                         m2d, torch.stack(radii_all), "diffgs")
+    return finish_output(torch.stack(rgbs).to(dtype), torch.stack(depths).to(dtype),
+                         torch.stack(alphas).to(dtype), background, m2d, torch.stack(radii_all), "diffgs")

@@ -1,4 +1,4 @@
-"""Adapter from our contract to `gsplat.rasterization` (CUDA).
+"""Adapter from our contract to `gsplat.rasterization` (CUDA), gsplat 1.5.x.
 
 Mapping:
 - RGB colours or SH coefficients pass straight through (gsplat uses the same SH
@@ -8,11 +8,16 @@ Mapping:
   definition of depth and background.
 - Shared means (N,3): one call for all cameras; meta["means2d"] (C,N,2) is the tensor
   gsplat rasterises from, returned as is, so `retain_grad()` on it works.
-- Per-camera means (C,N,3): one call per camera. The returned means2d is then a leaf
-  whose .grad is filled by hooks on gsplat's per-camera means2d (see _grad_tap).
-- gsplat >= 1.5 returns radii (C,N,2) per axis: we report the larger one.
-gsplat's visibility rules are its own (e.g. newer versions size footprints by opacity),
-so results match the torch backend closely but not bit for bit.
+- Per-camera means (C,N,3): still one call, with the camera as gsplat's leading batch
+  dimension (gsplat >= 1.5: means (C,N,3), viewmats (C,1,4,4), Ks (C,1,3,3)); its
+  meta["means2d"] is then (C,1,N,2), so we return a (C,N,2) leaf whose .grad a hook
+  fills with that tensor's gradient (see _grad_tap).
+- gsplat returns radii (C,N,2) per axis: we report the larger one (as the torch backend).
+- gsplat is float32-only: inputs are cast (to_float32); rgb/alpha/depth come back in the
+  caller's dtype, means2d stays float32.
+The torch backend follows gsplat 1.5's rules (footprint radius, alpha clamp 0.999, 1/255
+threshold, T > 1e-4 termination), so results agree up to float rounding; gsplat's own
+CUDA code uses fast-math exp/log, which can flip a 1/255 decision at a pixel.
 """
 from __future__ import annotations
 
@@ -20,11 +25,11 @@ import importlib.util
 import logging
 import time
 
-import torch
 from torch import Tensor
 
 from ...errors import MissingToolError
-from .api_types import RasterOutput, finish_output
+from .api_types import RasterOutput, finish_output, to_float32
+from .projection import per_camera
 
 log = logging.getLogger(__name__)
 
@@ -56,56 +61,43 @@ def load():
     return rasterize_gsplat
 
 
-def _grad_tap(parts: list[Tensor]) -> Tensor:
-    """A leaf (C, N, 2) holding the values of per-camera (1, N, 2) tensors; after backward
-    its .grad holds their gradients (stacked), filled by tensor hooks."""
-    leaf = torch.cat([p.detach() for p in parts], dim=0)
-    if not any(p.requires_grad for p in parts):
+def _grad_tap(batched: Tensor) -> Tensor:
+    """A leaf (C, N, 2) holding the values of gsplat's batched means2d (C, 1, N, 2); after
+    backward its .grad holds that tensor's gradient, filled by a tensor hook."""
+    leaf = batched.detach()[:, 0]
+    if not batched.requires_grad:
         return leaf
     leaf.requires_grad_(True)
 
-    def make_hook(c: int):
-        def hook(grad: Tensor):
-            full = torch.zeros_like(leaf)
-            full[c] = grad[0]
-            leaf.grad = full if leaf.grad is None else leaf.grad + full
+    def hook(grad: Tensor):
+        g = grad[:, 0]
+        leaf.grad = g.clone() if leaf.grad is None else leaf.grad + g
 
-        return hook
-
-    for c, p in enumerate(parts):
-        if p.requires_grad:
-            p.register_hook(make_hook(c))
+    batched.register_hook(hook)
     return leaf
-
-
-def _radii(r: Tensor) -> Tensor:
-    return r.amax(dim=-1) if r.dim() == 3 else r
 
 
 def rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
                      background, sh_degree, near, far) -> RasterOutput:
     from gsplat import rasterization
 
+    dtype = means.dtype
+    means, quats, scales, opacities, colors, viewmats, Ks = to_float32(
+        means, quats, scales, opacities, colors, viewmats, Ks)
     C = viewmats.shape[0]
     kw = dict(width=width, height=height, near_plane=near, far_plane=far, sh_degree=sh_degree,
               packed=False, render_mode="RGB+D", rasterize_mode="classic", eps2d=0.3, tile_size=16)
     per_cam = means.dim() == 3 or quats.dim() == 3 or scales.dim() == 3 or opacities.dim() == 2
     if not per_cam:
         img, alpha, meta = rasterization(means, quats, scales, opacities, colors, viewmats, Ks, **kw)
-        means2d, radii = meta["means2d"], _radii(meta["radii"])
+        means2d, radii = meta["means2d"], meta["radii"]
     else:
-        def cam(x, c, tail):
-            return x[c] if x.dim() == tail + 2 else x
-
-        imgs, alphas, m2ds, rads = [], [], [], []
-        for c in range(C):
-            img_c, alpha_c, meta = rasterization(
-                cam(means, c, 1), cam(quats, c, 1), cam(scales, c, 1), cam(opacities, c, 0), colors,
-                viewmats[c:c + 1], Ks[c:c + 1], **kw)
-            imgs.append(img_c)
-            alphas.append(alpha_c)
-            m2ds.append(meta["means2d"])
-            rads.append(_radii(meta["radii"]))
-        img, alpha = torch.cat(imgs), torch.cat(alphas)
-        means2d, radii = _grad_tap(m2ds), torch.cat(rads)
+        col = colors.expand((C,) + tuple(colors.shape))
+        img, alpha, meta = rasterization(
+            per_camera(means, C, 1), per_camera(quats, C, 1), per_camera(scales, C, 1),
+            per_camera(opacities, C, 0), col, viewmats[:, None], Ks[:, None], **kw)
+        img, alpha = img[:, 0], alpha[:, 0]
+        means2d, radii = _grad_tap(meta["means2d"]), meta["radii"][:, 0]
+    radii = radii.amax(dim=-1) if radii.dim() == 3 else radii
+    img, alpha = img.to(dtype), alpha.to(dtype)
     return finish_output(img[..., :3], img[..., 3:4], alpha, background, means2d, radii, "gsplat")

@@ -8,6 +8,9 @@ Conventions (the same as gsplat's "classic" mode, so the backends agree):
   keeps every splat at least about a pixel wide.
 - The Jacobian is evaluated at x/z, y/z clamped to 1.3× the field of view, as in
   3DGS and gsplat, so Gaussians far outside the view do not blow up.
+- Footprint radius (used for tile visibility and reported as `radii`): gsplat 1.5's
+  per-axis rule, the bounding box of the alpha >= 1/255 ellipse, so the tile rule never
+  hides a pixel that the alpha threshold would keep.
 - Culled Gaussians (radius 0): depth outside [near, far], non-positive 2D
   determinant, footprint entirely outside the image, or an opacity too small to
   ever reach the 1/255 alpha threshold (this includes zero opacity).
@@ -22,8 +25,12 @@ from torch import Tensor
 
 EPS2D = 0.3  # low-pass dilation (px²) added to every projected covariance
 ALPHA_MIN = 1.0 / 255.0  # a Gaussian whose alpha at a pixel is below this is skipped there
-ALPHA_MAX = 0.999  # per-Gaussian alpha is clamped to this (gsplat's value)
+# Per-Gaussian alpha is clamped to this: gsplat 1.5.x's value (RasterizeToPixels3DGSFwd.cu).
+# gsplat's main branch after 1.5.3 (issue 18's audit) and graphdeco's diff-gaussian-rasterization
+# use 0.99; the `cuda` extra pins gsplat to 1.5.x so that the CUDA path matches this reference.
+ALPHA_MAX = 0.999
 T_MIN = 1e-4  # compositing stops before transmittance would fall to this
+RADIUS_SIGMAS = 3.33  # gsplat's cap on the footprint radius, in standard deviations per axis
 
 
 @dataclass
@@ -111,15 +118,19 @@ def project(
     conics = torch.stack([cyy / dets, -cxy / dets, cxx / dets], dim=-1)
 
     with torch.no_grad():
-        b = 0.5 * (cxx + cyy)
-        v1 = b + torch.sqrt((b * b - det).clamp(min=0.01))
+        # gsplat 1.5 footprint: per axis, ceil(min(3.33, sqrt(2 ln(255 o))) * sigma_axis), the
+        # bounding box of the ellipse where alpha >= 1/255 (o <= 1 never reaches the 3.33 cap).
+        # Culling tests each axis; `radii` reports the larger one.
+        opac = per_camera(opacities, C, 0)
+        extend = torch.sqrt(2 * opacity_extent(opac).clamp(min=0)).clamp(max=RADIUS_SIGMAS)
         # (clamped so that a Gaussian right in front of the lens cannot overflow int32)
-        radius = torch.ceil(3.0 * torch.sqrt(v1.clamp(min=0))).clamp(max=float(1 << 24))
-        inside = (
-            (u + radius > 0) & (u - radius < width) & (v + radius > 0) & (v - radius < height)
-        )
-        visible_alpha = per_camera(opacities, C, 0) >= ALPHA_MIN
-        keep = in_depth & det_ok & inside & visible_alpha & torch.isfinite(radius)
+        rx = torch.ceil(extend * torch.sqrt(cxx.clamp(min=0))).clamp(max=float(1 << 24))
+        ry = torch.ceil(extend * torch.sqrt(cyy.clamp(min=0))).clamp(max=float(1 << 24))
+        inside = (u + rx > 0) & (u - rx < width) & (v + ry > 0) & (v - ry < height)
+        radius = torch.maximum(rx, ry)
+        visible_alpha = opac >= ALPHA_MIN
+        keep = (in_depth & det_ok & inside & visible_alpha & (radius > 0)
+                & torch.isfinite(radius))
         radii = torch.where(keep, radius, torch.zeros_like(radius)).to(torch.int32)
     return Projected(means2d, conics, z, torch.stack([cxx, cxy, cyy], -1), radii)
 
@@ -137,6 +148,6 @@ def opacity_extent(opacities: Tensor) -> Tensor:
 
 
 __all__ = [
-    "ALPHA_MAX", "ALPHA_MIN", "EPS2D", "T_MIN", "Projected", "camera_centers", "covariance_3d",
+    "ALPHA_MAX", "ALPHA_MIN", "EPS2D", "RADIUS_SIGMAS", "T_MIN", "Projected", "camera_centers", "covariance_3d",
     "opacity_extent", "per_camera", "project", "quat_to_rotmat",
 ]

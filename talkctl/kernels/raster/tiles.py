@@ -3,7 +3,7 @@
 Two grids are involved:
 - The 16x16 *tile* grid decides visibility, exactly as gsplat does: a Gaussian may
   colour a pixel only if the pixel's tile lies in the Gaussian's tile rectangle
-  (its 3-sigma radius box rounded out to whole tiles).
+  (its footprint radius box, see projection.py, rounded out to whole tiles).
 - Work is done per *unit*, a `sub` x `sub` block inside a tile (sub divides 16).
   A unit's list keeps only Gaussians whose 1/255 footprint (the ellipse where
   opacity * exp(-sigma) >= 1/255) overlaps the unit. This drops pairs that would

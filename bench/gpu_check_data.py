@@ -1,0 +1,115 @@
+"""The shared clip for bench/gpu_check.sh, small enough to carry to the device machine.
+
+frames.h5 and parse.h5's torso frames are most of a prepared run (~300 MB for 20 s at 512^2)
+but follow from the video: `slim` drops them (recording how they were stored and a few
+checksums) and keeps the clip; on the device `fill` decodes the clip again with the same crop
+(talkctl.media.video_in) and remakes the torso frames with parse's own function, then checks
+the checksums. Fingerprints are untouched, so the training stages see a finished parse.
+
+    python bench/gpu_check_data.py slim PREPARED_RUN OUT_DIR     # CPU machine
+    python bench/gpu_check_data.py fill OUT_DIR RUN_DIR          # device machine
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import common  # noqa: F401  (puts the repository on sys.path)
+
+BIG = {"frames.h5": "frames", "parse.h5": "torso_frames"}
+SMALL = ("audio.h5", "track.h5", "run.json", "history.jsonl")
+
+
+def _md5(a: np.ndarray) -> str:
+    return hashlib.md5(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _probe_frames(n: int) -> list[int]:
+    return sorted({0, n // 2, n - 1})
+
+
+def slim(src: Path, out: Path) -> None:
+    run = json.loads((src / "run.json").read_text())
+    (out / "run").mkdir(parents=True, exist_ok=True)
+    for name in SMALL:
+        shutil.copy2(src / name, out / "run" / name)
+    for name, big in BIG.items():
+        with h5py.File(src / name, "r") as fi, h5py.File(out / "run" / name, "w") as fo:
+            fo.attrs.update(fi.attrs)
+            for key in fi:
+                if key != big:
+                    fi.copy(fi[key], fo, name=key)
+            ds = fi[big]
+            fo.attrs["gpu_check_removed"] = json.dumps({
+                "name": big, "shape": ds.shape, "chunks": ds.chunks, "compression": ds.compression,
+                "compression_opts": ds.compression_opts, "shuffle": ds.shuffle,
+                "md5": {str(i): _md5(ds[i]) for i in _probe_frames(ds.shape[0])}})
+    shutil.copy2(run["video"]["path"], out / "clip.mp4")
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"slim run in {out}: {size / 2**20:.1f} MiB")
+
+
+def _create(f: h5py.File) -> tuple[h5py.Dataset, dict]:
+    spec = json.loads(f.attrs["gpu_check_removed"])
+    ds = f.create_dataset(spec["name"], shape=tuple(spec["shape"]), dtype=np.uint8, chunks=tuple(spec["chunks"]),
+                          compression=spec["compression"], compression_opts=spec["compression_opts"],
+                          shuffle=spec["shuffle"])
+    del f.attrs["gpu_check_removed"]
+    return ds, spec["md5"]
+
+
+def fill(slim_dir: Path, dest: Path) -> dict:
+    """Rebuild the dropped datasets in a copy of the slim run; returns timings and checksum matches."""
+    from talkctl.media.video_in import Crop, FrameStream, crop_filter
+    from talkctl.parsing import regions
+    from talkctl.rundir import RunDir
+    from talkctl.stages.parse import torso_maker
+
+    t0 = time.perf_counter()
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(slim_dir / "run", dest)
+    RunDir(dest).set_video(slim_dir / "clip.mp4")  # same content hash as on the CPU machine
+    matches = {}
+    with h5py.File(dest / "frames.h5", "a") as ff, h5py.File(dest / "parse.h5", "a") as pf, \
+            h5py.File(dest / "track.h5", "r") as tf:
+        frames, md5_frames = _create(ff)
+        torso, md5_torso = _create(pf)
+        T, S = frames.shape[0], frames.shape[1]
+        (w, h), crop = (int(v) for v in ff.attrs["source_size"]), Crop(*(int(v) for v in ff.attrs["crop"]))
+        parse_cfg = json.loads(pf.attrs["config"])
+        lms = tf["landmarks2d"][()]
+        make = torso_maker(parse_cfg, S, regions.layout_for(lms.shape[1]), pf["background"][()])
+        labels = pf["labels"]
+        n = 0
+        with FrameStream(slim_dir / "clip.mp4", crop_filter(crop, w, h, S), S, S) as stream:
+            for t, frame in enumerate(stream):
+                if t >= T:
+                    break
+                frames[t] = frame
+                torso[t] = make(frame, labels[t], lms[t])
+                n += 1
+        for name, ds, want in (("frames", frames, md5_frames), ("torso_frames", torso, md5_torso)):
+            matches[name] = all(_md5(ds[int(i)]) == m for i, m in want.items())
+    return {"frames": n, "expected": T, "seconds": round(time.perf_counter() - t0, 1), "checksums_match": matches}
+
+
+def main() -> None:
+    cmd, a, b = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    if cmd == "slim":
+        slim(a, b)
+    elif cmd == "fill":
+        print(json.dumps(fill(a, b)))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
