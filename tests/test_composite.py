@@ -8,7 +8,7 @@ import pytest
 
 import trained_run
 from talkctl.cli import main
-from talkctl.media.video_out import read_tags
+from media_helpers import read_tags, read_video_frames
 
 COMMON = ["--device", "cpu", "-q"]
 
@@ -87,7 +87,6 @@ def test_full_frame_portrait_keeps_the_source_outside_the_face(trained, tmp_path
     import h5py
 
     from talkctl.head.drive import held_out_range
-    from talkctl.media.video_in import read_video_frames
 
     run, subject = trained
     out = tmp_path / "ff.mp4"
