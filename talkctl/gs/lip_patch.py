@@ -12,10 +12,10 @@ same square cut from frames.h5 (read per frame, cached: a patch is a few tens of
 """
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
+
+from talkctl.lru import Lru
 
 
 class LipPatches:
@@ -29,25 +29,16 @@ class LipPatches:
         centre = (box[:, :2] + box[:, 2:]) / 2.0
         self.corner = np.clip(np.round(centre - self.side / 2.0), 0, self.S - self.side).astype(np.int64)
         self.K = np.asarray(K_full, np.float32)
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self._cache_n = int(cache_frames)
+        self._cache = Lru(cache_frames)
 
-    def _patch(self, i: int) -> torch.Tensor:
-        hit = self._cache.get(i)
-        if hit is None:
-            x0, y0 = (int(v) for v in self.corner[i])
-            hit = torch.from_numpy(np.asarray(self.frames[i, y0:y0 + self.side, x0:x0 + self.side]).copy())
-            self._cache[i] = hit
-            if len(self._cache) > self._cache_n:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(i)
-        return hit
+    def _read(self, i: int) -> torch.Tensor:
+        x0, y0 = (int(v) for v in self.corner[i])
+        return torch.from_numpy(np.asarray(self.frames[i, y0:y0 + self.side, x0:x0 + self.side]).copy())
 
     def get(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """(target patches (B,P,P,3) float in [0,1], cameras (B,3,3) rendering exactly those squares)."""
         idx = [int(i) for i in np.asarray(idx).reshape(-1)]
-        target = torch.stack([self._patch(i) for i in idx]).float().div_(255.0).to(self.device)
+        target = torch.stack([self._cache.fetch(i, self._read) for i in idx]).float().div_(255.0).to(self.device)
         K = np.repeat(self.K[None], len(idx), 0)
         K[:, 0, 2] -= self.corner[idx, 0]
         K[:, 1, 2] -= self.corner[idx, 1]

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import time
-from collections import OrderedDict
 from contextlib import closing
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from talkctl.curves import Curves
 from talkctl.devices import load_torch_rng, save_torch_rng, to_device
 from talkctl.errors import StageError
+from talkctl.lru import Lru
 from talkctl.progress import METRICS_EVERY
 
 
@@ -60,7 +60,7 @@ class FrameStore:
                  device: str = "cpu"):
         self.ds, self.size, self.mode, self.n_classes = dataset, int(size), mode, n_classes
         self.cache_frames, self.device = max(1, int(cache_frames)), device
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache = Lru(self.cache_frames)
         self.reads = 0
 
     def __len__(self) -> int:
@@ -80,15 +80,7 @@ class FrameStore:
     def get(self, indices: Sequence[int]) -> torch.Tensor:
         out = []
         for i in (int(j) for j in indices):
-            t = self._cache.get(i)
-            if t is None:
-                t = self._load(i)
-                self._cache[i] = t
-                if len(self._cache) > self.cache_frames:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(i)
-            out.append(t)
+            out.append(self._cache.fetch(i, self._load))
         return torch.stack(out).float() / 255.0
 
 

@@ -17,7 +17,6 @@ render and eval both go through here, so eval scores exactly the pixels render w
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from contextlib import ExitStack
 from typing import Callable, Iterator
 
@@ -27,6 +26,7 @@ from talkctl import artifacts
 from talkctl.errors import UsageError
 from talkctl.head.portrait_blend import BlendSettings, blend, portrait_mask
 from talkctl.images import resize_square
+from talkctl.lru import Lru
 from talkctl.parsing.regions import HEAD
 
 COMPOSITES = ("portrait", "model")
@@ -60,24 +60,17 @@ class Template:
         self.n = int(self._frames.shape[0])
         self.size, self.scale = int(size), size / float(self._frames.shape[1])
         self.layout = layout_for(int(self._lm.shape[1]))
-        self._cache: OrderedDict[int, tuple] = OrderedDict()
-        self._cache_n = cache
+        self._cache = Lru(cache)
 
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """(frame (s,s,3) uint8, head-less frame, labels (s,s) uint8, landmarks (L,2) px or None)."""
-        i = int(min(max(i, 0), self.n - 1))
-        hit = self._cache.get(i)
-        if hit is None:
-            s = self.size
-            lm = np.asarray(self._lm[i], np.float64) * self.scale if self._valid[i] else None
-            frame, labels = resize_square(self._frames[i], s), resize_square(self._labels[i], s, nearest=True)
-            hit = (frame, self._under(frame, labels, resize_square(self._torso[i], s)), labels, lm)
-            self._cache[i] = hit
-            if len(self._cache) > self._cache_n:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(i)
-        return hit
+        return self._cache.fetch(int(min(max(i, 0), self.n - 1)), self._read)
+
+    def _read(self, i: int) -> tuple:
+        s = self.size
+        lm = np.asarray(self._lm[i], np.float64) * self.scale if self._valid[i] else None
+        frame, labels = resize_square(self._frames[i], s), resize_square(self._labels[i], s, nearest=True)
+        return frame, self._under(frame, labels, resize_square(self._torso[i], s)), labels, lm
 
     def _under(self, frame: np.ndarray, labels: np.ndarray, torso: np.ndarray) -> np.ndarray:
         """The frame with parse's neck continuation painted in under the chin (the head pixels
