@@ -110,8 +110,10 @@ def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Ca
         real = real_frames(idx) if real_frames is not None else None
         t0 = time.perf_counter()
         rel = feed(renderer.head, drive, idx)
+        fed = time.perf_counter() - t0
         source = drive.source_frames[idx] if drive.source_frames is not None else None
         out = renderer.render(rel, drive.world_to_cam[idx], drive.blink[idx], real, torso=torso, source=source)
+        out["seconds"]["head"] += fed  # the head's share of a render includes handing it its inputs
         if real is not None:
             out["real"] = real
         yield idx, out, time.perf_counter() - t0
