@@ -52,11 +52,11 @@ class Template:
         self._stack = ExitStack()
         self._frames = self._stack.enter_context(artifacts.open_for_read(run, "frames"))["frames"]
         parse = self._stack.enter_context(artifacts.open_for_read(run, "parse"))
-        track = self._stack.enter_context(artifacts.open_for_read(run, "track"))
+        track = artifacts.read_track(run, ("landmarks2d", "valid"))
         self._labels, self._torso = parse["labels"], parse["torso_frames"]
         self._plate = resize_square(parse["background"][()], size).astype(np.int16)
-        self._lm = track["landmarks2d"]
-        self._valid = track["valid"][()] if "valid" in track else np.ones(self._lm.shape[0], bool)
+        self._lm = track.landmarks2d
+        self._valid = track.valid if track.valid is not None else np.ones(len(self._lm), bool)
         self.n = int(self._frames.shape[0])
         self.size, self.scale = int(size), size / float(self._frames.shape[1])
         self.layout = layout_for(int(self._lm.shape[1]))
