@@ -182,7 +182,7 @@ def _lip(real: MouthTrack, rend: MouthTrack, n: int) -> dict:
 
 
 # what eval scores on the held-out frames: both composites the mp4 can show, and the head alone
-VIEWS = {"portrait": "portrait composite (the real frame, the rendered lower face blended in)",
+VIEWS = {"portrait": "portrait composite (the real frame, the rendered face blended in)",
          "model": "model composite (rendered head + torso over the background plate)",
          "head": "diagnostic: the rendered head alone over the real frame"}
 
@@ -213,6 +213,7 @@ def _held_out_pass(run, renderer, drive, reader, cfg, device, progress, headline
     order = [headline] + [m for m in VIEWS if m != headline]
     report_frames = []
     portrait = Compositor(run, "portrait", size, BlendSettings(region=str(cfg["portrait_region"])))
+    what = {**VIEWS, "portrait": f"{portrait.describe()} (the portrait composite)"}
     with artifacts.open_for_read(run, "frames") as ff, artifacts.open_for_read(run, "parse") as pf, \
             progress(n, "eval (held-out)") as task, contextlib.closing(portrait):
         def real_frames(idx):
@@ -231,14 +232,14 @@ def _held_out_pass(run, renderer, drive, reader, cfg, device, progress, headline
                     figs[m].add(out["real"][j], views[m][j], mask if mask.any() else None)
                 if int(i) in picks:
                     report_frames += [{"index": int(a + i), "real": out["real"][j], "rendered": views[m][j],
-                                       "label": f"frame {a + i}: {VIEWS[m]}"} for m in order]
+                                       "label": f"frame {a + i}: {what[m]}"} for m in order]
             for m in ("portrait", "model"):
                 mouths[m].add(views[m])
             mouths["real"].add(out["real"])
             task.advance(len(idx))
     composites = {m: {**figs[m].summary(), **_lip(mouths["real"], mouths[m], n),
                       "render_fps": n / (secs["head"] + secs[m]) if secs["head"] + secs[m] > 0 else None,
-                      "what": VIEWS[m]} for m in ("portrait", "model")}
+                      "what": what[m]} for m in ("portrait", "model")}
     composites["model"]["see_through"] = float(np.mean(gaps)) if gaps else None
     real, rend = mouths["real"], mouths[headline]
     lip = {"landmark_backend": reader.backend.name, "frames": n, "frames_with_face_real": int(real.found.sum()),
