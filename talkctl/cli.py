@@ -199,6 +199,7 @@ def render(run: RunExistingOpt = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4 (default RUN/render.mp4).")] = None,
            pose: Annotated[Optional[str], typer.Option(help="Head poses and blinks: train (ping-pong, default) | still | RUN_DIR | FILE.npz.")] = None,
            full_frame: Annotated[bool, typer.Option("--full-frame", help="Paste the render back into the source video's frames.")] = False,
+           composite: Annotated[Optional[str], typer.Option(help="portrait (the source video's frames, the face blended in) | model (head + torso + plate) | auto (portrait when the poses are this run's).")] = None,
            size: Annotated[Optional[int], typer.Option(help="Output side in pixels (default: the training resolution).")] = None,
            landmarks: Annotated[Optional[str], typer.Option(help="Landmark-driven heads: a2l (default with a2l.h5) | track | OTHER_RUN (re-enactment).")] = None,
            edit: Annotated[Optional[str], typer.Option(help="Landmark edit, e.g. mouth_scale=1.5,eyes_open=1 (landmark-driven heads).")] = None,
@@ -214,7 +215,7 @@ def render(run: RunExistingOpt = None,
         check_input_file(audio, "audio")
     _stage("render", run, None, config, preset, False, device, set_,
            {"pose": pose, "size": size, "landmarks": landmarks, "edit": edit, "audio": audio, "output": output,
-            "full_frame": full_frame or None}, create=False)
+            "full_frame": full_frame or None, "composite": composite}, create=False)
 
 
 @app.command()
@@ -249,7 +250,7 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     """Quality and speed figures (eval.json, report.html); several runs -> one table."""
     from talkctl.console import err, make_progress, out
     from talkctl.pipeline import run_stage
-    from talkctl.report.tables import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
+    from talkctl.report.tables import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table, print_table
     from talkctl.rundir import RunDir, check_input_file
     from talkctl.stages.eval import comparison_rows
 
@@ -272,9 +273,9 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     if _State.quiet and _State.json:
         return
     console = err if _State.json else out()
-    console.print(comparison_table(rows))
-    console.print(comparison_table(rows, STAGE_KEYS, title="training time per stage"))
-    console.print(comparison_table(rows, STAGE_MEMORY_KEYS, title="peak host memory per stage"))
+    print_table(console, comparison_table(rows))
+    print_table(console, comparison_table(rows, STAGE_KEYS, title="training time per stage"))
+    print_table(console, comparison_table(rows, STAGE_MEMORY_KEYS, title="peak host memory per stage"))
     if not _State.json:
         for r in results:
             console.print(f"report: {r['report']}\nfigures: {r['eval_json']}", soft_wrap=True)

@@ -78,9 +78,15 @@ def test_eval_json_figures_are_finite_and_complete(evaluated):
     on_disk = json.loads(run.file("eval.json").read_text())
     assert on_disk["figures"] == printed["figures"]
     fig = on_disk["figures"]
-    for key in ("psnr", "ssim", "full_psnr", "full_ssim", "render_fps", "peak_memory_mb", "train_seconds", "sync_corr_real"):
+    for key in ("psnr", "ssim", "portrait_psnr", "model_psnr", "model_ssim", "head_psnr", "render_fps", "peak_memory_mb",
+                "train_seconds", "sync_corr_real"):
         assert isinstance(fig[key], float) and math.isfinite(fig[key]), key
     assert 5 < fig["psnr"] < 60 and 0 < fig["ssim"] <= 1 and fig["render_fps"] > 0
+    # the headline is what the mp4 shows: the default composite (portrait for the held-out frames)
+    assert fig["composite"] == on_disk["composite"] == "portrait"
+    assert fig["psnr"] == fig["portrait_psnr"] == on_disk["composites"]["portrait"]["psnr"]
+    assert fig["render_fps"] == on_disk["composites"]["portrait"]["render_fps"]
+    assert set(on_disk["composites"]) == {"portrait", "model"} and on_disk["head_over_real"]["psnr"] == fig["head_psnr"]
     assert fig["gaussians"]["head"] > 0 and fig["gaussians"]["torso"] > 0
     # the comparison's method, model size, training peak memory and time per stage
     assert fig["method"] == "gstalker" and fig["model_mb"] > 0
@@ -127,10 +133,10 @@ class _EchoRenderer:
         self.frames, self.size, self.next = frames, frames.shape[1], 0
         self.head = type("Head", (), {"condition": None, "set_audio": lambda *a: None})()
 
-    def render(self, idx, world_to_cam, blink, real=None):  # batches come in order
+    def render(self, idx, world_to_cam, blink, real=None, torso=True, source=None):  # batches come in order
         out = self.frames[self.next:self.next + len(idx)]
         self.next += len(idx)
-        return {"full": out}
+        return {"full": out, "seconds": {"head": 0.0, "model": 0.0}}
 
 
 def test_drive_video_pass_aligns_real_and_rendered(trained, tmp_path):
@@ -145,7 +151,8 @@ def test_drive_video_pass_aligns_real_and_rendered(trained, tmp_path):
     frames = np.stack(list(read_video_frames(video)))
     reader = LandmarkReader("mediapipe")
     try:
-        d = drive_video_figures(run, _EchoRenderer(frames), video, reader, {**DEFAULTS, "batch": 8}, "cpu", null_progress)
+        d = drive_video_figures(run, _EchoRenderer(frames), video, reader,
+                                 {**DEFAULTS, "batch": 8, "composite": "model"}, "cpu", null_progress)  # "full" as is
     finally:
         reader.close()
     assert d["frames"] == 50 and d["frames_with_face_real"] == d["frames_with_face_rendered"] >= 45
@@ -155,7 +162,7 @@ def test_drive_video_pass_aligns_real_and_rendered(trained, tmp_path):
 def test_missing_weights_are_unavailable_with_a_reason(evaluated):
     _, _, run, _ = evaluated
     fig = json.loads(run.file("eval.json").read_text())["figures"]
-    assert fig["lpips"] is None and fig["full_lpips"] is None and "alex" in fig["lpips_reason"]
+    assert fig["lpips"] is None and fig["model_lpips"] is None and "alex" in fig["lpips_reason"]
     assert fig["syncnet_confidence"] is None and "syncnet_v2.model" in fig["syncnet_reason"]
 
 

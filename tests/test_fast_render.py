@@ -80,7 +80,8 @@ def test_live_frames_match_batches_and_threads_share_one_renderer(trained):
 
     def live(i):  # one frame from the window of driving data around it, as a stream has it
         lo, hi = max(0, i - before), min(n, i + after + 1)
-        return r.frames(drive.features[lo:hi], [i - lo], drive.world_to_cam[i:i + 1], drive.blink[i:i + 1])[0]
+        return r.frames(drive.features[lo:hi], [i - lo], drive.world_to_cam[i:i + 1], drive.blink[i:i + 1],
+                        source_frames=drive.source_frames[i:i + 1])[0]  # the pose's frame: the torso's shift
 
     assert live(0).dtype == np.uint8 and live(0).shape == (32, 32, 3)
     singles = np.stack([live(i) for i in range(n)])

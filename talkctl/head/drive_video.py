@@ -1,39 +1,41 @@
 """Lip sync with a ground truth: drive a head with the audio of another video and compare the
 rendered mouth opening, frame by frame, with the mouth opening of the real person in that video.
 
-    out = rendered_mouth(renderer, drive, reader, batch, progress, "eval (new audio)")
+    out = rendered_mouth(renderer, drive, compositor, reader, batch, progress, "eval (new audio)")
     fig = drive_video_figures(run, renderer, "other.mp4", reader, cfg, device, progress)
 
 Both mouths go through the same landmark backend (the run's) at the same size: the other video
 is cropped around the face the way `track` crops (face.reader.video_mouth), the render is the
-full composite at the renderer's size.
+composite render would write for the drive (head.composite, cfg "composite" / "portrait_region")
+at the renderer's size.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
 
 from talkctl.face.reader import MouthTrack, video_mouth
 from talkctl.head.drive import audio_drive, with_landmarks
-from talkctl.head.renderer import render_batches
+from talkctl.head.composite import composited_batches, compositor_for
 from talkctl.metrics.lipsync import fill_gaps, mouth_follow
 
 MAX_LAG = 3  # frames either side searched for the best lag
 
 
-def rendered_mouth(renderer, drive, reader, batch: int, progress, label: str, keep_frames: bool = False) -> dict:
-    """Render every frame of `drive` (full composite) and read its mouth:
+def rendered_mouth(renderer, drive, comp, reader, batch: int, progress, label: str, keep_frames: bool = False) -> dict:
+    """Render every frame of `drive` through the Compositor `comp` (closed here) and read its mouth:
     {"track": MouthTrack, "frames": [...] when keep_frames, "model_s", "n_rendered"}."""
     track = MouthTrack(reader)
     kept, model_s, n = [], 0.0, 0
-    with progress(drive.n_frames, label) as task:
-        for idx, out, secs in render_batches(renderer, drive, batch):
+    with progress(drive.n_frames, label) as task, contextlib.closing(comp):
+        for idx, _, frames, _, secs in composited_batches(renderer, drive, comp, batch):
             model_s += secs
             n += len(idx)
-            track.add(out["full"])
+            track.add(frames)
             if keep_frames:
-                kept.extend(out["full"])
+                kept.extend(frames)
             task.advance(len(idx))
     return {"track": track, "frames": kept, "model_s": model_s, "n_rendered": n}
 
@@ -49,11 +51,13 @@ def drive_video_figures(run, renderer, video, reader, cfg: dict, device: str, pr
     drive = with_landmarks(run, audio_drive(run, video, cfg, device), cfg, device)
     with progress(None, f"eval (real mouth of {video.name})") as task:
         real = video_mouth(video, reader, renderer.size, progress=task)
-    rend = rendered_mouth(renderer, drive, reader, int(cfg["batch"]), progress, f"eval (driven by {video.name})")
+    comp = compositor_for(run, str(cfg["composite"]), str(cfg["portrait_region"]), drive, renderer.size)
+    mode = comp.mode
+    rend = rendered_mouth(renderer, drive, comp, reader, int(cfg["batch"]), progress, f"eval (driven by {video.name})")
     n = min(drive.n_frames, len(real.lms))
     m_real, m_rend = real.mouth_open()[:n], rend["track"].mouth_open()[:n]
     f_real, f_rend = real.found[:n], rend["track"].found[:n]
-    out = {"video": str(video.absolute()), "frames": n, "pose": drive.pose_description,
+    out = {"video": str(video.absolute()), "frames": n, "pose": drive.pose_description, "composite": mode,
            "frames_with_face_real": int(f_real.sum()), "frames_with_face_rendered": int(f_rend.sum()),
            "model_s": rend["model_s"], "n_rendered": rend["n_rendered"]}
     if n < 5 or not (_enough(f_real) and _enough(f_rend)):

@@ -224,4 +224,6 @@ def load_torso(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str
         pose = build_condition(json.loads(attrs["condition_spec"]), read_state_dict(f["pose"]))
         attrs["K"] = f["intrinsics"][()]
         attrs["background"] = f["background"][()]
+        if "torso_shift" in f:  # (T,2) fractions of the side: where each training frame had the torso
+            attrs["torso_shift"] = f["torso_shift"][()]
     return TorsoModel(gaussians, field.to(device).eval(), pose.to(device).eval(), _rasterizer(rasterizer, device), attrs)

@@ -11,6 +11,8 @@ so sessions can share one Renderer:
 where features (T,W,D) are the audio feature windows around the frames (landmarks (T,L,3) for a
 landmark-driven head) and frames (C,) index into them; the audio condition looks at
 `renderer.context` = (frames before, frames after) neighbours of each frame (clamped to the array).
+Poses taken from the training clip can name their source frames (source_frames=) so a torso fitted
+stabilised sits where it was tracked, as in render_batches.
 
 Rendering is inference only: torch.inference_mode, the per-Gaussian inputs that do not change
 from frame to frame made once (head.models.FrameConstants), and on the CPU the compiled
@@ -83,32 +85,60 @@ class Renderer:
         else:
             self.head.set_audio(source)
 
-    def _layers(self, code, world_to_cam, blink):
+    def _layers(self, code, world_to_cam, blink, source_frames=None):
         h = self.head.render(None, world_to_cam, self.K_head, self.size, blink=blink, code=code)
-        t = self.torso.render(world_to_cam, self.K_torso, self.size, head_rgb=h.rgb, head_alpha=h.alpha)
+        t = self.torso.render(world_to_cam, self.torso_K(source_frames), self.size, head_rgb=h.rgb,
+                              head_alpha=h.alpha)
         return h, t
 
-    def frames(self, source, frames, world_to_cam, blink=None) -> np.ndarray:
-        """(C,S,S,3) uint8 RGB of frames (C,) of `source` (see the module doc); thread-safe."""
+    def frames(self, source, frames, world_to_cam, blink=None, source_frames=None) -> np.ndarray:
+        """(C,S,S,3) uint8 RGB of frames (C,) of `source` (see the module doc); thread-safe.
+        source_frames: the training-clip frame each pose came from (the torso's tracked position,
+        see torso_K), or None."""
         with torch.inference_mode():
             with self._lock:  # the condition holds the source from set to encode
                 self._set_source(source)
                 code = self.head.codes(frames)
-            h, t = self._layers(code, world_to_cam, blink)
+            h, t = self._layers(code, world_to_cam, blink, source_frames)
             return _to_uint8(composite(self._plate, t, h))
 
-    def render(self, frames, world_to_cam, blink, real=None) -> dict:
-        """Batch of frames of the source given by head.drive.feed -> {"full": (C,S,S,3) uint8 composite,
-        "head_alpha": (C,S,S) float, "head_over_real": uint8 (when real frames (C,S,S,3) uint8 are given)}."""
+    def torso_K(self, source) -> np.ndarray:
+        """The torso camera(s): at the tracked torso shift of each pose's source frame (source: (C,)
+        frame indices of the training clip) when the torso was fitted stabilised, else the one K."""
+        shift = self.torso.attrs.get("torso_shift")
+        if source is None or shift is None or self.torso.mode != "gaussian":
+            return self.K_torso
+        from talkctl.gs.torso_track import shifted_intrinsics
+
+        src = np.clip(np.asarray(source, np.int64), 0, len(shift) - 1)
+        return shifted_intrinsics(self.K_torso, np.asarray(shift)[src] * self.size)
+
+    def render(self, frames, world_to_cam, blink, real=None, torso: bool = True, source=None) -> dict:
+        """Batch of frames of the source given by head.drive.feed -> {"head_rgb": (C,S,S,3) float32
+        premultiplied, "head_alpha": (C,S,S) float32, "full": (C,S,S,3) uint8 model composite and
+        "coverage" (C,S,S) (head and torso together; unless torso=False), "head_over_real":
+        uint8 (when real frames (C,S,S,3) uint8 are given), "seconds": {"head", "model"}}.
+        source: the training-clip frame each pose came from (the torso's tracked position), or None."""
         with torch.inference_mode():
-            h, t = self._layers(self.head.codes(frames), world_to_cam, blink)
-            out = {"full": _to_uint8(composite(self._plate, t, h)), "head_alpha": h.alpha[..., 0].cpu().numpy()
-                   if h.alpha.dim() == 4 else h.alpha.cpu().numpy()}
+            t0 = time.perf_counter()
+            h = self.head.render(None, world_to_cam, self.K_head, self.size, blink=blink, code=self.head.codes(frames))
+            alpha = h.alpha[..., 0] if h.alpha.dim() == 4 else h.alpha
+            out = {"head_rgb": h.rgb.float().cpu().numpy(), "head_alpha": alpha.float().cpu().numpy()}
+            t1 = time.perf_counter()
+            if torso:
+                t = self.torso.render(world_to_cam, self.torso_K(source), self.size, head_rgb=h.rgb,
+                                      head_alpha=h.alpha)
+                out["full"] = _to_uint8(composite(self._plate, t, h))
+                t_alpha = t.alpha[..., 0] if t.alpha.dim() == 4 else t.alpha
+                # how much of each pixel the person covers (1 - what the plate shows through)
+                out["coverage"] = (1.0 - (1.0 - alpha) * (1.0 - t_alpha)).float().cpu().numpy()
+            t2 = time.perf_counter()
             if real is not None:
                 r = torch.as_tensor(np.asarray(real), device=h.rgb.device).float() / 255.0
                 out["head_over_real"] = _to_uint8(over(h.rgb, h.alpha, r).clamp(0, 1))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
+        out["seconds"] = {"head": t1 - t0, "model": t2 - t1}
         return out
 
 
@@ -116,9 +146,11 @@ def _to_uint8(t) -> np.ndarray:
     return (t.clamp(0, 1) * 255.0 + 0.5).to(dtype=__import__("torch").uint8).cpu().numpy()
 
 
-def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Callable | None = None) -> Iterator[tuple[np.ndarray, dict, float]]:
+def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Callable | None = None,
+                   torso: bool = True) -> Iterator[tuple[np.ndarray, dict, float]]:
     """Yield (frame indices, render outputs, model seconds) batch by batch. With real_frames(idx)
-    -> (C,S,S,3) uint8, the outputs also hold "real" and "head_over_real".
+    -> (C,S,S,3) uint8, the outputs also hold "real" and "head_over_real"; torso=False renders
+    the head only (portrait composite: the template frames hold the torso).
 
     The head gets only what a batch needs (head.drive.feed), so memory does not grow with the
     audio's length."""
@@ -129,7 +161,10 @@ def render_batches(renderer: Renderer, drive: Drive, batch: int, real_frames: Ca
         real = real_frames(idx) if real_frames is not None else None
         t0 = time.perf_counter()
         rel = feed(renderer.head, drive, idx)
-        out = renderer.render(rel, drive.world_to_cam[idx], drive.blink[idx], real)
+        fed = time.perf_counter() - t0
+        source = drive.source_frames[idx] if drive.source_frames is not None else None
+        out = renderer.render(rel, drive.world_to_cam[idx], drive.blink[idx], real, torso=torso, source=source)
+        out["seconds"]["head"] += fed  # the head's share of a render includes handing it its inputs
         if real is not None:
             out["real"] = real
         yield idx, out, time.perf_counter() - t0

@@ -73,3 +73,20 @@ def comparison_markdown(rows: list[dict], keys=COMPARE_KEYS) -> str:
             cells.append(f"**{s}**" if best[k] is not None and r.get(k) == best[k] else s)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def print_table(console, table) -> None:
+    """Print a comparison table at its natural width, wider than the console when it must: a
+    narrow terminal (or a captured stream, 80 columns) would otherwise squeeze every header to "PS…"."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update(max_width=1000), table).maximum
+    if need <= console.width:
+        console.print(table)
+        return
+    saved = console._width  # None: the terminal's own width, looked up again afterwards
+    console.width = need
+    try:
+        console.print(table, crop=False)
+    finally:
+        console._width = saved

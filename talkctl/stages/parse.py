@@ -29,7 +29,7 @@ from talkctl.errors import ArtifactError, StageError, UsageError
 from talkctl.parsing import plate as bg_plate
 from talkctl.parsing import regions as hr
 
-VERSION = 1
+VERSION = 2  # 2: the plate's unseen pixels filled smoothly (push-pull), rarely seen ones mixed
 DEFAULTS = {
     "parsing": "auto",  # backend: auto | mediapipe | facexlib
     "preview": False,  # write RUN/parse_preview.png

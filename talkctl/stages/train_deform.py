@@ -8,7 +8,14 @@ per-camera means/quats/scales batch.
 
 Loss = L1(head region) + mask_weight·L1(alpha, head mask) + perceptual_weight·perceptual
 (LPIPS when usable, D-SSIM with perceptual=auto otherwise; recorded in the artifact attr
-`perceptual_loss`) + lip_loss·L1(lip patch from track.h5's lip_box).
+`perceptual_loss`) + lip_loss·L1(lip patch from track.h5's lip_box; lip_resolution "full": rendered
+and compared at the crop's full size, gs.lip_patch, so teeth and the inside of the mouth are learnt
+from the full-resolution frames).
+
+Kept weights: the last `val_fraction` of the training frames (one stretch, never the held-out
+frames) is not trained on; it is scored every `val_every` steps and the weights of the best score
+are kept (keep_best), as train-a2l does. deform.h5 records the step kept (kept_step) and what the
+validation curve is of (val_measure); psnr_head is the held-out head-region PSNR of the kept weights.
 
 Learning rates: the hash grid uses the paper's 5e-3. The paper's 1.6e-5 for the MLP is
 kept for the `paper` preset (35k steps of 4 frames; its time budget is next to PRESETS);
@@ -58,13 +65,14 @@ from talkctl.head.field import (ENCODING_DEFAULTS, DeformField, apply_deform, bu
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.head.models import build_field
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GaussianOptim
+from talkctl.gs.lip_patch import LipPatches
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
 from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, adam, batch_schedule, clear_checkpoints,
-                                 compiled, train, write_curves)
+                                 compiled, spread, train, validation_split, write_curves)
 
-VERSION = 1
+VERSION = 2  # 2: a validation slice of the training frames picks the kept weights
 DEFAULTS = {
     "rasterizer": "auto",
     "condition": "audio",
@@ -90,6 +98,7 @@ DEFAULTS = {
     "perceptual": "auto",
     "perceptual_weight": 0.1,
     "lip_loss": 0.2,
+    "lip_resolution": "full",     # full: the lip patch rendered and compared at the crop's size (gs.lip_patch) | train
     "audio_landmark_loss": 1.0,   # condition=audio: weight of the landmark read-out of the audio code
     "audio_landmark_batch": 64,
     "audio_mouth_dim": 12,        # condition=audio: mouth-state components the field sees (0: the free audio code)
@@ -101,7 +110,9 @@ DEFAULTS = {
     "audio_weight_decay": 0.1,
     "audio_noise": 0.2,
     "audio_dropout": 0.1,
-    "val_frames": 8,
+    "val_frames": 16,              # validation frames checked, spread over the validation slice
+    "val_fraction": 0.1,           # the last part of the training frames: validation that picks the kept weights
+    "keep_best": True,             # keep the weights of the best validation (False: those of the last step)
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify_start": 500,
@@ -134,7 +145,8 @@ PRESETS = {
               "densify_start": 500, "densify_stop": 17500, "densify_reset_every": 3000,
               "densify_max_gaussians": 100000, "val_every": 5000, "checkpoint_every": 10000, "batch": 4},
 }
-NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
+# which validations there are decides the weights kept (keep_best): val_every and val_frames count
+NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) - {"val_every"}
 
 
 class LandmarkReadout(torch.nn.Module):
@@ -192,6 +204,10 @@ class DeformTrainer:
     def __init__(self, scene: Scene, rasterize, gaussians: GaussianModel, field: DeformField, condition, cfg,
                  perceptual_fn, readout: LandmarkReadout | None = None):
         self.scene, self.rasterize, self.cfg = scene, rasterize, cfg
+        # fit on the training frames but a validation slice of them (val_fraction); without one
+        # the curve shows held-out frames and nothing is picked by it
+        self.fit_idx, val_idx = validation_split(scene.train_idx, float(cfg["val_fraction"]))
+        self.val_idx = spread(val_idx, int(cfg["val_frames"])) if len(val_idx) else scene.held_subset(int(cfg["val_frames"]))
         self.g = GaussianOptim(gaussians, cfg, int(cfg["iterations"]), 1.0)
         self.field, self.condition, self.perceptual_fn = field, condition, perceptual_fn
         self.field_fn = compiled(field, cfg)
@@ -200,6 +216,9 @@ class DeformTrainer:
         if self.mouth:
             condition.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
         self._make_optimizers()
+        self.lips = None
+        if cfg["lip_resolution"] == "full" and float(cfg["lip_loss"]) > 0:
+            self.lips = LipPatches(scene.frames_full, scene.lip_box_full, scene.K_crop, device=scene.device)
 
     def _make_optimizers(self):
         c = self.cfg
@@ -231,7 +250,8 @@ class DeformTrainer:
                                                  if k.startswith("readout.")})
         self._make_optimizers()
 
-    def forward(self, idx, degree=None, teacher: bool = False):
+    def deformed(self, idx, degree=None, teacher: bool = False):
+        """(means, quats, scales, colours, SH degree, world_to_cam) of frames idx."""
         sc, m = self.scene, self.g.model
         t = to_device(idx, m.means.device, torch.long)
         if self.mouth:  # supervised by the landmarks only; the tracked state in `teacher` steps
@@ -241,24 +261,40 @@ class DeformTrainer:
         pg = self.condition.per_gaussian(code, m.means)
         dxyz, dq, ds = self.field_fn(m.means, code, sc.blink[t][:, None], pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
-        w2c = sc.w2c[t]
         colors, deg = m.color_inputs(degree)
-        return render(self.rasterize, means, quats, scales, m.opacities, colors, w2c, sc.K, sc.res, deg)
+        return means, quats, scales, colors, deg, sc.w2c[t]
+
+    def forward(self, idx, degree=None):
+        means, quats, scales, colors, deg, w2c = self.deformed(idx, degree)
+        return render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, self.scene.K,
+                      self.scene.res, deg)
+
+    def lip_loss(self, idx, out, target, deformed) -> torch.Tensor:
+        """L1 on the lip patch: at the crop's full size (lip_resolution full), else in the training render."""
+        if self.lips is None:
+            return lip_l1(out.rgb, target, self.scene.lip_box[idx])
+        patch, K = self.lips.get(idx)
+        means, quats, scales, colors, deg, w2c = deformed
+        lips = render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, K, self.lips.side, deg)
+        return l1(lips.rgb, patch)
 
     def step(self, step, rng):
         c = self.cfg
-        idx = batch_schedule(self.scene.train_idx, int(c["batch"]), rng)
+        idx = batch_schedule(self.fit_idx, int(c["batch"]), rng)
         self.g.before_step(step)
         target, mask = self.scene.head_targets(idx)
         teacher = self.mouth and bool(rng.random() < float(c["audio_teacher"]))
-        out = self.forward(idx, self.g.active_degree(step), teacher=teacher)
+        deformed = self.deformed(idx, self.g.active_degree(step), teacher=teacher)
+        means, quats, scales, colors, deg, w2c = deformed
+        out = render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, self.scene.K,
+                     self.scene.res, deg)
         if self.g.strategy is not None:
             self.g.strategy.pre_backward(out)
         loss = l1(out.rgb, target) + c["mask_weight"] * l1(out.alpha, mask)
         if self.perceptual_fn is not None and c["perceptual_weight"] > 0:
             loss = loss + c["perceptual_weight"] * self.perceptual_fn(out.rgb, target)
         if c["lip_loss"] > 0:
-            loss = loss + c["lip_loss"] * lip_l1(out.rgb, target, self.scene.lip_box[idx])
+            loss = loss + c["lip_loss"] * self.lip_loss(idx, out, target, deformed)
         audio_on = self.readout is not None and (not self.mouth or step < int(c["audio_steps"]))
         if audio_on:
             loss = loss + float(c["audio_landmark_loss"]) * self.readout.loss(self.condition, self._readout_frames(rng))
@@ -274,18 +310,19 @@ class DeformTrainer:
 
     def _readout_frames(self, rng) -> np.ndarray:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""
-        return rng.choice(self.scene.train_idx, int(self.cfg["audio_landmark_batch"]))
+        return rng.choice(self.fit_idx, int(self.cfg["audio_landmark_batch"]))
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
-        self.condition.eval()  # no feature augmentation
+        """Head-region PSNR on `frames`, by default the validation frames (no feature augmentation)."""
+        self.condition.eval()
         try:
             return self._validate(frames)
         finally:
             self.condition.train()
 
     def _validate(self, frames=None) -> float:
-        idx = self.scene.held_subset(int(self.cfg["val_frames"])) if frames is None else frames
+        idx = self.val_idx if frames is None else frames
         se, w = 0.0, 0.0
         for i in idx:
             target, mask = self.scene.head_targets([i])
@@ -301,6 +338,14 @@ class DeformTrainer:
         """(real, rendered) of the first held-out frame, for the training curves."""
         i = int(self.scene.held_idx[0])
         return self.scene.head_targets([i])[0][0], self.forward([i]).rgb[0]
+
+
+def validation_measure(trainer: "DeformTrainer", scene) -> str:
+    """What the validation curve is of (deform.h5 attr val_measure, shown in report.html)."""
+    if len(trainer.val_idx) and trainer.val_idx[-1] < scene.held_idx[0]:
+        return (f"head region, validation slice of the training frames ({int(trainer.val_idx[0])}.."
+                f"{int(trainer.val_idx[-1])}, not trained on)")
+    return "head region, held-out frames"
 
 
 def landmark_condition(ctx, cfg, scene):
@@ -341,6 +386,10 @@ def run(ctx, cfg: dict) -> dict:
     perceptual_name, perceptual_fn = perceptual_loss(cfg["perceptual"], ctx.device, ctx.log)
     if cfg["condition"] not in ("audio", "landmarks"):
         raise UsageError(f"train-deform condition={cfg['condition']!r}: use audio or landmarks")
+    if cfg["lip_resolution"] not in ("full", "train"):
+        raise UsageError(f"train-deform lip_resolution={cfg['lip_resolution']!r}: use full or train")
+    if not 0 <= float(cfg["val_fraction"]) < 0.5:
+        raise UsageError(f"train-deform val_fraction={cfg['val_fraction']!r}: use 0 (off) up to 0.5")
     landmarks = cfg["condition"] == "landmarks"
     with Scene(ctx, cfg, audio=not landmarks) as scene:
         gaussians, init_from = initial_gaussians(ctx, cfg, gen)
@@ -369,7 +418,8 @@ def run(ctx, cfg: dict) -> dict:
         field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
         readout = None if landmarks else readout
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)
-        res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform")
+        res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform",
+                    keep_best=bool(cfg["keep_best"]) and float(cfg["val_fraction"]) > 0)
         val = trainer.validate(scene.held_idx)
         g = trainer.g.model
         with ctx.write("deform") as f:
@@ -389,6 +439,7 @@ def run(ctx, cfg: dict) -> dict:
                 **extra_attrs,
                 "resolution": scene.res, "crop_size": scene.S, "psnr_head": val, "n_gaussians": g.num,
                 "train_seconds": res["seconds"], "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1],
+                "val_measure": validation_measure(trainer, scene), "kept_step": int(res["best_step"]),
             })
     clear_checkpoints(ctx, ["train-deform"])
     ctx.log.info("deform: held-out head PSNR %.2f dB, %d Gaussians, perceptual %s", val, g.num, perceptual_name)
@@ -396,4 +447,4 @@ def run(ctx, cfg: dict) -> dict:
             # what drove the held-out frames: a landmark head is scored with the tracked landmarks
             # (its upper bound); a2l-driven figures come from eval / bench/compare_methods.py
             "validation_driver": "tracked landmarks" if landmarks else "audio",
-            "train_seconds": round(res["seconds"], 1), "init_from": init_from}
+            "train_seconds": round(res["seconds"], 1), "init_from": init_from, "kept_step": int(res["best_step"])}
