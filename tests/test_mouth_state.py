@@ -43,6 +43,7 @@ def test_the_trained_head_has_a_mouth_state(trained):
         spec = json.loads(f.attrs["condition_spec"])
         assert 1 <= spec["mouth_dim"] <= 12 and f.attrs["mouth_explained"] > 0.5
         assert f["condition"]["closed"].shape == (spec["mouth_dim"],)
+        assert 1.0 <= f.attrs["audio_gain"] <= 2.0 and f["condition"]["gain"][()] == f.attrs["audio_gain"]
     with h5py.File(run.path / "audio.h5") as f:
         assert f.attrs["norm"] == "utterance"
 
@@ -101,3 +102,15 @@ def test_mouth_basis_and_closed_state():
     closed = closed_state(states, opening, np.arange(400))
     shut = states[opening < np.quantile(opening, 0.1)].mean(0)
     np.testing.assert_allclose(closed, shut, atol=1e-5)
+
+
+def test_spread_gain_restores_a_shrunk_prediction():
+    from talkctl.head.mouth_state import spread_gain
+
+    rng = np.random.default_rng(1)
+    true = rng.normal(size=(200, 4))
+    assert abs(spread_gain(0.6 * true, true) - 1 / 0.6) < 1e-6
+    assert spread_gain(0.1 * true, true) == 2.0 and spread_gain(3 * true, true) == 1.0  # clipped
+    speech = np.r_[np.ones(100), np.zeros(100)]
+    pauses_still = np.r_[0.5 * true[:100], np.zeros((100, 4))]
+    assert abs(spread_gain(pauses_still, true, speech) - 2.0) < 1e-6  # only speaking frames count

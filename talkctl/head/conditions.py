@@ -69,6 +69,7 @@ class AudioCondition(Condition):
         if self.mouth_dim:
             self.to_mouth = nn.Linear(code_dim, self.mouth_dim)
             self.register_buffer("closed", torch.zeros(self.mouth_dim))  # the closed mouth's state
+            self.register_buffer("gain", torch.ones(()))  # spread calibration (train-deform), 1 while training
         self.features: torch.Tensor | None = None
         self.speech: torch.Tensor | None = None  # (T,) speech activity in [0,1]; None: always speech
         self.augment = None  # training only: (M,W,D) feature windows -> perturbed ones (audio.augment)
@@ -123,7 +124,7 @@ class AudioCondition(Condition):
         code = torch.tanh(centre[:, 0] + smoothed[:, 0])
         if not self.mouth_dim:
             return code
-        state = self.to_mouth(code)
+        state = self.gain * self.to_mouth(code)  # states are centred on the training frames' mean
         if self.speech is None:
             return state
         gate = self.speech[frames][:, None]  # pauses: the closed mouth, whatever the features say

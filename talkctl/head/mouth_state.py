@@ -48,3 +48,16 @@ def closed_state(states: np.ndarray, opening: np.ndarray, frames: np.ndarray) ->
     gap = np.asarray(opening, np.float64)[frames]
     shut = frames[gap <= np.quantile(gap, CLOSED_QUANTILE)]
     return states[shut].mean(0).astype(np.float32)
+
+
+def spread_gain(pred: np.ndarray, true: np.ndarray, speech: np.ndarray | None = None, max_gain: float = 2.0) -> float:
+    """How much wider the tracked states (N,K) spread than the predicted ones on frames the audio
+    path did not train on, over the frames with full speech activity (all when fewer than 10):
+    |std(true)| / |std(pred)|, clipped to [1, max_gain]. A regression unsure of a sound predicts
+    the mean mouth; this gives the prediction back the articulation the subject really has."""
+    speaking = np.ones(len(pred), bool) if speech is None else np.asarray(speech) >= 1.0
+    if speaking.sum() < 10:
+        speaking[:] = True
+    spread = float(np.linalg.norm(np.asarray(pred)[speaking].std(0)))
+    ratio = float(np.linalg.norm(np.asarray(true)[speaking].std(0))) / max(spread, 1e-6)
+    return float(np.clip(ratio, 1.0, max_gain))

@@ -59,6 +59,7 @@ import torch
 from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
 from talkctl.head.conditions import AudioCondition, FeatureAugment
+from talkctl.head.mouth_state import spread_gain
 from talkctl.head.field import (ENCODING_DEFAULTS, DeformField, apply_deform, build_condition,
                                 field_param_groups, grid_kwargs, hashgrid_backend,
                            save_state_dict)
@@ -113,6 +114,10 @@ DEFAULTS = {
     "val_frames": 16,              # validation frames checked, spread over the validation slice
     "val_fraction": 0.1,           # the last part of the training frames: validation that picks the kept weights
     "keep_best": True,             # keep the weights of the best validation (False: those of the last step)
+    # the last audio_val_fraction of the frames the field trains on are kept from the audio path; on
+    # them the predicted states' spread is matched to the tracked ones' (AudioCondition.gain): a
+    # prediction unsure of a sound regresses to the mean mouth, and the gain gives it back its articulation
+    "audio_val_fraction": 0.1,
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify_start": 500,
@@ -147,6 +152,7 @@ PRESETS = {
 }
 # which validations there are decides the weights kept (keep_best): val_every and val_frames count
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) - {"val_every"}
+MAX_GAIN = 2.0  # the most the calibration may widen the predicted mouth motion
 
 
 class LandmarkReadout(torch.nn.Module):
@@ -310,7 +316,32 @@ class DeformTrainer:
 
     def _readout_frames(self, rng) -> np.ndarray:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""
-        return rng.choice(self.fit_idx, int(self.cfg["audio_landmark_batch"]))
+        return rng.choice(self.audio_frames()[0], int(self.cfg["audio_landmark_batch"]))
+
+    def audio_frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """(frames the audio path trains on, frames that calibrate its gain); mouth-state mode keeps
+        the last audio_val_fraction of the training frames (at least 1 s) for the gain."""
+        tr = self.fit_idx  # never the validation slice that picks the kept weights
+        n = int(round(float(self.cfg["audio_val_fraction"]) * len(tr))) if self.mouth else 0
+        if n < 25 or len(tr) - n < 25:
+            return tr, tr[:0]
+        return tr[:-n], tr[-n:]
+
+    @torch.no_grad()
+    def calibrate_gain(self) -> float:
+        """Mouth-state mode: set AudioCondition.gain so the predicted states on the calibration
+        frames spread as far as the tracked ones (1..MAX_GAIN); returns it (1 without such frames)."""
+        _, val = self.audio_frames()
+        if not self.mouth or len(val) == 0:
+            return 1.0
+        self.condition.eval()
+        t = torch.as_tensor(val, device=self.g.model.means.device)
+        speech = None if self.condition.speech is None else self.condition.speech[t].cpu().numpy()
+        gain = spread_gain(self.condition.encode(t).cpu().numpy(), self.readout.targets[t].cpu().numpy(), speech,
+                           MAX_GAIN)
+        self.condition.gain.fill_(gain)
+        self.condition.train()
+        return gain
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
@@ -420,6 +451,8 @@ def run(ctx, cfg: dict) -> dict:
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)
         res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform",
                     keep_best=bool(cfg["keep_best"]) and float(cfg["val_fraction"]) > 0)
+        if trainer.mouth:
+            extra_attrs["audio_gain"] = trainer.calibrate_gain()
         val = trainer.validate(scene.held_idx)
         g = trainer.g.model
         with ctx.write("deform") as f:
