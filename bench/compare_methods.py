@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     rows.append({**upper["figures"], "run": "two-stage, tracked landmarks (upper bound; sync: held-out)"})
     from talkctl.report.tables import COMPARE_KEYS, STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_markdown
 
-    keys = COMPARE_KEYS + ("full_psnr", "full_ssim", "sync_corr_real")
+    keys = COMPARE_KEYS + ("model_psnr", "model_ssim", "head_psnr", "sync_corr_real")
     out = {"benchmark": "gstalker vs two-stage, one subject", "video": str(video), "audio": str(audio),
            "preset": args.preset, "sets": args.set, "machine": {**machine(), "load_avg_before": load_before},
            "rows": rows}

@@ -59,15 +59,16 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
                         "Feature frame j is centred at feature_offset + j/feature_rate s; window t holds "
                         "frames m-W//2 .. m+W-W//2-1 with m = floor((((t+0.5)/25) - feature_offset) * "
                         "feature_rate + 0.5), the frame nearest the video frame's centre; indices outside "
-                        "[0, F-1] repeat the edge frame (mel-formant: m = 4t+2, W=16 = 0.16 s)",
+                        "[0, F-1] repeat the edge frame (phonetic, mel-formant: m = 4t+2, W=16 = 0.16 s)",
             "feature_frames": "(F, D) float32: the normalised feature sequence the windows are cut from",
-            "norm_mean": "(D,) float32: per-dim mean of the raw features of this clip (features = "
-                         "(raw - norm_mean) / norm_std); render applies the same to new audio",
-            "norm_std": "(D,) float32: per-dim std of this clip's raw features, floored per channel",
+            "norm_mean": "(D,) float32: per-dim mean of the raw features of this clip's speech frames "
+                         "(features = (raw - norm_mean) / norm_std); new audio gets its own (attr norm = "
+                         "utterance) or these (norm = clip, or too little speech): audio.recipe",
+            "norm_std": "(D,) float32: per-dim std of the same frames, floored per channel",
             "rms_db": "(T,) float32: loudness of each video frame's 640 samples, dBFS",
             "attrs": "sample_rate=16000, fps=25, n_frames=T, window=W, feature_dim=D, feature_rate "
-                     "(frames/s: 100 mel-formant, 50 hubert/wav2vec2), feature_offset (s), n_feature_frames=F, "
-                     "extractor, model (neural extractors), feature_names (JSON list), duration (audio s = S/16000), "
+                     "(frames/s: 100 phonetic and mel-formant, 50 hubert/wav2vec2), feature_offset (s), n_feature_frames=F, "
+                     "extractor, model (neural extractors), feature_names (JSON list), norm (utterance | clip; absent = clip), duration (audio s = S/16000), "
                      "speech_level_dbfs, silent, source, source_sample_rate, source_channels, source_video_fps "
                      "(0 = audio only; track resamples video to 25 fps so its T matches)",
         }),

@@ -66,11 +66,15 @@ def _emit(summary: dict | list) -> None:
                     err.print(f"  {k}: {_fmt(v)}")
 
 
-def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: bool):
+def _resolve_run(run: Optional[Path], media: Optional[Path], verb: str, create: bool, preset: Optional[str] = None):
     """The run directory: --run, or next to the media file (`clip.mp4` -> `clip.talkctl/`).
     Only verbs that take the video make it (create); the others need it made already."""
     from talkctl.console import err
+    from talkctl.pipeline import no_run_directory
     from talkctl.rundir import RunDir
+
+    if run is not None and not create and not os.path.lexists(run.expanduser()):
+        raise no_run_directory(run.expanduser().absolute(), verb, preset)
 
     if run is None:
         if media is None or not create:
@@ -100,7 +104,7 @@ def _stage(verb: str, run: Optional[Path], media: Optional[Path], config: Option
     if media is not None:
         check_input_file(media, "input")
     prepare(verb, preset=preset, toml=toml, overrides=merged, device=device)  # usage errors touch no directory
-    rd = _resolve_run(run, media, verb, create)
+    rd = _resolve_run(run, media, verb, create, preset)
     summary = run_stage(verb, rd, video=media, preset=preset, toml=toml, overrides=merged, device=device, force=force,
                         progress=make_progress(_State.quiet or _State.json))
     _emit(summary)
@@ -111,7 +115,7 @@ MediaArg = Annotated[Optional[Path], typer.Argument(help="Video or audio file (o
 
 @app.command("extract-audio")
 def extract_audio(media: MediaArg = None, run: RunOpt = None,
-                  features: Annotated[Optional[str], typer.Option(help="Audio feature extractor: auto | mel-formant | hubert | wav2vec2.")] = None,
+                  features: Annotated[Optional[str], typer.Option(help="Audio feature extractor: auto (= phonetic) | phonetic | mel-formant | hubert | wav2vec2.")] = None,
                   model: Annotated[Optional[str], typer.Option(help="Model directory or hub id for hubert / wav2vec2.")] = None,
                   config: ConfigOpt = None, preset: PresetOpt = None, force: ForceOpt = False, device: DeviceOpt = "auto",
                   set_: SetOpt = None, json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
@@ -195,6 +199,7 @@ def render(run: RunExistingOpt = None,
            output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .mp4 (default RUN/render.mp4).")] = None,
            pose: Annotated[Optional[str], typer.Option(help="Head poses and blinks: train (ping-pong, default) | still | RUN_DIR | FILE.npz.")] = None,
            full_frame: Annotated[bool, typer.Option("--full-frame", help="Paste the render back into the source video's frames.")] = False,
+           composite: Annotated[Optional[str], typer.Option(help="portrait (the source video's frames, the face blended in) | model (head + torso + plate) | auto (portrait when the poses are this run's).")] = None,
            size: Annotated[Optional[int], typer.Option(help="Output side in pixels (default: the training resolution).")] = None,
            landmarks: Annotated[Optional[str], typer.Option(help="Landmark-driven heads: a2l (default with a2l.h5) | track | OTHER_RUN (re-enactment).")] = None,
            edit: Annotated[Optional[str], typer.Option(help="Landmark edit, e.g. mouth_scale=1.5,eyes_open=1 (landmark-driven heads).")] = None,
@@ -210,19 +215,42 @@ def render(run: RunExistingOpt = None,
         check_input_file(audio, "audio")
     _stage("render", run, None, config, preset, False, device, set_,
            {"pose": pose, "size": size, "landmarks": landmarks, "edit": edit, "audio": audio, "output": output,
-            "full_frame": full_frame or None}, create=False)
+            "full_frame": full_frame or None, "composite": composite}, create=False)
+
+
+@app.command()
+def serve(run: RunOpt = None,
+          host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
+          port: Annotated[Optional[int], typer.Option(help="TCP port (default 8000; 0 = any free port).")] = None,
+          size: Annotated[Optional[int], typer.Option(help="Frame side in pixels (default 256; 0 = the training resolution).")] = None,
+          max_sessions: Annotated[Optional[int], typer.Option("--max-sessions", help="Concurrent sessions (default: one per two cores).")] = None,
+          token: Annotated[Optional[str], typer.Option(help="Require this token on every request (default: $TALKCTL_SERVE_TOKEN).")] = None,
+          lookahead_ms: Annotated[Optional[int], typer.Option("--lookahead-ms", help="Most future audio a frame may wait for (default 200).")] = None,
+          pose: Annotated[Optional[str], typer.Option(help="Head motion: train (the clip's, ping-pong; default) | still.")] = None,
+          config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
+          json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
+    """Serve the head live: a page, a WebSocket (PCM16 in, JPEG frames out), /health and /stats."""
+    _common(json_, verbose, quiet, debug)
+    if run is None:
+        raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
+    _stage("serve", run, None, config, preset, False, device, set_,
+           {"host": host, "port": port, "size": size, "max_sessions": max_sessions, "token": token,
+            "lookahead_ms": lookahead_ms, "pose": pose}, create=False)
 
 
 @app.command("eval")
 def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directories to evaluate and compare.")] = None,
           run: RunExistingOpt = None,
           audio: Annotated[Optional[Path], typer.Option(help="Also drive the head with this audio: lip-sync figures on new speech.")] = None,
+          drive_video: Annotated[Optional[List[Path]], typer.Option(
+              "--drive-video", help="Drive the head with this video's audio and compare its mouth with the real "
+              "speaker's in that video (repeatable).")] = None,
           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
     """Quality and speed figures (eval.json, report.html); several runs -> one table."""
     from talkctl.console import err, make_progress, out
     from talkctl.pipeline import run_stage
-    from talkctl.report.tables import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table
+    from talkctl.report.tables import STAGE_KEYS, STAGE_MEMORY_KEYS, comparison_table, print_table
     from talkctl.rundir import RunDir, check_input_file
     from talkctl.stages.eval import comparison_rows
 
@@ -232,7 +260,10 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
         raise UsageError("no run directory: `talkctl eval RUN [RUN2 ...]` (runs trained up to train-torso)")
     if audio is not None:
         check_input_file(audio, "audio")
-    toml, overrides = _settings(config, set_, {"audio": audio})
+    for v in drive_video or []:
+        check_input_file(v, "drive video")
+    toml, overrides = _settings(config, set_, {"audio": audio,
+                                               "drive_videos": [str(v) for v in drive_video] if drive_video else None})
     rds = [RunDir(d, create=False) for d in dirs]
     results = [run_stage("eval", rd, preset=preset, toml=toml, overrides=overrides, device=device,
                          progress=make_progress(_State.quiet or _State.json)) for rd in rds]
@@ -242,9 +273,9 @@ def eval_(runs: Annotated[Optional[List[Path]], typer.Argument(help="Run directo
     if _State.quiet and _State.json:
         return
     console = err if _State.json else out()
-    console.print(comparison_table(rows))
-    console.print(comparison_table(rows, STAGE_KEYS, title="training time per stage"))
-    console.print(comparison_table(rows, STAGE_MEMORY_KEYS, title="peak host memory per stage"))
+    print_table(console, comparison_table(rows))
+    print_table(console, comparison_table(rows, STAGE_KEYS, title="training time per stage"))
+    print_table(console, comparison_table(rows, STAGE_MEMORY_KEYS, title="peak host memory per stage"))
     if not _State.json:
         for r in results:
             console.print(f"report: {r['report']}\nfigures: {r['eval_json']}", soft_wrap=True)

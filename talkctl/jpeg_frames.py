@@ -111,6 +111,8 @@ class JpegFrames:
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
             return self._one(key)
+        if isinstance(key, tuple):  # (frame, rows, cols): a window of one frame (decoded whole)
+            return self[key[0]][key[1:]]
         idx = range(len(self))[key] if isinstance(key, slice) else np.asarray(key).reshape(-1)
         if len(idx) == 0:
             return np.zeros((0, *self.shape[1:]), np.uint8)

@@ -66,6 +66,8 @@ STAGES: tuple[StageSpec, ...] = (
               "The head's Gaussians as INRIA .ply or web .splat files, canonical or per frame."),
     StageSpec("view", "talkctl.stages.view", ("audio", "track", "deform", "torso"), (),
               "The head and torso in 3D in a browser (viser), speaking."),
+    StageSpec("serve", "talkctl.stages.serve", ("audio", "track", "parse", "deform", "torso"), (),
+              "Serve the head live: audio in as it arrives, frames out (page, WebSocket, /stats)."),
 )
 STAGE_BY_NAME = {s.name: s for s in STAGES}
 CHAIN = [s.name for s in STAGES if s.outputs]  # the stages `run` chains
@@ -157,8 +159,14 @@ def input_fingerprints(run: RunDir, spec: StageSpec, preset: str | None = None) 
         last = _last_producer(spec)
         todo = ", ".join(filter(None, (_not_ready(run, s) for s in CHAIN[:CHAIN.index(last) + 1])))
         raise ArtifactError(f"{spec.name} needs stages that have not run in {run}: {todo}; "
-                            f"build them with `{build_command(run, last, preset)}`")
+                            f"build them with `{build_command(run.path, last, preset, run.video() is not None)}`")
     return out
+
+
+def no_run_directory(path, verb: str, preset: str | None = None) -> ArtifactError:
+    """A verb that reads a run's artifacts, given a directory that is not there (never made for it)."""
+    return ArtifactError(f"run directory {path} does not exist, so nothing {verb} needs is built there; build it "
+                         f"with `{build_command(path, _last_producer(stage_spec(verb)), preset, False)}`")
 
 
 def _last_producer(spec: StageSpec) -> str:
@@ -176,11 +184,11 @@ def _not_ready(run: RunDir, stage: str) -> str:
     return f"{stage} ({', '.join(f'{f} {st}' + (f': {why}' if why else '') for f, st, why in bad)})"
 
 
-def build_command(run: RunDir, last: str, preset: str | None = None) -> str:
+def build_command(run, last: str, preset: str | None = None, knows_video: bool = True) -> str:
     """`talkctl run RUN --to LAST`, shell-quoted: `run` skips what is up to date, so it builds
-    exactly what is missing or stale up to LAST."""
+    exactly what is missing or stale up to LAST (`--video VIDEO` when the run knows none)."""
     words = ["talkctl", "run", str(run)]
-    if run.video() is None:
+    if not knows_video:
         words += ["--video", "VIDEO"]
     words += ["--to", last]
     if preset:

@@ -201,6 +201,12 @@ def test_a2l_round_trips_and_predicts_new_audio(trained):
 
     with pytest.raises(InputError, match="do not fit"):
         pred.offsets(new[..., :5])
+    # pauses (speech activity 0) give the closed mouth; speech (1) the prediction itself
+    gate = np.r_[np.ones(20), np.zeros(17)].astype(np.float32)
+    gated, free = pred.offsets(new, gate), pred.offsets(new)
+    assert np.allclose(gated[:20], free[:20]) and np.allclose(gated[20:], pred.closed[None])
+    assert pred.closed.shape == (len(idx), 3)
+    assert 1.0 <= pred.gain <= 2.0  # the spread calibration train-a2l recorded
 
 
 def test_formants_switch_changes_the_input(tmp_path):

@@ -132,10 +132,12 @@ def test_usage_errors_leave_no_run_directory(tmp_path):
     clip.write_bytes(b"not checked before the settings")
     for args in (("track", clip, "--run", tmp_path / "r1", "--preset", "huge"),
                  ("extract-audio", clip, "--set", "no_such_key=1"),
-                 ("run", tmp_path / "r2", "--video", clip, "--preset", "huge"),
-                 ("parse", "--run", tmp_path / "r3")):
+                 ("run", tmp_path / "r2", "--video", clip, "--preset", "huge")):
         proc = talkctl(*args)
         assert proc.returncode == 2, (args, proc.stderr)
+    # a verb that reads a run, on a directory that is not there: exit 4 with the build command, nothing made
+    err = " ".join(talkctl("parse", "--run", tmp_path / "r3", check_rc=4).stderr.split())
+    assert f"`talkctl run {tmp_path / 'r3'} --video VIDEO --to track`" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 

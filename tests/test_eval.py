@@ -4,6 +4,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 
 import trained_run
@@ -36,6 +37,14 @@ def _numbers(obj, path=""):
         yield path, obj
 
 
+def _other_speaker(d):
+    """Another synthetic person (other seed, the unseen voice): the drive video with a real mouth."""
+    from talkctl.synthetic import UNSEEN_VOICE, make_subject
+
+    return make_subject(d / "other", seconds=2.0, size=128, seed=5, voice=UNSEEN_VOICE,
+                        out_name="other").video_path
+
+
 @pytest.fixture(scope="module")
 def evaluated(trained, tmp_path_factory):
     import os
@@ -43,6 +52,7 @@ def evaluated(trained, tmp_path_factory):
     run, _ = trained
     d = tmp_path_factory.mktemp("eval")
     wav = trained_run.write_wav(d / "voice.wav", trained_run.voice(2.0, seed=11), 16000)
+    other = _other_speaker(d)
     old = {k: os.environ.get(k) for k in ("TALKCTL_WEIGHTS", "TORCH_HOME")}
     os.environ["TALKCTL_WEIGHTS"], os.environ["TORCH_HOME"] = str(d / "w"), str(d / "t")
     try:
@@ -51,7 +61,7 @@ def evaluated(trained, tmp_path_factory):
 
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            rc = main(["eval", str(run.path), "--audio", str(wav), "--json", "-q", *COMMON])
+            rc = main(["eval", str(run.path), "--audio", str(wav), "--drive-video", str(other), "--json", "-q", *COMMON])
     finally:
         for k, v in old.items():
             if v is None:
@@ -68,9 +78,15 @@ def test_eval_json_figures_are_finite_and_complete(evaluated):
     on_disk = json.loads(run.file("eval.json").read_text())
     assert on_disk["figures"] == printed["figures"]
     fig = on_disk["figures"]
-    for key in ("psnr", "ssim", "full_psnr", "full_ssim", "render_fps", "peak_memory_mb", "train_seconds", "sync_corr_real"):
+    for key in ("psnr", "ssim", "portrait_psnr", "model_psnr", "model_ssim", "head_psnr", "render_fps", "peak_memory_mb",
+                "train_seconds", "sync_corr_real"):
         assert isinstance(fig[key], float) and math.isfinite(fig[key]), key
     assert 5 < fig["psnr"] < 60 and 0 < fig["ssim"] <= 1 and fig["render_fps"] > 0
+    # the headline is what the mp4 shows: the default composite (portrait for the held-out frames)
+    assert fig["composite"] == on_disk["composite"] == "portrait"
+    assert fig["psnr"] == fig["portrait_psnr"] == on_disk["composites"]["portrait"]["psnr"]
+    assert fig["render_fps"] == on_disk["composites"]["portrait"]["render_fps"]
+    assert set(on_disk["composites"]) == {"portrait", "model"} and on_disk["head_over_real"]["psnr"] == fig["head_psnr"]
     assert fig["gaussians"]["head"] > 0 and fig["gaussians"]["torso"] > 0
     # the comparison's method, model size, training peak memory and time per stage
     assert fig["method"] == "gstalker" and fig["model_mb"] > 0
@@ -89,10 +105,64 @@ def test_eval_json_figures_are_finite_and_complete(evaluated):
                                                            "train-deform", "train-torso"}
 
 
+def test_drive_video_figures(evaluated):
+    """--drive-video: the head driven by another video's audio, its mouth against that video's
+    real speaker: per-drive figures in eval.json, medians in the figures, both curves in the report."""
+    _, _, run, _ = evaluated
+    data = json.loads(run.file("eval.json").read_text())
+    (d,) = data["drive_videos"]
+    assert d["video"].endswith("other.mp4") and d["frames"] == 50 and d["frames_with_face_real"] >= 45
+    assert d["frames_with_face_rendered"] > 0  # a 40-step 48 px head: the detector misses some frames
+    fig = data["figures"]
+    assert fig["xsync_drives"] == 1
+    if d["corr"] is None:  # too few rendered faces to compare: said, not invented
+        assert "too few" in d["reason"] and fig["xsync_corr"] is None
+        return
+    assert -1 <= d["corr"] <= 1 and -3 <= d["best_lag"] <= 3 and d["best_corr"] >= d["corr"] - 1e-9
+    assert d["amp"] > 0 and len(d["mouth_real"]) == len(d["mouth_rendered"]) == 50
+    assert fig["xsync_corr"] == d["corr"] and fig["xsync_amp"] == d["amp"]
+    html = run.file("report.html").read_text()
+    assert "Driven by other.mp4" in html and "real speaker" in html
+
+
+class _EchoRenderer:
+    """A stand-in renderer whose "render" is the drive video's own frames: the pass must then
+    find the real speaker's mouth again, at lag 0 and amplitude 1."""
+
+    def __init__(self, frames):
+        self.frames, self.size, self.next = frames, frames.shape[1], 0
+        self.head = type("Head", (), {"condition": None, "set_audio": lambda *a: None})()
+
+    def render(self, idx, world_to_cam, blink, real=None, torso=True, source=None):  # batches come in order
+        out = self.frames[self.next:self.next + len(idx)]
+        self.next += len(idx)
+        return {"full": out, "seconds": {"head": 0.0, "model": 0.0}}
+
+
+def test_drive_video_pass_aligns_real_and_rendered(trained, tmp_path):
+    from talkctl.face.reader import LandmarkReader
+    from talkctl.head.drive_video import drive_video_figures
+    from media_helpers import read_video_frames
+    from talkctl.progress import null_progress
+    from talkctl.stages.eval import DEFAULTS
+
+    run, _ = trained
+    video = _other_speaker(tmp_path)
+    frames = np.stack(list(read_video_frames(video)))
+    reader = LandmarkReader("mediapipe")
+    try:
+        d = drive_video_figures(run, _EchoRenderer(frames), video, reader,
+                                 {**DEFAULTS, "batch": 8, "composite": "model"}, "cpu", null_progress)  # "full" as is
+    finally:
+        reader.close()
+    assert d["frames"] == 50 and d["frames_with_face_real"] == d["frames_with_face_rendered"] >= 45
+    assert d["corr"] > 0.99 and d["best_lag"] == 0 and abs(d["amp"] - 1) < 0.02
+
+
 def test_missing_weights_are_unavailable_with_a_reason(evaluated):
     _, _, run, _ = evaluated
     fig = json.loads(run.file("eval.json").read_text())["figures"]
-    assert fig["lpips"] is None and fig["full_lpips"] is None and "alex" in fig["lpips_reason"]
+    assert fig["lpips"] is None and fig["model_lpips"] is None and "alex" in fig["lpips_reason"]
     assert fig["syncnet_confidence"] is None and "syncnet_v2.model" in fig["syncnet_reason"]
 
 

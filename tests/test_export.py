@@ -60,7 +60,8 @@ def test_splat_is_32_bytes_a_splat_with_colours_and_rotations(trained, tmp_path,
     order = np.lexsort(g["means"].T)
     got = rec["pos"][np.lexsort(rec["pos"].T)]
     np.testing.assert_allclose(got, g["means"][order], atol=1e-6)
-    weight = np.exp(g["log_scales"].sum(1)) / (1 + np.exp(-g["opacity_logits"].reshape(-1)))
+    opacity = 1.0 / (1.0 + np.exp(-g["opacity_logits"].astype(np.float64).reshape(-1)))
+    weight = np.exp(g["log_scales"].astype(np.float64).sum(1)) * opacity  # computed as the writer does
     np.testing.assert_allclose(rec["pos"], g["means"][np.argsort(-weight, kind="stable")], atol=1e-6)
     q = (rec["rot"].astype(np.float64) - 128) / 128
     assert np.allclose(np.linalg.norm(q, axis=1), 1.0, atol=0.03)

@@ -138,7 +138,7 @@ def test_a_click_lands_in_the_middle_of_its_video_frames_window():
     x = rng.normal(0, 1e-3, 2 * SR).astype(np.float32)
     centre = int((20 + 0.5) / 25 * SR)
     x[centre - 40:centre + 40] += rng.normal(0, 0.5, 80).astype(np.float32)
-    recipe = audio_recipe.FeatureRecipe.from_config(dict(xa.DEFAULTS))
+    recipe = audio_recipe.FeatureRecipe.from_config({**xa.DEFAULTS, "extractor": "mel-formant"})
     raw = recipe.raw(x)
     recipe.fit(raw)
     _, win = recipe.windows(raw, n_video_frames(len(x)))
@@ -151,7 +151,7 @@ def test_a_click_lands_in_the_middle_of_its_video_frames_window():
 # ---- the stage through the CLI ----------------------------------------------------
 def test_48k_stereo_wav_is_resampled_to_16k_mono(media, tmp_path, capsys):
     run = tmp_path / "run"
-    rc, out, err = cli(capsys, "extract-audio", media / "tone48k.wav", "--run", run, "--json")
+    rc, out, err = cli(capsys, "extract-audio", media / "tone48k.wav", "--run", run, "--json", "--features", "mel-formant")
     assert rc == 0, err
     s = json.loads(out)
     assert s["status"] == "done" and s["n_frames"] == 50 and s["feature_shape"] == [50, 16, 88]
@@ -278,7 +278,7 @@ def test_ctrl_c_midway_leaves_nothing_and_rerun_succeeds(media, tmp_path, capsys
 # ---- reuse for render -------------------------------------------------------------
 def test_features_for_new_audio_reuse_the_training_normalisation(media, tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli(capsys, "extract-audio", media / "vowel.wav", "--run", run)[0] == 0
+    assert cli(capsys, "extract-audio", media / "vowel.wav", "--run", run, "--features", "mel-formant")[0] == 0
     with h5py.File(run / "audio.h5") as f:
         stored, wav = f["features"][()], f["waveform"][()]
     again = audio_recipe.features_for_audio(media / "vowel.wav", run)
@@ -287,7 +287,16 @@ def test_features_for_new_audio_reuse_the_training_normalisation(media, tmp_path
     np.testing.assert_allclose(louder, stored, atol=0.05)  # gain does not matter
     other = audio_recipe.features_for_audio(media / "tone48k.wav", run)
     assert other.shape == (50, 16, 88)
-    assert np.abs(other.mean()) > 0.1  # a different sound is off the training clip's statistics
+    clip_run = tmp_path / "clip"
+    assert cli(capsys, "extract-audio", media / "vowel.wav", "--run", clip_run, "--features", "mel-formant",
+               "--set", "norm=clip")[0] == 0
+    with h5py.File(clip_run / "audio.h5") as f:
+        assert f.attrs["norm"] == "clip"
+    np.testing.assert_array_equal(audio_recipe.features_for_audio(media / "vowel.wav", clip_run), stored)
+    off = audio_recipe.features_for_audio(media / "tone48k.wav", clip_run)
+    assert np.abs(off.mean()) > 0.1  # norm=clip: a different sound is off the training clip's statistics
+    # norm=utterance (the default): it gets its own statistics, centred where the training clip was
+    assert np.abs(np.median(other, axis=(0, 1))).mean() < 0.3 * np.abs(np.median(off, axis=(0, 1))).mean()
     with pytest.raises(Exception, match="no audio stream"):
         audio_recipe.features_for_audio(media / "mute.mp4", run)
 
@@ -357,7 +366,7 @@ def test_subprocess_json_on_stdout_only(media, tmp_path):
 def test_real_clip_german_20s(tmp_path, capsys):
     clip = shared_path("data", "video", "german_20s.mp4")
     run = tmp_path / "run"
-    rc, out, err = cli(capsys, "extract-audio", clip, "--run", run, "--json")
+    rc, out, err = cli(capsys, "extract-audio", clip, "--run", run, "--json", "--features", "mel-formant")
     assert rc == 0, err
     s = json.loads(out)
     assert s["n_frames"] == 500 and s["duration_s"] == pytest.approx(20.0, abs=0.05)
@@ -369,5 +378,5 @@ def test_real_clip_german_20s(tmp_path, capsys):
         voiced = f["feature_frames"][:, names.index("voicing")] * f["norm_std"][names.index("voicing")] + f["norm_mean"][names.index("voicing")] >= 0.45
     assert feats.shape == (500, 16, 88) and np.all(np.isfinite(feats))
     assert 0.3 < np.median(raw_f1[voiced]) < 0.9  # kHz: a plausible first formant for speech
-    rc, out, _ = cli(capsys, "extract-audio", run, "--json")
+    rc, out, _ = cli(capsys, "extract-audio", run, "--json", "--features", "mel-formant")
     assert json.loads(out)["status"] == "up to date"

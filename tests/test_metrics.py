@@ -251,3 +251,20 @@ def test_image_figures_accumulate(weights):
     assert s["ssim"] == pytest.approx((r1["ssim"] + r2["ssim"]) / 2)
     assert s["psnr_face"] == pytest.approx(r1["psnr_face"])
     assert s["lpips"] is None and "alex.pth" in s["lpips_reason"]
+
+
+def test_mouth_follow_lag_and_amplitude():
+    """The drive-video figure on known series: a render half as wide, two frames late."""
+    from talkctl.metrics.lipsync import amplitude_ratio, mouth_follow
+
+    rng = np.random.default_rng(0)
+    real = np.convolve(rng.normal(size=300), np.ones(5) / 5, mode="same")
+    late = 0.5 * np.roll(real, 2)
+    late[[10, 40]] = np.nan  # frames without a face are interpolated, not fatal
+    f = mouth_follow(late, real, max_lag=3)
+    assert f["best_lag"] == 2 and f["best_corr"] > 0.97 and f["corr"] < f["best_corr"] - 0.2
+    assert 0.45 < f["amp"] < 0.55 and f["frames"] == 300
+    assert 0.45 < amplitude_ratio(late, real) < 0.55
+    same = mouth_follow(real, real)
+    assert same["best_lag"] == 0 and abs(same["corr"] - 1) < 1e-9 and abs(same["amp"] - 1) < 1e-9
+    assert math.isnan(amplitude_ratio(real, np.zeros_like(real)))  # a still real mouth: no ratio

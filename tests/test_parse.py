@@ -120,7 +120,8 @@ def test_parse_without_track_names_the_track_stage(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "talkctl", "parse", "--run", str(tmp_path / "empty")],
                           capture_output=True, text=True)
     assert proc.returncode == 4
-    assert "talkctl track" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "--to track" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "empty").exists()  # a verb that reads a run never makes one
 
 
 def test_stale_track_is_refused(tmp_path, capsys):
@@ -133,7 +134,7 @@ def test_stale_track_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["parse", "--run", str(run.path)]) == 4
     err = capsys.readouterr().err
-    assert "stale" in err and "talkctl track" in err
+    assert "track (frames.h5 stale" in err and "--to track" in err
     assert not (run.path / "parse.h5").exists()
 
 

@@ -379,7 +379,7 @@ def test_probes_say_why():
     from talkctl.backends import available
 
     names = {b.name: b for b in available("raster")}
-    assert [b.name for b in available("raster")] == ["gsplat", "diffgs", "torch"]
+    assert [b.name for b in available("raster")] == ["gsplat", "diffgs", "torch", "numba"]
     assert names["torch"].why_unusable("cpu") is None
     assert "cuda" in names["gsplat"].why_unusable("cpu")
     if not HAS_CUDA:

@@ -182,9 +182,9 @@ def test_lazy_windows_and_batch_slices_match_the_whole_sequence(trained, speech)
     drive = hdrive.audio_drive(run, speech, rmod.DEFAULTS)
     r = hrenderer.Renderer.load(run, "cpu", 24)
     sliced = np.concatenate([o["full"] for _, o, _ in hrenderer.render_batches(r, drive, batch=5)])
-    r.set_audio(full)
+    r.set_audio(full, drive.speech)
     with torch.no_grad():
-        whole = r.render(np.arange(len(full)), drive.world_to_cam, drive.blink)["full"]
+        whole = r.render(np.arange(len(full)), drive.world_to_cam, drive.blink, source=drive.source_frames)["full"]
     assert sliced.shape == whole.shape
     assert np.abs(sliced.astype(int) - whole.astype(int)).max() <= 1
 

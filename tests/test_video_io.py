@@ -179,3 +179,17 @@ def test_bad_audio_file_leaves_nothing(tmp_path):
         with VideoWriter(tmp_path / "out" / "b.mp4", size=(32, 32), audio=tmp_path / "x.wav"):
             pass
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_audio_timestamp_gap_is_silence_on_the_files_timeline(tmp_path):
+    """A file joined from clips has jumps in its audio timestamps: decoding must keep the sound
+    where the timestamps put it (gap = silence), or the audio drifts ahead of the video."""
+    path = tmp_path / "gap.m4a"
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=16000:duration=2", "-af",
+                    "asetpts='PTS+gte(N\\,16000)*0.5/TB'", "-c:a", "aac", str(path)], check=True)
+    wav = decode_audio(path)
+    assert abs(len(wav) / 16000 - 2.5) < 0.05  # 2 s of tone on a 2.5 s timeline
+    rms = np.sqrt(np.convolve(wav.astype(np.float64) ** 2, np.ones(800) / 800, mode="valid"))
+    quiet = rms < 0.01
+    assert 0.4 < quiet.sum() / 16000 < 0.6 and rms[:8000].min() > 0.05 and rms[-8000:].min() > 0.05

@@ -165,6 +165,45 @@ def periodicity(frames: np.ndarray, sr: int = SR, fmin: float = PITCH_RANGE[0], 
 
 
 @dataclass
+class Levelled:
+    """A clip scaled so its speech sits at SPEECH_LEVEL_DB, cut into 25 ms frames, with the frames
+    that are silence (shared by every extractor that has voicing/energy channels)."""
+    wav: np.ndarray         # (S,) the waveform as given
+    gain: float             # the scaling applied to it
+    frames: np.ndarray      # (F, WIN) frames of the scaled waveform (frame_signal)
+    mean_square: np.ndarray  # (F,) after scaling
+    silent: np.ndarray      # (F,) bool: below -80 dBFS or SILENT_FRAME_DB under the speech level, before scaling
+    voicing: np.ndarray     # (F,) periodicity, 0 where silent
+
+    @property
+    def x(self) -> np.ndarray:
+        """(S,) the scaled waveform (made on demand: a whole-clip copy)."""
+        return self.wav * np.float32(self.gain)
+
+
+def gain_factor(level_db: float, enabled: bool = True) -> float:
+    """Factor that brings a clip with this speech level to SPEECH_LEVEL_DB (1 for silence)."""
+    if not enabled or level_db < SILENT_CLIP_DB:
+        return 1.0
+    return float(10.0 ** ((SPEECH_LEVEL_DB - level_db) / 20.0))
+
+
+def levelled(wav: np.ndarray, gain_normalize: bool = True, level_db: float | None = None,
+             start: int = 0, stop: int | None = None) -> Levelled:
+    """level_db: the speech level to normalise to instead of this clip's own (live streams, or
+    the whole clip's for a chunk); start/stop: only frames start..stop-1 (long audio in chunks)."""
+    wav = np.asarray(wav, dtype=np.float32)
+    level = speech_level_db(wav) if level_db is None else float(level_db)
+    g = gain_factor(level, gain_normalize)
+    fr = frame_signal(wav, WIN, start=start, stop=stop, gain=g)
+    ms = np.einsum("ij,ij->i", fr, fr) / WIN
+    raw_db = 10.0 * np.log10(ms / (g * g) + 1e-12)  # before the gain: same frames as speech_level_db
+    silent = (raw_db < SILENT_CLIP_DB) | (raw_db < level - SILENT_FRAME_DB)
+    voicing = np.where(silent, 0.0, periodicity(frame_signal(wav, WIN_VOICING, start=start, stop=stop, gain=g)))
+    return Levelled(wav, g, fr, ms, silent, voicing)
+
+
+@dataclass
 class MelFormantExtractor:
     n_mels: int = 80
     fmin: float = 40.0
@@ -205,41 +244,31 @@ class MelFormantExtractor:
         zero spread; these keep new audio's normalised values bounded)."""
         return np.array([1.0] * self.n_mels + [0.1] * 3 + [0.2] * 3 + [0.1, 1.0], dtype=np.float32)
 
-    def gain(self, level_db: float) -> float:
-        """Factor that brings a clip with this speech level to SPEECH_LEVEL_DB (1 for silence)."""
-        if not self.gain_normalize or level_db < SILENT_CLIP_DB:
-            return 1.0
-        return float(10.0 ** ((SPEECH_LEVEL_DB - level_db) / 20.0))
-
-    def frames(self, wav: np.ndarray, chunk: int = CHUNK_FRAMES) -> np.ndarray:
-        """(F, dim) features. Every frame depends only on its own window of samples and on the
-        clip's speech level, so the spectra are computed `chunk` frames at a time: memory stays
-        ~ the waveform plus the output, whatever the audio's length (the whole-clip transforms
-        of 10 minutes took over 1 GB)."""
+    def frames(self, wav: np.ndarray, level_db: float | None = None, chunk: int = CHUNK_FRAMES) -> np.ndarray:
+        """(F, D) raw features. level_db: the speech level to normalise to instead of this clip's own
+        (a live stream computes each frame once, from the level known when it arrives: audio.streaming).
+        Every frame depends only on its own samples and the level, so the spectra are computed
+        `chunk` frames at a time: memory stays ~ the waveform plus the output, whatever the
+        audio's length (the whole-clip transforms of 10 minutes took over 1 GB)."""
         wav = np.asarray(wav, dtype=np.float32)
-        level = speech_level_db(wav)
-        g = self.gain(level)
+        level = speech_level_db(wav) if level_db is None else float(level_db)
         fb = mel_filterbank(self.n_mels, self.fmin, self.fmax)
         n = len(wav) // HOP + 1
         out = np.empty((n, self.dim), np.float32)
         for j in range(0, n, chunk):
-            fr = frame_signal(wav, WIN, start=j, stop=j + chunk, gain=g)
-            frv = frame_signal(wav, WIN_VOICING, start=j, stop=j + chunk, gain=g)
-            out[j:j + len(fr)] = self._analyse(fr, frv, fb, level, g)
+            lv = levelled(wav, self.gain_normalize, level, start=j, stop=j + chunk)
+            out[j:j + len(lv.frames)] = self._analyse(lv, fb)
         return out
 
-    def _analyse(self, fr: np.ndarray, frv: np.ndarray, fb: np.ndarray, level: float, g: float) -> np.ndarray:
+    def _analyse(self, lv: Levelled, fb: np.ndarray) -> np.ndarray:
+        fr = lv.frames
         # log-mel
         hann = np.hanning(WIN + 2)[1:-1].astype(np.float32)
         spec = sfft.rfft(fr * hann, NFFT, axis=1)
         power = (spec.real ** 2 + spec.imag ** 2) / np.float32(np.sum(hann ** 2))
         logmel = np.log(power.astype(np.float32) @ fb.T + EPS)
-        # energy, silence and voicing
-        ms = np.einsum("ij,ij->i", fr, fr) / WIN
-        log_energy = np.log(ms + EPS)
-        raw_db = 10.0 * np.log10(ms / (g * g) + 1e-12)  # before the gain: same frames as speech_level_db
-        silent = (raw_db < SILENT_CLIP_DB) | (raw_db < level - SILENT_FRAME_DB)
-        voicing = np.where(silent, 0.0, periodicity(frv))
+        log_energy = np.log(lv.mean_square + EPS)
+        voicing = lv.voicing
         voiced = voicing >= VOICING_THRESHOLD
         # formants where voiced; neutral vowel elsewhere
         f_hz = np.tile(np.array(NEUTRAL_F_KHZ) * 1000.0, (len(fr), 1))

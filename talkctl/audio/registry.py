@@ -11,13 +11,16 @@ window of frames per 25 fps video frame (see `extract_audio.window_indices`).
     ex.frames(wav)          # -> (F, D) float32 raw features, frame j centred at offset + j / rate
 
 Registered backends (module import stays cheap: numpy/transformers load in `load`):
-  mel-formant  log-mel filterbank + LPC formants + voicing + log-energy (no weights, default)
+  phonetic     phone posteriors from pocketsphinx's bundled US-English model + voicing + energy
+               (default: transfers across speakers and languages best, bench/audio_calibration.py)
+  mel-formant  log-mel filterbank + LPC formants + voicing + log-energy (numpy only, no model)
   hubert       HuBERT hidden states at 50 Hz via transformers (needs the model's weights)
   wav2vec2     wav2vec 2.0 hidden states at 50 Hz via transformers (needs the model's weights)
 """
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from talkctl.backends import Backend, register, select
 
@@ -49,6 +52,23 @@ def _default_weights(kind: str):
     return check
 
 
+def _pocketsphinx_usable(device: str) -> str | None:
+    spec = importlib.util.find_spec("pocketsphinx")
+    if spec is None:
+        return "pocketsphinx is not installed; `pip install pocketsphinx`"
+    model = Path(spec.origin).parent / "model" / "en-us"
+    missing = [n for n in ("en-us/mdef", "en-us-phone.lm.bin") if not (model / n).is_file()]
+    if missing:
+        return f"pocketsphinx's bundled en-us model lacks {', '.join(missing)} under {model}; reinstall pocketsphinx"
+    return None
+
+
+def _load_phonetic():
+    from talkctl.audio.phonetic import PhoneticExtractor
+
+    return PhoneticExtractor.from_config
+
+
 def _load_neural(kind: str):
     def load():
         from talkctl.audio.neural import NeuralExtractor
@@ -58,6 +78,9 @@ def _load_neural(kind: str):
     return load
 
 
+register(Backend(KIND, "phonetic", _pocketsphinx_usable, _load_phonetic,
+                 "phone posteriors (pocketsphinx's own US-English model) + voicing, energy at 100 Hz",
+                 devices=("cpu", "cuda"), priority=20))
 register(Backend(KIND, "mel-formant", _always_usable, _load_mel_formant,
                  "log-mel + LPC formants F1-F3, voicing, energy at 100 Hz (numpy, no weights)",
                  devices=("cpu", "cuda"), priority=10))

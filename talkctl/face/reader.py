@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from talkctl.backends import select
+from talkctl.face.crop import crop_pass
 from talkctl.face.features import mouth_open
 from talkctl.images import resize_square
+from talkctl.media.video_in import FrameStream, choose_crop, crop_filter, video_size
 
 LANDMARK_SIDE = 256  # detector input side (px): tiny renders are upscaled to this
 
@@ -56,3 +58,20 @@ class MouthTrack:
     def mouth_open(self) -> np.ndarray:
         lm = self.stacked()
         return mouth_open(lm, self.reader.scheme).astype(np.float64) if len(lm) else np.zeros(0)
+
+
+def video_mouth(video, reader: LandmarkReader, size: int, crop_scale: float = 2.4, crop_shift: float = 0.15,
+                progress=None) -> MouthTrack:
+    """The mouth of the person in another video, read like a run's frames: cropped around the face
+    as `track` crops (same crop_pass and choose_crop), at 25 fps, `size` px square, through
+    `reader` (the run's landmark backend). progress: a talkctl.progress task (advance per frame)."""
+    width, height = video_size(video, "the drive video")
+    cp = crop_pass(video, width, height, reader.det)
+    crop = choose_crop(cp["boxes"], width, height, size, crop_scale, crop_shift)
+    track = MouthTrack(reader)
+    with FrameStream(video, crop_filter(crop, width, height, size), size, size, what="read") as stream:
+        for frame in stream:
+            track.add([frame])
+            if progress is not None:
+                progress.advance(1)
+    return track

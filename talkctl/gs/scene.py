@@ -3,7 +3,8 @@
 `Scene(ctx, cfg, audio=False)` opens frames.h5, track.h5, parse.h5 (and audio.h5) for the
 stage's lifetime and exposes them at the training resolution `cfg["resolution"]`:
   w2c (T,4,4) head-to-camera per frame, K (3,3) at training resolution,
-  blink (T,), lip_box (T,4) in training pixels, background (R,R,3), train_idx / held_idx,
+  blink (T,), lip_box (T,4) in training pixels (lip_box_full, frames_full: at the crop's size), background (R,R,3),
+  train_idx / held_idx, with audio: features (T,W,D) and speech (T,) activity (audio.recipe.speech_activity),
   head_targets(idx), torso_targets(idx), full_frames(idx).
 Labels: 0 background, 1 head, 2 neck, 3 torso (parse.h5).
 """
@@ -15,8 +16,9 @@ import numpy as np
 import torch
 
 from talkctl import artifacts
+from talkctl.audio.recipe import speech_activity
 from talkctl.errors import ArtifactError, command
-from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics
+from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics, spread
 from talkctl.jpeg_frames import frame_images
 from talkctl.timebase import split_frames
 
@@ -54,15 +56,37 @@ class Scene:
         self.K_crop = np.asarray(track.intrinsics, dtype=np.float32)
         self.K = torch.as_tensor(scale_intrinsics(self.K_crop, self.S, res), device=dev)
         self.blink = torch.as_tensor(track.blink, dtype=torch.float32, device=dev)
-        self.lip_box = torch.as_tensor(np.round(track.lip_box.astype(np.float64) * res / self.S).astype(np.int64))
+        self.lip_box_full = np.asarray(track.lip_box)  # at the crop's full size S
+        self.lip_box = torch.as_tensor(np.round(self.lip_box_full.astype(np.float64) * res / self.S).astype(np.int64))
+        self.frames_full = images  # (T,S,S,3) uint8 in frames.h5, read by the full-resolution lip patch
         self.train_idx, self.held_idx = split_frames(self.T)
-        self.features = None
+        self.features = self.speech = None
         if audio:
             a = self._stack.enter_context(ctx.read("audio"))
             self.features = np.asarray(a["features"][()], dtype=np.float32)
+            if "waveform" in a:  # (T,) 0 in pauses
+                self.speech = speech_activity(a["waveform"][()], len(self.features))
             self._limit_to_audio(len(self.features), ctx.log, ctx.run)
             self.audio_extractor = str(a.attrs.get("extractor", ""))
         self.head_depth = float(torch.median(self.w2c[:, 2, 3]))
+        self.torso_shift = None  # (T,2) fractions of the side (gs.torso_track), set by the torso stages
+
+    def track_torso(self) -> np.ndarray:
+        """Track the torso's 2D shift per frame (gs.torso_track) and use it from now on."""
+        from talkctl.gs.torso_track import track_torso
+
+        self.torso_shift = track_torso(self.frames.ds, self.labels.ds, self.train_idx, self.res)
+        return self.torso_shift
+
+    def torso_K(self, idx) -> torch.Tensor:
+        """(B,3,3) torso cameras of frames idx: drawn at each frame's tracked torso shift (if any)."""
+        idx = np.asarray(idx).reshape(-1)
+        if self.torso_shift is None:
+            return self.K.expand(len(idx), 3, 3)
+        from talkctl.gs.torso_track import shifted_intrinsics
+
+        return torch.as_tensor(shifted_intrinsics(self.K.cpu().numpy(), self.torso_shift[idx] * self.res),
+                               device=self.K.device)
 
     def _limit_to_audio(self, n_audio: int, log, run) -> None:
         """Audio that ends before the video (common in joined or trimmed clips): frames without
@@ -90,10 +114,7 @@ class Scene:
 
     def held_subset(self, n: int) -> np.ndarray:
         """n evenly spaced held-out frames (all when n <= 0 or n >= their count)."""
-        h = self.held_idx
-        if n <= 0 or n >= len(h):
-            return h
-        return h[np.linspace(0, len(h) - 1, n).round().astype(int)]
+        return spread(self.held_idx, n)
 
     def masks(self, idx) -> torch.Tensor:
         return self.labels.get(idx)  # (B,R,R,4)
@@ -104,10 +125,19 @@ class Scene:
         return self.frames.get(idx) * m, m
 
     def torso_targets(self, idx):
-        """(torso frame × (neck|torso) mask over black, that mask)."""
+        """(torso frame × torso_mask over black, torso_mask)."""
+        frames = self.torso_frames.get(idx)
+        m = self.torso_mask(idx, frames)
+        return frames * m, m
+
+    def torso_mask(self, idx, torso_frames=None):
+        """(B,R,R,1): neck | torso, and the head pixels parse painted with the neck continued up
+        under the chin (they differ from the plate): the torso learns the neck there too, so a
+        head edge that is not quite opaque shows neck, not the background (no gap at the neck)."""
         lab = self.masks(idx)
-        m = lab[..., NECK:NECK + 1] + lab[..., TORSO:TORSO + 1]
-        return self.torso_frames.get(idx) * m, m
+        tf = self.torso_frames.get(idx) if torso_frames is None else torso_frames
+        painted = ((tf - self.background).abs().amax(-1, keepdim=True) > 0.03).float()
+        return (lab[..., NECK:NECK + 1] + lab[..., TORSO:TORSO + 1] + lab[..., HEAD:HEAD + 1] * painted).clamp(max=1.0)
 
     def full_frames(self, idx):
         return self.frames.get(idx)

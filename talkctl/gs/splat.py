@@ -21,6 +21,19 @@ def resolve_rasterizer(choice: str | None, device: str, ctx=None):
     return functools.partial(rasterize, backend=b.name)
 
 
+def inference_rasterizer(choice: str | None, device: str) -> str:
+    """The rasteriser name for rendering a trained model: "auto" on the CPU takes the compiled
+    forward-only numba backend when it is usable (several times faster than the torch reference,
+    same images); otherwise the usual choice (TALKCTL_RASTER, then the best usable)."""
+    from talkctl import backends
+
+    if choice in (None, "", "auto") and not backends.env_choice("raster") and device.split(":")[0] == "cpu":
+        numba = next(b for b in backends.available("raster") if b.name == "numba")
+        if numba.why_unusable(device) is None:
+            return "numba"
+    return backends.select("raster", choice or "auto", device).name
+
+
 def render(rasterize, means, quats, scales, opacities, colors, world_to_cam, K, size: int, sh_degree=None):
     """Render C cameras. means/quats/scales (N,·) or (C,N,·); colors (N,3) RGB or (N,K,3) SH
     with sh_degree; world_to_cam (C,4,4); K (3,3) or (C,3,3). Returns the RasterOutput (over black)."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import OrderedDict
 from contextlib import closing
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -38,6 +37,7 @@ from talkctl.config import AT_LEAST_1, NON_NEGATIVE, Range
 from talkctl.curves import Curves
 from talkctl.devices import load_torch_rng, save_torch_rng, to_device
 from talkctl.errors import StageError
+from talkctl.lru import Lru
 from talkctl.progress import METRICS_EVERY
 
 
@@ -61,7 +61,7 @@ class FrameStore:
                  device: str = "cpu"):
         self.ds, self.size, self.mode, self.n_classes = dataset, int(size), mode, n_classes
         self.cache_frames, self.device = max(1, int(cache_frames)), device
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache = Lru(self.cache_frames)
         self.reads = 0
 
     def __len__(self) -> int:
@@ -81,15 +81,7 @@ class FrameStore:
     def get(self, indices: Sequence[int]) -> torch.Tensor:
         out = []
         for i in (int(j) for j in indices):
-            t = self._cache.get(i)
-            if t is None:
-                t = self._load(i)
-                self._cache[i] = t
-                if len(self._cache) > self.cache_frames:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(i)
-            out.append(t)
+            out.append(self._cache.fetch(i, self._load))
         return torch.stack(out).float() / 255.0
 
 
@@ -110,6 +102,23 @@ def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
         w = mask.expand_as(a)
         mse = float((((a - b) ** 2) * w).sum() / w.sum().clamp(min=1e-8))
     return 10.0 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def spread(idx: np.ndarray, n: int) -> np.ndarray:
+    """n evenly spaced members of idx (all when n <= 0 or n >= len(idx))."""
+    if n <= 0 or n >= len(idx):
+        return idx
+    return idx[np.linspace(0, len(idx) - 1, n).round().astype(int)]
+
+
+def validation_split(train_idx: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(frames to fit, validation frames): the last `fraction` of the training frames, one
+    contiguous stretch (neighbouring frames are near-copies: scattered ones would be no test),
+    never the held-out frames. fraction 0: all frames fit, no validation frames."""
+    n_val = int(round(float(fraction) * len(train_idx)))
+    if n_val <= 0 or n_val >= len(train_idx):
+        return train_idx, train_idx[:0]
+    return train_idx[:-n_val], train_idx[-n_val:]
 
 
 def batch_schedule(train_idx: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
@@ -155,8 +164,33 @@ def _optimizer_from_h5(group) -> dict:
     return {"state": state, "param_groups": json.loads(group.attrs["param_groups"])}
 
 
+class Best:
+    """The best validation score so far (higher is better), its step and the trainable's arrays then."""
+
+    def __init__(self):
+        self.score, self.step, self.arrays = -math.inf, -1, None
+
+    def update(self, score: float, step: int, trainable: Trainable) -> None:
+        if math.isfinite(score) and score > self.score:
+            self.score, self.step = float(score), int(step)
+            self.arrays = {k: np.array(v, copy=True) for k, v in trainable.arrays().items()}
+
+    def to_h5(self, f) -> None:
+        if self.arrays is not None:
+            g = f.create_group("best")
+            g.attrs.update({"score": self.score, "step": self.step})
+            for k, v in self.arrays.items():
+                g.create_dataset(k, data=v)
+
+    def from_h5(self, f) -> None:
+        if "best" in f:
+            g = f["best"]
+            self.score, self.step = float(g.attrs["score"]), int(g.attrs["step"])
+            self.arrays = {k: g[k][()] for k in g.keys()}
+
+
 def save_checkpoint(path: Path, *, step: int, fingerprint: str, trainable: Trainable, rng: np.random.Generator,
-                    elapsed: float, curve: list) -> None:
+                    elapsed: float, curve: list, best: Best | None = None) -> None:
     """Atomic and checksummed (h5files.atomic): a damaged checkpoint is found before it is used."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5files.atomic(path) as f:
@@ -170,14 +204,19 @@ def save_checkpoint(path: Path, *, step: int, fingerprint: str, trainable: Train
             _optimizer_to_h5(o.create_group(name), opt)
         save_torch_rng(f)
         f.create_dataset("val_curve", data=np.asarray(curve, dtype=np.float64).reshape(-1, 2))
+        if best is not None:
+            best.to_h5(f)
 
 
-def load_checkpoint(path: Path, trainable: Trainable, rng: np.random.Generator) -> tuple[int, float, list]:
-    """The model and optimizer states are read before anything is restored, so a file that fails
-    to read leaves `trainable` as it was (training then starts afresh)."""
+def load_checkpoint(path: Path, trainable: Trainable, rng: np.random.Generator,
+                    best: Best | None = None) -> tuple[int, float, list]:
+    """Everything is read before anything is restored, so a file that fails to read leaves
+    `trainable` and `best` as they were (training then starts afresh)."""
     import h5py
 
     with h5py.File(path, "r") as f:
+        kept = Best()
+        kept.from_h5(f)
         arrays = {k: f["model"][k][()] for k in f["model"].keys()}
         optimizers = {name: _optimizer_from_h5(f["optimizers"][name]) for name in trainable.optimizers}
         numpy_rng = json.loads(f.attrs["numpy_rng"])
@@ -188,10 +227,13 @@ def load_checkpoint(path: Path, trainable: Trainable, rng: np.random.Generator) 
     for name, opt in trainable.optimizers.items():
         opt.load_state_dict(optimizers[name])
     rng.bit_generator.state = numpy_rng
+    if best is not None:
+        best.__dict__.update(kept.__dict__)
     return step, elapsed, curve
 
 
-def resume(ctx, name: str, ckpt: Path, trainable: Trainable, rng: np.random.Generator) -> tuple[int, float, list]:
+def resume(ctx, name: str, ckpt: Path, trainable: Trainable, rng: np.random.Generator,
+           best: Best | None = None) -> tuple[int, float, list]:
     """(step, elapsed, curve) from the stage's checkpoint, or (0, 0, []) to start afresh: none
     there, one made with other inputs or settings, or a damaged one (discarded with a warning)."""
     if not ckpt.exists():
@@ -203,7 +245,7 @@ def resume(ctx, name: str, ckpt: Path, trainable: Trainable, rng: np.random.Gene
         return 0, 0.0, []
     if problem is None:
         try:
-            start, elapsed, curve = load_checkpoint(ckpt, trainable, rng)
+            start, elapsed, curve = load_checkpoint(ckpt, trainable, rng, best)
             ctx.log.info("%s: resumed from %s at step %d", name, ckpt, start)
             return start, elapsed, curve
         except (OSError, RuntimeError, KeyError, ValueError) as exc:  # made before checksums, damaged
@@ -256,19 +298,30 @@ def compiled(module, cfg: dict):
     return torch.compile(module, dynamic=True) if cfg.get("compile") else module
 
 
-def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, description: str | None = None) -> dict:
-    """Run (or resume) `iterations` steps. Returns {val_curve, val_psnr, seconds, steps}."""
+def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, description: str | None = None,
+          keep_best: bool = False) -> dict:
+    """Run (or resume) `iterations` steps. Returns {val_curve, val_psnr, seconds, steps, best_step,
+    best_psnr}. keep_best: the trainable ends with the arrays of its best validation (trainable.validate
+    must then score frames it does not train on), kept in the checkpoints too."""
     ckpt = ctx.run.path / "checkpoints" / f"{name}.h5"
     rng = np.random.default_rng(int(cfg["seed"]))
-    start, elapsed, curve = resume(ctx, name, ckpt, trainable, rng) if cfg.get("resume") else (0, 0.0, [])
+    best = Best() if keep_best else None
+    start, elapsed, curve = resume(ctx, name, ckpt, trainable, rng, best) if cfg.get("resume") else (0, 0.0, [])
     val_every = max(1, int(cfg["val_every"]))
     ck_every = int(cfg["checkpoint_every"])
     stop_after = int(cfg.get("stop_after") or 0)
     t0 = time.time() - elapsed
+
+    def save(step: int, seconds: float) -> None:
+        save_checkpoint(ckpt, step=step, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
+                        elapsed=seconds, curve=curve, best=best)
+
     curves = Curves(ctx.run, name, ctx.log)
     if not curve:  # the starting point, so the curve shows what training gained
         curve.append((0, trainable.validate()))
         curves.scalars(0, {"psnr": curve[0][1]}, prefix="val")
+        if best is not None:
+            best.update(curve[0][1], 0, trainable)
     val = curve[-1][1]
     losses = []  # (step, training loss): the report's loss chart
     with ctx.progress(iterations, description or name) as task, closing(curves):
@@ -290,26 +343,33 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
                     val = trainable.validate()
                     curve.append((done, val))
                     curves.scalars(done, {"psnr": val}, prefix="val")
+                    if best is not None:
+                        best.update(val, done, trainable)
                     if hasattr(trainable, "preview"):
                         curves.image_pair(done, *trainable.preview())
-                    ctx.log.info("%s step %d: held-out PSNR %.2f dB, %s", name, done, val, ", ".join(
+                    ctx.log.info("%s step %d: validation PSNR %.2f dB, %s", name, done, val, ", ".join(
                         f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
                 task.advance(1, **metrics, psnr=val)
             else:
                 task.advance(1)  # metrics stay on the device: reading a loss waits for the GPU
             if done < iterations and ((ck_every and done % ck_every == 0) or done == stop_after):
-                save_checkpoint(ckpt, step=done, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
-                                elapsed=time.time() - t0, curve=curve)
+                save(done, time.time() - t0)
             if done == stop_after and done < iterations:
                 raise StageError(f"{name} stopped at step {done} (stop_after); rerun with --resume to continue")
     seconds = time.time() - t0
     if ck_every and start < iterations:
         # a finished phase stays resumable until the stage has written its artifact
         # (init-static trains head then torso: a crash in the torso keeps the head)
-        save_checkpoint(ckpt, step=iterations, fingerprint=ctx.fingerprint, trainable=trainable, rng=rng,
-                        elapsed=seconds, curve=curve)
-    return {"val_curve": curve, "val_psnr": val, "seconds": seconds, "steps": iterations,
-            "loss_curve": bucket_means(losses)}
+        save(iterations, seconds)
+    res = {"val_curve": curve, "val_psnr": val, "seconds": seconds, "steps": iterations,
+           "loss_curve": bucket_means(losses), "best_step": iterations, "best_psnr": val}
+    if best is not None and best.arrays is not None:
+        if best.step != iterations:
+            trainable.load_arrays(best.arrays)
+            ctx.log.info("%s: keeping the weights of step %d (validation PSNR %.2f dB; %.2f dB at the end)",
+                         name, best.step, best.score, val)
+        res.update(best_step=best.step, best_psnr=best.score)
+    return res
 
 
 def bucket_means(points: list[tuple[int, float]], n: int = 200) -> list[tuple[int, float]]:

@@ -40,16 +40,23 @@ class A2LPredictor:
         self.window = int(f.attrs["window"])
         self.extractor = str(f.attrs.get("extractor", ""))
         self.n_landmarks = int(f.attrs["n_landmarks"])
+        self.closed = f["closed"][()] if "closed" in f else None  # (P,3); older a2l.h5: none
+        self.gain = float(f.attrs.get("gain", 1.0))  # spread calibration (train-a2l)
 
-    def offsets(self, features: np.ndarray) -> np.ndarray:
-        """(T, W, D) features (same extractor and normalisation as the run) -> (T, P, 3)."""
+    def offsets(self, features: np.ndarray, speech: np.ndarray | None = None) -> np.ndarray:
+        """(T, W, D) features (same extractor and normalisation as the run) -> (T, P, 3). With the
+        audio's speech activity (T,) (audio.recipe.speech_activity), pauses give the closed mouth."""
         x = np.asarray(features, np.float32)
         if x.ndim != 3 or x.shape[1:] != (self.window, self.feature_dim):
             raise InputError(f"features of shape {x.shape} do not fit this a2l model: it needs (T, {self.window}, "
                              f"{self.feature_dim}) from the {self.extractor} extractor "
                              "(audio.recipe.features_for_audio with the run's audio.h5)")
         flat = predict_sequence(self.model, x[..., self.channels], self.seq_len, self.device)
-        return flat.reshape(len(flat), -1, 3)
+        off = self.gain * flat.reshape(len(flat), -1, 3)  # offsets from the mean face: scaled about it
+        if speech is None or self.closed is None:
+            return off
+        gate = np.asarray(speech, np.float32).reshape(-1, 1, 1)[: len(off)]
+        return self.closed[None] + gate * (off - self.closed[None])
 
     def landmarks(self, features: np.ndarray) -> np.ndarray:
         return full_landmarks(self.neutral, self.indices, self.offsets(features))

@@ -9,7 +9,11 @@ The interface is small so other drivers plug in (head.landmark_condition):
 
 AudioCondition   audio features (T,W,D) -> 1D convolutions over the window W -> a code per
                  frame -> self-attention across `attn_window` neighbouring frames -> the
-                 smoothed code of the centre frame
+                 smoothed code of the centre frame. With mouth_dim = K > 0 the code is read
+                 out as the mouth state (head.mouth_state: K coefficients of the tracked
+                 mouth/jaw landmark offsets, supervised in train-deform) and that state, not
+                 the free code, is what the field sees; in pauses (speech activity 0,
+                 audio.recipe.speech_activity) the state is the subject's closed mouth.
 PoseCondition    head pose (axis-angle + translation, normalised) -> positional encoding
                  (the torso's driver)
 """
@@ -47,10 +51,11 @@ class AudioCondition(Condition):
     name = "audio"
 
     def __init__(self, feature_dim: int, window: int, code_dim: int = 32, attn_window: int = 8,
-                 mean=None, std=None):
+                 mean=None, std=None, mouth_dim: int = 0):
         super().__init__()
         self.feature_dim, self.window, self.code_dim, self.attn_window = feature_dim, window, code_dim, attn_window
-        self.out_dim = code_dim
+        self.mouth_dim = int(mouth_dim)
+        self.out_dim = self.mouth_dim or code_dim
         # per-dimension normalisation of the features the field was trained with
         self.register_buffer("mean", torch.zeros(feature_dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.ones(feature_dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
@@ -61,14 +66,28 @@ class AudioCondition(Condition):
             nn.AdaptiveAvgPool1d(1))
         self.to_code = nn.Linear(hid, code_dim)
         self.attn = nn.MultiheadAttention(code_dim, num_heads=1, batch_first=True)
+        if self.mouth_dim:
+            self.to_mouth = nn.Linear(code_dim, self.mouth_dim)
+            self.register_buffer("closed", torch.zeros(self.mouth_dim))  # the closed mouth's state
+            self.register_buffer("gain", torch.ones(()))  # spread calibration (train-deform), 1 while training
         self.features: torch.Tensor | None = None
+        self.speech: torch.Tensor | None = None  # (T,) speech activity in [0,1]; None: always speech
+        self.augment = None  # training only: (M,W,D) feature windows -> perturbed ones (audio.augment)
 
-    def set_source(self, features=None, **_) -> None:
+    def set_source(self, features=None, speech=None, **_) -> None:
+        """features (T,W,D) of the driving audio; speech (T,) its speech activity (audio.recipe.speech_activity),
+        which a mouth-state condition needs to close the mouth in pauses."""
         f = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=self.mean.device)
         if f.dim() != 3 or f.shape[1] != self.window or f.shape[2] != self.feature_dim:
             raise UsageError(f"audio features of shape {tuple(f.shape)} do not match the model's (T,{self.window},{self.feature_dim}); "
                              "extract them with the same extractor the model was trained with")
         self.features = (f - self.mean) / self.std
+        self.speech = None
+        if speech is not None:
+            sp = torch.as_tensor(np.asarray(speech), dtype=torch.float32, device=self.mean.device).reshape(-1)
+            if len(sp) != len(f):
+                raise UsageError(f"speech activity has {len(sp)} frames, the features {len(f)}")
+            self.speech = sp
 
     @staticmethod
     def stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +96,8 @@ class AudioCondition(Condition):
 
     def frame_codes(self, frames: torch.Tensor) -> torch.Tensor:
         x = self.features[frames]  # (M,W,D)
+        if self.training and self.augment is not None:
+            x = self.augment(x)
         return self.to_code(self.conv(x.transpose(1, 2))[..., 0])
 
     def encode(self, frames) -> torch.Tensor:
@@ -100,11 +121,38 @@ class AudioCondition(Condition):
             codes = codes.reshape(len(f), self.attn_window, -1)
         centre = codes[:, half:half + 1]
         smoothed, _ = self.attn(centre, codes, codes, need_weights=False)
-        return torch.tanh(centre[:, 0] + smoothed[:, 0])
+        code = torch.tanh(centre[:, 0] + smoothed[:, 0])
+        if not self.mouth_dim:
+            return code
+        state = self.gain * self.to_mouth(code)  # states are centred on the training frames' mean
+        if self.speech is None:
+            return state
+        gate = self.speech[frames][:, None]  # pauses: the closed mouth, whatever the features say
+        return self.closed + gate * (state - self.closed)
 
     def spec(self) -> dict:
-        return {"name": self.name, "feature_dim": self.feature_dim, "window": self.window,
+        spec = {"name": self.name, "feature_dim": self.feature_dim, "window": self.window,
                 "code_dim": self.code_dim, "attn_window": self.attn_window}
+        if self.mouth_dim:
+            spec["mouth_dim"] = self.mouth_dim
+        return spec
+
+
+class FeatureAugment:
+    """Training-only perturbation of normalised audio feature windows (M,W,D): Gaussian noise of std
+    `noise` and whole feature channels dropped with probability `dropout` per window, so the audio
+    path cannot key on the fine detail of the one voice it is trained on."""
+
+    def __init__(self, noise: float = 0.0, dropout: float = 0.0):
+        self.noise, self.dropout = float(noise), float(dropout)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.noise > 0:
+            x = x + self.noise * torch.randn(x.shape, device=x.device)
+        if self.dropout > 0:
+            keep = (torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= self.dropout).float()
+            x = x * keep / (1.0 - self.dropout)
+        return x
 
 
 def pose_vector(world_to_cam: torch.Tensor) -> torch.Tensor:

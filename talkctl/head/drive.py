@@ -16,7 +16,7 @@ import numpy as np
 
 from talkctl import artifacts
 from talkctl.audio.melformant import SILENT_CLIP_DB, speech_level_db
-from talkctl.audio.recipe import FeatureRecipe, window_indices
+from talkctl.audio.recipe import FeatureRecipe, speech_activity, window_indices
 from talkctl.errors import InputError, StageError
 from talkctl.head.landmark_source import landmarks_for_drive
 from talkctl.head.poses import pose_sequence
@@ -37,6 +37,7 @@ class Drive:
     blink_description: str = ""
     landmarks: np.ndarray | None = None   # (T,L,3) for a landmark-driven head (with_landmarks)
     landmark_description: str = ""
+    speech: np.ndarray | None = None      # (T,) speech activity of the audio (audio.recipe.speech_activity)
     speech_level_db: float | None = None  # new audio: its speech level (dBFS); below SILENT_CLIP_DB it is silence
 
     @property
@@ -48,18 +49,23 @@ class Drive:
         return len(self.features)
 
 
+def context(head) -> tuple[int, int]:
+    """(before, after): neighbouring frames of driving data the head's condition reads for one frame."""
+    A = int(getattr(head.condition, "attn_window", 0) or 0)
+    return A // 2, max(A - A // 2 - 1, 0)
+
+
 def feed(head, drive: Drive, idx: np.ndarray) -> np.ndarray:
     """Give the head what frames `idx` (consecutive) of the drive need: their audio windows or
-    landmarks plus the condition's attention context around them, so the codes equal those of the
-    whole sequence (edge clamping included) while memory stays flat in the drive's length.
+    landmarks plus the condition's context around them, so the codes equal those of the whole
+    sequence (edge clamping included) while memory stays flat in the drive's length.
     Returns idx relative to the slice given."""
-    A = int(getattr(head.condition, "attn_window", 0) or 0)
-    half = A // 2
-    lo, hi = max(0, int(idx[0]) - half), min(drive.n_frames, int(idx[-1]) + max(A - half, 1))
+    before, after = context(head)
+    lo, hi = max(0, int(idx[0]) - before), min(drive.n_frames, int(idx[-1]) + after + 1)
     if drive.landmarks is not None:
         head.set_landmarks(drive.landmarks[lo:hi])
     else:
-        head.set_audio(drive.features[lo:hi])
+        head.set_audio(drive.features[lo:hi], None if drive.speech is None else drive.speech[lo:hi])
     return idx - lo
 
 
@@ -78,7 +84,7 @@ def held_out_range(run) -> tuple[int, int]:
 def with_landmarks(run, drive: Drive, cfg: dict | None = None, device: str = "cpu") -> Drive:
     """A landmark-driven head gets its landmarks here (a2l on the driving audio, the track,
     another run, an edit: landmark_source.landmarks_for_drive); an audio head is left as is."""
-    ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device)
+    ld = landmarks_for_drive(run, drive.features, drive.source_frames, cfg, device, speech=drive.speech)
     if ld is not None:
         drive.landmarks, drive.landmark_description = ld.landmarks, ld.description
     return drive
@@ -96,7 +102,9 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
         n_audio = f["features"].shape[0]
         b = min(b, n_audio)
         feats = f["features"][a:b]
-        wav = f["waveform"][a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
+        whole = f["waveform"][()]
+    speech = speech_activity(whole, n_audio)[a:b]  # the whole clip's level, as train-deform saw it
+    wav = whole[a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
     track = artifacts.read_track(run, ("world_to_cam", "blink"), frames=slice(a, b))
     w2c, blink = track.world_to_cam, track.blink
     if b <= a:
@@ -106,7 +114,7 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
     part = "held-out frames" if held_out else "frames"
     return Drive(feats, wav.astype(np.float32), w2c, blink, f"{part} {a}..{b - 1} of the training clip (self-driven)",
                  f"{'held-out ' if held_out else ''}audio of the training clip ({(b - a) / FPS:.2f} s)", idx,
-                 (a, b) if held_out else None, f"the {part}' own blinks (track.h5)")
+                 (a, b) if held_out else None, f"the {part}' own blinks (track.h5)", speech=speech)
 
 
 class FeatureWindows:
@@ -128,9 +136,7 @@ class FeatureWindows:
 def driving_features(wav: np.ndarray, run, device: str = "cpu") -> FeatureWindows:
     """Features of new audio made exactly like the run's (audio.recipe.features_for_audio), lazily windowed."""
     recipe = FeatureRecipe.from_artifact(run, device)
-    norm = np.asarray(recipe.raw(wav), dtype=np.float32)
-    norm -= recipe.mean  # in place: no second copy of the whole audio's features
-    norm /= recipe.std
+    norm = recipe.normalise(recipe.raw(wav), wav, in_place=True)  # no second copy of the whole audio's features
     idx = window_indices(n_video_frames(len(wav)), len(norm), recipe.extractor.rate, recipe.extractor.offset,
                          recipe.window)
     return FeatureWindows(norm, idx)
@@ -148,4 +154,4 @@ def audio_drive(run, audio: Path, cfg: dict, device: str = "cpu") -> Drive:
     blinks = "eyes open" if not np.any(poses.blink) else f"from the pose source ({pose}), following its frames"
     return Drive(feats, wav, poses.world_to_cam, poses.blink, poses.description, str(Path(audio).absolute()),
                  poses.source_frames if pose in ("train", "still") else None, blink_description=blinks,
-                 speech_level_db=speech_level_db(wav))
+                 speech=speech_activity(wav, n), speech_level_db=speech_level_db(wav))

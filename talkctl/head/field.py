@@ -126,10 +126,18 @@ class DeformField(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, xyz: torch.Tensor, code: torch.Tensor, eye: torch.Tensor | None = None, pg=None):
-        """xyz (N,3) canonical; code (C,Dc); eye (C,E) -> Δxyz (C,N,3), Δquat (C,N,4), Δlog-scale (C,N,3)."""
+    def position_features(self, xyz: torch.Tensor) -> torch.Tensor:
+        """(N,hidden) per-Gaussian part of the first layer (position encoding + in_pos). It depends
+        on the canonical positions only, so a renderer computes it once for all frames."""
+        return self.in_pos(self.encoder(xyz))
+
+    def forward(self, xyz: torch.Tensor, code: torch.Tensor, eye: torch.Tensor | None = None, pg=None,
+                pos: torch.Tensor | None = None):
+        """xyz (N,3) canonical; code (C,Dc); eye (C,E) -> Δxyz (C,N,3), Δquat (C,N,4), Δlog-scale (C,N,3).
+        pos: position_features(xyz) when already computed (rendering), else computed here."""
         parts = [code] + ([eye.reshape(len(code), -1)] if self.eye_dim else [])
-        h = self.in_pos(self.encoder(xyz))[None] + self.in_cond(torch.cat(parts, -1))[:, None]
+        pos = self.position_features(xyz) if pos is None else pos
+        h = pos[None] + self.in_cond(torch.cat(parts, -1))[:, None]
         if self.in_pg is not None and pg is not None:
             h = h + self.in_pg(pg)
         o = self.out(self.trunk(h))
@@ -138,8 +146,10 @@ class DeformField(nn.Module):
 
 
 def field_param_groups(field: DeformField, condition, lr_grid: float, lr_mlp: float) -> list[dict]:
+    """Adam groups: the hash grid at lr_grid, the MLPs (and the condition's, unless None) at lr_mlp."""
     grid = [p for n, p in field.named_parameters() if n.startswith("encoder.")]
-    rest = [p for n, p in field.named_parameters() if not n.startswith("encoder.")] + list(condition.parameters())
+    rest = [p for n, p in field.named_parameters() if not n.startswith("encoder.")]
+    rest += list(condition.parameters()) if condition is not None else []
     groups = [{"params": rest, "lr": lr_mlp, "name": "mlp"}]
     if grid:
         groups.insert(0, {"params": grid, "lr": lr_grid, "name": "grid"})

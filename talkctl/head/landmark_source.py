@@ -70,8 +70,9 @@ def _materialise(features) -> np.ndarray:
 
 
 def resolve_landmarks(run, source: str = "a2l", audio_features=None, frames=None, edit=None,
-                      device: str = "cpu") -> LandmarkDrive:
-    """Landmarks for rendering run's landmark-driven head; see the module doc for `source`."""
+                      device: str = "cpu", speech=None) -> LandmarkDrive:
+    """Landmarks for rendering run's landmark-driven head; see the module doc for `source`.
+    speech: the driving audio's speech activity (a2l closes the mouth in pauses)."""
     from talkctl.head.landmark_condition import apply_edit, parse_edit
 
     info = head_landmark_info(run)
@@ -90,7 +91,7 @@ def resolve_landmarks(run, source: str = "a2l", audio_features=None, frames=None
         if pred.n_landmarks != L:
             raise ArtifactError(f"a2l.h5 predicts a {pred.n_landmarks}-point layout but the head was trained on {L}: "
                                 "rerun train-a2l and train-deform on the same track")
-        off = pred.offsets(_materialise(audio_features))
+        off = pred.offsets(_materialise(audio_features), speech)
         lm = np.repeat(neutral[None], len(off), 0)
         lm[:, pred.indices] += off
         desc = f"a2l prediction from the driving audio ({len(lm)} frames)"
@@ -130,7 +131,7 @@ def head_condition(run) -> str:
 
 
 def landmarks_for_drive(run, features, source_frames=None, cfg: dict | None = None,
-                        device: str = "cpu") -> LandmarkDrive | None:
+                        device: str = "cpu", speech=None) -> LandmarkDrive | None:
     """What render/eval call once per drive: None for an audio-driven head (and a usage error when
     cfg asks for landmarks or an edit there); else the landmarks for the drive's T frames.
 
@@ -167,4 +168,4 @@ def landmarks_for_drive(run, features, source_frames=None, cfg: dict | None = No
     elif choice != "a2l":
         frames = np.arange(T)
     return resolve_landmarks(rd, choice, audio_features=features if choice == "a2l" else None, frames=frames,
-                             edit=edit, device=device)
+                             edit=edit, device=device, speech=speech)

@@ -15,7 +15,10 @@
 world_to_cam (C,4,4) are head-to-camera transforms (track.h5's world_to_cam); K (3,3) is in
 pixels of the size x size output (`scale_intrinsics(track_K, crop_size, size)`; each model
 keeps `.K_crop`/`.crop_size` of its training data for that). The renders are RasterOutputs
-over black (rgb premultiplied by alpha).
+over black (rgb premultiplied by alpha). `head.codes(frames)` gives the condition codes alone
+(head.render(..., code=...) then needs no source). A loaded model is for rendering: what its
+frames share (hash-grid features of the canonical Gaussians, opacities, colours) is made
+once, on first use (`.constants`).
 """
 from __future__ import annotations
 
@@ -56,7 +59,31 @@ class StaticModel:
                       _tensor(world_to_cam, g.means.device), _tensor(K, g.means.device), int(size), deg)
 
 
-class HeadModel:
+class FrameConstants:
+    """What a loaded model's frames share: the first layer's position features of the canonical
+    Gaussians (hash grid + in_pos, otherwise the costliest step of a frame), the activated opacities
+    and the colour inputs. Made once per loaded model, on first use (rendering only: a model being
+    trained changes them every step)."""
+
+    def __init__(self, gaussians: GaussianModel, field: DeformField):
+        with torch.no_grad():
+            self.pos = field.position_features(gaussians.means)
+            self.opacities = gaussians.opacities
+            self.colors, self.sh_degree = gaussians.color_inputs()
+
+
+class _Constants:
+    """`.constants` of a model with .gaussians and .field, made on first use."""
+    _constants: FrameConstants | None = None
+
+    @property
+    def constants(self) -> FrameConstants:
+        if self._constants is None:
+            self._constants = FrameConstants(self.gaussians, self.field)
+        return self._constants
+
+
+class HeadModel(_Constants):
     """Canonical head Gaussians deformed by the condition (audio) and blink."""
 
     def __init__(self, gaussians, field, condition, rasterize, attrs: dict):
@@ -68,23 +95,29 @@ class HeadModel:
     def condition_name(self) -> str:
         return self.condition.name
 
-    def set_audio(self, features: np.ndarray) -> None:
-        """Driving audio features (T,W,D), normalised with the training statistics."""
-        self.condition.set_source(features=features)
+    def set_audio(self, features: np.ndarray, speech: np.ndarray | None = None) -> None:
+        """Driving audio features (T,W,D) (audio.recipe) and their speech activity (T,) (pauses close
+        a mouth-state head's mouth; None: every frame is speech)."""
+        self.condition.set_source(features=features, speech=speech)
 
     def set_landmarks(self, landmarks: np.ndarray) -> None:
         """Driving canonical landmarks (T,L,3) of a landmark-conditioned head (condition "landmarks")."""
         self.condition.set_source(landmarks=landmarks)
 
     @torch.no_grad()
-    def deformed(self, frames, blink=None):
+    def codes(self, frames) -> torch.Tensor:
+        """(C,Dc) condition codes of frames (C,) of the source given by set_audio / set_landmarks."""
+        return self.condition.encode(torch.as_tensor(np.asarray(frames), dtype=torch.long, device=self.device))
+
+    @torch.no_grad()
+    def deformed(self, frames, blink=None, code=None):
+        """Deformed (means, quats, scales) (C,N,·) of frames (C,), or of given codes (C,Dc)."""
         g = self.gaussians
-        t = to_device(frames, self.device, torch.long)
-        code = self.condition.encode(frames)
+        code = self.codes(frames) if code is None else code
         eye = None
         if self.field.eye_dim:  # a landmark-driven head has no blink input: its eyelid landmarks carry it
-            eye = torch.zeros(len(t), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
-        d = self.field(g.means, code, eye, pg=self.condition.per_gaussian(code, g.means))
+            eye = torch.zeros(len(code), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
+        d = self.field(g.means, code, eye, pg=self.condition.per_gaussian(code, g.means), pos=self.constants.pos)
         return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
 
     @torch.no_grad()
@@ -98,15 +131,14 @@ class HeadModel:
                 for m, q, s in zip(means, quats, scales)]
 
     @torch.no_grad()
-    def render(self, frames, world_to_cam, K, size: int, blink=None):
-        g = self.gaussians
-        means, quats, scales = self.deformed(frames, blink)
-        colors, deg = g.color_inputs()
-        return render(self.rasterize, means, quats, scales, g.opacities, colors,
-                      _tensor(world_to_cam, self.device), _tensor(K, self.device), int(size), deg)
+    def render(self, frames, world_to_cam, K, size: int, blink=None, code=None):
+        c = self.constants
+        means, quats, scales = self.deformed(frames, blink, code)
+        return render(self.rasterize, means, quats, scales, c.opacities, c.colors,
+                      _tensor(world_to_cam, self.device), _tensor(K, self.device), int(size), c.sh_degree)
 
 
-class TorsoModel:
+class TorsoModel(_Constants):
     """Torso Gaussians in the fixed camera's space, deformed by the head pose."""
 
     def __init__(self, gaussians, field, pose_condition, rasterize, attrs: dict):
@@ -119,19 +151,18 @@ class TorsoModel:
     def deformed(self, world_to_cam):
         """(means, quats, scales) per head pose (C,·), in the fixed camera's space."""
         g = self.gaussians
-        d = self.field(g.means, self.pose.encode_pose(_tensor(world_to_cam, self.device)))
+        d = self.field(g.means, self.pose.encode_pose(_tensor(world_to_cam, self.device)), pos=self.constants.pos)
         return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
 
     @torch.no_grad()
     def render(self, world_to_cam, K, size: int, head_rgb=None, head_alpha=None):
         """head_rgb/head_alpha: accepted for the image torso's signature (unused here)."""
-        g = self.gaussians
+        c = self.constants
         w2c = _tensor(world_to_cam, self.device)
         means, quats, scales = self.deformed(w2c)
-        colors, deg = g.color_inputs()
         eye = torch.eye(4, device=self.device).expand(len(w2c), 4, 4)
-        return render(self.rasterize, means, quats, scales, g.opacities, colors, eye,
-                      _tensor(K, self.device), int(size), deg)
+        return render(self.rasterize, means, quats, scales, c.opacities, c.colors, eye,
+                      _tensor(K, self.device), int(size), c.sh_degree)
 
 
 def composite(background, torso_out, head_out) -> torch.Tensor:
@@ -193,4 +224,6 @@ def load_torso(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str
         pose = build_condition(json.loads(attrs["condition_spec"]), read_state_dict(f["pose"]))
         attrs["K"] = f["intrinsics"][()]
         attrs["background"] = f["background"][()]
+        if "torso_shift" in f:  # (T,2) fractions of the side: where each training frame had the torso
+            attrs["torso_shift"] = f["torso_shift"][()]
     return TorsoModel(gaussians, field.to(device).eval(), pose.to(device).eval(), _rasterizer(rasterizer, device), attrs)

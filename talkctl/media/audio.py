@@ -13,8 +13,9 @@ from talkctl.timebase import SAMPLE_RATE
 
 
 def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, info: dict | None = None) -> np.ndarray:
-    """The first audio stream of `path` as (S,) float32 mono at `sample_rate`; InputError for a
-    missing file, a file without sound or one ffmpeg cannot read. `info`: probe(path), if known."""
+    """The first audio stream of `path` as (S,) float32 mono at `sample_rate`, on the file's timeline
+    (a gap in the audio timestamps is silence, so sound stays in step with the video); InputError
+    for a missing file, a file without sound or one ffmpeg cannot read. `info`: probe(path), if known."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"audio file {path} does not exist; give an existing audio or video file")
@@ -23,7 +24,10 @@ def decode_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE, info: 
         what = "video" if info["video"] else "file"
         raise InputError(f"{path} has no audio stream; give a {what} with sound (or a wav/mp3/flac file)")
     try:
-        raw = run_ffmpeg(["-i", str(path), "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate),
+        # aresample=async: samples placed by their timestamps, gaps filled with silence. Without it a
+        # file joined from clips (audio timestamps jump at each join) drifts ahead of its video.
+        raw = run_ffmpeg(["-i", str(path), "-map", "0:a:0", "-vn", "-af", "aresample=async=1:first_pts=0",
+                          "-ac", "1", "-ar", str(sample_rate),
                           "-f", "f32le", "-acodec", "pcm_f32le", "-"], f"decode the audio of {path}")
     except StageError as exc:  # unreadable input: the user's file, not a stage failure
         raise InputError(f"{exc.message}; give an audio or video file with sound") from None

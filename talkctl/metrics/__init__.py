@@ -9,10 +9,13 @@ from talkctl.metrics.lipsync import (  # noqa: F401
     EYE_CORNERS,
     MEDIAPIPE_LIPS,
     MOUTH_INDICES,
+    amplitude_ratio,
     audio_energy_per_frame,
     audio_mouth_sync,
+    fill_gaps,
     lagged_correlation,
     lmd,
+    mouth_follow,
     mouth_open_correlation,
     pearson,
 )

@@ -117,4 +117,43 @@ def audio_mouth_sync(mouth_open, wav, sample_rate: int = 16000, fps: int = 25, m
     return lagged_correlation(mouth_open, energy, max_lag)
 
 
+# ---------------------------------------------------------------------------- mouth vs a real speaker
+
+
+def fill_gaps(x) -> np.ndarray:
+    """Interpolate missing values (nan: frames where no face was found) for time-series figures."""
+    x = np.asarray(x, np.float64).ravel()
+    ok = np.isfinite(x)
+    if ok.all() or not ok.any():
+        return x
+    i = np.arange(len(x))
+    return np.interp(i, i[ok], x[ok])
+
+
+def amplitude_ratio(rendered, real) -> float:
+    """How far the rendered mouth opens compared with the real one: std(rendered) / std(real)
+    over the frames where both are known; nan when the real opening is constant."""
+    r, t = np.asarray(rendered, np.float64).ravel(), np.asarray(real, np.float64).ravel()
+    ok = np.isfinite(r) & np.isfinite(t)
+    if ok.sum() < 3:
+        return float("nan")
+    sd = float(t[ok].std())
+    return float(r[ok].std()) / sd if sd > 0 else float("nan")
+
+
+def mouth_follow(rendered, real, max_lag: int = 3) -> dict:
+    """Lip sync with a ground truth: a render driven by another video's audio against that
+    video's real mouth opening (one value per frame each, nan where no face was found).
+
+    corr: Pearson at lag 0; best_lag / best_corr: the best lag within +-max_lag frames
+    (best_lag > 0: the render trails the real speaker); amp: amplitude_ratio. The series are
+    cut to the shorter one; missing frames are interpolated for the correlations."""
+    n = min(len(rendered), len(real))
+    r, t = np.asarray(rendered, np.float64)[:n], np.asarray(real, np.float64)[:n]
+    rf, tf = fill_gaps(r), fill_gaps(t)
+    corr = pearson(rf, tf) if n >= 3 else float("nan")
+    best_corr, best_lag = lagged_correlation(rf, tf, max_lag)
+    return {"corr": corr, "best_lag": int(best_lag), "best_corr": best_corr, "amp": amplitude_ratio(r, t), "frames": n}
+
+
 # ---------------------------------------------------------------------------- SyncNet

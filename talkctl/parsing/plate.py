@@ -2,7 +2,11 @@
 
 Per pixel, the median colour over the sampled frames in which that pixel is background (the
 person mask dilated, so soft hair edges and shadows next to the body do not leak in). Pixels the
-person never (or too rarely) uncovered are inpainted (OpenCV Telea), and reported as such.
+person uncovered too rarely (fewer than min_count samples: one bad mask would decide their colour)
+take a mix of their own median and the fill, weighted by how often they were seen; pixels never
+seen are filled smoothly from the seen ones around them (push-pull: a pyramid of mask-weighted
+averages, coarse levels filling the holes of fine ones), so a large hole behind the person gets a
+soft continuation of its surroundings, not the streaks a border-marching inpaint draws across it.
 Memory: the samples only (at most `max_frames` frames), whatever the clip length.
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ class PlateBuilder:
         self.masks[self.n] = bg
         self.n += 1
 
-    def finish(self, min_count: int = 1, inpaint_radius: int = 5, rows_per_block: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    def finish(self, min_count: int = 1, rows_per_block: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """min_count: a pixel seen uncovered fewer times is inpainted instead (pixels next to
         the person are uncovered rarely, and one bad mask there would decide the colour)."""
         frames, masks = self.frames[:self.n], self.masks[:self.n]
@@ -61,12 +65,29 @@ class PlateBuilder:
             plate[r0:r1] = np.clip(np.round(med), 0, 255).astype(np.uint8)
         seen = count >= max(1, min_count)
         if not seen.all():
-            plate = fill_holes(plate, ~seen, inpaint_radius)
+            plate = fill(plate, np.clip(count / float(max(1, min_count)), 0.0, 1.0))
         return plate, seen
 
 
-def fill_holes(img: np.ndarray, hole: np.ndarray, radius: int = 5) -> np.ndarray:
-    """Inpaint `hole` (bool) from its surroundings; all-hole images become mid grey."""
-    if hole.all():
+def fill(img: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Each pixel: confidence x its own value + (1 - confidence) x the smooth fill from the others
+    (push-pull); confidence 0 everywhere gives mid grey."""
+    w = np.asarray(confidence, np.float32)
+    if w.max() <= 0:
         return np.full_like(img, 127)
-    return cv2.inpaint(img, hole.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+    if w.min() >= 1:
+        return img.copy()
+    out = push_pull(img.astype(np.float32) * w[..., None], w)
+    return np.clip(np.round(out), 0, 255).astype(img.dtype)
+
+
+def push_pull(weighted: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Values (weighted / w) everywhere: where w is 0, from the next coarser level of the pyramid
+    of (weighted, w) pairs, upsampled smoothly (cv2.pyrUp)."""
+    h, wd = w.shape
+    if min(h, wd) <= 2 or w.min() > 0:
+        return weighted / np.maximum(w, 1e-6)[..., None]
+    coarse = push_pull(cv2.pyrDown(weighted), cv2.pyrDown(w))
+    up = cv2.pyrUp(coarse, dstsize=(wd, h))
+    here = np.clip(w, 0.0, 1.0)[..., None]  # fully seen pixels keep their value, partial ones mix
+    return here * (weighted / np.maximum(w, 1e-6)[..., None]) + (1.0 - here) * up

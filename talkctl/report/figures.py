@@ -4,20 +4,42 @@ from __future__ import annotations
 import math
 
 FIGURES: list[tuple[str, str, str, str | None, str]] = [
-    ("psnr", "PSNR", "{:.2f} dB", "high", "held-out frames, whole image"),
-    ("psnr_face", "PSNR (face)", "{:.2f} dB", "high", "inside the head mask"),
-    ("ssim", "SSIM", "{:.4f}", "high", "Gaussian window 11, sigma 1.5, RGB"),
-    ("lpips", "LPIPS", "{:.4f}", "low", "AlexNet v0.1"),
-    ("full_psnr", "PSNR (full)", "{:.2f} dB", "high", "torso + head over the background plate"),
-    ("full_ssim", "SSIM (full)", "{:.4f}", "high", "torso + head over the background plate"),
+    ("composite", "Composite", "{}", None, "what the mp4 shows, scored below: portrait (the real frames, the rendered "
+                                          "face blended in) | model (rendered head + torso over the plate)"),
+    ("psnr", "PSNR", "{:.2f} dB", "high", "held-out frames, whole frame of the composite the mp4 shows"),
+    ("psnr_face", "PSNR (face)", "{:.2f} dB", "high", "the same composite, inside the real frame's head mask"),
+    ("ssim", "SSIM", "{:.4f}", "high", "the same composite; Gaussian window 11, sigma 1.5, RGB"),
+    ("lpips", "LPIPS", "{:.4f}", "low", "the same composite; AlexNet v0.1"),
+    ("portrait_psnr", "PSNR portrait", "{:.2f} dB", "high", "real frames with the rendered lower face blended in"),
+    ("portrait_ssim", "SSIM portrait", "{:.4f}", "high", "real frames with the rendered lower face blended in"),
+    ("portrait_lpips", "LPIPS portrait", "{:.4f}", "low", "real frames with the rendered lower face blended in"),
+    ("portrait_lmd", "LMD portrait", "{:.4f}", "low", "mouth landmark distance / inter-ocular distance"),
+    ("model_psnr", "PSNR model", "{:.2f} dB", "high", "rendered head + torso over the background plate"),
+    ("model_ssim", "SSIM model", "{:.4f}", "high", "rendered head + torso over the background plate"),
+    ("model_lpips", "LPIPS model", "{:.4f}", "low", "rendered head + torso over the background plate"),
+    ("model_see_through", "See-through model", "{:.2%}", "low", "share of the person where the plate shows "
+                                                              "through the rendered head and torso"),
+    ("model_lmd", "LMD model", "{:.4f}", "low", "mouth landmark distance / inter-ocular distance"),
+    ("head_psnr", "PSNR head only", "{:.2f} dB", "high", "diagnostic of the head alone: the rendered head over the "
+                                                       "real frame (no render writes this frame)"),
+    ("head_psnr_face", "PSNR head only (face)", "{:.2f} dB", "high", "diagnostic: the same, inside the head mask"),
+    ("head_ssim", "SSIM head only", "{:.4f}", "high", "diagnostic: the rendered head over the real frame"),
+    ("head_lpips", "LPIPS head only", "{:.4f}", "low", "diagnostic: the rendered head over the real frame"),
     ("lmd", "LMD", "{:.4f}", "low", "mouth landmark distance / inter-ocular distance"),
     ("mouth_corr", "Mouth corr.", "{:.3f}", "high", "Pearson, real vs rendered mouth opening"),
+    ("mouth_amp", "Mouth amp.", "x{:.2f}", None, "std rendered / std real mouth opening, held-out (1 = right)"),
     ("sync_corr", "Sync corr.", "{:.3f}", "high", "mouth opening vs speech energy, best lag"),
     ("sync_lag", "Sync lag", "{:+d} fr", None, "frames the mouth trails the sound"),
     ("sync_corr_real", "Sync corr. (real)", "{:.3f}", None, "the same figure on the real video: the target"),
+    ("xsync_corr", "X-sync corr.", "{:.3f}", "high", "driven by other videos: rendered vs their real mouth, lag 0"),
+    ("xsync_lag", "X-sync lag", "{:+.0f} fr", None, "best lag within +-3 frames (render behind the real mouth)"),
+    ("xsync_best", "X-sync best corr.", "{:.3f}", "high", "correlation at that best lag"),
+    ("xsync_amp", "X-sync amp.", "x{:.2f}", None, "std rendered / std real mouth opening, other videos (1 = right)"),
+    ("xsync_drives", "X-sync videos", "{}", None, "videos driving the head (figures are medians over them)"),
     ("syncnet_confidence", "SyncNet conf.", "{:.2f}", "high", "joonson/syncnet_python"),
     ("syncnet_offset", "SyncNet offset", "{:+d} fr", None, "video behind audio, frames"),
-    ("render_fps", "Render speed", "{:.1f} fps", "high", "frames per second, rendering only"),
+    ("render_fps", "Render speed", "{:.1f} fps", "high", "frames per second of the composite, as render measures "
+                                                         "it (rendering + compositing, no decoding or encoding)"),
     ("peak_memory_mb", "Peak memory", "{:.0f} MiB", "low", "host memory of the evaluating process"),
     ("train_peak_memory_mb", "Training peak mem.", "{:.0f} MiB", "low", "largest stage's peak host RSS"),
     ("train_seconds", "Training time", "{}", "low", "all stages"),
@@ -29,7 +51,9 @@ STAGE_NAMES = ("extract-audio", "track", "parse", "init-static", "train-a2l", "t
 FIGURES += [(f"seconds:{st}", st, "{}", "low", f"{st} wall time") for st in STAGE_NAMES]
 FIGURES += [(f"peak_rss_mb:{st}", st, "{:.0f} MiB", "low", f"{st} peak host memory") for st in STAGE_NAMES]
 _FIG = {k: (label, fmt, better, helptext) for k, label, fmt, better, helptext in FIGURES}
-UNAVAILABLE_REASON = {"lpips": "lpips_reason", "syncnet_confidence": "syncnet_reason", "syncnet_offset": "syncnet_reason"}
+UNAVAILABLE_REASON = {"lpips": "lpips_reason", "portrait_lpips": "lpips_reason", "model_lpips": "lpips_reason",
+                      "head_lpips": "lpips_reason", "syncnet_confidence": "syncnet_reason",
+                      "syncnet_offset": "syncnet_reason"}
 
 
 def _fmt_num(v: float) -> str:

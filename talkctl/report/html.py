@@ -11,8 +11,10 @@ no scripts, no network) showing how good a trained talking head is.
   frames: [{"index": int, "real": (H,W,3) uint8 | None, "rendered": (H,W,3) uint8, "label"?}]
   error_scale: float                          |real-rendered| (0..1) mapped to the top colour (0.25)
   curves: {"fps": 25, "mouth_real": [...], "mouth_rendered": [...], "audio_energy_db": [...],
-           "title"?: str}
-  training: {stage: {"step": [...], "loss": [...], "psnr": [...]}}
+           "title"?: str, "real_label"?: str}
+  drive_curves: [curves, ...]                 the head driven by other videos' audio vs their real speakers
+  training: {stage: {"step": [...], "loss": [...], "psnr": [...], "measure"?: str (what the PSNR is of),
+             "reference"?: {"value", "label"} (eval's figure of the same kind: a dashed line)}}
   notes: [str]
 """
 from __future__ import annotations
@@ -41,6 +43,8 @@ def _figures_table(fig: dict) -> str:
                 continue
             if key == "syncnet_offset" and fig.get("syncnet_confidence") is None:
                 continue  # the confidence row already says why SyncNet did not run
+            if key.endswith("_lpips") and key != "lpips" and fig.get("lpips") is None:
+                continue  # the LPIPS row already says why LPIPS is unavailable
             cell = f'<span class="na">unavailable: {html.escape(str(reason or "not measured"))}</span>'
         else:
             cell = html.escape(format_figure(key, value))
@@ -99,7 +103,7 @@ def _curves_section(c: dict) -> str:
                        "color": "#9ca3af", "fill": True})
     if c.get("mouth_real") is not None:
         m = np.asarray(c["mouth_real"], np.float64)
-        series.append({"label": "real mouth", "x": np.arange(len(m)) / fps, "y": m, "color": PALETTE[0]})
+        series.append({"label": c.get("real_label", "real mouth"), "x": np.arange(len(m)) / fps, "y": m, "color": PALETTE[0]})
     if c.get("mouth_rendered") is not None:
         m = np.asarray(c["mouth_rendered"], np.float64)
         series.append({"label": "rendered mouth", "x": np.arange(len(m)) / fps, "y": m, "color": PALETTE[1]})
@@ -122,8 +126,13 @@ def _training_section(training: dict) -> str:
                           bool(np.nanmin(y) > 0)))
         if t.get("psnr") is not None:
             s = t.get("psnr_step", step) if t.get("psnr_step", step) is not None else np.arange(len(t["psnr"]))
-            parts.append(([{"label": "PSNR (dB)", "x": s, "y": t["psnr"], "color": PALETTE[2]}],
-                          f"{stage}: held-out PSNR", False))
+            series = [{"label": "PSNR (dB)", "x": s, "y": t["psnr"], "color": PALETTE[2]}]
+            ref = t.get("reference")
+            if ref and ref.get("value") is not None and len(s):  # eval's figure of the same kind
+                series.append({"label": f"{ref['label']}: {ref['value']:.2f} dB", "x": [s[0], s[-1]],
+                               "y": [ref["value"]] * 2, "color": PALETTE[6], "dash": True})
+            title = f"{stage}: PSNR, {t['measure']}" if t.get("measure") else f"{stage}: held-out PSNR"
+            parts.append((series, title, False))
         # drawn at the width they are shown (one chart: the whole row), so the text keeps the page's size
         width = 480 if len(parts) > 1 else 980
         charts = [svg_line_chart(series, width=width, height=220, title=title, xlabel="step", log_y=log_y)
@@ -164,6 +173,7 @@ ul.notes{color:var(--muted)}
 @media print{body{background:#fff}.triple,table,svg.chart{break-inside:avoid}}
 """
 _HEADLINE = ("psnr", "ssim", "lpips", "lmd", "sync_corr", "render_fps")
+_PER_COMPOSITE = ("psnr", "ssim", "lpips", "lmd", "render_fps")
 
 
 def render_html(data: dict) -> str:
@@ -185,9 +195,11 @@ def render_html(data: dict) -> str:
         items = stages.values() if isinstance(stages, dict) else [s.get("seconds") for s in stages]
         fig["train_seconds"] = sum(float(v) for v in items if v is not None)
     cards = []
+    shown_as = f" ({fig['composite']})" if fig.get("composite") else ""  # what the headline figures score
     for key in _HEADLINE:
         if fig.get(key) is not None:
             label, _, better, _ = _FIG[key]
+            label += shown_as if key in _PER_COMPOSITE else ""
             cards.append(f'<div class="card"><div class="l">{html.escape(label)} {"↑" if better == "high" else "↓"}</div>'
                          f'<div class="v">{html.escape(format_figure(key, fig[key]))}</div></div>')
     if cards:
@@ -198,6 +210,9 @@ def render_html(data: dict) -> str:
         sec = _curves_section(data["curves"])
         if sec:
             parts.append("<h2>Lip motion</h2>" + sec)
+    drives = [_curves_section(c) for c in data.get("drive_curves") or []]
+    if any(drives):
+        parts.append("<h2>Driven by other videos: rendered vs real speaker</h2>" + "".join(drives))
     if fig:
         parts.append("<h2>Figures</h2>" + _figures_table(fig))
     if stages:

@@ -5,7 +5,8 @@ import math
 
 from talkctl.report.figures import _FIG, STAGE_NAMES, format_figure
 
-COMPARE_KEYS = ("method", "psnr", "ssim", "lpips", "lmd", "mouth_corr", "sync_corr", "syncnet_confidence",
+COMPARE_KEYS = ("method", "psnr", "ssim", "lpips", "lmd", "mouth_corr", "mouth_amp", "sync_corr", "xsync_corr",
+                "xsync_amp", "syncnet_confidence",
                 "render_fps", "train_seconds", "train_peak_memory_mb", "model_mb", "gaussians")
 
 
@@ -31,6 +32,8 @@ def _cell(r: dict, k: str) -> str:
     s = format_figure(k, r[k])
     if k == "sync_corr" and r.get("sync_lag") is not None:
         s += f" ({int(r['sync_lag']):+d})"
+    if k == "xsync_corr" and r.get("xsync_lag") is not None:
+        s += f" (best {format_figure('xsync_best', r.get('xsync_best'))} at {r['xsync_lag']:+.0f})"
     return s
 
 
@@ -70,3 +73,20 @@ def comparison_markdown(rows: list[dict], keys=COMPARE_KEYS) -> str:
             cells.append(f"**{s}**" if best[k] is not None and r.get(k) == best[k] else s)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def print_table(console, table) -> None:
+    """Print a comparison table at its natural width, wider than the console when it must: a
+    narrow terminal (or a captured stream, 80 columns) would otherwise squeeze every header to "PS…"."""
+    from rich.measure import Measurement
+
+    need = Measurement.get(console, console.options.update(max_width=1000), table).maximum
+    if need <= console.width:
+        console.print(table)
+        return
+    saved = console._width  # None: the terminal's own width, looked up again afterwards
+    console.width = need
+    try:
+        console.print(table, crop=False)
+    finally:
+        console._width = saved

@@ -23,7 +23,7 @@ VERSION = 1
 DEFAULTS = dict(FEATURE_DEFAULTS)
 RANGES = dict(FEATURE_RANGES)
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}  # features must not depend on the training budget
-NON_SEMANTIC: set[str] = set()
+NON_SEMANTIC: set[str] = {"phone_workers"}  # how many processes decode, not what comes out
 
 
 # ---- the stage ------------------------------------------------------------------
@@ -51,7 +51,7 @@ def run(ctx, cfg: dict) -> dict:
         if silent:
             ctx.log.warning("the audio of %s is silent (speech level %.0f dBFS); features describe silence", src, level)
         raw = recipe.raw(wav)
-        recipe.fit(raw)
+        recipe.fit(raw, wav)  # utterance and clip mode alike: the training clip's speech frames
         frames, windows = recipe.windows(raw, n_frames)
         task.advance(1, step="features")
         with ctx.write("audio") as f:
@@ -60,7 +60,7 @@ def run(ctx, cfg: dict) -> dict:
         task.advance(1, step="written")
     summary = {"duration_s": round(duration, 3), "n_frames": n_frames, "extractor": recipe.name,
                "feature_shape": list(windows.shape), "speech_level_dbfs": round(level, 1), "silent": bool(silent)}
-    if recipe.name == "mel-formant":
+    if "voicing" in recipe.extractor.names:
         summary["voiced_fraction"] = round(float(np.mean(raw[:, recipe.extractor.names.index("voicing")] >= VOICING_THRESHOLD)), 3)
     if info["video"]:
         summary["source_fps"] = info["video"]["fps"]
@@ -83,7 +83,7 @@ def _attrs(recipe: FeatureRecipe, info: dict, src: Path, duration: float, n_fram
     attrs = {
         "sample_rate": SR, "fps": FPS, "n_frames": n_frames, "window": recipe.window, "feature_dim": ex.dim,
         "feature_rate": float(ex.rate), "feature_offset": float(ex.offset), "n_feature_frames": n_feature_frames,
-        "extractor": recipe.name, "feature_names": json.dumps(ex.names), "duration": duration,
+        "extractor": recipe.name, "feature_names": json.dumps(ex.names), "duration": duration, "norm": recipe.norm,
         "speech_level_dbfs": float(level), "silent": bool(silent), "source": str(src),
         "source_sample_rate": int(info["audio"].get("sample_rate") or 0),
         "source_channels": str(info["audio"].get("layout") or ""),

@@ -5,8 +5,10 @@ seen through each frame's camera (world_to_cam = inverse head pose from track.h5
 intrinsics scaled to the training resolution); loss = L1 on the head region (frame ×
 head mask, over black) + mask_weight · L1(alpha, head mask) + dssim_weight · D-SSIM.
 Torso: the same from one fixed camera (identity world_to_cam) on parse.h5's torso frames ×
-(neck|torso) mask; its Gaussians start in a slab filling the view frustum behind the
-head's depth. Density control on for both. Held-out frames (last 1/11) are never trained
+torso mask (neck, torso and the neck continued under the chin); its Gaussians start in a slab
+filling the view frustum behind the head's depth. With torso_tracking the torso's own 2D shift
+is tracked per frame (gs.torso_track) and the torso is fitted in that stabilised frame
+(static.h5 torso/torso_shift). Density control on for both. Held-out frames (last 1/11) are never trained
 on; their head-region PSNR is reported.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ from talkctl.gs.splat import render, resolve_rasterizer
 from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, batch_schedule, clear_checkpoints, train,
                                  write_curves)
 
-VERSION = 1
+VERSION = 2  # 2: torso mask with the neck continued under the chin; torso fitted stabilised (gs.torso_track)
 DEFAULTS = {
     "rasterizer": "auto",
     "resolution": 256,
@@ -36,6 +38,7 @@ DEFAULTS = {
     "mask_weight": 0.1,
     "dssim_weight": 0.2,
     "val_frames": 8,           # held-out frames checked during training (all at the end)
+    "torso_tracking": True,    # fit the torso in a stabilised frame, drawn at each frame's tracked shift (gs.torso_track)
     **GAUSSIAN_DEFAULTS,
     "densify_stop": 1000,
     **TRAIN_DEFAULTS,
@@ -65,10 +68,11 @@ class StaticTrainer:
     """One Gaussian set seen through `cameras(idx)`, fitted to `targets(idx)`."""
 
     def __init__(self, scene: Scene, rasterize, model: GaussianModel, cfg: dict, iterations: int, extent: float,
-                 cameras, targets, val_frames: int):
+                 cameras, targets, val_frames: int, intrinsics=None):
         self.scene, self.rasterize, self.cfg = scene, rasterize, cfg
         self.g = GaussianOptim(model, cfg, iterations, extent)
         self.cameras, self.targets, self.val_frames = cameras, targets, val_frames
+        self.intrinsics = intrinsics or (lambda idx: scene.K)
 
     @property
     def optimizers(self):
@@ -84,7 +88,7 @@ class StaticTrainer:
         m = self.g.model
         w2c = self.cameras(idx)
         colors, deg = m.color_inputs(degree)
-        return render(self.rasterize, m.means, m.quats, m.scales, m.opacities, colors, w2c, self.scene.K,
+        return render(self.rasterize, m.means, m.quats, m.scales, m.opacities, colors, w2c, self.intrinsics(idx),
                       self.scene.res, deg)
 
     def step(self, step, rng):
@@ -129,7 +133,8 @@ def torso_model(scene: Scene, cfg: dict, generator) -> GaussianModel:
     """Gaussians in a slab filling the fixed camera's view, from the head's depth to 1 unit behind it."""
     n, R = int(cfg["torso_gaussians"]), scene.res
     K = scene.K.cpu()
-    uv = torch.rand(n, 2, generator=generator) * R
+    margin = 0.08 * R if cfg.get("torso_tracking") else 0.0  # a shifted torso shows past the view's edges
+    uv = torch.rand(n, 2, generator=generator) * (R + 2 * margin) - margin
     z = scene.head_depth + 0.2 + torch.rand(n, generator=generator) * 1.0
     x = (uv[:, 0] - K[0, 2]) / K[0, 0] * z
     y = (uv[:, 1] - K[1, 2]) / K[1, 1] * z
@@ -153,12 +158,15 @@ def run(ctx, cfg: dict) -> dict:
         dev = ctx.device
         head = head_model(cfg, int(cfg["head_gaussians"]), gen).to(dev)
         torso = torso_model(scene, cfg, gen).to(dev)
+        if cfg["torso_tracking"]:
+            scene.track_torso()
         eye = torch.eye(4, device=dev)
         head_tr = StaticTrainer(scene, rasterize, head, cfg, int(cfg["head_iterations"]), 1.0,
                                 lambda idx: scene.w2c[to_device(idx, dev, torch.long)],
                                 scene.head_targets, int(cfg["val_frames"]))
         torso_tr = StaticTrainer(scene, rasterize, torso, cfg, int(cfg["torso_iterations"]), torso_extent(torso),
-                                 lambda idx: eye.expand(len(idx), 4, 4), scene.torso_targets, int(cfg["val_frames"]))
+                                 lambda idx: eye.expand(len(idx), 4, 4), scene.torso_targets, int(cfg["val_frames"]),
+                                 scene.torso_K)
         rh = train(ctx, "init-static-head", head_tr, int(cfg["head_iterations"]), cfg, description="static head")
         rt = train(ctx, "init-static-torso", torso_tr, int(cfg["torso_iterations"]), cfg, description="static torso")
         psnr_head = head_tr.validate(scene.held_idx)
@@ -172,6 +180,8 @@ def run(ctx, cfg: dict) -> dict:
                 write_curves(g, res_)
                 g.attrs["train_seconds"] = res_["seconds"]
             f["torso"].create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
+            if scene.torso_shift is not None:
+                f["torso"].create_dataset("torso_shift", data=scene.torso_shift)
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.attrs.update({"resolution": scene.res, "crop_size": scene.S, "psnr_head": psnr_head,
                             "psnr_torso": psnr_torso, "n_head": head.num, "n_torso": torso.num,

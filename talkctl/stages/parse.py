@@ -31,7 +31,7 @@ from talkctl.jpeg_frames import JpegFrameWriter, encode as encode_frame, frame_i
 from talkctl.parsing import plate as bg_plate
 from talkctl.parsing import regions as hr
 
-VERSION = 2  # 2: torso targets stored as JPEG (jpeg_frames.py)
+VERSION = 3  # 2: the plate's unseen pixels filled smoothly (push-pull), rarely seen ones mixed; 3: torso targets as JPEG
 DEFAULTS = {
     "parsing": "auto",  # backend: auto | mediapipe | facexlib
     "preview": False,  # write RUN/parse_preview.png

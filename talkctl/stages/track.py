@@ -33,9 +33,10 @@ from talkctl.errors import InputError, StageError
 from talkctl.jpeg_frames import JpegFrameWriter, encode as encode_frame, frame_images
 from talkctl.media.ffmpeg import probe
 from talkctl.face import features as ff
+from talkctl.face.crop import crop_pass, pick_face
 from talkctl.face.headpose import fit_head_pose, rotation_steps_deg
 from talkctl.timebase import FPS, MIN_HELD_OUT_FRAMES, SHORT_CLIP_SECONDS, held_out_start, min_clip_frames
-from talkctl.media.video_in import FrameStream, choose_crop, crop_filter, read_still, sample_filter
+from talkctl.media.video_in import FrameStream, choose_crop, crop_filter, read_still
 
 VERSION = 2  # 2: frames stored as JPEG (jpeg_frames.py)
 DEFAULTS = {
@@ -63,50 +64,6 @@ NON_SEMANTIC = {"preview"}
 def resolve(cfg: dict, device: str) -> dict:
     """Fingerprint the landmark backend "auto" picks here (its landmarks differ), not "auto"."""
     return {**cfg, "landmarks": select("landmarks", cfg.get("landmarks") or "auto", device).name}
-
-
-def _subject_boxes(samples: list[list[tuple]], width: int, height: int) -> tuple[np.ndarray, int, np.ndarray]:
-    """The subject's box in each sample that saw a face: first the largest, most central face
-    of each sample, then in every sample the face nearest to their median position.
-    Returns (boxes, number of samples with more than one face, subject centre)."""
-    with_face = [s for s in samples if s]
-    half_diag = 0.5 * np.hypot(width, height)
-
-    def prominence(b) -> float:  # area, halved for a face in a corner
-        d = np.hypot((b[0] + b[2]) / 2 - width / 2, (b[1] + b[3]) / 2 - height / 2)
-        return (b[2] - b[0]) * (b[3] - b[1]) * (1.0 - 0.5 * min(1.0, d / half_diag))
-
-    first = [max(s, key=prominence) for s in with_face]
-    centre = np.median([[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2] for b in first], axis=0)
-    boxes = [min(s, key=lambda b: np.hypot((b[0] + b[2]) / 2 - centre[0], (b[1] + b[3]) / 2 - centre[1]))[:4]
-             for s in with_face]
-    multi = sum(len(s) > 1 for s in with_face)
-    return np.array(boxes, dtype=np.float64), multi, centre
-
-
-def crop_pass(video, width: int, height: int, detector, cfg: dict, log) -> dict:
-    filters, sw, sh, (fx, fy) = sample_filter(width, height, cfg["sample_every"])
-    samples = []
-    with FrameStream(video, filters, sw, sh, what="sample frames of") as stream:
-        for frame in stream:
-            samples.append([(b[0] * fx, b[1] * fy, b[2] * fx, b[3] * fy, b[4]) for b in detector.boxes(frame)])
-    n_face = sum(bool(s) for s in samples)
-    if not samples:
-        raise InputError(f"{video} has no decodable video frames; give a video of one person talking")
-    if n_face == 0:
-        raise StageError(f"no face found in any of {len(samples)} sampled frames of {video.name}; "
-                         "talkctl needs a video of one person facing the camera")
-    boxes, multi, centre = _subject_boxes(samples, width, height)
-    return {"boxes": boxes, "samples": len(samples), "with_face": n_face, "multi": multi, "centre": centre}
-
-
-def _pick_face(faces: list[np.ndarray], near: np.ndarray, max_jump: float | None) -> np.ndarray | None:
-    """The face nearest to where the subject was; with other people in the picture, a face
-    farther than max_jump px is someone else (the subject is then missing in this frame)."""
-    face = min(faces, key=lambda f: float(np.linalg.norm(f[:, :2].mean(0) - near)))
-    if max_jump is not None and np.linalg.norm(face[:, :2].mean(0) - near) > max_jump:
-        return None
-    return face
 
 
 def _min_seconds(cfg: dict) -> float:
@@ -137,7 +94,7 @@ def _crop(ctx, video, Detector, width: int, height: int, cfg: dict, warn):
     t0 = time.perf_counter()
     det = Detector(max_faces=4, video=False, device=ctx.device)
     try:
-        cp = crop_pass(video, width, height, det, cfg, ctx.log)
+        cp = crop_pass(video, width, height, det, int(cfg["sample_every"]))
     finally:
         det.close()
     crop = choose_crop(cp["boxes"], width, height, size, cfg["crop_scale"], cfg["crop_shift"])
@@ -178,7 +135,7 @@ def _main_pass(ctx, fr, video, Detector, crop, cp: dict, width: int, height: int
             for frame in stream:
                 pending.append(pool.submit(encode_frame, frame))
                 faces = det.faces(frame)
-                face = _pick_face(faces, near, 0.3 * size if two_faces else None) if faces else None
+                face = pick_face(faces, near, 0.3 * size if two_faces else None) if faces else None
                 if face is not None:
                     near = face[:, :2].mean(0)
                 lms.append(face)

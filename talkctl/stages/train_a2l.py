@@ -78,6 +78,7 @@ RANGES = {"iterations": AT_LEAST_1, "batch": AT_LEAST_1, "seq_len": Range(2, 409
 
 MIN_TRAIN_FRAMES = 8
 MIN_VAL_FRAMES = 25  # 1 s: fewer cannot tell a better model from noise
+MAX_GAIN = 2.0  # the most the spread calibration may widen the predicted motion
 # Regularisation defaults (dropout 0.3, feature noise 1.0, weight decay 0.05, 16 PCA components)
 # come from a small sweep on french_50s (1145 training frames), where the model overfits
 # after a few hundred steps: held-out mouth LMD 0.0184 -> 0.0163 (dropout 0.1, no noise,
@@ -99,6 +100,7 @@ class A2LData:
     iod: float               # inter-ocular distance of the neutral face
     held_start: int
     info: dict
+    speech: np.ndarray | None = None  # (T,) speech activity of the clip's audio (audio.recipe.speech_activity)
 
 
 def prepare(audio, track, cfg: dict, log=None) -> A2LData:
@@ -139,7 +141,11 @@ def prepare(audio, track, cfg: dict, log=None) -> A2LData:
     info = {"frames": int(T), "train_frames": int(held), "heldout_frames": int(T - held),
             "landmarks": int(len(idx)), "input_dim": int(len(channels)), "feature_dim": int(feats.shape[-1]),
             "alignment": lm.method, "rigid_rms_median": float(np.median(lm.rigid_rms[:T]) / max(iod, 1e-9))}
-    return A2LData(x, channels, names, targets.astype(np.float32), points, neutral, idx, valid, lm.n, iod, held, info)
+    from talkctl.audio.recipe import speech_activity
+
+    speech = speech_activity(audio["waveform"][()], T) if "waveform" in audio else None
+    return A2LData(x, channels, names, targets.astype(np.float32), points, neutral, idx, valid, lm.n, iod, held, info,
+                   speech)
 
 
 # ---- metrics -----------------------------------------------------------------------
@@ -427,7 +433,8 @@ def run(ctx, cfg: dict) -> dict:
     with closing(Curves(ctx.run, "train-a2l", ctx.log)) as curves:
         model, curve, binfo = train_model(data, cfg, device=ctx.device, progress=ctx.progress, log=ctx.log,
                                           checkpoint=ckpt, fingerprint=ctx.fingerprint, curves=curves)
-    held_pred = predict_offsets(model, data, cfg, ctx.device)
+    gain = spread_calibration(model, data, cfg, ctx.device)
+    held_pred = gain * predict_offsets(model, data, cfg, ctx.device)
     metrics = heldout_metrics(held_pred, data)
     metrics["jitter"] = jitter(held_pred) / data.iod
     metrics["jitter_truth"] = jitter(data.targets[data.held_start:]) / data.iod
@@ -445,11 +452,37 @@ def run(ctx, cfg: dict) -> dict:
         f.attrs["metrics"] = json.dumps(metrics)
         f.attrs["held_start"] = data.held_start
         f.attrs["train_seconds"] = train_seconds
+        f.attrs["gain"] = gain
         f.attrs.update(steps)
     info = {k: round(v, 4) if isinstance(v, float) else v for k, v in data.info.items()}
     return {**{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, **info,
-            "formants": bool(cfg["formants"]), "pca_components": binfo["components"],
+            "formants": bool(cfg["formants"]), "pca_components": binfo["components"], "gain": round(gain, 3),
             "iterations": int(cfg["iterations"]), **steps}
+
+
+def spread_calibration(model, data: A2LData, cfg: dict, device: str) -> float:
+    """The gain (head.mouth_state.spread_gain) that makes the predicted offsets on the validation
+    frames spread as far as the tracked ones; 1 without validation frames. a2l_predict applies it."""
+    from talkctl.head.mouth_state import spread_gain
+
+    n = validation_frames(data, cfg)
+    if n == 0:
+        return 1.0
+    val = slice(data.held_start - n, data.held_start)
+    pred = predict_offsets(model, data, cfg, device, frames=val).reshape(n, -1)
+    speech = None if data.speech is None else data.speech[val]
+    return spread_gain(pred, data.targets[val].reshape(n, -1), speech, MAX_GAIN)
+
+
+def closed_offsets(data: A2LData) -> np.ndarray:
+    """(P,3) the closed mouth: mean offsets of the training frames with the smallest lip gap
+    (head.mouth_state.CLOSED_QUANTILE); what a2l_predict gives in pauses."""
+    from talkctl.face.canonical import mouth_opening
+    from talkctl.head.mouth_state import CLOSED_QUANTILE
+
+    gap = mouth_opening(data.points[: data.held_start], data.n_landmarks)
+    shut = np.nonzero(gap <= np.quantile(gap, CLOSED_QUANTILE))[0]
+    return data.targets[shut].mean(0).astype(np.float32)
 
 
 def write_model(f, model, data: A2LData, cfg: dict, binfo: dict, extractor: str) -> None:
@@ -459,6 +492,7 @@ def write_model(f, model, data: A2LData, cfg: dict, binfo: dict, extractor: str)
     f.create_dataset("channels", data=data.channels)
     f.create_dataset("landmark_indices", data=data.indices)
     f.create_dataset("neutral", data=data.neutral)
+    f.create_dataset("closed", data=closed_offsets(data))
     f.attrs.update({
         "model": json.dumps(model.hparams), "seq_len": int(cfg["seq_len"]), "formants": bool(cfg["formants"]),
         "feature_names": json.dumps(data.feature_names), "feature_dim": len(data.feature_names),

@@ -8,7 +8,14 @@ per-camera means/quats/scales batch.
 
 Loss = L1(head region) + mask_weight·L1(alpha, head mask) + perceptual_weight·perceptual
 (LPIPS when usable, D-SSIM with perceptual=auto otherwise; recorded in the artifact attr
-`perceptual_loss`) + lip_loss·L1(lip patch from track.h5's lip_box).
+`perceptual_loss`) + lip_loss·L1(lip patch from track.h5's lip_box; lip_resolution "full": rendered
+and compared at the crop's full size, gs.lip_patch, so teeth and the inside of the mouth are learnt
+from the full-resolution frames).
+
+Kept weights: the last `val_fraction` of the training frames (one stretch, never the held-out
+frames) is not trained on; it is scored every `val_every` steps and the weights of the best score
+are kept (keep_best), as train-a2l does. deform.h5 records the step kept (kept_step) and what the
+validation curve is of (val_measure); psnr_head is the held-out head-region PSNR of the kept weights.
 
 Learning rates: the hash grid uses the paper's 5e-3. The paper's 1.6e-5 for the MLP is
 kept for the `paper` preset (35k steps of 4 frames; its time budget is next to PRESETS);
@@ -30,8 +37,17 @@ audio_landmark_loss (condition=audio; our addition to the paper, 0 gives its exa
 each step also asks a linear read-out of the audio code to predict the tracked mouth and jaw
 landmark offsets of `audio_landmark_batch` random training frames. Rendering sees only `batch`
 frames a step, far too few at CPU budgets for the audio code to learn articulation from
-pixels alone; the landmarks are free (track.h5) and cost no rendering. The read-out is
-dropped after training: deform.h5 and rendering are unchanged.
+pixels alone; the landmarks are free (track.h5) and cost no rendering.
+
+audio_mouth_dim K > 0 (the default; 0 = the paper's free audio code, read out linearly as above):
+the audio code is read out as the mouth state (head.mouth_state: K principal components of the
+tracked mouth/jaw landmark offsets) and the field sees only that state, so what the field learns
+from one voice is how a mouth state looks, and what the audio path learns is which mouth state a
+sound makes: a new voice moves the mouth as far as its predicted states say. The state is
+supervised with the tracked one (audio_landmark_loss) and not by the photometric loss (detached:
+pixels cannot turn it back into a per-frame code); in `audio_teacher` of the steps the field is
+given the tracked state instead, so it learns the full range of mouth shapes. In pauses (speech
+activity 0, audio.recipe.speech_activity) the state is the subject's closed mouth.
 """
 from __future__ import annotations
 
@@ -43,20 +59,22 @@ import torch
 from talkctl.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
 from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
-from talkctl.head.conditions import AudioCondition
+from talkctl.head.conditions import AudioCondition, FeatureAugment
+from talkctl.head.mouth_state import spread_gain
 from talkctl.head.field import (ENCODING_DEFAULTS, ENCODING_RANGES, DeformField, apply_deform, build_condition,
                                 field_param_groups, grid_kwargs, hashgrid_backend,
                            save_state_dict)
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.head.models import build_field
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GAUSSIAN_RANGES, GaussianOptim
+from talkctl.gs.lip_patch import LipPatches
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
 from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, adam, batch_schedule, clear_checkpoints,
-                                 compiled, train, write_curves)
+                                 compiled, spread, train, validation_split, write_curves)
 
-VERSION = 1
+VERSION = 2  # 2: a validation slice of the training frames picks the kept weights
 DEFAULTS = {
     "rasterizer": "auto",
     "condition": "audio",
@@ -82,9 +100,25 @@ DEFAULTS = {
     "perceptual": "auto",
     "perceptual_weight": 0.1,
     "lip_loss": 0.2,
+    "lip_resolution": "full",     # full: the lip patch rendered and compared at the crop's size (gs.lip_patch) | train
     "audio_landmark_loss": 1.0,   # condition=audio: weight of the landmark read-out of the audio code
     "audio_landmark_batch": 64,
-    "val_frames": 8,
+    "audio_mouth_dim": 12,        # condition=audio: mouth-state components the field sees (0: the free audio code)
+    "audio_teacher": 0.5,         # condition=audio, mouth state: fraction of steps the field gets the tracked state
+    # mouth state: the audio path (features -> state) trains on the landmark read-out alone, for
+    # audio_steps steps (then frozen: longer fits the one voice, not speech), with decoupled weight
+    # decay and feature noise / channel dropout (head.conditions.FeatureAugment)
+    "audio_steps": 800,
+    "audio_weight_decay": 0.1,
+    "audio_noise": 0.2,
+    "audio_dropout": 0.1,
+    "val_frames": 16,              # validation frames checked, spread over the validation slice
+    "val_fraction": 0.1,           # the last part of the training frames: validation that picks the kept weights
+    "keep_best": True,             # keep the weights of the best validation (False: those of the last step)
+    # the last audio_val_fraction of the frames the field trains on are kept from the audio path; on
+    # them the predicted states' spread is matched to the tracked ones' (AudioCondition.gain): a
+    # prediction unsure of a sound regresses to the mean mouth, and the gain gives it back its articulation
+    "audio_val_fraction": 0.1,
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify_start": 500,
@@ -117,7 +151,9 @@ PRESETS = {
               "densify_start": 500, "densify_stop": 17500, "densify_reset_every": 3000,
               "densify_max_gaussians": 100000, "val_every": 5000, "checkpoint_every": 10000, "batch": 4},
 }
-NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
+# which validations there are decides the weights kept (keep_best): val_every and val_frames count
+NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) - {"val_every"}
+MAX_GAIN = 2.0  # the most the calibration may widen the predicted mouth motion
 RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Range(1, 64), "random_gaussians": AT_LEAST_1,
           **ENCODING_RANGES, "hidden": AT_LEAST_1, "layers": AT_LEAST_1, "code_dim": AT_LEAST_1, "attn_window": AT_LEAST_1,
           "landmark_sigma": POSITIVE, "landmark_k": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
@@ -127,19 +163,21 @@ RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Rang
 
 
 class LandmarkReadout(torch.nn.Module):
-    """Audio code -> the tracked mouth/jaw landmark offsets of a frame (per-coordinate standardised):
-    a training-only supervision of the audio condition (audio_landmark_loss)."""
+    """Training-only supervision of the audio condition (audio_landmark_loss): its output, through a
+    linear read-out (the free code: targets = per-coordinate standardised mouth/jaw offsets) or as
+    it is (mouth-state mode: targets = the tracked states), against the tracked targets."""
 
-    def __init__(self, code_dim: int, targets: np.ndarray):
+    def __init__(self, code_dim: int, targets: np.ndarray, linear: bool = True):
         super().__init__()
         t = torch.as_tensor(targets, dtype=torch.float32)
-        self.register_buffer("targets", (t - t.mean(0)) / (t.std(0) + 1e-6))
-        self.linear = torch.nn.Linear(code_dim, t.shape[1])
+        self.register_buffer("targets", (t - t.mean(0)) / (t.std(0) + 1e-6) if linear else t)
+        self.linear = torch.nn.Linear(code_dim, t.shape[1]) if linear else None
 
     def loss(self, condition, frames: np.ndarray) -> torch.Tensor:
         """frames: host indices (the condition finds shared windows there without a GPU sync)."""
         target = self.targets[to_device(frames, self.targets.device, torch.long)]
-        return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), target)
+        out = condition.encode(frames)
+        return torch.nn.functional.mse_loss(self.linear(out) if self.linear is not None else out, target)
 
 
 def tracked_landmarks(ctx, cfg, scene, use: str):
@@ -151,47 +189,68 @@ def tracked_landmarks(ctx, cfg, scene, use: str):
     return lm, lm.points[: scene.T]
 
 
-def landmark_readout(ctx, cfg, scene, code_dim: int) -> LandmarkReadout | None:
-    """The read-out for audio_landmark_loss, or None when it is off or track.h5 has no landmarks."""
-    from talkctl.face.canonical import moving_indices, neutral_shape
+def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | None, dict]:
+    """The read-out for audio_landmark_loss (None when it is off or track.h5 has no landmarks) and,
+    in mouth-state mode, {"mouth_dim", "closed", "explained"} for the condition."""
+    from talkctl.face.canonical import mouth_opening, moving_indices, neutral_shape
+    from talkctl.head.mouth_state import closed_state, fit_mouth_basis
 
     if float(cfg["audio_landmark_loss"]) <= 0:
-        return None
+        return None, {}
     try:
         lm, points = tracked_landmarks(ctx, cfg, scene, "audio_landmark_loss")
     except ArtifactError as exc:
-        ctx.log.warning("audio_landmark_loss off: %s", exc)
-        return None
+        ctx.log.warning("audio_landmark_loss and the mouth state off: %s", exc)
+        return None, {}
     idx = moving_indices(lm.n, ("mouth", "jaw"), rigid=lm.rigid)
-    offsets = points[:, idx] - neutral_shape(points, lm.valid[: scene.T], scene.train_idx)[idx]
-    return LandmarkReadout(code_dim, offsets.reshape(len(points), -1)).to(ctx.device)
+    offsets = (points[:, idx] - neutral_shape(points, lm.valid[: scene.T], scene.train_idx)[idx]).reshape(len(points), -1)
+    if int(cfg["audio_mouth_dim"]) <= 0:
+        return LandmarkReadout(code_dim, offsets).to(ctx.device), {}
+    basis = fit_mouth_basis(offsets[scene.train_idx], int(cfg["audio_mouth_dim"]))
+    states = basis.project(offsets)
+    mouth = {"mouth_dim": states.shape[1], "explained": basis.explained,
+             "closed": closed_state(states, mouth_opening(points, lm.n), scene.train_idx)}
+    return LandmarkReadout(states.shape[1], states, linear=False).to(ctx.device), mouth
 
 
 class DeformTrainer:
     def __init__(self, scene: Scene, rasterize, gaussians: GaussianModel, field: DeformField, condition, cfg,
                  perceptual_fn, readout: LandmarkReadout | None = None):
         self.scene, self.rasterize, self.cfg = scene, rasterize, cfg
+        # fit on the training frames but a validation slice of them (val_fraction); without one
+        # the curve shows held-out frames and nothing is picked by it
+        self.fit_idx, val_idx = validation_split(scene.train_idx, float(cfg["val_fraction"]))
+        self.val_idx = spread(val_idx, int(cfg["val_frames"])) if len(val_idx) else scene.held_subset(int(cfg["val_frames"]))
         self.g = GaussianOptim(gaussians, cfg, int(cfg["iterations"]), 1.0)
         self.field, self.condition, self.perceptual_fn = field, condition, perceptual_fn
         self.field_fn = compiled(field, cfg)
         self.readout = readout
-        self.net_opt = self._net_optimizer()
+        self.mouth = bool(getattr(condition, "mouth_dim", 0)) and readout is not None
+        if self.mouth:
+            condition.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
+        self._make_optimizers()
+        self.lips = None
+        if cfg["lip_resolution"] == "full" and float(cfg["lip_loss"]) > 0:
+            self.lips = LipPatches(scene.frames_full, scene.lip_box_full, scene.K_crop, device=scene.device)
 
-    def _net_optimizer(self):
-        groups = field_param_groups(self.field, self.condition, self.cfg["lr_grid"], self.cfg["lr_mlp"])
-        if self.readout is not None:
-            groups.append({"params": list(self.readout.parameters()), "lr": self.cfg["lr_mlp"], "name": "readout"})
-        return adam(groups, self.cfg)
+    def _make_optimizers(self):
+        c = self.cfg
+        groups = field_param_groups(self.field, None if self.mouth else self.condition, c["lr_grid"], c["lr_mlp"])
+        if self.readout is not None and not self.mouth:
+            groups.append({"params": list(self.readout.parameters()), "lr": c["lr_mlp"], "name": "readout"})
+        self.net_opt = adam(groups, c)
+        self.audio_opt = torch.optim.AdamW(self.condition.parameters(), lr=c["lr_mlp"],
+                                           weight_decay=float(c["audio_weight_decay"])) if self.mouth else None
 
     @property
     def optimizers(self):
-        return {"gaussians": self.g.opt, "field": self.net_opt}
+        return {"gaussians": self.g.opt, "field": self.net_opt, **({"audio": self.audio_opt} if self.mouth else {})}
 
     def arrays(self):
         out = self.g.arrays()
         out.update({f"field.{k}": v.detach().cpu().numpy() for k, v in self.field.state_dict().items()})
         out.update({f"cond.{k}": v.detach().cpu().numpy() for k, v in self.condition.state_dict().items()})
-        if self.readout is not None:
+        if self.readout is not None and self.readout.linear is not None:
             out.update({f"readout.{k}": v.detach().cpu().numpy() for k, v in self.readout.linear.state_dict().items()})
         return out
 
@@ -199,50 +258,109 @@ class DeformTrainer:
         self.g.load_arrays(arrays)
         self.field.load_state_dict({k[6:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("field.")})
         self.condition.load_state_dict({k[5:]: torch.as_tensor(v) for k, v in arrays.items() if k.startswith("cond.")})
-        if self.readout is not None:
+        if self.readout is not None and self.readout.linear is not None:
             self.readout.linear.load_state_dict({k[8:]: torch.as_tensor(v) for k, v in arrays.items()
                                                  if k.startswith("readout.")})
-        self.net_opt = self._net_optimizer()
+        self._make_optimizers()
 
-    def forward(self, idx, degree=None):
+    def deformed(self, idx, degree=None, teacher: bool = False):
+        """(means, quats, scales, colours, SH degree, world_to_cam) of frames idx."""
         sc, m = self.scene, self.g.model
         t = to_device(idx, m.means.device, torch.long)
-        code = self.condition.encode(idx)
+        if self.mouth:  # supervised by the landmarks only; the tracked state in `teacher` steps
+            code = self.readout.targets[t] if teacher else self.condition.encode(idx).detach()
+        else:
+            code = self.condition.encode(idx)
         pg = self.condition.per_gaussian(code, m.means)
         dxyz, dq, ds = self.field_fn(m.means, code, sc.blink[t][:, None], pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
-        w2c = sc.w2c[t]
         colors, deg = m.color_inputs(degree)
-        return render(self.rasterize, means, quats, scales, m.opacities, colors, w2c, sc.K, sc.res, deg)
+        return means, quats, scales, colors, deg, sc.w2c[t]
+
+    def forward(self, idx, degree=None):
+        means, quats, scales, colors, deg, w2c = self.deformed(idx, degree)
+        return render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, self.scene.K,
+                      self.scene.res, deg)
+
+    def lip_loss(self, idx, out, target, deformed) -> torch.Tensor:
+        """L1 on the lip patch: at the crop's full size (lip_resolution full), else in the training render."""
+        if self.lips is None:
+            return lip_l1(out.rgb, target, self.scene.lip_box[idx])
+        patch, K = self.lips.get(idx)
+        means, quats, scales, colors, deg, w2c = deformed
+        lips = render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, K, self.lips.side, deg)
+        return l1(lips.rgb, patch)
 
     def step(self, step, rng):
         c = self.cfg
-        idx = batch_schedule(self.scene.train_idx, int(c["batch"]), rng)
+        idx = batch_schedule(self.fit_idx, int(c["batch"]), rng)
         self.g.before_step(step)
         target, mask = self.scene.head_targets(idx)
-        out = self.forward(idx, self.g.active_degree(step))
+        teacher = self.mouth and bool(rng.random() < float(c["audio_teacher"]))
+        deformed = self.deformed(idx, self.g.active_degree(step), teacher=teacher)
+        means, quats, scales, colors, deg, w2c = deformed
+        out = render(self.rasterize, means, quats, scales, self.g.model.opacities, colors, w2c, self.scene.K,
+                     self.scene.res, deg)
         if self.g.strategy is not None:
             self.g.strategy.pre_backward(out)
         loss = l1(out.rgb, target) + c["mask_weight"] * l1(out.alpha, mask)
         if self.perceptual_fn is not None and c["perceptual_weight"] > 0:
             loss = loss + c["perceptual_weight"] * self.perceptual_fn(out.rgb, target)
         if c["lip_loss"] > 0:
-            loss = loss + c["lip_loss"] * lip_l1(out.rgb, target, self.scene.lip_box[idx])
-        if self.readout is not None:
+            loss = loss + c["lip_loss"] * self.lip_loss(idx, out, target, deformed)
+        audio_on = self.readout is not None and (not self.mouth or step < int(c["audio_steps"]))
+        if audio_on:
             loss = loss + float(c["audio_landmark_loss"]) * self.readout.loss(self.condition, self._readout_frames(rng))
         loss.backward()
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
+        if self.mouth:
+            if audio_on:
+                self.audio_opt.step()
+            self.audio_opt.zero_grad(set_to_none=True)
         self.g.after_backward(step, out, self.scene.res)
         return {"loss": loss.detach(), "gaussians": self.g.model.num}
 
     def _readout_frames(self, rng) -> np.ndarray:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""
-        return rng.choice(self.scene.train_idx, int(self.cfg["audio_landmark_batch"]))
+        return rng.choice(self.audio_frames()[0], int(self.cfg["audio_landmark_batch"]))
+
+    def audio_frames(self) -> tuple[np.ndarray, np.ndarray]:
+        """(frames the audio path trains on, frames that calibrate its gain); mouth-state mode keeps
+        the last audio_val_fraction of the training frames (at least 1 s) for the gain."""
+        tr = self.fit_idx  # never the validation slice that picks the kept weights
+        n = int(round(float(self.cfg["audio_val_fraction"]) * len(tr))) if self.mouth else 0
+        if n < 25 or len(tr) - n < 25:
+            return tr, tr[:0]
+        return tr[:-n], tr[-n:]
+
+    @torch.no_grad()
+    def calibrate_gain(self) -> float:
+        """Mouth-state mode: set AudioCondition.gain so the predicted states on the calibration
+        frames spread as far as the tracked ones (1..MAX_GAIN); returns it (1 without such frames)."""
+        _, val = self.audio_frames()
+        if not self.mouth or len(val) == 0:
+            return 1.0
+        self.condition.eval()
+        t = torch.as_tensor(val, device=self.g.model.means.device)
+        speech = None if self.condition.speech is None else self.condition.speech[t].cpu().numpy()
+        gain = spread_gain(self.condition.encode(t).cpu().numpy(), self.readout.targets[t].cpu().numpy(), speech,
+                           MAX_GAIN)
+        self.condition.gain.fill_(gain)
+        self.condition.train()
+        return gain
 
     @torch.no_grad()
     def validate(self, frames=None) -> float:
-        idx = self.scene.held_subset(int(self.cfg["val_frames"])) if frames is None else frames
+        """Head-region PSNR on `frames`, by default the validation frames (no feature augmentation)."""
+        self.condition.eval()
+        try:
+            return self._validate(frames)
+        finally:
+            self.condition.train()
+
+    def _validate(self, frames=None) -> float:
+        idx = self.val_idx if frames is None else frames
         se, w = 0.0, 0.0
         for i in idx:
             target, mask = self.scene.head_targets([i])
@@ -258,6 +376,14 @@ class DeformTrainer:
         """(real, rendered) of the first held-out frame, for the training curves."""
         i = int(self.scene.held_idx[0])
         return self.scene.head_targets([i])[0][0], self.forward([i]).rgb[0]
+
+
+def validation_measure(trainer: "DeformTrainer", scene) -> str:
+    """What the validation curve is of (deform.h5 attr val_measure, shown in report.html)."""
+    if len(trainer.val_idx) and trainer.val_idx[-1] < scene.held_idx[0]:
+        return (f"head region, validation slice of the training frames ({int(trainer.val_idx[0])}.."
+                f"{int(trainer.val_idx[-1])}, not trained on)")
+    return "head region, held-out frames"
 
 
 def landmark_condition(ctx, cfg, scene):
@@ -298,6 +424,10 @@ def run(ctx, cfg: dict) -> dict:
     perceptual_name, perceptual_fn = perceptual_loss(cfg["perceptual"], ctx.device, ctx.log)
     if cfg["condition"] not in ("audio", "landmarks"):
         raise UsageError(f"train-deform condition={cfg['condition']!r}: use audio or landmarks")
+    if cfg["lip_resolution"] not in ("full", "train"):
+        raise UsageError(f"train-deform lip_resolution={cfg['lip_resolution']!r}: use full or train")
+    if not 0 <= float(cfg["val_fraction"]) < 0.5:
+        raise UsageError(f"train-deform val_fraction={cfg['val_fraction']!r}: use 0 (off) up to 0.5")
     landmarks = cfg["condition"] == "landmarks"
     with Scene(ctx, cfg, audio=not landmarks) as scene:
         gaussians, init_from = initial_gaussians(ctx, cfg, gen)
@@ -307,21 +437,29 @@ def run(ctx, cfg: dict) -> dict:
         else:
             feats = scene.features
             mean, std = AudioCondition.stats(feats[scene.train_idx])
+            readout, mouth = landmark_readout(ctx, cfg, scene, int(cfg["code_dim"]))
             cond_spec = {"name": cfg["condition"], "feature_dim": int(feats.shape[2]), "window": int(feats.shape[1]),
-                         "code_dim": int(cfg["code_dim"]), "attn_window": int(cfg["attn_window"])}
+                         "code_dim": int(cfg["code_dim"]), "attn_window": int(cfg["attn_window"]),
+                         **({"mouth_dim": mouth["mouth_dim"]} if mouth else {})}
             condition = build_condition(cond_spec)
             condition.mean.copy_(torch.as_tensor(mean))
             condition.std.copy_(torch.as_tensor(std))
-            condition.set_source(features=feats)
+            if mouth:
+                condition.closed.copy_(torch.as_tensor(mouth["closed"]))
+                extra_attrs = {"mouth_explained": mouth["explained"]}
+            condition.set_source(features=feats, speech=scene.speech)
             extra = {"audio_mean": mean, "audio_std": std}
         condition = condition.to(ctx.device)
         field_spec = {"encoding": cfg["encoding"], "bounds": [-1.0, 1.0], "grid": grid_kwargs(cfg),
                       "cond_dim": condition.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"]),
                       "eye_dim": 0 if landmarks else 1, "pg_dim": int(condition.pg_dim)}
         field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
-        readout = None if landmarks else landmark_readout(ctx, cfg, scene, condition.out_dim)
+        readout = None if landmarks else readout
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)
-        res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform")
+        res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform",
+                    keep_best=bool(cfg["keep_best"]) and float(cfg["val_fraction"]) > 0)
+        if trainer.mouth:
+            extra_attrs["audio_gain"] = trainer.calibrate_gain()
         val = trainer.validate(scene.held_idx)
         g = trainer.g.model
         with ctx.write("deform") as f:
@@ -341,6 +479,7 @@ def run(ctx, cfg: dict) -> dict:
                 **extra_attrs,
                 "resolution": scene.res, "crop_size": scene.S, "psnr_head": val, "n_gaussians": g.num,
                 "train_seconds": res["seconds"], "held_out": [int(scene.held_idx[0]), int(scene.held_idx[-1]) + 1],
+                "val_measure": validation_measure(trainer, scene), "kept_step": int(res["best_step"]),
             })
     clear_checkpoints(ctx, ["train-deform"])
     ctx.log.info("deform: held-out head PSNR %.2f dB, %d Gaussians, perceptual %s", val, g.num, perceptual_name)
@@ -348,4 +487,4 @@ def run(ctx, cfg: dict) -> dict:
             # what drove the held-out frames: a landmark head is scored with the tracked landmarks
             # (its upper bound); a2l-driven figures come from eval / bench/compare_methods.py
             "validation_driver": "tracked landmarks" if landmarks else "audio",
-            "train_seconds": round(res["seconds"], 1), "init_from": init_from}
+            "train_seconds": round(res["seconds"], 1), "init_from": init_from, "kept_step": int(res["best_step"])}

@@ -1,6 +1,7 @@
 """train-torso: pose-conditioned deformation of the torso Gaussians (torso.h5).
 
-The torso Gaussians (static.h5, in the fixed camera's space) are moved per frame by a
+The torso Gaussians (static.h5, in the fixed camera's space; drawn at each frame's tracked torso
+shift when init-static tracked it, gs.torso_track, kept in torso.h5 as torso_shift) are moved per frame by a
 DeformField(hash-grid features of their positions ⊕ positional encoding (n_freqs
 frequencies) of the head pose: axis-angle rotation + translation of track.h5's
 world_to_cam) -> Δposition, Δrotation, Δscale, rendered from the fixed camera.
@@ -32,12 +33,12 @@ from talkctl.gs.gaussians import GaussianModel
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GAUSSIAN_RANGES, GaussianOptim
 from talkctl.head.models import build_field, composite, load_head
 from talkctl.gs.losses import l1
-from talkctl.gs.scene import NECK, TORSO, Scene
+from talkctl.gs.scene import Scene
 from talkctl.gs.splat import over, render, resolve_rasterizer
 from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, adam, batch_schedule, clear_checkpoints,
                                  compiled, train, write_curves)
 
-VERSION = 1
+VERSION = 2  # 2: torso mask with the neck continued under the chin; torso fitted stabilised (gs.torso_track)
 DEFAULTS = {
     "rasterizer": "auto",
     "mode": "gaussian",           # gaussian (pose-conditioned Gaussians) | image (StyleUNet from the head render)
@@ -126,7 +127,7 @@ class TorsoTrainer:
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
         colors, deg = m.color_inputs()
         return render(self.rasterize, means, quats, scales, m.opacities, colors, self.eye.expand(len(t), 4, 4),
-                      sc.K, sc.res, deg)
+                      sc.torso_K(idx), sc.res, deg)
 
     def step(self, step, rng):
         c, sc = self.cfg, self.scene
@@ -137,8 +138,7 @@ class TorsoTrainer:
             self.g.strategy.pre_backward(out)
         head = self.head_render(idx)
         full = over(head.rgb, head.alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb)))
-        lab = sc.masks(idx)
-        mask = lab[..., NECK:NECK + 1] + lab[..., TORSO:TORSO + 1]
+        mask = sc.torso_mask(idx)
         loss = l1(full, sc.full_frames(idx)) + c["mask_weight"] * l1(out.alpha * (1 - head.alpha), mask)
         loss.backward()
         self.net_opt.step()
@@ -274,7 +274,7 @@ def drive_head(ctx, scene, head) -> None:
 
         head.set_landmarks(resolve_landmarks(ctx.run, "track").landmarks[: scene.T])
     else:
-        head.set_audio(_audio_features(ctx, scene))
+        head.set_audio(*_audio_features(ctx, scene))
 
 
 def run(ctx, cfg: dict) -> dict:
@@ -289,6 +289,8 @@ def run(ctx, cfg: dict) -> dict:
         drive_head(ctx, scene, head)
         with ctx.read("static") as f:
             gaussians = GaussianModel.load_h5(f["torso"], ctx.device)
+            if "torso_shift" in f["torso"]:  # fitted in a stabilised frame: keep drawing it there
+                scene.torso_shift = np.asarray(f["torso"]["torso_shift"][()], np.float32)
         mn, mx = gaussians.means.detach().min(0).values, gaussians.means.detach().max(0).values
         pad = 0.1 * (mx - mn)
         bounds = [(mn - pad).tolist(), (mx + pad).tolist()]
@@ -311,6 +313,8 @@ def run(ctx, cfg: dict) -> dict:
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
             write_curves(f, res)
+            if scene.torso_shift is not None:
+                f.create_dataset("torso_shift", data=scene.torso_shift)
             f.attrs.update({"mode": "gaussian", "field_spec": json.dumps(field_spec), "condition_spec": json.dumps(pose.spec()),
                             "resolution": scene.res, "crop_size": scene.S, "psnr_full": val, "n_gaussians": g.num,
                             "train_seconds": res["seconds"],
@@ -320,6 +324,10 @@ def run(ctx, cfg: dict) -> dict:
     return {"psnr_full": round(val, 3), "n_gaussians": g.num, "train_seconds": round(res["seconds"], 1)}
 
 
-def _audio_features(ctx, scene) -> np.ndarray:
+def _audio_features(ctx, scene) -> tuple[np.ndarray, np.ndarray]:
+    """The run's audio features and their speech activity, as train-deform gave them to the head."""
+    from talkctl.audio.recipe import speech_activity
+
     with ctx.read("audio") as a:
-        return np.asarray(a["features"][()], dtype=np.float32)
+        feats = np.asarray(a["features"][()], dtype=np.float32)
+        return feats, speech_activity(a["waveform"][()], len(feats))

@@ -4,6 +4,8 @@ Backends (kind "raster", "auto" takes the highest priority usable one):
   gsplat  (CUDA, priority 30)  the gsplat library; compiles its kernels on first use
   diffgs  (CUDA, priority 20)  the reference 3DGS diff-gaussian-rasterization, if importable
   torch   (CPU/CUDA, 10)       pure-PyTorch tiled reference, always usable
+  numba   (CPU, 5)             compiled forward-only kernels for inference (no gradients), chosen
+                               by name (render/serve), never by "auto"
 
 Importing this package is cheap (no torch import); `rasterize` and `RasterOutput`
 load on first access.
@@ -45,6 +47,16 @@ def _probe_diffgs(device: str) -> str | None:
     return cuda_reason()
 
 
+def _probe_numba(device: str) -> str | None:
+    return None if installed("numba") else "numba is not installed (pip install numba)"
+
+
+def _load_numba():
+    from .numba_backend import rasterize_numba
+
+    return rasterize_numba
+
+
 def _load_torch():
     from .torch_backend import rasterize_torch
 
@@ -78,6 +90,11 @@ register(Backend(
     devices=("cpu", "cuda"), priority=10,
     description="pure-PyTorch tiled rasteriser (reference, CPU path)",
     capabilities={"per_camera_means": True, "sh_degree": 3, "backward": True},
+))
+register(Backend(
+    kind="raster", name="numba", probe=_probe_numba, load=_load_numba, devices=("cpu",), priority=5,
+    description="compiled forward-only CPU rasteriser for rendering (numba; no gradients)",
+    capabilities={"per_camera_means": True, "sh_degree": 3, "backward": False},
 ))
 
 

@@ -1,0 +1,24 @@
+"""report.html's headline says which composite its figures score; a training curve says what its
+PSNR is of and carries eval's figure of the same kind as a dashed line; per-composite LPIPS rows
+do not repeat why LPIPS is unavailable."""
+import re
+
+from talkctl.report import html as report
+
+
+def test_headline_names_the_composite_and_curves_say_what_they_measure(tmp_path):
+    data = {
+        "figures": {"composite": "portrait", "psnr": 38.5, "ssim": 0.97, "render_fps": 9.5, "lpips": None,
+                    "lpips_reason": "missing alex.pth", "model_lpips": None, "portrait_lpips": None,
+                    "model_psnr": 27.1, "head_psnr": 33.3},
+        "training": {"train-torso": {"step": [0, 250, 500], "psnr": [25.0, 26.5, 27.0],
+                                     "measure": "model composite, whole frame, held-out frames",
+                                     "reference": {"value": 27.1, "label": "eval: model composite, whole frame"}}},
+    }
+    s = report.write_report(tmp_path / "report.html", data).read_text()
+    cards = re.findall(r'<div class="card"><div class="l">([^<]*)</div>', s)
+    assert "PSNR (portrait) ↑" in cards and "Render speed (portrait) ↑" in cards
+    assert "train-torso: PSNR, model composite, whole frame, held-out frames" in s
+    assert "eval: model composite, whole frame: 27.10 dB" in s and 'stroke-dasharray="5 3"' in s
+    assert s.count("missing alex.pth") == 1  # said once, on the LPIPS row
+    assert "PSNR head only" in s and "diagnostic" in s

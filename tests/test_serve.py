@@ -1,0 +1,275 @@
+"""talkctl serve: streaming features equal the offline ones; the /ws protocol end to end on a tiny
+trained run (speech frame count, idle, interrupt, stop); token, session limit and size limit;
+SIGTERM closes sessions."""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+aiohttp = pytest.importorskip("aiohttp")
+
+import trained_run
+from talkctl.audio.melformant import speech_level_db
+from talkctl.audio.recipe import FeatureRecipe
+from talkctl.audio.streaming import StreamingFeatures, lookahead_samples
+from talkctl.errors import UsageError
+from talkctl.live.app import ServeOptions, run_server
+from talkctl.live.engine import Engine
+from talkctl.live.protocol import IDLE, SPEECH, float_to_pcm16, unpack_frame
+
+SIZE = 32
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    return trained_run.build(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.fixture(scope="module")
+def engine(trained):
+    e = Engine.load(trained[0], "cpu", size=SIZE)
+    yield e
+    e.close()
+
+
+@contextmanager
+def server(engine, **opts):
+    stop, urls = threading.Event(), []
+    th = threading.Thread(target=run_server, args=(engine, ServeOptions(**{"max_sessions": 2, **opts})),
+                          kwargs={"port": 0, "on_ready": urls.append, "should_stop": stop}, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    while not urls and time.monotonic() - t0 < 30:
+        time.sleep(0.02)
+    try:
+        yield urls[0]
+    finally:
+        stop.set()
+        th.join(30)
+        assert not th.is_alive()
+
+
+async def collect(ws, until=None, timeout=60.0):
+    """(frames [(header, jpeg)], events [dict]) until the socket closes or until(frames, events)."""
+    frames, events = [], []
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        try:
+            m = await ws.receive(timeout=max(0.01, t_end - time.monotonic()))
+        except asyncio.TimeoutError:
+            break
+        if m.type == aiohttp.WSMsgType.BINARY:
+            frames.append(unpack_frame(m.data))
+        elif m.type == aiohttp.WSMsgType.TEXT:
+            events.append(json.loads(m.data))
+        else:
+            break
+        if until is not None and until(frames, events):
+            break
+    return frames, events
+
+
+def ws_session(url, body, **connect):
+    async def main():
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(url + "ws", **connect) as ws:
+                return await body(ws)
+    return asyncio.run(main())
+
+
+def send_chunks(ws, wav, rng):
+    async def go():
+        i = 0
+        while i < len(wav):
+            k = int(rng.integers(1, 4000))
+            await ws.send_bytes(float_to_pcm16(wav[i:i + k]))
+            i += k
+    return go()
+
+
+# ---- streaming features --------------------------------------------------------------
+def test_streaming_features_equal_offline(trained):
+    recipe = FeatureRecipe.from_artifact(trained[0])
+    wav = trained_run.voice(2.7, seed=11).astype(np.float32)
+    wav = (np.round(wav * 32768).clip(-32768, 32767) / 32768).astype(np.float32)  # what PCM16 carries
+    ref = recipe(wav)
+    rng = np.random.default_rng(3)
+    for level in (speech_level_db(wav), None):
+        s = StreamingFeatures(recipe, level_db=level)
+        out, i = [], 0
+        while i < len(wav):
+            k = int(rng.integers(1, 2500))
+            out.append(s.push(wav[i:i + k]))
+            i += k
+        out.append(s.finish())
+        got = np.concatenate(out)
+        assert got.shape == ref.shape
+        if level is not None:  # the level known: the same features, chunking notwithstanding
+            np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+        else:  # the running level ends at the clip's: late frames agree closely, early ones may not
+            assert s.level == pytest.approx(speech_level_db(wav), abs=1e-6)
+            assert np.abs(got[-len(ref) // 3:] - ref[-len(ref) // 3:]).max() < 0.5
+
+
+def test_streaming_lookahead_and_refusal(trained):
+    recipe = FeatureRecipe.from_artifact(trained[0])
+    # mel-formant W=16 and 3 frames of attention ahead: 190 ms past the frame's end
+    recipe.window = 16
+    assert lookahead_samples(recipe, 3) == 3040
+    recipe.name = "hubert"
+    with pytest.raises(UsageError, match="cannot be computed incrementally"):
+        StreamingFeatures(recipe)
+    with pytest.raises(UsageError, match="lookahead-ms"):
+        Engine.load(trained[0], "cpu", size=SIZE, lookahead_ms=20)
+
+
+# ---- the WebSocket protocol ------------------------------------------------------------
+def test_ws_speech_frames_match_audio(engine):
+    wav = trained_run.voice(2.3, seed=5)
+
+    async def body(ws):
+        hello = json.loads((await ws.receive(timeout=30)).data)
+        await send_chunks(ws, wav, np.random.default_rng(0))
+        await ws.send_str(json.dumps({"op": "stop"}))
+        frames, events = await collect(ws)
+        return hello, frames, events, ws.close_code
+
+    with server(engine, idle_after=5.0) as url:  # no pause-ended utterance on a loaded machine
+        hello, frames, events, code = ws_session(url, body)
+    assert hello["event"] == "hello" and hello["size"] == SIZE and hello["sample_rate"] == 16000
+    speech = [(h, j) for h, j in frames if h.kind == SPEECH]
+    assert len(speech) == len(wav) // 640 == 57
+    assert [round(h.audio_time * 25) for h, _ in speech] == list(range(57))
+    idx = [h.index for h, _ in frames]
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(speech[10][1], np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (SIZE, SIZE, 3) and img.std() > 3  # a picture, not a blank
+    assert events[-1]["event"] == "stopped" and events[-1]["speech_frames"] == 57 and code == 1000
+
+
+def test_ws_idle_then_speech_then_idle(engine):
+    wav = trained_run.voice(0.6, seed=2)
+
+    async def body(ws):
+        idle0, _ = await collect(ws, until=lambda f, e: len(f) >= 6, timeout=30)
+        t_sent = time.monotonic()
+        await ws.send_bytes(float_to_pcm16(wav))  # no stop: the pause ends the utterance
+        frames, events = await collect(
+            ws, until=lambda f, e: any(x["event"] == "end" for x in e) and f and f[-1][0].kind == IDLE, timeout=30)
+        return idle0, frames, events, time.monotonic() - t_sent
+
+    with server(engine, idle_after=0.3) as url:
+        idle0, frames, events, _ = ws_session(url, body)
+    assert all(h.kind == IDLE and math.isnan(h.audio_time) for h, _ in idle0)
+    kinds = [h.kind for h, _ in frames if h.kind == SPEECH]
+    assert len(kinds) == len(wav) // 640 == 15
+    assert [e for e in events if e["event"] == "end"][0]["frames"] == 15
+    # idle frames move with the clip's poses: not all the same picture
+    assert len({j for _, j in idle0}) > 1
+
+
+def test_ws_interrupt(engine):
+    wav = trained_run.voice(6.0, seed=4)
+
+    async def body(ws):
+        await ws.send_bytes(float_to_pcm16(wav))
+        first, _ = await collect(ws, until=lambda f, e: any(h.kind == SPEECH for h, _ in f), timeout=30)
+        await ws.send_str(json.dumps({"op": "interrupt"}))
+        frames, events = await collect(
+            ws, until=lambda f, e: any(x["event"] == "interrupted" for x in e) and len(f) > 0 and f[-1][0].kind == IDLE,
+            timeout=30)
+        return first + frames, events
+
+    with server(engine, batch=1) as url:
+        frames, events = ws_session(url, body)
+    n_speech = sum(h.kind == SPEECH for h, _ in frames)
+    assert 1 <= n_speech < len(wav) // 640  # cut short
+    assert frames[-1][0].kind == IDLE and any(e["event"] == "interrupted" for e in events)
+
+
+def test_token_limits_and_page(engine):
+    async def main(url):
+        async with aiohttp.ClientSession() as s:
+            async with s.get(url + "health") as r:
+                assert r.status == 401
+            async with s.get(url + "health", headers={"Authorization": "Bearer sesame"}) as r:
+                assert r.status == 200 and (await r.json())["status"] == "ok"
+            async with s.get(url + "?token=sesame") as r:
+                page = await r.text()
+                assert r.status == 200 and "<canvas" in page and "getUserMedia" in page
+                assert "cdn" not in page.lower() and "src=\"http" not in page
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await s.ws_connect(url + "ws")
+            assert exc.value.status == 401
+            with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+                await s.ws_connect(url + "ws?token=sesame&level_db=loud")
+            assert exc.value.status == 400
+            async with s.ws_connect(url + "ws?token=sesame") as ws1:
+                await ws1.receive(timeout=30)  # hello: the session is counted
+                await ws1.send_bytes(b"\0\0\0")  # half a sample
+                await ws1.send_str('{"op": "dance"}')
+                _, events = await collect(ws1, until=lambda f, e: len(e) >= 2, timeout=30)
+                assert "2-byte" in events[0]["message"] and "unknown op" in events[1]["message"]
+                async with s.ws_connect(url + "ws?token=sesame") as ws2:  # one more than max_sessions
+                    _, events = await collect(ws2, timeout=30)
+                    assert "busy" in events[0]["message"] and ws2.close_code == 1013
+                await ws1.send_bytes(b"\0" * 5000)  # over max_message
+                await collect(ws1, timeout=30)
+                assert ws1.close_code == 1009
+            async with s.get(url + "stats?token=sesame") as r:
+                st = await r.json()
+                assert st["refused"] == 1 and st["sessions_total"] == 1 and "latency_ms" in st
+
+    with server(engine, max_sessions=1, token="sesame", max_message=4096) as url:
+        asyncio.run(main(url))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_serve_sigterm_closes_sessions(trained):
+    port = _free_port()
+    env = {**os.environ, "TALKCTL_SERVE_TOKEN": "t0k", "PYTHONPATH": str(Path(__file__).parents[1])}
+    p = subprocess.Popen([sys.executable, "-m", "talkctl", "serve", "--run", str(trained[0].path), "--port", str(port),
+                          "--size", "32", "--device", "cpu", "-q"], env=env, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+
+    async def main():
+        async with aiohttp.ClientSession() as s:
+            for _ in range(600):
+                try:
+                    async with s.get(url + "health?token=t0k") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            async with s.ws_connect(url + "ws?token=t0k") as ws:
+                await collect(ws, until=lambda f, e: len(f) >= 2, timeout=60)
+                p.send_signal(signal.SIGTERM)
+                await collect(ws, timeout=30)
+                return ws.close_code
+
+    try:
+        assert asyncio.run(main()) == 1001  # going away: the session was closed, not dropped
+        assert p.wait(60) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
