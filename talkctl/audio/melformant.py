@@ -199,7 +199,10 @@ def levelled(wav: np.ndarray, gain_normalize: bool = True, level_db: float | Non
     ms = np.einsum("ij,ij->i", fr, fr) / WIN
     raw_db = 10.0 * np.log10(ms / (g * g) + 1e-12)  # before the gain: same frames as speech_level_db
     silent = (raw_db < SILENT_CLIP_DB) | (raw_db < level - SILENT_FRAME_DB)
-    voicing = np.where(silent, 0.0, periodicity(frame_signal(wav, WIN_VOICING, start=start, stop=stop, gain=g)))
+    voicing = np.zeros(len(fr))
+    for j in range(0, len(fr), CHUNK_FRAMES):  # the autocorrelations of a whole long clip at once took GBs
+        frv = frame_signal(wav, WIN_VOICING, start=start + j, stop=start + min(j + CHUNK_FRAMES, len(fr)), gain=g)
+        voicing[j:j + len(frv)] = np.where(silent[j:j + len(frv)], 0.0, periodicity(frv))
     return Levelled(wav, g, fr, ms, silent, voicing)
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkctl import artifacts
+from talkctl import artifacts, memory
 from talkctl.config import NON_NEGATIVE, Range
 from talkctl.devices import device_name
 from talkctl.errors import InputError, UsageError
@@ -104,6 +104,7 @@ def render_to_file(run, output: Path, audio: Path | None = None, cfg: dict | Non
     t_start = time.perf_counter()
     drive = self_drive(run) if audio is None else audio_drive(run, Path(audio), cfg, device)
     drive = with_landmarks(run, drive, cfg, device)
+    memory.release_free_memory()  # the features' temporaries: memory stays flat in the audio's length
     if drive.silent and log is not None:  # as extract-audio warns for a silent training clip
         log.warning("the driving audio %s is silent (speech level %.0f dBFS): the mouth will not move",
                     audio, drive.speech_level_db)
