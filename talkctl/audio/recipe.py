@@ -56,7 +56,8 @@ FEATURE_DEFAULTS = {
     "chunk_seconds": 20.0,     # hubert / wav2vec2: audio per forward pass (1 s context each side)
 }
 FEATURE_RANGES = {"window": Range(1, 256), "n_mels": Range(8, 256), "fmin": NON_NEGATIVE, "fmax": POSITIVE,
-                  "lpc_order": Range(6, 40), "layer": Range(-64, 64), "chunk_seconds": Range(1, 3600)}
+                  "lpc_order": Range(6, 40), "layer": Range(-64, 64), "chunk_seconds": Range(1, 3600),
+                  "phone_temperature": POSITIVE, "phone_smooth_ms": NON_NEGATIVE, "phone_workers": Range(0, 64)}
 
 
 def window_indices(n_frames: int, n_feature_frames: int, rate: float, offset: float, window: int,

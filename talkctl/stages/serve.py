@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from talkctl.config import NON_NEGATIVE, Range
 from talkctl.errors import MissingToolError, UsageError
 
 VERSION = 1
@@ -32,6 +33,9 @@ DEFAULTS = {
     "rasterizer": "auto",
     "seconds": 0.0,         # serve this long, then stop (0: until Ctrl-C)
 }
+RANGES = {"port": Range(0, 65535), "size": Range(0, 4096), "max_sessions": Range(0, 1024), "lookahead_ms": NON_NEGATIVE,
+          "idle_after_ms": NON_NEGATIVE, "batch": Range(1, 256), "jpeg_quality": Range(1, 100),
+          "max_message_bytes": Range(1024, 1 << 30), "workers": Range(1, 64), "seconds": NON_NEGATIVE}
 PRESETS = {"tiny": {}, "fast": {}, "paper": {}}
 NON_SEMANTIC = set(DEFAULTS)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -56,7 +56,7 @@ import json
 import numpy as np
 import torch
 
-from talkctl.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
+from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
 from talkctl.head.conditions import AudioCondition, FeatureAugment
@@ -159,6 +159,9 @@ RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Rang
           "landmark_sigma": POSITIVE, "landmark_k": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
           "mask_weight": NON_NEGATIVE, "perceptual_weight": NON_NEGATIVE, "lip_loss": NON_NEGATIVE,
           "audio_landmark_loss": NON_NEGATIVE, "audio_landmark_batch": AT_LEAST_1, "val_frames": AT_LEAST_1,
+          "audio_mouth_dim": Range(0, 64), "audio_teacher": FRACTION, "audio_steps": NON_NEGATIVE,
+          "audio_weight_decay": NON_NEGATIVE, "audio_noise": NON_NEGATIVE, "audio_dropout": Range(0, 0.95),
+          "val_fraction": Range(0, 0.5), "audio_val_fraction": Range(0, 0.5),
           **GAUSSIAN_RANGES, **TRAIN_RANGES}
 
 
