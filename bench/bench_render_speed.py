@@ -36,18 +36,19 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def make_method(name: str, run, size: int, drive):
     """name -> (render(idx) -> (C,S,S,3) uint8 frames, description)."""
+    from talkctl.head.drive import feed
     from talkctl.head.renderer import Renderer
 
     rast = {"reference": "torch", "numba": "numba"}.get(name)
     if rast is None:
         raise SystemExit(f"unknown method {name!r}; choose from reference, numba")
     renderer = Renderer.load(run, "cpu", size, rast)
-    A = int(getattr(renderer.head.condition, "attn_window", 0) or 0)
+    src = drive.source_frames
 
-    def render(idx):
-        lo, hi = max(0, int(idx[0]) - A // 2), min(drive.n_frames, int(idx[-1]) + max(A - A // 2, 1))
-        renderer.set_drive(drive, lo, hi)
-        return renderer.render(idx - lo, drive.world_to_cam[idx], drive.blink[idx])["full"]
+    def render(idx):  # what render_batches does for one batch
+        rel = feed(renderer.head, drive, idx)
+        return renderer.render(rel, drive.world_to_cam[idx], drive.blink[idx],
+                               source=None if src is None else src[idx])["full"]
 
     return render, f"Renderer, rasteriser {rast}"
 

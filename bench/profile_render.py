@@ -54,15 +54,15 @@ def profile_batch(renderer, drive, idx, clock: Clock, cached: bool):
     import torch
 
     from talkctl.gs.splat import render
+    from talkctl.head.drive import feed
     from talkctl.head.field import apply_deform
     from talkctl.head.models import _tensor, composite
 
     head, torso, size = renderer.head, renderer.torso, renderer.size
     g, f = head.gaussians, head.field
     clock.t = clock.now()
-    renderer.set_drive(drive, int(idx[0]), int(idx[-1]) + 1)
-    t = torch.arange(len(idx))
-    code = head.condition.encode(t)
+    code = head.codes(feed(head, drive, idx))
+    K_torso = renderer.torso_K(None if drive.source_frames is None else drive.source_frames[idx])
     eye = _tensor(drive.blink[idx], head.device).reshape(-1, 1) if f.eye_dim else None
     pg = head.condition.per_gaussian(code, g.means)
     clock.lap("condition")
@@ -84,7 +84,7 @@ def profile_batch(renderer, drive, idx, clock: Clock, cached: bool):
     clock.lap("raster_head")
     if torso.mode == "image":
         clock.lap("torso_field")
-        tout = torso.render(drive.world_to_cam[idx], renderer.K_torso, size, head_rgb=hout.rgb, head_alpha=hout.alpha)
+        tout = torso.render(drive.world_to_cam[idx], K_torso, size, head_rgb=hout.rgb, head_alpha=hout.alpha)
         clock.lap("raster_torso")
     else:
         tg = torso.gaussians
@@ -93,7 +93,7 @@ def profile_batch(renderer, drive, idx, clock: Clock, cached: bool):
         topac, tcol, tdeg = _inputs(torso, cached)
         clock.lap("torso_field")
         tout = render(torso.rasterize, tm, tq, ts, topac, tcol, torch.eye(4).expand(len(idx), 4, 4),
-                      _tensor(renderer.K_torso, head.device), size, tdeg)
+                      _tensor(K_torso, head.device), size, tdeg)
         clock.lap("raster_torso")
     img = composite(renderer._plate if cached else renderer.background, tout, hout)
     clock.lap("layers")

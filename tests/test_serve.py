@@ -35,7 +35,23 @@ SIZE = 32
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    return trained_run.build(tmp_path_factory.mktemp("trained"))
+    """The shared tiny run with mel-formant features normalised by the clip's statistics: what serve
+    streams (the default phonetic extractor and per-utterance normalisation cannot stream; a test
+    below checks that both are refused)."""
+    import shutil
+
+    from talkctl.pipeline import run_stage
+    from talkctl.rundir import RunDir
+
+    run, subject = trained_run.build(tmp_path_factory.mktemp("trained"))
+    rd = RunDir(tmp_path_factory.mktemp("serve") / "run")
+    shutil.rmtree(rd.path)
+    shutil.copytree(run.path, rd.path)
+    for stage in ("extract-audio", "train-deform", "train-torso"):
+        over = ({"extractor": "mel-formant", "norm": "clip"} if stage == "extract-audio"
+                else trained_run.OVERRIDES.get(stage, {}))
+        run_stage(stage, rd, preset="tiny", device="cpu", overrides=over)
+    return rd, subject
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +145,13 @@ def test_streaming_lookahead_and_refusal(trained):
     # mel-formant W=16 and 3 frames of attention ahead: 190 ms past the frame's end
     recipe.window = 16
     assert lookahead_samples(recipe, 3) == 3040
-    recipe.name = "hubert"
-    with pytest.raises(UsageError, match="cannot be computed incrementally"):
+    for name in ("hubert", "phonetic"):  # phonetic: the default extractor, decoded over whole chunks
+        recipe.name = name
+        with pytest.raises(UsageError, match="cannot be computed incrementally"):
+            StreamingFeatures(recipe)
+    recipe.name = "mel-formant"
+    recipe.config["norm"] = "utterance"  # the default: each audio's own statistics, unknown until it ends
+    with pytest.raises(UsageError, match="norm=clip"):
         StreamingFeatures(recipe)
     with pytest.raises(UsageError, match="lookahead-ms"):
         Engine.load(trained[0], "cpu", size=SIZE, lookahead_ms=20)

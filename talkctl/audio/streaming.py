@@ -39,6 +39,10 @@ def check_streamable(recipe: FeatureRecipe) -> None:
                          f"incrementally (each frame depends on seconds of audio around it); live serving needs "
                          f"{' or '.join(FRAME_CONTEXT)} features: retrain from `talkctl extract-audio --features "
                          f"mel-formant --force`")
+    if recipe.norm != "clip":
+        raise UsageError(f"this run normalises each audio by its own speech statistics (norm={recipe.norm}), which a "
+                         "live stream cannot know before it has ended; live serving needs the training clip's: "
+                         "retrain from `talkctl extract-audio --features mel-formant --set norm=clip --force`")
     if recipe.extractor.offset != 0.0 or SAMPLE_RATE % recipe.extractor.rate:
         raise UsageError(f"{recipe.name} frames at {recipe.extractor.rate}/s offset {recipe.extractor.offset} s "
                          "do not fall on whole samples; they cannot stream")

@@ -378,12 +378,7 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
                     curve["val_score"].append(score)
                     best.update(score, done, model)
                 running = []
-                if curves is not None:
-                    curves.scalars(done, {k: v[-1] for k, v in curve.items() if k != "step" and v}, prefix="val")
-                    curves.learning_rates(done, {"adamw": opt})
-                if log:
-                    log.info("step %d loss %.4f held-out mouth LMD %.4f validation %.4f", done, curve["train_loss"][-1],
-                             curve["heldout_mouth_lmd"][-1], curve["val_score"][-1] if n_val else float("nan"))
+                _report(done, curve, n_val, opt, curves, log)
             stop = n_val > 0 and patience > 0 and best.bad >= patience
             if checkpoint is not None and (done % int(cfg["checkpoint_every"]) == 0 or done == iters or stop
                                            or (stop_after is not None and done == stop_after)):
@@ -401,6 +396,16 @@ def train_model(data: A2LData, cfg: dict, *, device: str = "cpu", progress=None,
     if best.state is not None:
         model.load_state_dict(best.state)
     return model, curve, binfo
+
+
+def _report(done: int, curve: dict, n_val: int, opt, curves, log) -> None:
+    """The evaluation just made, to the training curves and the log."""
+    if curves is not None:
+        curves.scalars(done, {k: v[-1] for k, v in curve.items() if k != "step" and v}, prefix="val")
+        curves.learning_rates(done, {"adamw": opt})
+    if log:
+        log.info("step %d loss %.4f held-out mouth LMD %.4f validation %.4f", done, curve["train_loss"][-1],
+                 curve["heldout_mouth_lmd"][-1], curve["val_score"][-1] if n_val else float("nan"))
 
 
 def predict_offsets(model, data: A2LData, cfg: dict, device: str = "cpu", frames: slice | None = None) -> np.ndarray:
