@@ -5,9 +5,7 @@ Verbs are the stage names. Known failures become one line on stderr and an exit 
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, List, Optional
@@ -17,7 +15,7 @@ import typer
 from talkctl import __version__
 from talkctl.cli_options import (ConfigOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt,
                                  RunExistingOpt, RunOpt, SetOpt, VerboseOpt, _common, _State, write_json)
-from talkctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TalkctlError, Terminated, UsageError
+from talkctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TalkctlError, UsageError, sigterm_unwinds
 
 app = typer.Typer(
     name="talkctl",
@@ -377,23 +375,13 @@ def _status_table(rd, rows: list[dict]) -> None:
         write_json({"run": str(rd), "video": str(video[0]) if video else None, "stages": rows})
         return
     from rich.markup import escape
-    from rich.table import Table
 
     from talkctl.console import out
+    from talkctl.report.tables import status_table
 
-    colours = {"done": "green", "stale": "yellow", "missing": "dim", "invalid": "red"}
-    table = Table()
-    for col in ("stage", "artifact", "state", "size", "created", "time"):
-        table.add_column(col)
-    for r in rows:
-        c = colours[r["state"]]
-        state = f"[{c}]{r['state']}[/]" + (f" ({escape(r['why'])})" if r["why"] else "")
-        size = f"{r['bytes'] / 1e6:.1f} MB" if r["bytes"] else ""
-        secs = f"{r['seconds']:.1f} s" if r["seconds"] is not None else ""
-        table.add_row(r["stage"], r["artifact"], state, size, r["created"] or "", secs)
     console = out()
     console.print(escape(str(rd)), soft_wrap=True)  # above the table, not its title: a title wraps at its width
-    console.print(table)
+    console.print(status_table(rows))
 
 
 @app.command()
@@ -464,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch is imported (nothing above imports it): OpenMP threads that spin-wait make
     # 2-core runs several times slower beside other busy processes. A value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from rich.markup import escape
+
     from talkctl.console import err
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -478,8 +468,27 @@ def main(argv: list[str] | None = None) -> int:
             write_json({"error": message, "exit_code": code})
         return code
 
-    with _sigterm_unwinds() as terminated:
-        rc = _run_app(args, fail)
+    with sigterm_unwinds() as terminated:  # SIGTERM unwinds like Ctrl-C (errors.sigterm_unwinds)
+        try:
+            rc = app(args=args, prog_name="talkctl", standalone_mode=False)
+        except TalkctlError as exc:
+            if _State.debug:
+                err.print_exception()
+            return fail(f"[red]error:[/] {escape(exc.message)}", exc.message, exc.exit_code)
+        except KeyboardInterrupt:
+            rc = EXIT_INTERRUPTED
+        except Exception as exc:
+            # typer's (vendored) click exceptions: bad usage prints its own message, exit 2
+            if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+                exc.show(file=sys.stderr)
+                return fail("", exc.format_message(), exc.exit_code)
+            if type(exc).__name__ == "Abort":
+                rc = EXIT_INTERRUPTED
+            else:
+                if _State.debug:
+                    raise
+                message = f"{type(exc).__name__}: {exc} (rerun with --debug and report it)"
+                return fail(f"[red]internal error:[/] {escape(message)}", f"internal error: {message}", 1)
     if rc == EXIT_INTERRUPTED and terminated:  # typer turns every KeyboardInterrupt into exit 130
         rc = EXIT_TERMINATED
     if rc in (EXIT_INTERRUPTED, EXIT_TERMINATED):
@@ -487,52 +496,3 @@ def main(argv: list[str] | None = None) -> int:
         message = f"{word}: nothing half-written was kept; rerun the same command to resume"
         return fail(f"[yellow]{word}[/]: {message.split(': ', 1)[1]}", message, rc)
     return rc if isinstance(rc, int) else 0
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds():
-    """SIGTERM raises Terminated (a KeyboardInterrupt) so it is cleaned up like Ctrl-C: partial
-    files removed, ffmpeg ended, the lock released; yields a list, non-empty once it arrived."""
-    received: list[int] = []
-
-    def on_term(signum, frame):
-        received.append(signum)
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread: leave signals alone
-        yield received
-        return
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _run_app(args: list[str], fail) -> int:
-    from rich.markup import escape
-
-    from talkctl.console import err
-
-    try:
-        rc = app(args=args, prog_name="talkctl", standalone_mode=False)
-    except TalkctlError as exc:
-        if _State.debug:
-            err.print_exception()
-        return fail(f"[red]error:[/] {escape(exc.message)}", exc.message, exc.exit_code)
-    except KeyboardInterrupt:
-        rc = EXIT_INTERRUPTED
-    except Exception as exc:
-        # typer's (vendored) click exceptions: bad usage prints its own message, exit 2
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show(file=sys.stderr)
-            return fail("", exc.format_message(), exc.exit_code)
-        if type(exc).__name__ == "Abort":
-            rc = EXIT_INTERRUPTED
-        else:
-            if _State.debug:
-                raise
-            message = f"{type(exc).__name__}: {exc} (rerun with --debug and report it)"
-            return fail(f"[red]internal error:[/] {escape(message)}", f"internal error: {message}", 1)
-    return rc

@@ -18,9 +18,11 @@ Exit codes (documented in the README):
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import shlex
 import shutil
+import signal
 
 
 class TalkctlError(Exception):
@@ -71,6 +73,27 @@ EXIT_TERMINATED = 143  # SIGTERM: cleaned up like an interrupt, the conventional
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is so it unwinds like Ctrl-C: partial files removed,
     child processes (ffmpeg) ended, the lock released."""
+
+
+@contextlib.contextmanager
+def sigterm_unwinds():
+    """SIGTERM raises Terminated while the block runs; yields a list, non-empty once it arrived
+    (the CLI then exits 143 instead of Ctrl-C's 130)."""
+    received: list[int] = []
+
+    def on_term(signum, frame):
+        received.append(signum)
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread: leave signals alone
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def command(*words) -> str:

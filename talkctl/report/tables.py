@@ -1,4 +1,5 @@
-"""The comparison table of `talkctl eval RUN1 RUN2 ...` (rich, for the terminal) and its Markdown twin."""
+"""The comparison table of `talkctl eval RUN1 RUN2 ...` (rich, for the terminal) and its Markdown
+twin; the state table of `talkctl status`."""
 from __future__ import annotations
 
 import math
@@ -90,3 +91,21 @@ def print_table(console, table) -> None:
         console.print(table, crop=False)
     finally:
         console._width = saved
+
+
+def status_table(rows: list[dict]):
+    """`talkctl status`: each artifact's state (and why), size, creation time and stage time."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    colours = {"done": "green", "stale": "yellow", "missing": "dim", "invalid": "red"}
+    table = Table()
+    for col in ("stage", "artifact", "state", "size", "created", "time"):
+        table.add_column(col)
+    for r in rows:
+        c = colours[r["state"]]
+        state = f"[{c}]{r['state']}[/]" + (f" ({escape(r['why'])})" if r["why"] else "")
+        size = f"{r['bytes'] / 1e6:.1f} MB" if r["bytes"] else ""
+        secs = f"{r['seconds']:.1f} s" if r["seconds"] is not None else ""
+        table.add_row(r["stage"], r["artifact"], state, size, r["created"] or "", secs)
+    return table

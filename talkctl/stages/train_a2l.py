@@ -69,12 +69,11 @@ PRESETS = {
     "paper": {"iterations": 4000, "d_model": 256, "layers": 4, "seq_len": 64},  # ~12 s on an H100 (assumed)
 }
 NON_SEMANTIC = {"resume", "eval_every", "checkpoint_every"}
-RANGES = {"iterations": AT_LEAST_1, "batch": AT_LEAST_1, "seq_len": Range(2, 4096), "lr": POSITIVE, "lr_final": POSITIVE,
-          "weight_decay": NON_NEGATIVE, "d_model": AT_LEAST_1, "layers": AT_LEAST_1, "heads": AT_LEAST_1,
-          "ff_mult": AT_LEAST_1, "dropout": Range(0, 0.95), "conv_channels": AT_LEAST_1, "pca_components": NON_NEGATIVE,
-          "pca_variance": Range(0, 1, True), "velocity_weight": NON_NEGATIVE, "feature_noise": NON_NEGATIVE,
-          "val_fraction": Range(0, 0.5), "patience": NON_NEGATIVE, "eval_every": AT_LEAST_1,
-          "checkpoint_every": NON_NEGATIVE, "seed": Range(0, 2**32 - 1)}
+RANGES = {**dict.fromkeys(("iterations", "batch", "d_model", "layers", "heads", "ff_mult", "conv_channels",
+                           "eval_every"), AT_LEAST_1), "seq_len": Range(2, 4096), "lr": POSITIVE, "lr_final": POSITIVE,
+          **dict.fromkeys(("weight_decay", "pca_components", "velocity_weight", "feature_noise", "patience",
+                           "checkpoint_every"), NON_NEGATIVE), "dropout": Range(0, 0.95), "pca_variance": Range(0, 1, True),
+          "val_fraction": Range(0, 0.5), "seed": Range(0, 2**32 - 1)}
 
 MIN_TRAIN_FRAMES = 8
 MIN_VAL_FRAMES = 25  # 1 s: fewer cannot tell a better model from noise
@@ -232,6 +231,7 @@ def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerpri
     """(step, curve, running losses) from a checkpoint of the same fingerprint, or None; fills
     `best`. A damaged checkpoint is discarded with a warning (training starts afresh)."""
     import h5py
+    import torch
 
     if not path.exists():
         return None
@@ -241,26 +241,20 @@ def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerpri
         path.unlink(missing_ok=True)
         return None
     with h5py.File(path, "r") as f:
-        return _restore(f, model, opt, rng, fingerprint, best)
-
-
-def _restore(f, model, opt, rng: np.random.Generator, fingerprint: str, best: "Best"):
-    import torch
-
-    if f.attrs.get("fingerprint") != fingerprint:
-        return None
-    model.load_state_dict({k: torch.from_numpy(f["model"][k][()]) for k in f["model"]})
-    sd = opt.state_dict()
-    for pid in f["optimizer"]:
-        sd["state"][int(pid)] = {k: torch.as_tensor(f["optimizer"][pid][k][()]) for k in f["optimizer"][pid]}
-    opt.load_state_dict(sd)
-    load_torch_rng(f)
-    rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
-    curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
-    b = f["best"]
-    best.score, best.step, best.bad = float(b.attrs["score"]), int(b.attrs["step"]), int(b.attrs["bad"])
-    best.state = {k: torch.from_numpy(b[k][()]) for k in b} or None
-    return int(f.attrs["step"]), curve, f["running_loss"][()].tolist()
+        if f.attrs.get("fingerprint") != fingerprint:
+            return None
+        model.load_state_dict({k: torch.from_numpy(f["model"][k][()]) for k in f["model"]})
+        sd = opt.state_dict()
+        for pid in f["optimizer"]:
+            sd["state"][int(pid)] = {k: torch.as_tensor(f["optimizer"][pid][k][()]) for k in f["optimizer"][pid]}
+        opt.load_state_dict(sd)
+        load_torch_rng(f)
+        rng.bit_generator.state = json.loads(f.attrs["numpy_rng"])
+        curve = {k: f["curve"][k][()].tolist() for k in f["curve"]}
+        b = f["best"]
+        best.score, best.step, best.bad = float(b.attrs["score"]), int(b.attrs["step"]), int(b.attrs["bad"])
+        best.state = {k: torch.from_numpy(b[k][()]) for k in b} or None
+        return int(f.attrs["step"]), curve, f["running_loss"][()].tolist()
 
 
 @dataclass
