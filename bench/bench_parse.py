@@ -2,7 +2,7 @@
 
 For each shared clip (french_50s, german_20s, grid_s1_180s; skipped when ../shared is absent)
 a run directory gets frames.h5 / track.h5 -- from the real `track` stage when it is built,
-else from the test stand-in (tests/fake_track.py: mediapipe face mesh, square crop) -- then
+else from the test stand-in (tests/fixtures/fake_track.py: mediapipe face mesh, square crop) -- then
 `parse --force --preview` runs in a fresh subprocess, which reports its wall time, CPU time and
 peak RSS. The tracking itself is not timed. Prints a table and writes bench/results/parse_cpu.json.
 
@@ -54,7 +54,7 @@ def prepare(name: str, videos: Path, workdir: Path, frames: int | None) -> Path:
         run.set_video(video)
         run_stage("track", run, overrides={"size": 512})
     else:
-        sys.path.insert(0, str(ROOT / "tests"))
+        sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
         from fake_track import track_clip
 
         track_clip(run, video, frames, 512, crop)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common import ROOT, describe, load_avg, machine, print_table, write_json
 
-OVERRIDES = {  # as tests/trained_run.py: small crop, few iterations
+OVERRIDES = {  # as tests/fixtures/trained_run.py: small crop, few iterations
     "track": {"size": 64},
     "init-static": {"resolution": 48, "head_iterations": 60, "torso_iterations": 20, "val_every": 30},
     "train-deform": {"resolution": 48, "iterations": 40, "val_every": 20},

@@ -104,7 +104,7 @@ def build() -> dict:
 
 
 def tests() -> dict:
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("*/test_*.py")
                    if "mark.cuda" in p.read_text() or "cuda_training" in p.name)
     xml = Path("/tmp/gpu_check_junit.xml")
     res = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-p", "no:cacheprovider", "-q",

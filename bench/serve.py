@@ -36,7 +36,7 @@ def speech(seconds: float) -> tuple[np.ndarray, str]:
         from talkctl.media.audio import load_waveform
 
         return load_waveform(path)[:int(seconds * 16000)], str(path.name)
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
     import trained_run
 
     return trained_run.voice(seconds), "synthetic voice"

@@ -37,7 +37,7 @@ def shared_path(*parts) -> Path:
 
 @pytest.fixture
 def fake_pipeline(monkeypatch):
-    """Register the fake stages of tests/fake_stages.py in place of the real stage table."""
+    """Register the fake stages of tests/fixtures/fake_stages.py in place of the real stage table."""
     from talkctl import artifacts, pipeline
 
     import fake_stages

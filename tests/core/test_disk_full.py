@@ -11,8 +11,9 @@ import textwrap
 import pytest
 
 import trained_run
+from repo import REPO as REPO_PATH
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(REPO_PATH)
 TINY = ["--preset", "tiny", "--device", "cpu", "-q"]
 
 

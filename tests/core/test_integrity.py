@@ -15,8 +15,9 @@ from talkctl import artifacts, h5files, pipeline
 from talkctl.cli import main
 from talkctl.errors import ArtifactError
 from talkctl.rundir import RunDir
+from repo import REPO as REPO_PATH
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(REPO_PATH)
 
 
 def talkctl(*args, env=None):

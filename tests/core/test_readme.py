@@ -5,13 +5,13 @@ Commands come from the README's code blocks and inline code spans that start wit
 other inline spans (`--set key=value`, `--resume`) must exist in at least one verb.
 """
 import re
-from pathlib import Path
 
 from typer.main import get_command
 
 from talkctl.cli import app
+from repo import REPO
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = REPO / "README.md"
 OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 

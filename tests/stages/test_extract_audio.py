@@ -23,9 +23,9 @@ from talkctl.stages import extract_audio as xa
 from talkctl.timebase import n_video_frames
 from talkctl.audio.melformant import MelFormantExtractor, lpc_formants, periodicity, frame_signal
 from conftest import shared_path
+from repo import REPO
 
 SR = 16000
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ---- media ----------------------------------------------------------------------

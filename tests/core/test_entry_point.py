@@ -11,8 +11,8 @@ import pytest
 
 from talkctl import artifacts
 from talkctl.rundir import RunDir
+from repo import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def talkctl(*args, env=None, check_rc=None) -> subprocess.CompletedProcess:
@@ -163,7 +163,7 @@ def test_a_test_run_leaves_no_cache_folders(tmp_path):
     """conftest.py's hermetic weight caches are removed when pytest ends."""
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "tests/test_cli.py::test_config_layers_and_validation"],
+                           "tests/core/test_cli.py::test_config_layers_and_validation"],
                           capture_output=True, text=True, cwd=REPO, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert list(tmp_path.glob("talkctl-test-caches-*")) == []

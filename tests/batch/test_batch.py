@@ -14,8 +14,8 @@ import pytest
 
 import batch_fakes
 from talkctl.cli import main
+from repo import REPO, TEST_PATH
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def test_second_batch_on_the_same_root_is_refused(tmp_path, fakes, capsys):
 
 
 def _start_fake_batch(m: Path, root: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)]), "OMP_WAIT_POLICY": "PASSIVE",
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(TEST_PATH), "OMP_WAIT_POLICY": "PASSIVE",
            "PYTHONFAULTHANDLER": "1"}
     log = open(m.parent / f"batch-{time.time_ns()}.log", "w")
     proc = subprocess.Popen([sys.executable, "-c", "import batch_fakes; batch_fakes.main()", "batch", str(m),
@@ -316,7 +316,8 @@ def test_a_worker_that_dies_busy_keeps_its_task_while_others_are_queued(tmp_path
 
 def test_interrupted_batch_resumes_where_it_stopped(tmp_path, fakes, capsys):
     v = _videos(tmp_path, 3)
-    m = _manifest(tmp_path, _subjects(v, {"s2": ["[subject.config.fake-a]", "sleep = 20.0"]}))
+    # s2 sleeps far longer than s0 and s1 can take even on a loaded machine: it is killed mid-stage
+    m = _manifest(tmp_path, _subjects(v, {"s2": ["[subject.config.fake-a]", "sleep = 300.0"]}))
     root = tmp_path / "root"
     proc = _start_fake_batch(m, root)
     try:
@@ -325,8 +326,9 @@ def test_interrupted_batch_resumes_where_it_stopped(tmp_path, fakes, capsys):
         assert main(["batch", str(m), "--root", str(root)]) == 6
         assert f"batch root {root} is in use by `talkctl batch {m}` (pid {proc.pid})" in capsys.readouterr().err
         t = time.time()
-        while time.time() - t < 30 and _record(root)["subjects"]["s1"]["status"] != "done":
+        while time.time() - t < 240 and not all(_record(root)["subjects"][s]["status"] == "done" for s in ("s0", "s1")):
             time.sleep(0.05)
+        assert {s: _record(root)["subjects"][s]["status"] for s in ("s0", "s1")} == {"s0": "done", "s1": "done"}
         os.killpg(proc.pid, signal.SIGKILL)  # the machine goes down: driver and workers at once
         proc.wait(timeout=10)
     finally:

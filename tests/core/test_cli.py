@@ -9,6 +9,7 @@ import pytest
 from talkctl import config as configmod
 from talkctl.cli import main
 from talkctl.errors import UsageError
+from repo import REPO
 
 
 def test_help_lists_every_stage_verb(capsys):
@@ -97,7 +98,7 @@ def test_doctor_json_lists_ffmpeg_and_devices(capsys):
 def test_real_entry_point_in_a_subprocess(tmp_path):
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run([sys.executable, "-m", "talkctl", "status", str(tmp_path / "nope"), "--json"],
-                          capture_output=True, text=True, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+                          capture_output=True, text=True, env=env, cwd=REPO)
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["exit_code"] == 2  # --json: the error as JSON on stdout too
     assert proc.stderr.strip().startswith("error:") and "does not exist" in proc.stderr

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +28,7 @@ from talkctl.errors import UsageError
 from talkctl.live.app import ServeOptions, run_server
 from talkctl.live.engine import Engine
 from talkctl.live.protocol import IDLE, SPEECH, float_to_pcm16, unpack_frame
+from repo import REPO
 
 SIZE = 32
 
@@ -268,7 +268,7 @@ def _free_port() -> int:
 
 def test_cli_serve_sigterm_closes_sessions(trained):
     port = _free_port()
-    env = {**os.environ, "TALKCTL_SERVE_TOKEN": "t0k", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "TALKCTL_SERVE_TOKEN": "t0k", "PYTHONPATH": str(REPO)}
     p = subprocess.Popen([sys.executable, "-m", "talkctl", "serve", "--run", str(trained[0].path), "--port", str(port),
                           "--size", "32", "--device", "cpu", "-q"], env=env, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"

@@ -1,4 +1,4 @@
-"""train-deform --condition landmarks on the tiny generated scene (tests/gs_scene.py + lm_scene.py).
+"""train-deform --condition landmarks on the tiny generated scene (tests/fixtures/gs_scene.py + lm_scene.py).
 
 The scene's mouth blob moves with a synthetic signal; its landmarks (iBUG-68 layout) move with it.
 A head trained on them must explain the mouth better than one trained on still landmarks, and

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +11,10 @@ from talkctl.errors import UsageError
 from talkctl.kernels.raster import rasterize
 from talkctl.kernels.raster.dense import rasterize_dense
 from test_raster import scene
+from repo import REPO
 
 pytest.importorskip("numba", reason="numba is not installed")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(REPO / "bench"))
 from scenes import head_scene  # noqa: E402
 
 F32 = torch.float32

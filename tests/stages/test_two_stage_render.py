@@ -1,4 +1,4 @@
-"""The decoupled two-stage method end to end on the synthetic subject (tests/trained_run.py):
+"""The decoupled two-stage method end to end on the synthetic subject (tests/fixtures/trained_run.py):
 train-a2l + train-deform --condition landmarks + train-torso --mode image, then `talkctl render`
 with new audio (landmarks from a2l), re-enactment and an edit, and `talkctl eval`."""
 import json

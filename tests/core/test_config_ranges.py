@@ -11,6 +11,7 @@ from talkctl import config as configmod
 from talkctl.cli import main
 from talkctl.config import PRESET_NAMES, Range
 from talkctl.pipeline import STAGES, load_stage_module
+from repo import REPO
 
 
 def _numeric(value) -> bool:
@@ -65,7 +66,7 @@ def test_config_file_values_and_tables_are_checked(tmp_path, capsys):
 def test_real_entry_point_refuses_negative_iterations(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "talkctl", "train-deform", "--run", str(tmp_path / "r"),
                            "--set", "iterations=-5"], capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          cwd=REPO,
                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: train-deform setting iterations=-5 is out of range: it must be >= 1")

@@ -1,6 +1,6 @@
 """Device tensors never reach numpy: every training stage and a render batch on a pretend GPU.
 
-tests/fake_cuda.py makes `--device cuda` run on the CPU with tensors that raise where a CUDA
+tests/fixtures/fake_cuda.py makes `--device cuda` run on the CPU with tensors that raise where a CUDA
 tensor would (np.asarray, .numpy(), h5py writes). One or two steps of each stage (with a
 densification, a checkpoint and the final validation), then one render batch: a stage that
 hands a device tensor to host code fails here as it would at step 1 on a real GPU.

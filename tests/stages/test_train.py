@@ -1,4 +1,4 @@
-"""init-static, train-deform, train-torso on a tiny generated scene (tests/gs_scene.py).
+"""init-static, train-deform, train-torso on a tiny generated scene (tests/fixtures/gs_scene.py).
 
 One module-scoped scene (32x32, 33 frames) trained once per stage; the deform/resume/ablation
 runs use copies of its run directory with short schedules.

@@ -18,8 +18,9 @@ import track_fixtures as fx
 import trained_run
 from talkctl.cli import main
 from talkctl.rundir import RunDir
+from repo import REPO as REPO_PATH
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(REPO_PATH)
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": REPO}
 TINY = ["--preset", "tiny", "--device", "cpu"]
 

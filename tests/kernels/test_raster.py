@@ -14,6 +14,7 @@ from talkctl.kernels.raster.projection import project
 from talkctl.kernels.raster.sh import sh_basis
 from talkctl.kernels.raster.tiles import bin_gaussians
 from talkctl.kernels.raster.torch_backend import rasterize_torch
+from repo import REPO
 
 F64 = torch.float64
 HAS_CUDA = torch.cuda.is_available()
@@ -421,9 +422,8 @@ def test_input_validation():
 
 def _cuda_scene(n=3000, size=128, seed=0, per_cam=False):
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    sys.path.insert(0, str(REPO / "bench"))
     from scenes import head_scene
 
     sc = head_scene(n, size, sh_degree=2, seed=seed, device="cuda")
@@ -482,5 +482,4 @@ def test_importing_kernel_packages_is_cheap():
 
     code = ("import sys, talkctl.kernels.raster, talkctl.kernels.hashgrid; "
             "assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(
-        __file__).resolve().parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(REPO))

@@ -1,6 +1,6 @@
 """`talkctl track` end to end on small generated clips (mediapipe on CPU).
 
-The clips come from tests/track_fixtures.py: the astronaut photo on a face-like bump turned
+The clips come from tests/fixtures/track_fixtures.py: the astronaut photo on a face-like bump turned
 by known head poses (pose recovery), and bad inputs: no face, two faces, a face leaving the
 picture, portrait, tiny, too short; plus a run directory whose frames came from another video.
 """
@@ -18,8 +18,8 @@ import pytest
 from talkctl.cli import main
 from talkctl.jpeg_frames import frame_images
 
-sys.path.insert(0, str(Path(__file__).parent))
 import track_fixtures as fx  # noqa: E402
+from repo import REPO
 
 
 def _no_outputs(run: Path) -> bool:
@@ -241,7 +241,7 @@ def test_cli_subprocess_json(clips, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "talkctl", "track", str(clips["bump"]), "--run", str(run),
                            "--size", "128", "--preset", "tiny", "--json"], capture_output=True, text=True,
-                          cwd=Path(__file__).parent.parent, timeout=120)
+                          cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["frames"] == 60 and summary["face_rate"] == 1.0
