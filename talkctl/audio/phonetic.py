@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from talkctl.audio.melformant import HOP, SILENT_FRAME_DB, SPEECH_LEVEL_DB, SR, levelled
+from talkctl.audio.melformant import (CHUNK_FRAMES as LEVEL_CHUNK, HOP, SILENT_FRAME_DB, SPEECH_LEVEL_DB, SR, levelled,
+                                      speech_level_db)
 from talkctl.errors import MissingToolError, UsageError
 
 SCORE_UNIT_NATS = 1024 * np.log(1.0001)  # senone scores: log base 1.0001, shifted right by 10 bits
@@ -160,11 +161,12 @@ def chunk_spans(n: int) -> list[tuple[int, int, int, int]]:
     return [(max(0, a - MARGIN_FRAMES), min(n, b + MARGIN_FRAMES), a, b) for a, b in zip(edges[:-1], edges[1:])]
 
 
-def chunk_pcm(x: np.ndarray, start: int, end: int) -> bytes:
-    """int16 samples whose pocketsphinx frames i are centred on feature frames start + i."""
+def chunk_pcm(x: np.ndarray, start: int, end: int, gain: float = 1.0) -> bytes:
+    """int16 samples of x * gain whose pocketsphinx frames i are centred on feature frames start + i
+    (the gain applied to this chunk only: no whole-clip scaled copy)."""
     s0 = start * HOP - PS_FRAME_CENTRE
     s1 = (end - 1) * HOP + PS_FRAME_CENTRE + 1
-    seg = x[max(0, s0):min(len(x), s1)]
+    seg = x[max(0, s0):min(len(x), s1)] * np.float32(gain)
     seg = np.pad(seg, (max(0, -s0), max(0, s1 - len(x))))
     return (np.clip(seg, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
@@ -209,24 +211,30 @@ class PhoneticExtractor:
     def min_std(self) -> np.ndarray:
         return np.array([0.05] * len(self.phones) + [0.1, 1.0], dtype=np.float32)
 
-    def scores(self, x: np.ndarray, n: int) -> np.ndarray:
-        """(n, n_ci_sen) CI senone scores, row j centred on sample 160 j."""
+    def scores(self, x: np.ndarray, n: int, gain: float = 1.0) -> np.ndarray:
+        """(n, n_ci_sen) CI senone scores of x * gain, row j centred on sample 160 j. Each chunk's
+        scores go into the output as they come (no list of every chunk's scores beside it)."""
         spans = chunk_spans(n)
-        pcms = [chunk_pcm(x, s, e) for s, e, _, _ in spans]
         workers = min(len(spans), self.workers or min(2, os.cpu_count() or 1))
+        out = np.empty((n, self.scorer.n_ci_sen), dtype=np.float32)
+
+        def put(span, part):
+            s, e, a, b = span
+            rows = np.arange(a - s, b - s)
+            out[a:b] = part[np.minimum(rows, len(part) - 1)]  # the decoder may give a frame less at the end
+
         if workers > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             # forkserver: workers start from a clean process, not a copy of one that may hold torch threads
             with ProcessPoolExecutor(workers, multiprocessing.get_context("forkserver"), _worker_init) as pool:
-                parts = list(pool.map(_worker_score, pcms))
+                pcms = (chunk_pcm(x, s, e, gain) for s, e, _, _ in spans)
+                for span, part in zip(spans, pool.map(_worker_score, pcms)):
+                    put(span, part)
         else:
-            parts = [self.scorer(p) for p in pcms]
-        out = np.empty((n, self.scorer.n_ci_sen), dtype=np.float32)
-        for (s, e, a, b), part in zip(spans, parts):
-            rows = np.arange(a - s, b - s)
-            out[a:b] = part[np.minimum(rows, len(part) - 1)]  # the decoder may give a frame less at the end
+            for span in spans:
+                put(span, self.scorer(chunk_pcm(x, span[0], span[1], gain)))
         return out
 
     def posteriors(self, scores: np.ndarray) -> np.ndarray:
@@ -242,11 +250,24 @@ class PhoneticExtractor:
         return p
 
     def frames(self, wav: np.ndarray) -> np.ndarray:
-        lv = levelled(wav, self.gain_normalize)
-        post = np.zeros((len(lv.frames), len(self.phones)), dtype=np.float32)
-        if not lv.silent.all():
-            post[:] = self.posteriors(self.scores(lv.x, len(post)))
-        post[lv.silent] = 0.0
-        post[lv.silent, self.phones.index(SIL)] = 1.0
-        energy = np.log(np.maximum(lv.mean_square, ENERGY_FLOOR))
-        return np.concatenate([post, lv.voicing[:, None], energy[:, None]], axis=1).astype(np.float32)
+        """(F, D) raw features. The level, silence and voicing are taken LEVEL_CHUNK frames at a
+        time at the whole clip's speech level (as mel-formant does) and the senone scores chunk by
+        chunk at its gain: memory stays ~ the waveform plus the output, whatever the audio's length."""
+        wav = np.asarray(wav, dtype=np.float32)
+        level = speech_level_db(wav)
+        n = len(wav) // HOP + 1
+        mean_square, silent, voicing, gain = [], [], [], 1.0
+        for j in range(0, n, LEVEL_CHUNK):  # each chunk's frames (a copy of its samples) dropped at once
+            lv = levelled(wav, self.gain_normalize, level, start=j, stop=j + LEVEL_CHUNK)
+            mean_square.append(lv.mean_square)
+            silent.append(lv.silent)
+            voicing.append(lv.voicing)
+            gain = lv.gain
+        mean_square, silent, voicing = (np.concatenate(v) for v in (mean_square, silent, voicing))
+        post = np.zeros((n, len(self.phones)), dtype=np.float32)
+        if not silent.all():
+            post[:] = self.posteriors(self.scores(wav, n, gain))
+        post[silent] = 0.0
+        post[silent, self.phones.index(SIL)] = 1.0
+        energy = np.log(np.maximum(mean_square, ENERGY_FLOOR))
+        return np.concatenate([post, voicing[:, None], energy[:, None]], axis=1).astype(np.float32)

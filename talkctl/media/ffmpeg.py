@@ -86,8 +86,10 @@ def write_wav(path, samples, sample_rate: int, length: int | None = None) -> Pat
         w.setnchannels(x.shape[1])
         w.setsampwidth(2)
         w.setframerate(int(sample_rate))
-        for i in range(0, min(len(x), length), 1 << 20):  # in blocks: 10 minutes in float64 at once was ~300 MB
-            block = np.clip(x[i:min(i + (1 << 20), length)].astype(np.float64), -1.0, 1.0) * 32767.0
+        # in blocks of 64k samples: 10 minutes in float64 at once was ~300 MB, and blocks of 1M
+        # samples left ~20 MB of freed temporaries on the heap under a render's frame loop
+        for i in range(0, min(len(x), length), 1 << 16):
+            block = np.clip(x[i:min(i + (1 << 16), length)].astype(np.float64), -1.0, 1.0) * 32767.0
             w.writeframes(block.round().astype("<i2").tobytes())
         if length > len(x):
             w.writeframes(np.zeros((length - len(x), x.shape[1]), "<i2").tobytes())

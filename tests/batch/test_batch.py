@@ -314,10 +314,20 @@ def test_a_worker_that_dies_busy_keeps_its_task_while_others_are_queued(tmp_path
         eng.shutdown()
 
 
+def _wait_until(cond, seconds: float, what: str) -> None:
+    """Poll cond() until true; fail naming `what` after `seconds` (generous: the suite shares loaded cores)."""
+    t = time.time()
+    while not cond():
+        if time.time() - t > seconds:
+            raise AssertionError(f"{what} did not happen within {seconds:.0f} s")
+        time.sleep(0.05)
+
+
 def test_interrupted_batch_resumes_where_it_stopped(tmp_path, fakes, capsys):
     v = _videos(tmp_path, 3)
-    # s2 sleeps far longer than s0 and s1 can take even on a loaded machine: it is killed mid-stage
-    m = _manifest(tmp_path, _subjects(v, {"s2": ["[subject.config.fake-a]", "sleep = 300.0"]}))
+    # s2's fake-a sleeps far longer than the test can take: it is mid-stage whenever the kill comes,
+    # however slowly s1 gets through under load (no race between s1 finishing and s2 finishing)
+    m = _manifest(tmp_path, _subjects(v, {"s2": ["[subject.config.fake-a]", "sleep = 3600.0"]}))
     root = tmp_path / "root"
     proc = _start_fake_batch(m, root)
     try:
@@ -325,17 +335,16 @@ def test_interrupted_batch_resumes_where_it_stopped(tmp_path, fakes, capsys):
         # a second batch on the same root, from another process, is refused while this one runs
         assert main(["batch", str(m), "--root", str(root)]) == 6
         assert f"batch root {root} is in use by `talkctl batch {m}` (pid {proc.pid})" in capsys.readouterr().err
-        t = time.time()
-        while time.time() - t < 240 and not all(_record(root)["subjects"][s]["status"] == "done" for s in ("s0", "s1")):
-            time.sleep(0.05)
-        assert {s: _record(root)["subjects"][s]["status"] for s in ("s0", "s1")} == {"s0": "done", "s1": "done"}
+        _wait_until(lambda: all(_record(root)["subjects"][s]["status"] == "done" for s in ("s0", "s1")), 240,
+                    "s0 and s1 finishing")
+        assert proc.poll() is None, proc.log_path.read_text()
         os.killpg(proc.pid, signal.SIGKILL)  # the machine goes down: driver and workers at once
         proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    time.sleep(0.2)  # workers die with their parent (PDEATHSIG)
-    assert not _alive(int((root / "s2" / "fake-a.pid").read_text()))
+    worker = int((root / "s2" / "fake-a.pid").read_text())
+    _wait_until(lambda: not _alive(worker), 20, f"s2's worker (pid {worker}) dying with its parent (PDEATHSIG)")
     assert (root / "s2" / "a.h5.partial").exists() and not (root / "s2" / "a.h5").exists()
     st = subprocess.run([sys.executable, "-m", "talkctl", "batch", "status", str(root), "--json"], cwd=REPO,
                         capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
