@@ -59,6 +59,7 @@ DEFAULTS = {
     "style_dim": 64,
     "lr_image": 2e-3,
     "dssim_weight": 0.2,
+    "image_base": True,           # mode=image corrects init-static's torso (drawn at the tracked shift), not paints from nothing
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify": False,
@@ -197,7 +198,8 @@ class ImageTorsoTrainer:
         sc = self.scene
         t = to_device(idx, sc.w2c.device, torch.long)
         h_rgb, h_alpha = self.head_render(idx)
-        out = self.torso.forward(sc.w2c[t], h_rgb, h_alpha, sc.res)
+        shift = None if sc.torso_shift is None else sc.torso_shift[np.asarray(idx).reshape(-1)] * sc.res
+        out = self.torso.forward(sc.w2c[t], h_rgb, h_alpha, sc.res, shift)
         return out, h_rgb, h_alpha
 
     def step(self, step, rng):
@@ -235,7 +237,7 @@ class ImageTorsoTrainer:
         return self.scene.full_frames([i])[0], self._full(i)[0]
 
 
-def run_image(ctx, cfg: dict, head) -> dict:
+def run_image(ctx, cfg: dict, head, rasterize) -> dict:
     from talkctl.head.torso_image import ImageTorsoModel, StyleUNet
 
     with Scene(ctx, cfg) as scene:
@@ -243,9 +245,11 @@ def run_image(ctx, cfg: dict, head) -> dict:
         w2c_train = scene.w2c[torch.as_tensor(scene.train_idx)].cpu().numpy()
         mean, std = PoseCondition.stats(w2c_train)
         pose = PoseCondition(int(cfg["pose_freqs"]), mean, std).to(ctx.device)
-        net = StyleUNet(pose.out_dim, int(cfg["unet_channels"]), int(cfg["unet_depth"]), int(cfg["style_dim"]))
+        base = static_torso_image(ctx, scene, rasterize) if cfg["image_base"] else None
+        net = StyleUNet(pose.out_dim, int(cfg["unet_channels"]), int(cfg["unet_depth"]), int(cfg["style_dim"]),
+                        base=base is not None)
         net = net.to(ctx.device)
-        torso = ImageTorsoModel(net, pose, {"resolution": scene.res})
+        torso = ImageTorsoModel(net, pose, {"resolution": scene.res, "base": base})
         trainer = ImageTorsoTrainer(scene, torso, head, cfg)
         res = train(ctx, "train-torso", trainer, int(cfg["iterations"]), cfg, description="torso (image)")
         val = trainer.validate(scene.held_idx)
@@ -255,6 +259,10 @@ def run_image(ctx, cfg: dict, head) -> dict:
             f.create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
+            if base is not None:
+                f.create_dataset("base", data=base)
+                if scene.torso_shift is not None:
+                    f.create_dataset("torso_shift", data=scene.torso_shift)
             write_curves(f, res)
             n_params = sum(p.numel() for p in net.parameters())
             f.attrs.update({"mode": "image", "net_spec": json.dumps(net.spec()), "condition_spec": json.dumps(pose.spec()),
@@ -264,6 +272,23 @@ def run_image(ctx, cfg: dict, head) -> dict:
     clear_checkpoints(ctx, ["train-torso"])
     ctx.log.info("torso (image): held-out full-composite PSNR %.2f dB, %d parameters", val, n_params)
     return {"psnr_full": round(val, 3), "mode": "image", "n_parameters": n_params, "train_seconds": round(res["seconds"], 1)}
+
+
+def static_torso_image(ctx, scene, rasterize) -> np.ndarray:
+    """init-static's torso rendered in its own (stabilised) camera at the training resolution:
+    (R,R,4) float32 straight colour + alpha, the base the image torso corrects. Sets
+    scene.torso_shift when the torso was fitted stabilised (each frame draws the base there)."""
+    with ctx.read("static") as f:
+        gaussians = GaussianModel.load_h5(f["torso"], ctx.device)
+        if "torso_shift" in f["torso"]:
+            scene.torso_shift = np.asarray(f["torso"]["torso_shift"][()], np.float32)
+    with torch.no_grad():
+        colors, deg = gaussians.color_inputs()
+        out = render(rasterize, gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, colors,
+                     torch.eye(4, device=scene.K.device)[None], scene.K, scene.res, deg)
+    alpha = out.alpha[0].clamp(0, 1)
+    colour = (out.rgb[0] / alpha.clamp(min=1e-3)).clamp(0, 1)
+    return torch.cat([colour, alpha], -1).cpu().numpy().astype(np.float32)
 
 
 def drive_head(ctx, scene, head) -> None:
@@ -284,7 +309,7 @@ def run(ctx, cfg: dict) -> dict:
     rasterize = resolve_rasterizer(cfg["rasterizer"], ctx.device, ctx)
     head = load_head(ctx.run, ctx.device, ctx.backends.get("raster", "auto"))
     if cfg["mode"] == "image":
-        return run_image(ctx, cfg, head)
+        return run_image(ctx, cfg, head, rasterize)
     with Scene(ctx, cfg) as scene:
         drive_head(ctx, scene, head)
         with ctx.read("static") as f:
