@@ -7,7 +7,7 @@ frequencies) of the head pose: axis-angle rotation + translation of track.h5's
 world_to_cam) -> Δposition, Δrotation, Δscale, rendered from the fixed camera.
 The head (deform.h5) is frozen: each training frame is the composite
 background plate <- torso render <- head render, compared with the real frame (L1, plus
-mask_weight · L1(torso alpha, neck|torso mask)).
+gaussian_dssim · D-SSIM, plus mask_weight · L1(torso alpha, neck|torso mask)).
 
 mode=image (the decoupled two-stage method's torso, torso_image.py): instead of Gaussians a
 StyleUNet makes the torso and neck RGBA from the frozen head's render (rgb + alpha) and the
@@ -52,6 +52,7 @@ DEFAULTS = {
     "lr_grid": 5e-3,
     "lr_mlp": 1e-3,
     "mask_weight": 0.1,
+    "gaussian_dssim": 0.2,        # mode=gaussian: D-SSIM weight of the composite (0: L1 only)
     "val_frames": 8,
     # mode=image: U-Net width / number of down blocks, style vector size, learning rate, D-SSIM weight
     "unet_channels": 32,
@@ -80,7 +81,8 @@ NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
 RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Range(1, 64), "pose_freqs": Range(0, 16),
           **ENCODING_RANGES, "hidden": AT_LEAST_1, "layers": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
           "mask_weight": NON_NEGATIVE, "val_frames": AT_LEAST_1, "unet_channels": AT_LEAST_1, "unet_depth": Range(1, 8),
-          "style_dim": AT_LEAST_1, "lr_image": POSITIVE, "dssim_weight": FRACTION, **GAUSSIAN_RANGES, **TRAIN_RANGES}
+          "style_dim": AT_LEAST_1, "lr_image": POSITIVE, "dssim_weight": FRACTION, "gaussian_dssim": FRACTION,
+          **GAUSSIAN_RANGES, **TRAIN_RANGES}
 
 
 def heldout_psnr(scene: Scene, cfg: dict, frames, full_frame) -> float:
@@ -140,7 +142,12 @@ class TorsoTrainer:
         head = self.head_render(idx)
         full = over(head.rgb, head.alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb)))
         mask = sc.torso_mask(idx)
-        loss = l1(full, sc.full_frames(idx)) + c["mask_weight"] * l1(out.alpha * (1 - head.alpha), mask)
+        real = sc.full_frames(idx)
+        loss = l1(full, real) + c["mask_weight"] * l1(out.alpha * (1 - head.alpha), mask)
+        if c["gaussian_dssim"] > 0:  # the collar's and shoulders' edges: L1 alone settles for a blur
+            from talkctl.gs.losses import dssim
+
+            loss = loss + c["gaussian_dssim"] * dssim(full, real)
         loss.backward()
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
