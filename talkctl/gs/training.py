@@ -273,14 +273,16 @@ def compiled(module, cfg: dict):
 
 
 def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, description: str | None = None,
-          keep_best: bool = False) -> dict:
+          keep_best_from: int | None = None) -> dict:
     """Run (or resume) `iterations` steps. Returns {val_curve, val_psnr, seconds, steps, best_step,
-    best_psnr}. keep_best: the trainable ends with the arrays of its best validation (trainable.validate
-    must then score frames it does not train on), kept in the checkpoints too."""
+    best_psnr}. keep_best_from (a step): the trainable ends with the arrays of its best validation at
+    that step or later (trainable.validate must then score frames it does not train on; earlier steps
+    are no candidates: an untrained deformation field keeps the static head, which a PSNR can prefer
+    to a talking one), kept in the checkpoints too. None: the last step's arrays."""
     ckpt = ctx.run.path / "checkpoints" / f"{name}.h5"
     rng = np.random.default_rng(int(cfg["seed"]))
     start, elapsed, curve = 0, 0.0, []
-    best = Best() if keep_best else None
+    best = Best() if keep_best_from is not None else None
     if cfg.get("resume") and ckpt.exists():
         if checkpoint_fingerprint(ckpt) == ctx.fingerprint:
             start, elapsed, curve = load_checkpoint(ckpt, trainable, rng, best)
@@ -302,7 +304,7 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
     if not curve:  # the starting point, so the curve shows what training gained
         curve.append((0, trainable.validate()))
         curves.scalars(0, {"psnr": curve[0][1]}, prefix="val")
-        if best is not None:
+        if best is not None and keep_best_from <= 0:
             best.update(curve[0][1], 0, trainable)
     val = curve[-1][1]
     losses = []  # (step, training loss): the report's loss chart
@@ -325,7 +327,7 @@ def train(ctx, name: str, trainable: Trainable, iterations: int, cfg: dict, *, d
                     val = trainable.validate()
                     curve.append((done, val))
                     curves.scalars(done, {"psnr": val}, prefix="val")
-                    if best is not None:
+                    if best is not None and done >= keep_best_from:
                         best.update(val, done, trainable)
                     if hasattr(trainable, "preview"):
                         curves.image_pair(done, *trainable.preview())
