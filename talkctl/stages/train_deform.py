@@ -188,7 +188,8 @@ class DeformTrainer:
         self.net_opt = self._net_optimizer()
         self.lips = None
         if cfg["lip_resolution"] == "full" and float(cfg["lip_loss"]) > 0:
-            self.lips = LipPatches(scene.frames_full, scene.lip_box_full, scene.K_crop, device=scene.device)
+            self.lips = LipPatches(scene.frames_full, scene.labels.ds, scene.lip_box_full, scene.K_crop,
+                                   device=scene.device)
 
     def _net_optimizer(self):
         groups = field_param_groups(self.field, self.condition, self.cfg["lr_grid"], self.cfg["lr_mlp"])
