@@ -38,7 +38,7 @@ from talkctl.gs.splat import over, render, resolve_rasterizer
 from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, adam, batch_schedule, clear_checkpoints,
                                  compiled, train, write_curves)
 
-VERSION = 2  # 2: torso mask with the neck continued under the chin; torso fitted stabilised (gs.torso_track)
+VERSION = 2  # 2: the torso fitted stabilised (gs.torso_track)
 DEFAULTS = {
     "rasterizer": "auto",
     "mode": "gaussian",           # gaussian (pose-conditioned Gaussians) | image (StyleUNet from the head render)
