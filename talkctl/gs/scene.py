@@ -127,17 +127,14 @@ class Scene:
     def torso_targets(self, idx):
         """(torso frame × torso_mask over black, torso_mask)."""
         frames = self.torso_frames.get(idx)
-        m = self.torso_mask(idx, frames)
+        m = self.torso_mask(idx)
         return frames * m, m
 
-    def torso_mask(self, idx, torso_frames=None):
-        """(B,R,R,1): neck | torso, and the head pixels parse painted with the neck continued up
-        under the chin (they differ from the plate): the torso learns the neck there too, so a
-        head edge that is not quite opaque shows neck, not the background (no gap at the neck)."""
+    def torso_mask(self, idx):
+        """(B,R,R,1): neck | torso. (parse's neck continuation under the chin stays out: learnt by
+        the torso it showed as skin on the collar wherever the rendered jaw did not cover it.)"""
         lab = self.masks(idx)
-        tf = self.torso_frames.get(idx) if torso_frames is None else torso_frames
-        painted = ((tf - self.background).abs().amax(-1, keepdim=True) > 0.03).float()
-        return (lab[..., NECK:NECK + 1] + lab[..., TORSO:TORSO + 1] + lab[..., HEAD:HEAD + 1] * painted).clamp(max=1.0)
+        return lab[..., NECK:NECK + 1] + lab[..., TORSO:TORSO + 1]
 
     def full_frames(self, idx):
         return self.frames.get(idx)

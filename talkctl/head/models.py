@@ -217,6 +217,9 @@ def load_torso(run, device: str = "cpu", rasterizer: str = "auto", hashgrid: str
             pose = build_condition(json.loads(attrs["condition_spec"]), read_state_dict(f["pose"]))
             attrs["K"] = f["intrinsics"][()]
             attrs["background"] = f["background"][()]
+            for key in ("base", "torso_shift"):  # the static torso it corrects, and where each frame had it
+                if key in f:
+                    attrs[key] = f[key][()]
             return ImageTorsoModel(net.to(device).eval(), pose.to(device).eval(), attrs)
         gaussians = GaussianModel.load_h5(f["torso"], device)
         field = build_field(json.loads(attrs["field_spec"]), eye_dim=0, hashgrid=hashgrid)

@@ -104,9 +104,10 @@ class Renderer:
 
     def torso_K(self, source) -> np.ndarray:
         """The torso camera(s): at the tracked torso shift of each pose's source frame (source: (C,)
-        frame indices of the training clip) when the torso was fitted stabilised, else the one K."""
+        frame indices of the training clip) when the torso was fitted stabilised (a Gaussian torso,
+        or an image torso's base), else the one K."""
         shift = self.torso.attrs.get("torso_shift")
-        if source is None or shift is None or self.torso.mode != "gaussian":
+        if source is None or shift is None:
             return self.K_torso
         from talkctl.gs.torso_track import shifted_intrinsics
 

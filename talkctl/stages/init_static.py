@@ -5,10 +5,10 @@ seen through each frame's camera (world_to_cam = inverse head pose from track.h5
 intrinsics scaled to the training resolution); loss = L1 on the head region (frame ×
 head mask, over black) + mask_weight · L1(alpha, head mask) + dssim_weight · D-SSIM.
 Torso: the same from one fixed camera (identity world_to_cam) on parse.h5's torso frames ×
-torso mask (neck, torso and the neck continued under the chin); its Gaussians start in a slab
-filling the view frustum behind the head's depth. With torso_tracking the torso's own 2D shift
-is tracked per frame (gs.torso_track) and the torso is fitted in that stabilised frame
-(static.h5 torso/torso_shift). Density control on for both. Held-out frames (last 1/11) are never trained
+(neck|torso) mask; its Gaussians start in a slab filling the view frustum (and a margin past
+its edges) behind the head's depth. With torso_tracking the torso's own 2D shift is tracked per
+frame (gs.torso_track) and the torso is fitted in that stabilised frame (static.h5
+torso/torso_shift). Density control on for both. Held-out frames (last 1/11) are never trained
 on; their head-region PSNR is reported.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from talkctl.gs.splat import render, resolve_rasterizer
 from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, batch_schedule, clear_checkpoints, train,
                                  write_curves)
 
-VERSION = 2  # 2: torso mask with the neck continued under the chin; torso fitted stabilised (gs.torso_track)
+VERSION = 2  # 2: the torso fitted stabilised (gs.torso_track)
 DEFAULTS = {
     "rasterizer": "auto",
     "resolution": 256,

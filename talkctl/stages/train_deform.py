@@ -14,7 +14,7 @@ from the full-resolution frames).
 
 Kept weights: the last `val_fraction` of the training frames (one stretch, never the held-out
 frames) is not trained on; it is scored every `val_every` steps and the weights of the best score
-are kept (keep_best), as train-a2l does. deform.h5 records the step kept (kept_step) and what the
+from `keep_best_from` of the iterations on are kept (keep_best), as train-a2l does. deform.h5 records the step kept (kept_step) and what the
 validation curve is of (val_measure); psnr_head is the held-out head-region PSNR of the kept weights.
 
 Learning rates: the hash grid uses the paper's 5e-3. The paper's 1.6e-5 for the MLP is
@@ -72,7 +72,7 @@ from talkctl.gs.losses import l1, lip_l1, perceptual_loss
 from talkctl.gs.scene import Scene
 from talkctl.gs.splat import render, resolve_rasterizer
 from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, adam, batch_schedule, clear_checkpoints,
-                                 compiled, spread, train, validation_split, write_curves)
+                                 compiled, keep_best_start, spread, train, validation_split, write_curves)
 
 VERSION = 2  # 2: a validation slice of the training frames picks the kept weights
 DEFAULTS = {
@@ -115,6 +115,7 @@ DEFAULTS = {
     "val_frames": 16,              # validation frames checked, spread over the validation slice
     "val_fraction": 0.1,           # the last part of the training frames: validation that picks the kept weights
     "keep_best": True,             # keep the weights of the best validation (False: those of the last step)
+    "keep_best_from": 0.25,        # ... among the validations from this share of the iterations on
     # the last audio_val_fraction of the frames the field trains on are kept from the audio path; on
     # them the predicted states' spread is matched to the tracked ones' (AudioCondition.gain): a
     # prediction unsure of a sound regresses to the mean mouth, and the gain gives it back its articulation
@@ -161,7 +162,7 @@ RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Rang
           "audio_landmark_loss": NON_NEGATIVE, "audio_landmark_batch": AT_LEAST_1, "val_frames": AT_LEAST_1,
           "audio_mouth_dim": Range(0, 64), "audio_teacher": FRACTION, "audio_steps": NON_NEGATIVE,
           "audio_weight_decay": NON_NEGATIVE, "audio_noise": NON_NEGATIVE, "audio_dropout": Range(0, 0.95),
-          "val_fraction": Range(0, 0.5), "audio_val_fraction": Range(0, 0.5),
+          "val_fraction": Range(0, 0.5), "audio_val_fraction": Range(0, 0.5), "keep_best_from": FRACTION,
           **GAUSSIAN_RANGES, **TRAIN_RANGES}
 
 
@@ -234,7 +235,8 @@ class DeformTrainer:
         self._make_optimizers()
         self.lips = None
         if cfg["lip_resolution"] == "full" and float(cfg["lip_loss"]) > 0:
-            self.lips = LipPatches(scene.frames_full, scene.lip_box_full, scene.K_crop, device=scene.device)
+            self.lips = LipPatches(scene.frames_full, scene.labels.ds, scene.lip_box_full, scene.K_crop,
+                                   device=scene.device)
 
     def _make_optimizers(self):
         c = self.cfg
@@ -460,7 +462,7 @@ def run(ctx, cfg: dict) -> dict:
         readout = None if landmarks else readout
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)
         res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform",
-                    keep_best=bool(cfg["keep_best"]) and float(cfg["val_fraction"]) > 0)
+                    keep_best_from=keep_best_start(cfg))
         if trainer.mouth:
             extra_attrs["audio_gain"] = trainer.calibrate_gain()
         val = trainer.validate(scene.held_idx)

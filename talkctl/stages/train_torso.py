@@ -7,7 +7,7 @@ frequencies) of the head pose: axis-angle rotation + translation of track.h5's
 world_to_cam) -> Δposition, Δrotation, Δscale, rendered from the fixed camera.
 The head (deform.h5) is frozen: each training frame is the composite
 background plate <- torso render <- head render, compared with the real frame (L1, plus
-mask_weight · L1(torso alpha, neck|torso mask)).
+gaussian_dssim · D-SSIM, plus mask_weight · L1(torso alpha, neck|torso mask)).
 
 mode=image (the decoupled two-stage method's torso, torso_image.py): instead of Gaussians a
 StyleUNet makes the torso and neck RGBA from the frozen head's render (rgb + alpha) and the
@@ -38,7 +38,7 @@ from talkctl.gs.splat import over, render, resolve_rasterizer
 from talkctl.gs.training import (TRAIN_DEFAULTS, TRAIN_NON_SEMANTIC, TRAIN_RANGES, adam, batch_schedule, clear_checkpoints,
                                  compiled, train, write_curves)
 
-VERSION = 2  # 2: torso mask with the neck continued under the chin; torso fitted stabilised (gs.torso_track)
+VERSION = 2  # 2: the torso fitted stabilised (gs.torso_track)
 DEFAULTS = {
     "rasterizer": "auto",
     "mode": "gaussian",           # gaussian (pose-conditioned Gaussians) | image (StyleUNet from the head render)
@@ -52,6 +52,7 @@ DEFAULTS = {
     "lr_grid": 5e-3,
     "lr_mlp": 1e-3,
     "mask_weight": 0.1,
+    "gaussian_dssim": 0.2,        # mode=gaussian: D-SSIM weight of the composite (0: L1 only)
     "val_frames": 8,
     # mode=image: U-Net width / number of down blocks, style vector size, learning rate, D-SSIM weight
     "unet_channels": 32,
@@ -59,6 +60,7 @@ DEFAULTS = {
     "style_dim": 64,
     "lr_image": 2e-3,
     "dssim_weight": 0.2,
+    "image_base": True,           # mode=image corrects init-static's torso (drawn at the tracked shift), not paints from nothing
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify": False,
@@ -79,7 +81,8 @@ NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) | {"val_frames"}
 RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Range(1, 64), "pose_freqs": Range(0, 16),
           **ENCODING_RANGES, "hidden": AT_LEAST_1, "layers": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
           "mask_weight": NON_NEGATIVE, "val_frames": AT_LEAST_1, "unet_channels": AT_LEAST_1, "unet_depth": Range(1, 8),
-          "style_dim": AT_LEAST_1, "lr_image": POSITIVE, "dssim_weight": FRACTION, **GAUSSIAN_RANGES, **TRAIN_RANGES}
+          "style_dim": AT_LEAST_1, "lr_image": POSITIVE, "dssim_weight": FRACTION, "gaussian_dssim": FRACTION,
+          **GAUSSIAN_RANGES, **TRAIN_RANGES}
 
 
 def heldout_psnr(scene: Scene, cfg: dict, frames, full_frame) -> float:
@@ -139,7 +142,12 @@ class TorsoTrainer:
         head = self.head_render(idx)
         full = over(head.rgb, head.alpha, over(out.rgb, out.alpha, sc.background.expand_as(out.rgb)))
         mask = sc.torso_mask(idx)
-        loss = l1(full, sc.full_frames(idx)) + c["mask_weight"] * l1(out.alpha * (1 - head.alpha), mask)
+        real = sc.full_frames(idx)
+        loss = l1(full, real) + c["mask_weight"] * l1(out.alpha * (1 - head.alpha), mask)
+        if c["gaussian_dssim"] > 0:  # the collar's and shoulders' edges: L1 alone settles for a blur
+            from talkctl.gs.losses import dssim
+
+            loss = loss + c["gaussian_dssim"] * dssim(full, real)
         loss.backward()
         self.net_opt.step()
         self.net_opt.zero_grad(set_to_none=True)
@@ -197,7 +205,8 @@ class ImageTorsoTrainer:
         sc = self.scene
         t = to_device(idx, sc.w2c.device, torch.long)
         h_rgb, h_alpha = self.head_render(idx)
-        out = self.torso.forward(sc.w2c[t], h_rgb, h_alpha, sc.res)
+        shift = None if sc.torso_shift is None else sc.torso_shift[np.asarray(idx).reshape(-1)] * sc.res
+        out = self.torso.forward(sc.w2c[t], h_rgb, h_alpha, sc.res, shift)
         return out, h_rgb, h_alpha
 
     def step(self, step, rng):
@@ -235,7 +244,7 @@ class ImageTorsoTrainer:
         return self.scene.full_frames([i])[0], self._full(i)[0]
 
 
-def run_image(ctx, cfg: dict, head) -> dict:
+def run_image(ctx, cfg: dict, head, rasterize) -> dict:
     from talkctl.head.torso_image import ImageTorsoModel, StyleUNet
 
     with Scene(ctx, cfg) as scene:
@@ -243,9 +252,11 @@ def run_image(ctx, cfg: dict, head) -> dict:
         w2c_train = scene.w2c[torch.as_tensor(scene.train_idx)].cpu().numpy()
         mean, std = PoseCondition.stats(w2c_train)
         pose = PoseCondition(int(cfg["pose_freqs"]), mean, std).to(ctx.device)
-        net = StyleUNet(pose.out_dim, int(cfg["unet_channels"]), int(cfg["unet_depth"]), int(cfg["style_dim"]))
+        base = static_torso_image(ctx, scene, rasterize) if cfg["image_base"] else None
+        net = StyleUNet(pose.out_dim, int(cfg["unet_channels"]), int(cfg["unet_depth"]), int(cfg["style_dim"]),
+                        base=base is not None)
         net = net.to(ctx.device)
-        torso = ImageTorsoModel(net, pose, {"resolution": scene.res})
+        torso = ImageTorsoModel(net, pose, {"resolution": scene.res, "base": base})
         trainer = ImageTorsoTrainer(scene, torso, head, cfg)
         res = train(ctx, "train-torso", trainer, int(cfg["iterations"]), cfg, description="torso (image)")
         val = trainer.validate(scene.held_idx)
@@ -255,6 +266,10 @@ def run_image(ctx, cfg: dict, head) -> dict:
             f.create_dataset("world_to_cam", data=np.eye(4, dtype=np.float32))
             f.create_dataset("intrinsics", data=scene.K.cpu().numpy())
             f.create_dataset("background", data=(scene.background.cpu().numpy() * 255).round().astype(np.uint8))
+            if base is not None:
+                f.create_dataset("base", data=base)
+                if scene.torso_shift is not None:
+                    f.create_dataset("torso_shift", data=scene.torso_shift)
             write_curves(f, res)
             n_params = sum(p.numel() for p in net.parameters())
             f.attrs.update({"mode": "image", "net_spec": json.dumps(net.spec()), "condition_spec": json.dumps(pose.spec()),
@@ -264,6 +279,23 @@ def run_image(ctx, cfg: dict, head) -> dict:
     clear_checkpoints(ctx, ["train-torso"])
     ctx.log.info("torso (image): held-out full-composite PSNR %.2f dB, %d parameters", val, n_params)
     return {"psnr_full": round(val, 3), "mode": "image", "n_parameters": n_params, "train_seconds": round(res["seconds"], 1)}
+
+
+def static_torso_image(ctx, scene, rasterize) -> np.ndarray:
+    """init-static's torso rendered in its own (stabilised) camera at the training resolution:
+    (R,R,4) float32 straight colour + alpha, the base the image torso corrects. Sets
+    scene.torso_shift when the torso was fitted stabilised (each frame draws the base there)."""
+    with ctx.read("static") as f:
+        gaussians = GaussianModel.load_h5(f["torso"], ctx.device)
+        if "torso_shift" in f["torso"]:
+            scene.torso_shift = np.asarray(f["torso"]["torso_shift"][()], np.float32)
+    with torch.no_grad():
+        colors, deg = gaussians.color_inputs()
+        out = render(rasterize, gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, colors,
+                     torch.eye(4, device=scene.K.device)[None], scene.K, scene.res, deg)
+    alpha = out.alpha[0].clamp(0, 1)
+    colour = (out.rgb[0] / alpha.clamp(min=1e-3)).clamp(0, 1)
+    return torch.cat([colour, alpha], -1).cpu().numpy().astype(np.float32)
 
 
 def drive_head(ctx, scene, head) -> None:
@@ -284,7 +316,7 @@ def run(ctx, cfg: dict) -> dict:
     rasterize = resolve_rasterizer(cfg["rasterizer"], ctx.device, ctx)
     head = load_head(ctx.run, ctx.device, ctx.backends.get("raster", "auto"))
     if cfg["mode"] == "image":
-        return run_image(ctx, cfg, head)
+        return run_image(ctx, cfg, head, rasterize)
     with Scene(ctx, cfg) as scene:
         drive_head(ctx, scene, head)
         with ctx.read("static") as f:
