@@ -109,6 +109,7 @@ DEFAULTS = {
     # audio_steps steps (then frozen: longer fits the one voice, not speech), with decoupled weight
     # decay and feature noise / channel dropout (head.conditions.FeatureAugment)
     "audio_steps": 800,
+    "audio_ensemble": 3,          # mouth state: encoders trained side by side, their states averaged
     "audio_weight_decay": 0.1,
     "audio_noise": 0.2,
     "audio_dropout": 0.1,
@@ -179,8 +180,10 @@ class LandmarkReadout(torch.nn.Module):
     def loss(self, condition, frames: np.ndarray) -> torch.Tensor:
         """frames: host indices (the condition finds shared windows there without a GPU sync)."""
         target = self.targets[to_device(frames, self.targets.device, torch.long)]
-        out = condition.encode(frames)
-        return torch.nn.functional.mse_loss(self.linear(out) if self.linear is not None else out, target)
+        if self.linear is None:  # mouth state: every ensemble member fitted on its own
+            out = condition.member_states(frames)
+            return torch.nn.functional.mse_loss(out, target.expand_as(out))
+        return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), target)
 
 
 def tracked_landmarks(ctx, cfg, scene, use: str):
@@ -443,7 +446,7 @@ def run(ctx, cfg: dict) -> dict:
             readout, mouth = landmark_readout(ctx, cfg, scene, int(cfg["code_dim"]))
             cond_spec = {"name": cfg["condition"], "feature_dim": int(feats.shape[2]), "window": int(feats.shape[1]),
                          "code_dim": int(cfg["code_dim"]), "attn_window": int(cfg["attn_window"]),
-                         **({"mouth_dim": mouth["mouth_dim"]} if mouth else {})}
+                         **({"mouth_dim": mouth["mouth_dim"], "ensemble": int(cfg["audio_ensemble"])} if mouth else {})}
             condition = build_condition(cond_spec)
             condition.mean.copy_(torch.as_tensor(mean))
             condition.std.copy_(torch.as_tensor(std))
