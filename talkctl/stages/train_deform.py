@@ -60,7 +60,8 @@ from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
 from talkctl.head.conditions import AudioCondition, FeatureAugment
-from talkctl.head.mouth_state import spread_gain
+from talkctl.head.mouth_readout import LandmarkReadout
+from talkctl.head.mouth_state import speech_spread, spread_gain
 from talkctl.head.field import (ENCODING_DEFAULTS, ENCODING_RANGES, DeformField, apply_deform, build_condition,
                                 field_param_groups, grid_kwargs, hashgrid_backend,
                            save_state_dict)
@@ -120,6 +121,9 @@ DEFAULTS = {
     # them the predicted states' spread is matched to the tracked ones' (AudioCondition.gain): a
     # prediction unsure of a sound regresses to the mean mouth, and the gain gives it back its articulation
     "audio_val_fraction": 0.1,
+    # utterance: each driving audio's predicted states are rescaled over its speech to spread as far as
+    # the subject's tracked states do (head.drive.drive_mouth_gain) | calibrated: the gain above only
+    "audio_amplitude": "utterance",
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify_start": 500,
@@ -155,35 +159,16 @@ PRESETS = {
 # which validations there are decides the weights kept (keep_best): val_every and val_frames count
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) - {"val_every"}
 MAX_GAIN = 2.0  # the most the calibration may widen the predicted mouth motion
+AMPLITUDE_MODES = ("utterance", "calibrated")
 RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Range(1, 64), "random_gaussians": AT_LEAST_1,
           **ENCODING_RANGES, "hidden": AT_LEAST_1, "layers": AT_LEAST_1, "code_dim": AT_LEAST_1, "attn_window": AT_LEAST_1,
           "landmark_sigma": POSITIVE, "landmark_k": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
           "mask_weight": NON_NEGATIVE, "perceptual_weight": NON_NEGATIVE, "lip_loss": NON_NEGATIVE,
           "audio_landmark_loss": NON_NEGATIVE, "audio_landmark_batch": AT_LEAST_1, "val_frames": AT_LEAST_1,
-          "audio_mouth_dim": Range(0, 64), "audio_teacher": FRACTION, "audio_steps": NON_NEGATIVE,
+          "audio_mouth_dim": Range(0, 64), "audio_teacher": FRACTION, "audio_steps": NON_NEGATIVE, "audio_ensemble": Range(1, 16),
           "audio_weight_decay": NON_NEGATIVE, "audio_noise": NON_NEGATIVE, "audio_dropout": Range(0, 0.95),
           "val_fraction": Range(0, 0.5), "audio_val_fraction": Range(0, 0.5),
           **GAUSSIAN_RANGES, **TRAIN_RANGES}
-
-
-class LandmarkReadout(torch.nn.Module):
-    """Training-only supervision of the audio condition (audio_landmark_loss): its output, through a
-    linear read-out (the free code: targets = per-coordinate standardised mouth/jaw offsets) or as
-    it is (mouth-state mode: targets = the tracked states), against the tracked targets."""
-
-    def __init__(self, code_dim: int, targets: np.ndarray, linear: bool = True):
-        super().__init__()
-        t = torch.as_tensor(targets, dtype=torch.float32)
-        self.register_buffer("targets", (t - t.mean(0)) / (t.std(0) + 1e-6) if linear else t)
-        self.linear = torch.nn.Linear(code_dim, t.shape[1]) if linear else None
-
-    def loss(self, condition, frames: np.ndarray) -> torch.Tensor:
-        """frames: host indices (the condition finds shared windows there without a GPU sync)."""
-        target = self.targets[to_device(frames, self.targets.device, torch.long)]
-        if self.linear is None:  # mouth state: every ensemble member fitted on its own
-            out = condition.member_states(frames)
-            return torch.nn.functional.mse_loss(out, target.expand_as(out))
-        return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), target)
 
 
 def tracked_landmarks(ctx, cfg, scene, use: str):
@@ -217,6 +202,20 @@ def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | 
     mouth = {"mouth_dim": states.shape[1], "explained": basis.explained,
              "closed": closed_state(states, mouth_opening(points, lm.n), scene.train_idx)}
     return LandmarkReadout(states.shape[1], states, linear=False).to(ctx.device), mouth
+
+
+def mouth_amplitude(cfg, readout: LandmarkReadout, scene) -> dict:
+    """deform.h5 attrs for audio_amplitude: {"mouth_spread": the tracked states' spread over the
+    training frames' speech} for utterance (render rescales every audio to it), {} for calibrated."""
+    mode = cfg["audio_amplitude"]
+    if mode not in AMPLITUDE_MODES:
+        raise UsageError(f"train-deform audio_amplitude={mode!r}: use {' or '.join(AMPLITUDE_MODES)}")
+    if mode != "utterance":
+        return {}
+    tr = scene.train_idx
+    speech = None if scene.speech is None else np.asarray(scene.speech)[tr]
+    return {"mouth_spread": speech_spread(readout.targets[to_device(tr, readout.targets.device, torch.long)].cpu().numpy(),
+                                          speech)}
 
 
 class DeformTrainer:
@@ -452,7 +451,7 @@ def run(ctx, cfg: dict) -> dict:
             condition.std.copy_(torch.as_tensor(std))
             if mouth:
                 condition.closed.copy_(torch.as_tensor(mouth["closed"]))
-                extra_attrs = {"mouth_explained": mouth["explained"]}
+                extra_attrs = {"mouth_explained": mouth["explained"], **mouth_amplitude(cfg, readout, scene)}
             condition.set_source(features=feats, speech=scene.speech)
             extra = {"audio_mean": mean, "audio_std": std}
         condition = condition.to(ctx.device)
