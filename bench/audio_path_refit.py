@@ -62,6 +62,8 @@ def refit(dest: Path, variant: dict) -> dict:
     from talkctl.timebase import split_frames
 
     cfg = {**td.DEFAULTS, **{k: v for k, v in variant.items() if k in td.DEFAULTS}}
+    if "speed" in variant:
+        cfg["audio_speed"] = list(variant["speed"])
     if "ensemble" in variant:
         cfg["audio_ensemble"] = int(variant["ensemble"])
     if "amplitude" in variant:
@@ -77,8 +79,9 @@ def refit(dest: Path, variant: dict) -> dict:
     T = min(len(feats), artifacts.read_track(run, fields=()).n_frames)
     train_idx = split_frames(T)[0]
     train_idx = train_idx[train_idx < len(feats)]
-    scene = SimpleNamespace(T=T, train_idx=train_idx, speech=speech)
-    ctx = SimpleNamespace(run=run, log=logging.getLogger("refit"), device="cpu")
+    scene = SimpleNamespace(T=T, train_idx=train_idx, speech=speech, features=feats)
+    ctx = SimpleNamespace(run=run, log=logging.getLogger("refit"), device="cpu",
+                          read=lambda name: artifacts.open_for_read(run, name))
     readout, mouth = td.landmark_readout(ctx, cfg, scene, int(cfg["code_dim"]))
     mean, std = td.AudioCondition.stats(feats[train_idx])
     spec = {"name": "audio", "feature_dim": int(feats.shape[2]), "window": int(feats.shape[1]),
@@ -90,16 +93,20 @@ def refit(dest: Path, variant: dict) -> dict:
     cond.closed.copy_(torch.as_tensor(mouth["closed"]))
     cond.set_source(features=feats, speech=speech)
     cond.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
+    copies, n_copy = td.speed_perturbed_source(ctx, cfg, cond, readout, scene)
     fit = validation_split(train_idx, float(cfg["val_fraction"]))[0]
     n = int(round(float(cfg["audio_val_fraction"]) * len(fit)))
     fit, calib = (fit[:-n], fit[-n:]) if n >= 25 and len(fit) - n >= 25 else (fit, fit[:0])
     opt = torch.optim.AdamW(cond.parameters(), lr=float(cfg["lr_mlp"]), weight_decay=float(cfg["audio_weight_decay"]))
     for _ in range(int(cfg["audio_steps"])):
-        loss = float(cfg["audio_landmark_loss"]) * readout.loss(cond, rng.choice(fit, int(cfg["audio_landmark_batch"])))
+        b = int(cfg["audio_landmark_batch"])
+        frames = rng.choice(fit, b) + n_copy * rng.integers(copies, size=b)
+        loss = float(cfg["audio_landmark_loss"]) * readout.loss(cond, frames)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     cond.eval()
+    cond.set_source(features=feats, speech=speech)
     gain = 1.0
     if len(calib):
         with torch.no_grad():

@@ -1,12 +1,18 @@
-"""Training-only supervision of an audio condition by the tracked mouth and jaw landmarks
-(train-deform audio_landmark_loss): the free audio code through a linear read-out, or the
-mouth state (head.mouth_state) as it is."""
+"""Training-only pieces of an audio condition's supervision by the tracked mouth and jaw landmarks
+(train-deform audio_landmark_loss): the read-out (the free audio code through a linear map, or the
+mouth state, head.mouth_state, as it is), the speed-perturbed training audio it also learns from
+(audio_speed), and the subject's articulation spread recorded for render (audio_amplitude)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from talkctl.devices import to_device
+from talkctl.errors import UsageError
+from talkctl.head.mouth_state import speech_spread
+
+AMPLITUDE_MODES = ("utterance", "calibrated")
+SPEED_RANGE = (0.5, 2.0)
 
 
 class LandmarkReadout(torch.nn.Module):
@@ -27,3 +33,40 @@ class LandmarkReadout(torch.nn.Module):
             out = condition.member_states(frames)
             return torch.nn.functional.mse_loss(out, target.expand_as(out))
         return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), target)
+
+
+def mouth_amplitude(cfg, readout: LandmarkReadout, scene) -> dict:
+    """deform.h5 attrs for audio_amplitude: {"mouth_spread": the tracked states' spread over the
+    training frames' speech} for utterance (render rescales every audio to it), {} for calibrated."""
+    mode = cfg["audio_amplitude"]
+    if mode not in AMPLITUDE_MODES:
+        raise UsageError(f"train-deform audio_amplitude={mode!r}: use {' or '.join(AMPLITUDE_MODES)}")
+    if mode != "utterance":
+        return {}
+    tr = scene.train_idx
+    speech = None if scene.speech is None else np.asarray(scene.speech)[tr]
+    states = readout.targets[to_device(tr, readout.targets.device, torch.long)].cpu().numpy()
+    return {"mouth_spread": speech_spread(states, speech)}
+
+
+def speed_perturbed_source(ctx, cfg, condition, readout: LandmarkReadout, scene) -> tuple[int, int]:
+    """audio_speed: the condition's source becomes the training features followed by those of the
+    training audio played at each speed (audio.perturb), the read-out's targets repeated to match;
+    returns (copies, frames per copy). Original frame indices still address the original audio."""
+    factors = [float(x) for x in (cfg["audio_speed"] or [])]
+    if any(not SPEED_RANGE[0] <= f <= SPEED_RANGE[1] for f in factors):
+        raise UsageError(f"train-deform audio_speed={cfg['audio_speed']!r}: use factors in {SPEED_RANGE[0]}..{SPEED_RANGE[1]}")
+    T = min(len(scene.features), len(readout.targets))
+    if not factors:
+        return 1, T
+    from talkctl.audio.perturb import speed_perturbed_windows
+    from talkctl.audio.recipe import FeatureRecipe
+
+    recipe = FeatureRecipe.from_artifact(ctx.run, ctx.device)
+    with ctx.read("audio") as a:
+        wav = a["waveform"][()]
+    copies = [scene.features[:T]] + [speed_perturbed_windows(recipe, wav, T, f) for f in factors]
+    speech = None if scene.speech is None else np.tile(np.asarray(scene.speech)[:T], len(copies))
+    condition.set_source(features=np.concatenate(copies), speech=speech)
+    readout.targets = readout.targets[:T].repeat(len(copies), 1)
+    return len(copies), T

@@ -60,8 +60,8 @@ from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
 from talkctl.head.conditions import AudioCondition, FeatureAugment
-from talkctl.head.mouth_readout import LandmarkReadout
-from talkctl.head.mouth_state import speech_spread, spread_gain
+from talkctl.head.mouth_readout import LandmarkReadout, mouth_amplitude, speed_perturbed_source
+from talkctl.head.mouth_state import spread_gain
 from talkctl.head.field import (ENCODING_DEFAULTS, ENCODING_RANGES, DeformField, apply_deform, build_condition,
                                 field_param_groups, grid_kwargs, hashgrid_backend,
                            save_state_dict)
@@ -114,6 +114,7 @@ DEFAULTS = {
     "audio_weight_decay": 0.1,
     "audio_noise": 0.2,
     "audio_dropout": 0.1,
+    "audio_speed": [0.9, 1.1],    # and on the training audio played at these speeds (audio.perturb; [] = off)
     "val_frames": 16,              # validation frames checked, spread over the validation slice
     "val_fraction": 0.1,           # the last part of the training frames: validation that picks the kept weights
     "keep_best": True,             # keep the weights of the best validation (False: those of the last step)
@@ -159,7 +160,6 @@ PRESETS = {
 # which validations there are decides the weights kept (keep_best): val_every and val_frames count
 NON_SEMANTIC = set(TRAIN_NON_SEMANTIC) - {"val_every"}
 MAX_GAIN = 2.0  # the most the calibration may widen the predicted mouth motion
-AMPLITUDE_MODES = ("utterance", "calibrated")
 RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Range(1, 64), "random_gaussians": AT_LEAST_1,
           **ENCODING_RANGES, "hidden": AT_LEAST_1, "layers": AT_LEAST_1, "code_dim": AT_LEAST_1, "attn_window": AT_LEAST_1,
           "landmark_sigma": POSITIVE, "landmark_k": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
@@ -204,20 +204,6 @@ def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | 
     return LandmarkReadout(states.shape[1], states, linear=False).to(ctx.device), mouth
 
 
-def mouth_amplitude(cfg, readout: LandmarkReadout, scene) -> dict:
-    """deform.h5 attrs for audio_amplitude: {"mouth_spread": the tracked states' spread over the
-    training frames' speech} for utterance (render rescales every audio to it), {} for calibrated."""
-    mode = cfg["audio_amplitude"]
-    if mode not in AMPLITUDE_MODES:
-        raise UsageError(f"train-deform audio_amplitude={mode!r}: use {' or '.join(AMPLITUDE_MODES)}")
-    if mode != "utterance":
-        return {}
-    tr = scene.train_idx
-    speech = None if scene.speech is None else np.asarray(scene.speech)[tr]
-    return {"mouth_spread": speech_spread(readout.targets[to_device(tr, readout.targets.device, torch.long)].cpu().numpy(),
-                                          speech)}
-
-
 class DeformTrainer:
     def __init__(self, scene: Scene, rasterize, gaussians: GaussianModel, field: DeformField, condition, cfg,
                  perceptual_fn, readout: LandmarkReadout | None = None):
@@ -230,6 +216,7 @@ class DeformTrainer:
         self.field, self.condition, self.perceptual_fn = field, condition, perceptual_fn
         self.field_fn = compiled(field, cfg)
         self.readout = readout
+        self.audio_copies = (1, 0)  # (copies of the training audio in the condition's source, frames each)
         self.mouth = bool(getattr(condition, "mouth_dim", 0)) and readout is not None
         if self.mouth:
             condition.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
@@ -328,7 +315,9 @@ class DeformTrainer:
 
     def _readout_frames(self, rng) -> np.ndarray:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""
-        return rng.choice(self.audio_frames()[0], int(self.cfg["audio_landmark_batch"]))
+        n = int(self.cfg["audio_landmark_batch"])
+        copies, T = self.audio_copies  # speed-perturbed copies follow the original features (audio_speed)
+        return rng.choice(self.audio_frames()[0], n) + T * rng.integers(copies, size=n)
 
     def audio_frames(self) -> tuple[np.ndarray, np.ndarray]:
         """(frames the audio path trains on, frames that calibrate its gain); mouth-state mode keeps
@@ -461,9 +450,12 @@ def run(ctx, cfg: dict) -> dict:
         field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
         readout = None if landmarks else readout
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)
+        if trainer.mouth:
+            trainer.audio_copies = speed_perturbed_source(ctx, cfg, condition, readout, scene)
         res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform",
                     keep_best=bool(cfg["keep_best"]) and float(cfg["val_fraction"]) > 0)
         if trainer.mouth:
+            condition.set_source(features=scene.features, speech=scene.speech)  # the original audio alone
             extra_attrs["audio_gain"] = trainer.calibrate_gain()
         val = trainer.validate(scene.held_idx)
         g = trainer.g.model
