@@ -113,7 +113,7 @@ def refit(dest: Path, variant: dict) -> dict:
             t = torch.as_tensor(calib)
             gain = spread_gain(cond.encode(t).numpy(), readout.targets[t].numpy(), speech[calib], td.MAX_GAIN)
         cond.gain.fill_(gain)
-    amp = td.mouth_amplitude(cfg, readout, scene)
+    amp = td.mouth_amplitude(cfg, readout, scene, mouth["axis"])
     path = artifacts.ARTIFACTS["deform"].path(run)
     with h5py.File(path, "r+") as f:
         for k in ("condition", "audio_mean", "audio_std"):

@@ -132,8 +132,8 @@ def test_utterance_gain_gives_the_subjects_spread_over_speech():
 
 
 def test_a_new_voice_moves_the_mouth_as_far_as_the_subject(trained, tmp_path):
-    """Per-utterance amplitude (audio_amplitude=utterance, the default): through head.drive.feed, a
-    new voice's mouth states spread over its speech as far as the subject's tracked ones did."""
+    """Per-utterance amplitude (audio_amplitude=utterance, the default): through head.drive.feed, the
+    lip gap of a new voice's mouth states spreads over its speech as far as the subject's tracked one did."""
     import h5py
 
     from talkctl.head.drive import audio_drive, feed
@@ -143,8 +143,9 @@ def test_a_new_voice_moves_the_mouth_as_far_as_the_subject(trained, tmp_path):
 
     run, _ = trained
     with h5py.File(run.path / "deform.h5") as f:
-        target = float(f.attrs["mouth_spread"])
-    assert target > 0.1
+        target, axis = float(f.attrs["mouth_spread"]), np.asarray(f.attrs["mouth_axis"])
+        k = json.loads(f.attrs["condition_spec"])["mouth_dim"]
+    assert target > 0 and axis.shape == (k,)
     voice = trained_run.write_wav(tmp_path / "other.wav", trained_run.voice(4.0, seed=11), SR)
     head = load_head(run.path)
     drive = audio_drive(run, voice, {**DEFAULTS, "pose": "still"})
@@ -154,8 +155,11 @@ def test_a_new_voice_moves_the_mouth_as_far_as_the_subject(trained, tmp_path):
     with torch.no_grad():
         state = head.codes(rel).numpy()
     lo, hi = UTTERANCE_GAIN_RANGE
-    spread = speech_spread(state, drive.speech)
+    spread = speech_spread((state @ axis)[:, None], drive.speech)  # the lip gap's spread
+    assert lo <= drive.mouth_gain <= hi
     if lo < drive.mouth_gain < hi:
         assert abs(spread - target) < 0.15 * target
+    else:  # clipped: short of the target when widened as far as allowed, beyond it when narrowed
+        assert (spread < target) == (drive.mouth_gain == hi)
     head.set_mouth_gain(None)  # back to the trained gain
     assert float(head.condition.gain) == head.trained_gain

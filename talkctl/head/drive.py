@@ -83,9 +83,10 @@ def feed(head, drive: Drive, idx: np.ndarray) -> np.ndarray:
 
 def drive_mouth_gain(head, drive: Drive, chunk: int = 512) -> float | None:
     """Per-utterance amplitude (train-deform audio_amplitude=utterance, deform.h5 attr mouth_spread):
-    the gain that makes this audio's predicted mouth states spread over its speech as far as the
-    subject's tracked states did (head.mouth_state.utterance_gain). How far the mouth moves is the
-    subject's, whoever speaks. None (the trained gain) for other heads, or too little speech."""
+    the gain that makes the lip gap of this audio's predicted mouth states (along deform.h5's
+    mouth_axis) spread over its speech as far as the subject's tracked one did
+    (head.mouth_state.utterance_gain). How far the mouth opens is the subject's, whoever speaks.
+    None (the trained gain) for other heads, or too little speech."""
     target = float(head.attrs.get("mouth_spread", 0.0) or 0.0)
     if target <= 0 or drive.speech is None or not getattr(head.condition, "mouth_dim", 0):
         return None
@@ -97,7 +98,9 @@ def drive_mouth_gain(head, drive: Drive, chunk: int = 512) -> float | None:
         head.set_audio(drive.features[lo:hi], None)  # ungated: the states the audio asks for
         raw.append(head.codes(idx - lo).cpu().numpy())
     head.set_mouth_gain(None)
-    return utterance_gain(np.concatenate(raw), drive.speech, target)
+    raw = np.concatenate(raw)
+    axis = head.attrs.get("mouth_axis")
+    return utterance_gain(raw if axis is None else (raw @ np.asarray(axis))[:, None], drive.speech, target)
 
 
 def held_out_range(run) -> tuple[int, int]:

@@ -35,9 +35,10 @@ class LandmarkReadout(torch.nn.Module):
         return torch.nn.functional.mse_loss(self.linear(condition.encode(frames)), target)
 
 
-def mouth_amplitude(cfg, readout: LandmarkReadout, scene) -> dict:
-    """deform.h5 attrs for audio_amplitude: {"mouth_spread": the tracked states' spread over the
-    training frames' speech} for utterance (render rescales every audio to it), {} for calibrated."""
+def mouth_amplitude(cfg, readout: LandmarkReadout, scene, axis: np.ndarray) -> dict:
+    """deform.h5 attrs for audio_amplitude: for utterance (render rescales every audio to it),
+    {"mouth_axis": the states' lip-gap direction (head.mouth_state.opening_axis), "mouth_spread": the
+    spread of the tracked states along it over the training frames' speech}; {} for calibrated."""
     mode = cfg["audio_amplitude"]
     if mode not in AMPLITUDE_MODES:
         raise UsageError(f"train-deform audio_amplitude={mode!r}: use {' or '.join(AMPLITUDE_MODES)}")
@@ -46,7 +47,8 @@ def mouth_amplitude(cfg, readout: LandmarkReadout, scene) -> dict:
     tr = scene.train_idx
     speech = None if scene.speech is None else np.asarray(scene.speech)[tr]
     states = readout.targets[to_device(tr, readout.targets.device, torch.long)].cpu().numpy()
-    return {"mouth_spread": speech_spread(states, speech)}
+    axis = np.asarray(axis, np.float64)
+    return {"mouth_axis": axis, "mouth_spread": speech_spread((states @ axis)[:, None], speech)}
 
 
 def speed_perturbed_source(ctx, cfg, condition, readout: LandmarkReadout, scene) -> tuple[int, int]:

@@ -63,11 +63,21 @@ def spread_gain(pred: np.ndarray, true: np.ndarray, speech: np.ndarray | None = 
     return float(np.clip(ratio, 1.0, max_gain))
 
 
-# Per-utterance amplitude: how far a mouth moves is a property of the subject, not of the voice
+# Per-utterance amplitude: how far a mouth opens is a property of the subject, not of the voice
 # driving it. A new voice's predicted states are rescaled (one gain per audio, over its speech) so
-# they spread as far as the subject's tracked states did over speech in training.
+# their lip gap (along opening_axis) spreads as far as the subject's tracked one did over speech in
+# training. The lip gap, not all components: a regression unsure of a sound keeps its spread in the
+# small shape components and loses it in the opening, which is what the eye (and eval) follows.
 UTTERANCE_GAIN_RANGE = (0.5, 3.0)  # the most a drive's states are narrowed / widened
 MIN_SPEECH_FRAMES = 25             # 1 s of full speech at 25 fps: fewer cannot measure a spread
+
+
+def opening_axis(states: np.ndarray, opening: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(K,) least-squares direction of the lip gap in state space on the training `frames`:
+    gap ~ states @ axis + c (the gap is near linear in the landmark offsets the states hold)."""
+    frames = np.asarray(frames)
+    a = np.c_[np.asarray(states, np.float64)[frames], np.ones(len(frames))]
+    return np.linalg.lstsq(a, np.asarray(opening, np.float64)[frames], rcond=None)[0][:-1]
 
 
 def speech_spread(states: np.ndarray, speech: np.ndarray | None = None) -> float:
@@ -81,8 +91,8 @@ def speech_spread(states: np.ndarray, speech: np.ndarray | None = None) -> float
 
 
 def utterance_gain(raw: np.ndarray, speech: np.ndarray, target: float) -> float | None:
-    """The gain that makes the ungained predicted states `raw` (T,K) of one audio spread over its
-    speech frames as far as `target` (speech_spread of the subject's tracked states), clipped to
+    """The gain that makes the ungained predicted states `raw` (T,K) of one audio (or their lip
+    gaps (T,1)) spread over its speech frames as far as `target` (speech_spread of the subject's), clipped to
     UTTERANCE_GAIN_RANGE; None when the audio has too little speech to tell (silence stays closed
     by the speech gate whatever the gain)."""
     speaking = np.asarray(speech) >= 1.0

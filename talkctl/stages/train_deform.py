@@ -184,7 +184,7 @@ def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | 
     """The read-out for audio_landmark_loss (None when it is off or track.h5 has no landmarks) and,
     in mouth-state mode, {"mouth_dim", "closed", "explained"} for the condition."""
     from talkctl.face.canonical import mouth_opening, moving_indices, neutral_shape
-    from talkctl.head.mouth_state import closed_state, fit_mouth_basis
+    from talkctl.head.mouth_state import closed_state, fit_mouth_basis, opening_axis
 
     if float(cfg["audio_landmark_loss"]) <= 0:
         return None, {}
@@ -199,8 +199,9 @@ def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | 
         return LandmarkReadout(code_dim, offsets).to(ctx.device), {}
     basis = fit_mouth_basis(offsets[scene.train_idx], int(cfg["audio_mouth_dim"]))
     states = basis.project(offsets)
-    mouth = {"mouth_dim": states.shape[1], "explained": basis.explained,
-             "closed": closed_state(states, mouth_opening(points, lm.n), scene.train_idx)}
+    gap = mouth_opening(points, lm.n)
+    mouth = {"mouth_dim": states.shape[1], "explained": basis.explained, "axis": opening_axis(states, gap, scene.train_idx),
+             "closed": closed_state(states, gap, scene.train_idx)}
     return LandmarkReadout(states.shape[1], states, linear=False).to(ctx.device), mouth
 
 
@@ -440,7 +441,7 @@ def run(ctx, cfg: dict) -> dict:
             condition.std.copy_(torch.as_tensor(std))
             if mouth:
                 condition.closed.copy_(torch.as_tensor(mouth["closed"]))
-                extra_attrs = {"mouth_explained": mouth["explained"], **mouth_amplitude(cfg, readout, scene)}
+                extra_attrs = {"mouth_explained": mouth["explained"], **mouth_amplitude(cfg, readout, scene, mouth["axis"])}
             condition.set_source(features=feats, speech=scene.speech)
             extra = {"audio_mean": mean, "audio_std": std}
         condition = condition.to(ctx.device)
