@@ -33,7 +33,7 @@ import torch
 from common import load_avg, machine, print_table, write_json
 from compare_methods import talkctl
 
-COPIED = ("audio.h5", "deform.h5", "run.json", "history.jsonl")  # written here; the rest is linked
+COPIED = ("audio.h5", "deform.h5", "torso.h5", "run.json", "history.jsonl")  # written here; the rest is linked
 SKIPPED = (".lock", "eval.json", "report.html", "checkpoints", "logs", "tb")
 
 
@@ -128,10 +128,15 @@ def refit(dest: Path, variant: dict) -> dict:
         if "mouth_spread" in f.attrs:
             del f.attrs["mouth_spread"]
         f.attrs.update(amp)
-        inputs = json.loads(f.attrs["inputs"])
-        inputs["audio"] = audio_fp  # the re-extracted features: the copy's deform reads them
-        f.attrs["inputs"] = json.dumps(inputs)
         h5files.stamp(f, path)
+    for name in ("deform", "torso"):  # both record the features they were made with: the copy's now
+        path = artifacts.ARTIFACTS[name].path(run)
+        with h5py.File(path, "r+") as f:
+            inputs = json.loads(f.attrs["inputs"])
+            if "audio" in inputs:
+                inputs["audio"] = audio_fp
+                f.attrs["inputs"] = json.dumps(inputs)
+                h5files.stamp(f, path)
     return {"audio_gain": gain, **amp}
 
 
