@@ -81,7 +81,7 @@ def refit(dest: Path, variant: dict) -> dict:
     train_idx = train_idx[train_idx < len(feats)]
     scene = SimpleNamespace(T=T, train_idx=train_idx, speech=speech, features=feats)
     ctx = SimpleNamespace(run=run, log=logging.getLogger("refit"), device="cpu",
-                          read=lambda name: artifacts.open_for_read(run, name))
+                          read=lambda name: artifacts.open_for_read(run, name))  # what train-deform's ctx gives
     readout, mouth = td.landmark_readout(ctx, cfg, scene, int(cfg["code_dim"]))
     mean, std = td.AudioCondition.stats(feats[train_idx])
     spec = {"name": "audio", "feature_dim": int(feats.shape[2]), "window": int(feats.shape[1]),

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from talkctl.devices import to_device
-from talkctl.errors import UsageError
+from talkctl.errors import TalkctlError, UsageError
 from talkctl.head.mouth_state import speech_spread
 
 AMPLITUDE_MODES = ("utterance", "calibrated")
@@ -64,9 +64,15 @@ def speed_perturbed_source(ctx, cfg, condition, readout: LandmarkReadout, scene)
     from talkctl.audio.perturb import speed_perturbed_windows
     from talkctl.audio.recipe import FeatureRecipe
 
-    recipe = FeatureRecipe.from_artifact(ctx.run, ctx.device)
     with ctx.read("audio") as a:
-        wav = a["waveform"][()]
+        wav = a["waveform"][()] if "waveform" in a else None
+        try:  # the features are remade the way audio.h5's were: its extractor must be at hand
+            recipe = FeatureRecipe.from_artifact(a, ctx.device)
+        except TalkctlError as exc:
+            recipe = None
+            ctx.log.warning("audio_speed off: the features cannot be remade (%s)", exc)
+    if recipe is None or wav is None:
+        return 1, T
     copies = [scene.features[:T]] + [speed_perturbed_windows(recipe, wav, T, f) for f in factors]
     speech = None if scene.speech is None else np.tile(np.asarray(scene.speech)[:T], len(copies))
     condition.set_source(features=np.concatenate(copies), speech=speech)
