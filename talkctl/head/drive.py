@@ -74,9 +74,11 @@ def feed(head, drive: Drive, idx: np.ndarray) -> np.ndarray:
     if drive.landmarks is not None:
         head.set_landmarks(drive.landmarks[lo:hi])
     else:
-        if not drive.mouth_gain_known:
-            drive.mouth_gain, drive.mouth_gain_known = drive_mouth_gain(head, drive), True
-        head.set_mouth_gain(drive.mouth_gain)
+        set_gain = getattr(head, "set_mouth_gain", None)  # heads without a mouth state need none
+        if set_gain is not None:
+            if not drive.mouth_gain_known:
+                drive.mouth_gain, drive.mouth_gain_known = drive_mouth_gain(head, drive), True
+            set_gain(drive.mouth_gain)
         head.set_audio(drive.features[lo:hi], None if drive.speech is None else drive.speech[lo:hi])
     return idx - lo
 
