@@ -76,7 +76,7 @@ def rows_of(result: dict, subject: str, method: str, extractor: str) -> list[dic
     fig = result["figures"]
     key = {"subject": subject, "method": method, "extractor": extractor}
     rows = [{**key, "driver": "(held-out, self)", "corr": fig.get("mouth_corr"), "amp": fig.get("mouth_amp"),
-             "psnr": fig.get("psnr")}]
+             "head_psnr": fig.get("head_psnr", fig.get("psnr"))}]
     for d in result.get("drive_videos", []):
         rows.append({**key, "driver": Path(d["video"]).stem, "corr": d.get("corr"), "best_lag": d.get("best_lag"),
                      "best_corr": d.get("best_corr"), "amp": d.get("amp")})
@@ -98,7 +98,7 @@ def medians(rows: list[dict]) -> list[dict]:
                     "cross_corr": _median(cross, "corr"), "cross_best_lag": _median(cross, "best_lag"),
                     "cross_best_corr": _median(cross, "best_corr"), "cross_amp": _median(cross, "amp"),
                     "held_corr": _median(held, "corr"), "held_amp": _median(held, "amp"),
-                    "held_psnr": _median(held, "psnr")})
+                    "held_head_psnr": _median(held, "head_psnr")})
     return out
 
 
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
                 result = json.loads(talkctl(*ev, *(x for p in others for x in ("--drive-video", p)), capture=True))
                 rows += rows_of(result, subject, method, extractor)
     summary = medians(rows)
-    cols = [(k, k) for k in ("subject", "method", "extractor", "driver", "corr", "best_lag", "best_corr", "amp", "psnr")]
+    cols = [(k, k) for k in ("subject", "method", "extractor", "driver", "corr", "best_lag", "best_corr", "amp", "head_psnr")]
     print_table(_fmt(rows), cols)
     print()
     print_table(_fmt(summary), [(k, k) for k in summary[0]] if summary else [])

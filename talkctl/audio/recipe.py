@@ -40,7 +40,7 @@ from talkctl.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, n_video_frames
 
 # The settings that decide the features (extract-audio's DEFAULTS are these).
 FEATURE_DEFAULTS = {
-    "extractor": "auto",       # auto (= phonetic) | phonetic | mel-formant | hubert | wav2vec2
+    "extractor": "auto",       # auto (= phonetic) | phonetic | phonetic-mel | mel-formant | hubert | wav2vec2
     "model": None,             # hubert / wav2vec2: model directory or hub id (cache only)
     "window": 16,              # feature frames per video frame
     "phone_temperature": 5.0,  # phonetic: softmax temperature of the phone scores (nats)

@@ -13,6 +13,7 @@ window of frames per 25 fps video frame (see `extract_audio.window_indices`).
 Registered backends (module import stays cheap: numpy/transformers load in `load`):
   phonetic     phone posteriors from pocketsphinx's bundled US-English model + voicing + energy
                (default: transfers across speakers and languages best, bench/audio_calibration.py)
+  phonetic-mel both of the above and below, side by side (the phones' transfer, the mel's detail)
   mel-formant  log-mel filterbank + LPC formants + voicing + log-energy (numpy only, no model)
   hubert       HuBERT hidden states at 50 Hz via transformers (needs the model's weights)
   wav2vec2     wav2vec 2.0 hidden states at 50 Hz via transformers (needs the model's weights)
@@ -69,6 +70,12 @@ def _load_phonetic():
     return PhoneticExtractor.from_config
 
 
+def _load_phonetic_mel():
+    from talkctl.audio.combined import PhoneticMelExtractor
+
+    return PhoneticMelExtractor.from_config
+
+
 def _load_neural(kind: str):
     def load():
         from talkctl.audio.neural import NeuralExtractor
@@ -81,6 +88,9 @@ def _load_neural(kind: str):
 register(Backend(KIND, "phonetic", _pocketsphinx_usable, _load_phonetic,
                  "phone posteriors (pocketsphinx's own US-English model) + voicing, energy at 100 Hz",
                  devices=("cpu", "cuda"), priority=20))
+register(Backend(KIND, "phonetic-mel", _pocketsphinx_usable, _load_phonetic_mel,
+                 "phonetic's phone posteriors, voicing, energy + mel-formant's log-mel and formants at 100 Hz",
+                 devices=("cpu", "cuda"), priority=15))
 register(Backend(KIND, "mel-formant", _always_usable, _load_mel_formant,
                  "log-mel + LPC formants F1-F3, voicing, energy at 100 Hz (numpy, no weights)",
                  devices=("cpu", "cuda"), priority=10))

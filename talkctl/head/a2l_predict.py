@@ -11,7 +11,7 @@ import torch
 
 from talkctl import artifacts
 from talkctl.audio.recipe import features_for_audio
-from talkctl.errors import InputError
+from talkctl.errors import InputError, UsageError
 from talkctl.head.a2l_model import AudioToLandmarks, predict_sequence
 from talkctl.rundir import RunDir
 
@@ -21,6 +21,24 @@ def full_landmarks(neutral: np.ndarray, indices: np.ndarray, offsets: np.ndarray
     out = np.repeat(neutral[None].astype(np.float32), len(offsets), axis=0)
     out[:, indices] += offsets
     return out
+
+
+AMPLITUDE_MODES = ("utterance", "calibrated")
+
+
+def amplitude_attrs(mode: str, points: np.ndarray, n_landmarks: int, speech: np.ndarray | None, n_train: int) -> dict:
+    """a2l.h5 attrs for train-a2l's `amplitude`: utterance -> {"open_spread": the spread of the
+    tracked lip gap over the speech of the first n_train (training) frames} (render scales every audio's predicted gap
+    to it, as an audio head does: head.mouth_state); calibrated -> {} (the trained gain only)."""
+    from talkctl.face.canonical import mouth_opening
+    from talkctl.head.mouth_state import speech_spread
+
+    if mode not in AMPLITUDE_MODES:
+        raise UsageError(f"train-a2l amplitude={mode!r}: use {' or '.join(AMPLITUDE_MODES)}")
+    if mode != "utterance":
+        return {}
+    gap = mouth_opening(np.asarray(points)[:n_train], n_landmarks)[:, None]
+    return {"open_spread": speech_spread(gap, None if speech is None else np.asarray(speech)[:n_train])}
 
 
 class A2LPredictor:
@@ -42,6 +60,7 @@ class A2LPredictor:
         self.n_landmarks = int(f.attrs["n_landmarks"])
         self.closed = f["closed"][()] if "closed" in f else None  # (P,3); older a2l.h5: none
         self.gain = float(f.attrs.get("gain", 1.0))  # spread calibration (train-a2l)
+        self.open_spread = float(f.attrs.get("open_spread", 0.0))  # amplitude=utterance: the subject's lip-gap spread
 
     def offsets(self, features: np.ndarray, speech: np.ndarray | None = None) -> np.ndarray:
         """(T, W, D) features (same extractor and normalisation as the run) -> (T, P, 3). With the
@@ -52,11 +71,25 @@ class A2LPredictor:
                              f"{self.feature_dim}) from the {self.extractor} extractor "
                              "(audio.recipe.features_for_audio with the run's audio.h5)")
         flat = predict_sequence(self.model, x[..., self.channels], self.seq_len, self.device)
-        off = self.gain * flat.reshape(len(flat), -1, 3)  # offsets from the mean face: scaled about it
+        raw = flat.reshape(len(flat), -1, 3)
+        off = self.utterance_gain(raw, speech) * raw  # offsets from the mean face: scaled about it
         if speech is None or self.closed is None:
             return off
         gate = np.asarray(speech, np.float32).reshape(-1, 1, 1)[: len(off)]
         return self.closed[None] + gate * (off - self.closed[None])
+
+    def utterance_gain(self, raw: np.ndarray, speech: np.ndarray | None) -> float:
+        """The gain for this audio: its predicted lip gap spread over its speech as far as the
+        subject's tracked one did (amplitude=utterance, head.mouth_state.utterance_gain); else, or
+        with too little speech, the trained gain."""
+        from talkctl.face.canonical import mouth_opening
+        from talkctl.head.mouth_state import utterance_gain
+
+        if self.open_spread <= 0 or speech is None:
+            return self.gain
+        gap = mouth_opening(full_landmarks(self.neutral, self.indices, raw), self.n_landmarks)
+        g = utterance_gain(gap[:, None], np.asarray(speech)[: len(gap)], self.open_spread)
+        return self.gain if g is None else g
 
     def landmarks(self, features: np.ndarray) -> np.ndarray:
         return full_landmarks(self.neutral, self.indices, self.offsets(features))

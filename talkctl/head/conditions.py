@@ -47,27 +47,46 @@ class Condition(nn.Module):
         raise NotImplementedError
 
 
+def _encoder_layers(module: nn.Module, feature_dim: int, window: int, code_dim: int, mouth_dim: int) -> None:
+    """The audio encoder's layers on `module`: window convolutions -> code, attention, mouth read-out."""
+    hid = max(16, code_dim)
+    module.conv = nn.Sequential(
+        nn.Conv1d(feature_dim, hid, 3, padding=1), nn.LeakyReLU(0.02),
+        nn.Conv1d(hid, hid, 3, padding=1, stride=2 if window >= 4 else 1), nn.LeakyReLU(0.02),
+        nn.AdaptiveAvgPool1d(1))
+    module.to_code = nn.Linear(hid, code_dim)
+    module.attn = nn.MultiheadAttention(code_dim, num_heads=1, batch_first=True)
+    if mouth_dim:
+        module.to_mouth = nn.Linear(code_dim, mouth_dim)
+
+
+class _Member(nn.Module):
+    """One more encoder of an ensemble (the condition itself is the first)."""
+
+    def __init__(self, feature_dim: int, window: int, code_dim: int, mouth_dim: int):
+        super().__init__()
+        _encoder_layers(self, feature_dim, window, code_dim, mouth_dim)
+
+
 class AudioCondition(Condition):
     name = "audio"
 
     def __init__(self, feature_dim: int, window: int, code_dim: int = 32, attn_window: int = 8,
-                 mean=None, std=None, mouth_dim: int = 0):
+                 mean=None, std=None, mouth_dim: int = 0, ensemble: int = 1):
         super().__init__()
         self.feature_dim, self.window, self.code_dim, self.attn_window = feature_dim, window, code_dim, attn_window
-        self.mouth_dim = int(mouth_dim)
+        self.mouth_dim, self.ensemble = int(mouth_dim), int(ensemble)
+        if self.ensemble > 1 and not self.mouth_dim:
+            raise UsageError("an ensemble of audio encoders needs the mouth state (mouth_dim > 0)")
         self.out_dim = self.mouth_dim or code_dim
         # per-dimension normalisation of the features the field was trained with
         self.register_buffer("mean", torch.zeros(feature_dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32))
         self.register_buffer("std", torch.ones(feature_dim) if std is None else torch.as_tensor(std, dtype=torch.float32))
-        hid = max(16, code_dim)
-        self.conv = nn.Sequential(
-            nn.Conv1d(feature_dim, hid, 3, padding=1), nn.LeakyReLU(0.02),
-            nn.Conv1d(hid, hid, 3, padding=1, stride=2 if window >= 4 else 1), nn.LeakyReLU(0.02),
-            nn.AdaptiveAvgPool1d(1))
-        self.to_code = nn.Linear(hid, code_dim)
-        self.attn = nn.MultiheadAttention(code_dim, num_heads=1, batch_first=True)
+        _encoder_layers(self, feature_dim, window, code_dim, self.mouth_dim)
         if self.mouth_dim:
-            self.to_mouth = nn.Linear(code_dim, self.mouth_dim)
+            # more encoders, their states averaged: a steadier prediction for a voice none of them heard
+            self.members = nn.ModuleList(_Member(feature_dim, window, code_dim, self.mouth_dim)
+                                         for _ in range(self.ensemble - 1))
             self.register_buffer("closed", torch.zeros(self.mouth_dim))  # the closed mouth's state
             self.register_buffer("gain", torch.ones(()))  # spread calibration (train-deform), 1 while training
         self.features: torch.Tensor | None = None
@@ -94,16 +113,33 @@ class AudioCondition(Condition):
         flat = features.reshape(-1, features.shape[-1]).astype(np.float64)
         return flat.mean(0).astype(np.float32), (flat.std(0) + 1e-5).astype(np.float32)
 
-    def frame_codes(self, frames: torch.Tensor) -> torch.Tensor:
+    def frame_codes(self, frames: torch.Tensor, member: nn.Module | None = None) -> torch.Tensor:
+        m = member if member is not None else self
         x = self.features[frames]  # (M,W,D)
         if self.training and self.augment is not None:
             x = self.augment(x)
-        return self.to_code(self.conv(x.transpose(1, 2))[..., 0])
+        return m.to_code(m.conv(x.transpose(1, 2))[..., 0])
 
     def encode(self, frames) -> torch.Tensor:
-        """frames (C,): host indices (numpy, list, CPU tensor) or a device tensor -> (C, code_dim)."""
+        """frames (C,): host indices (numpy, list, CPU tensor) or a device tensor -> (C, out_dim):
+        the code, or the mouth state (the ensemble members' average)."""
         if self.features is None:
             raise RuntimeError("AudioCondition.set_source(features=...) first")
+        if not self.mouth_dim:
+            return self._code(frames, self)
+        return self.member_states(frames).mean(0)
+
+    def member_states(self, frames) -> torch.Tensor:
+        """(E, C, mouth_dim): each ensemble member's mouth state (encode averages them; train-deform
+        fits each on its own, so they stay independent guesses)."""
+        state = torch.stack([m.to_mouth(self._code(frames, m)) for m in (self, *self.members)])
+        state = self.gain * state  # states are centred on the training frames' mean
+        if self.speech is None:
+            return state
+        gate = self.speech[frames][None, :, None]  # pauses: the closed mouth, whatever the features say
+        return self.closed + gate * (state - self.closed)
+
+    def _code(self, frames, member: nn.Module) -> torch.Tensor:
         T, dev = self.features.shape[0], self.mean.device
         half = self.attn_window // 2
         if torch.is_tensor(frames) and frames.device.type != "cpu":
@@ -111,30 +147,25 @@ class AudioCondition(Condition):
             # there would need torch.unique, which waits for the GPU)
             offs = torch.arange(-half, self.attn_window - half, device=frames.device)
             nb = (frames.long()[:, None] + offs[None]).clamp(0, T - 1)  # (C,A)
-            codes = self.frame_codes(nb.reshape(-1)).reshape(len(frames), self.attn_window, -1)
+            codes = self.frame_codes(nb.reshape(-1), member).reshape(len(frames), self.attn_window, -1)
         else:
             # on the host, neighbouring frames' shared windows are found for free: encode each once
             f = np.asarray(frames.cpu() if torch.is_tensor(frames) else frames, dtype=np.int64).reshape(-1)
             nb = np.clip(f[:, None] + np.arange(-half, self.attn_window - half)[None], 0, T - 1)
             uniq, inv = np.unique(nb.reshape(-1), return_inverse=True)
-            codes = self.frame_codes(to_device(uniq, dev))[to_device(inv, dev)]
+            codes = self.frame_codes(to_device(uniq, dev), member)[to_device(inv, dev)]
             codes = codes.reshape(len(f), self.attn_window, -1)
         centre = codes[:, half:half + 1]
-        smoothed, _ = self.attn(centre, codes, codes, need_weights=False)
-        code = torch.tanh(centre[:, 0] + smoothed[:, 0])
-        if not self.mouth_dim:
-            return code
-        state = self.gain * self.to_mouth(code)  # states are centred on the training frames' mean
-        if self.speech is None:
-            return state
-        gate = self.speech[frames][:, None]  # pauses: the closed mouth, whatever the features say
-        return self.closed + gate * (state - self.closed)
+        smoothed, _ = member.attn(centre, codes, codes, need_weights=False)
+        return torch.tanh(centre[:, 0] + smoothed[:, 0])
 
     def spec(self) -> dict:
         spec = {"name": self.name, "feature_dim": self.feature_dim, "window": self.window,
                 "code_dim": self.code_dim, "attn_window": self.attn_window}
         if self.mouth_dim:
             spec["mouth_dim"] = self.mouth_dim
+        if self.ensemble > 1:
+            spec["ensemble"] = self.ensemble
         return spec
 
 

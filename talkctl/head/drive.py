@@ -19,6 +19,7 @@ from talkctl.audio.melformant import SILENT_CLIP_DB, speech_level_db
 from talkctl.audio.recipe import FeatureRecipe, speech_activity, window_indices
 from talkctl.errors import InputError, StageError
 from talkctl.head.landmark_source import landmarks_for_drive
+from talkctl.head.mouth_state import utterance_gain
 from talkctl.head.poses import pose_sequence
 from talkctl.media.audio import load_waveform
 from talkctl.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, n_video_frames, split_frames
@@ -39,6 +40,8 @@ class Drive:
     landmark_description: str = ""
     speech: np.ndarray | None = None      # (T,) speech activity of the audio (audio.recipe.speech_activity)
     speech_level_db: float | None = None  # new audio: its speech level (dBFS); below SILENT_CLIP_DB it is silence
+    mouth_gain: float | None = None       # this audio's mouth-state gain (drive_mouth_gain; None: the trained one)
+    mouth_gain_known: bool = False        # drive_mouth_gain has run (feed runs it once, on the first batch)
 
     @property
     def silent(self) -> bool:
@@ -55,18 +58,51 @@ def context(head) -> tuple[int, int]:
     return A // 2, max(A - A // 2 - 1, 0)
 
 
+def _span(head, drive: Drive, idx: np.ndarray) -> tuple[int, int]:
+    """[lo, hi): the frames of driving data that frames idx (consecutive) read, context included."""
+    before, after = context(head)
+    return max(0, int(idx[0]) - before), min(drive.n_frames, int(idx[-1]) + after + 1)
+
+
 def feed(head, drive: Drive, idx: np.ndarray) -> np.ndarray:
     """Give the head what frames `idx` (consecutive) of the drive need: their audio windows or
     landmarks plus the condition's context around them, so the codes equal those of the whole
-    sequence (edge clamping included) while memory stays flat in the drive's length.
+    sequence (edge clamping included) while memory stays flat in the drive's length; a mouth-state
+    head also gets this audio's gain (drive_mouth_gain, worked out on the first batch).
     Returns idx relative to the slice given."""
-    before, after = context(head)
-    lo, hi = max(0, int(idx[0]) - before), min(drive.n_frames, int(idx[-1]) + after + 1)
+    lo, hi = _span(head, drive, idx)
     if drive.landmarks is not None:
         head.set_landmarks(drive.landmarks[lo:hi])
     else:
+        set_gain = getattr(head, "set_mouth_gain", None)  # heads without a mouth state need none
+        if set_gain is not None:
+            if not drive.mouth_gain_known:
+                drive.mouth_gain, drive.mouth_gain_known = drive_mouth_gain(head, drive), True
+            set_gain(drive.mouth_gain)
         head.set_audio(drive.features[lo:hi], None if drive.speech is None else drive.speech[lo:hi])
     return idx - lo
+
+
+def drive_mouth_gain(head, drive: Drive, chunk: int = 512) -> float | None:
+    """Per-utterance amplitude (train-deform audio_amplitude=utterance, deform.h5 attr mouth_spread):
+    the gain that makes the lip gap of this audio's predicted mouth states (along deform.h5's
+    mouth_axis) spread over its speech as far as the subject's tracked one did
+    (head.mouth_state.utterance_gain). How far the mouth opens is the subject's, whoever speaks.
+    None (the trained gain) for other heads, or too little speech."""
+    target = float(head.attrs.get("mouth_spread", 0.0) or 0.0)
+    if target <= 0 or drive.speech is None or not getattr(head.condition, "mouth_dim", 0):
+        return None
+    head.set_mouth_gain(1.0)
+    raw = []
+    for a in range(0, drive.n_frames, chunk):
+        idx = np.arange(a, min(a + chunk, drive.n_frames))
+        lo, hi = _span(head, drive, idx)
+        head.set_audio(drive.features[lo:hi], None)  # ungated: the states the audio asks for
+        raw.append(head.codes(idx - lo).cpu().numpy())
+    head.set_mouth_gain(None)
+    raw = np.concatenate(raw)
+    axis = head.attrs.get("mouth_axis")
+    return utterance_gain(raw if axis is None else (raw @ np.asarray(axis))[:, None], drive.speech, target)
 
 
 def held_out_range(run) -> tuple[int, int]:

@@ -90,6 +90,8 @@ class HeadModel(_Constants):
         self.gaussians, self.field, self.condition, self.rasterize = gaussians, field, condition, rasterize
         self.attrs = attrs
         self.device = gaussians.means.device
+        gain = getattr(condition, "gain", None)
+        self.trained_gain = None if gain is None else float(gain)  # a mouth-state head's calibrated gain
 
     @property
     def condition_name(self) -> str:
@@ -99,6 +101,11 @@ class HeadModel(_Constants):
         """Driving audio features (T,W,D) (audio.recipe) and their speech activity (T,) (pauses close
         a mouth-state head's mouth; None: every frame is speech)."""
         self.condition.set_source(features=features, speech=speech)
+
+    def set_mouth_gain(self, gain: float | None) -> None:
+        """A mouth-state head's gain for the driving audio (head.drive.drive_mouth_gain); None: the trained one."""
+        if self.trained_gain is not None:
+            self.condition.gain.fill_(self.trained_gain if gain is None else float(gain))
 
     def set_landmarks(self, landmarks: np.ndarray) -> None:
         """Driving canonical landmarks (T,L,3) of a landmark-conditioned head (condition "landmarks")."""

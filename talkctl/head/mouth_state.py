@@ -61,3 +61,42 @@ def spread_gain(pred: np.ndarray, true: np.ndarray, speech: np.ndarray | None = 
     spread = float(np.linalg.norm(np.asarray(pred)[speaking].std(0)))
     ratio = float(np.linalg.norm(np.asarray(true)[speaking].std(0))) / max(spread, 1e-6)
     return float(np.clip(ratio, 1.0, max_gain))
+
+
+# Per-utterance amplitude: how far a mouth opens is a property of the subject, not of the voice
+# driving it. A new voice's predicted states are rescaled (one gain per audio, over its speech) so
+# their lip gap (along opening_axis) spreads as far as the subject's tracked one did over speech in
+# training. The lip gap, not all components: a regression unsure of a sound keeps its spread in the
+# small shape components and loses it in the opening, which is what the eye (and eval) follows.
+UTTERANCE_GAIN_RANGE = (0.5, 3.0)  # the most a drive's states are narrowed / widened
+MIN_SPEECH_FRAMES = 25             # 1 s of full speech at 25 fps: fewer cannot measure a spread
+
+
+def opening_axis(states: np.ndarray, opening: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """(K,) least-squares direction of the lip gap in state space on the training `frames`:
+    gap ~ states @ axis + c (the gap is near linear in the landmark offsets the states hold)."""
+    frames = np.asarray(frames)
+    a = np.c_[np.asarray(states, np.float64)[frames], np.ones(len(frames))]
+    return np.linalg.lstsq(a, np.asarray(opening, np.float64)[frames], rcond=None)[0][:-1]
+
+
+def speech_spread(states: np.ndarray, speech: np.ndarray | None = None) -> float:
+    """|std| of states (N,K) over the frames with full speech activity (all when fewer than
+    MIN_SPEECH_FRAMES): the size of the subject's articulation, in mouth-state units."""
+    states = np.asarray(states, np.float64)
+    speaking = np.ones(len(states), bool) if speech is None else np.asarray(speech) >= 1.0
+    if speaking.sum() < MIN_SPEECH_FRAMES:
+        speaking[:] = True
+    return float(np.linalg.norm(states[speaking].std(0))) if len(states) > 1 else 0.0
+
+
+def utterance_gain(raw: np.ndarray, speech: np.ndarray, target: float) -> float | None:
+    """The gain that makes the ungained predicted states `raw` (T,K) of one audio (or their lip
+    gaps (T,1)) spread over its speech frames as far as `target` (speech_spread of the subject's), clipped to
+    UTTERANCE_GAIN_RANGE; None when the audio has too little speech to tell (silence stays closed
+    by the speech gate whatever the gain)."""
+    speaking = np.asarray(speech) >= 1.0
+    if target <= 0 or speaking.sum() < MIN_SPEECH_FRAMES:
+        return None
+    spread = float(np.linalg.norm(np.asarray(raw, np.float64)[speaking].std(0)))
+    return float(np.clip(target / max(spread, 1e-6), *UTTERANCE_GAIN_RANGE))

@@ -9,10 +9,8 @@ own clip, frames before the held-out last 1/11, with a landmark loss plus a velo
 landmark distance (normalised by the inter-ocular distance, as metrics.lmd) and the
 correlation of the predicted mouth opening with the tracked one.
 
-a2l.h5 keeps everything head.a2l_predict needs for new audio (weights, basis, channel
-selection, landmark indices, neutral face); checkpoints go to RUN/checkpoints/a2l.h5.
-
-For new audio: head.a2l_predict (landmarks_for_audio, load_predictor).
+a2l.h5 keeps everything head.a2l_predict (new audio: landmarks_for_audio, load_predictor) needs:
+weights, basis, channel selection, landmark indices, neutral face. Checkpoints: RUN/checkpoints/a2l.h5.
 """
 from __future__ import annotations
 
@@ -31,7 +29,7 @@ from talkctl.curves import Curves
 from talkctl.devices import load_torch_rng, save_torch_rng, to_device
 from talkctl.errors import ArtifactError, StageError, UsageError
 from talkctl.face.canonical import TRACK_FIELDS
-from talkctl.head.a2l_predict import full_landmarks
+from talkctl.head.a2l_predict import amplitude_attrs, full_landmarks
 from talkctl.progress import METRICS_EVERY
 
 VERSION = 1
@@ -56,6 +54,7 @@ DEFAULTS = {
     "loss": "l1",           # l1 | l2 landmark loss (in inter-ocular units)
     "velocity_weight": 1.0,
     "feature_noise": 1.0,   # std of Gaussian noise added to the (normalised) features in training
+    "amplitude": "utterance",  # render scales each audio's lip gap to the subject's spread (a2l_predict) | calibrated
     "val_fraction": 0.1,    # the last part of the training frames picks the model (early stopping); 0: off
     "patience": 5,          # evaluations without a better validation mouth LMD before stopping; 0: never
     "eval_every": 100,
@@ -497,4 +496,5 @@ def write_model(f, model, data: A2LData, cfg: dict, binfo: dict, extractor: str)
         "feature_names": json.dumps(data.feature_names), "feature_dim": len(data.feature_names),
         "window": int(data.features.shape[1]), "extractor": extractor, "n_landmarks": int(data.n_landmarks),
         "interocular": data.iod, "basis": json.dumps(binfo), "parts": json.dumps(list(cfg["parts"])),
+        **amplitude_attrs(cfg["amplitude"], data.points, data.n_landmarks, data.speech, data.held_start),
     })

@@ -60,6 +60,7 @@ from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
 from talkctl.head.conditions import AudioCondition, FeatureAugment
+from talkctl.head.mouth_readout import LandmarkReadout, mouth_amplitude, speed_perturbed_source
 from talkctl.head.mouth_state import spread_gain
 from talkctl.head.field import (ENCODING_DEFAULTS, ENCODING_RANGES, DeformField, apply_deform, build_condition,
                                 field_param_groups, grid_kwargs, hashgrid_backend,
@@ -109,9 +110,11 @@ DEFAULTS = {
     # audio_steps steps (then frozen: longer fits the one voice, not speech), with decoupled weight
     # decay and feature noise / channel dropout (head.conditions.FeatureAugment)
     "audio_steps": 800,
+    "audio_ensemble": 3,          # mouth state: encoders trained side by side, their states averaged
     "audio_weight_decay": 0.1,
     "audio_noise": 0.2,
     "audio_dropout": 0.1,
+    "audio_speed": [0.9, 1.1],    # and on the training audio played at these speeds (audio.perturb; [] = off)
     "val_frames": 16,              # validation frames checked, spread over the validation slice
     "val_fraction": 0.1,           # the last part of the training frames: validation that picks the kept weights
     "keep_best": True,             # keep the weights of the best validation (False: those of the last step)
@@ -120,6 +123,9 @@ DEFAULTS = {
     # them the predicted states' spread is matched to the tracked ones' (AudioCondition.gain): a
     # prediction unsure of a sound regresses to the mean mouth, and the gain gives it back its articulation
     "audio_val_fraction": 0.1,
+    # utterance: each driving audio's predicted states are rescaled over its speech to spread as far as
+    # the subject's tracked states do (head.drive.drive_mouth_gain) | calibrated: the gain above only
+    "audio_amplitude": "utterance",
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify_start": 500,
@@ -160,28 +166,10 @@ RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Rang
           "landmark_sigma": POSITIVE, "landmark_k": AT_LEAST_1, "lr_grid": POSITIVE, "lr_mlp": POSITIVE,
           "mask_weight": NON_NEGATIVE, "perceptual_weight": NON_NEGATIVE, "lip_loss": NON_NEGATIVE,
           "audio_landmark_loss": NON_NEGATIVE, "audio_landmark_batch": AT_LEAST_1, "val_frames": AT_LEAST_1,
-          "audio_mouth_dim": Range(0, 64), "audio_teacher": FRACTION, "audio_steps": NON_NEGATIVE,
+          "audio_mouth_dim": Range(0, 64), "audio_teacher": FRACTION, "audio_steps": NON_NEGATIVE, "audio_ensemble": Range(1, 16),
           "audio_weight_decay": NON_NEGATIVE, "audio_noise": NON_NEGATIVE, "audio_dropout": Range(0, 0.95),
           "val_fraction": Range(0, 0.5), "audio_val_fraction": Range(0, 0.5), "keep_best_from": FRACTION,
           **GAUSSIAN_RANGES, **TRAIN_RANGES}
-
-
-class LandmarkReadout(torch.nn.Module):
-    """Training-only supervision of the audio condition (audio_landmark_loss): its output, through a
-    linear read-out (the free code: targets = per-coordinate standardised mouth/jaw offsets) or as
-    it is (mouth-state mode: targets = the tracked states), against the tracked targets."""
-
-    def __init__(self, code_dim: int, targets: np.ndarray, linear: bool = True):
-        super().__init__()
-        t = torch.as_tensor(targets, dtype=torch.float32)
-        self.register_buffer("targets", (t - t.mean(0)) / (t.std(0) + 1e-6) if linear else t)
-        self.linear = torch.nn.Linear(code_dim, t.shape[1]) if linear else None
-
-    def loss(self, condition, frames: np.ndarray) -> torch.Tensor:
-        """frames: host indices (the condition finds shared windows there without a GPU sync)."""
-        target = self.targets[to_device(frames, self.targets.device, torch.long)]
-        out = condition.encode(frames)
-        return torch.nn.functional.mse_loss(self.linear(out) if self.linear is not None else out, target)
 
 
 def tracked_landmarks(ctx, cfg, scene, use: str):
@@ -197,7 +185,7 @@ def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | 
     """The read-out for audio_landmark_loss (None when it is off or track.h5 has no landmarks) and,
     in mouth-state mode, {"mouth_dim", "closed", "explained"} for the condition."""
     from talkctl.face.canonical import mouth_opening, moving_indices, neutral_shape
-    from talkctl.head.mouth_state import closed_state, fit_mouth_basis
+    from talkctl.head.mouth_state import closed_state, fit_mouth_basis, opening_axis
 
     if float(cfg["audio_landmark_loss"]) <= 0:
         return None, {}
@@ -212,8 +200,9 @@ def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | 
         return LandmarkReadout(code_dim, offsets).to(ctx.device), {}
     basis = fit_mouth_basis(offsets[scene.train_idx], int(cfg["audio_mouth_dim"]))
     states = basis.project(offsets)
-    mouth = {"mouth_dim": states.shape[1], "explained": basis.explained,
-             "closed": closed_state(states, mouth_opening(points, lm.n), scene.train_idx)}
+    gap = mouth_opening(points, lm.n)
+    mouth = {"mouth_dim": states.shape[1], "explained": basis.explained, "axis": opening_axis(states, gap, scene.train_idx),
+             "closed": closed_state(states, gap, scene.train_idx)}
     return LandmarkReadout(states.shape[1], states, linear=False).to(ctx.device), mouth
 
 
@@ -229,6 +218,7 @@ class DeformTrainer:
         self.field, self.condition, self.perceptual_fn = field, condition, perceptual_fn
         self.field_fn = compiled(field, cfg)
         self.readout = readout
+        self.audio_copies = (1, 0)  # (copies of the training audio in the condition's source, frames each)
         self.mouth = bool(getattr(condition, "mouth_dim", 0)) and readout is not None
         if self.mouth:
             condition.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
@@ -328,7 +318,9 @@ class DeformTrainer:
 
     def _readout_frames(self, rng) -> np.ndarray:
         """Random training frames for the landmark read-out (scattered: varied speech each step)."""
-        return rng.choice(self.audio_frames()[0], int(self.cfg["audio_landmark_batch"]))
+        n = int(self.cfg["audio_landmark_batch"])
+        copies, T = self.audio_copies  # speed-perturbed copies follow the original features (audio_speed)
+        return rng.choice(self.audio_frames()[0], n) + T * rng.integers(copies, size=n)
 
     def audio_frames(self) -> tuple[np.ndarray, np.ndarray]:
         """(frames the audio path trains on, frames that calibrate its gain); mouth-state mode keeps
@@ -445,13 +437,13 @@ def run(ctx, cfg: dict) -> dict:
             readout, mouth = landmark_readout(ctx, cfg, scene, int(cfg["code_dim"]))
             cond_spec = {"name": cfg["condition"], "feature_dim": int(feats.shape[2]), "window": int(feats.shape[1]),
                          "code_dim": int(cfg["code_dim"]), "attn_window": int(cfg["attn_window"]),
-                         **({"mouth_dim": mouth["mouth_dim"]} if mouth else {})}
+                         **({"mouth_dim": mouth["mouth_dim"], "ensemble": int(cfg["audio_ensemble"])} if mouth else {})}
             condition = build_condition(cond_spec)
             condition.mean.copy_(torch.as_tensor(mean))
             condition.std.copy_(torch.as_tensor(std))
             if mouth:
                 condition.closed.copy_(torch.as_tensor(mouth["closed"]))
-                extra_attrs = {"mouth_explained": mouth["explained"]}
+                extra_attrs = {"mouth_explained": mouth["explained"], **mouth_amplitude(cfg, readout, scene, mouth["axis"])}
             condition.set_source(features=feats, speech=scene.speech)
             extra = {"audio_mean": mean, "audio_std": std}
         condition = condition.to(ctx.device)
@@ -461,9 +453,12 @@ def run(ctx, cfg: dict) -> dict:
         field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
         readout = None if landmarks else readout
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)
+        if trainer.mouth:
+            trainer.audio_copies = speed_perturbed_source(ctx, cfg, condition, readout, scene)
         res = train(ctx, "train-deform", trainer, int(cfg["iterations"]), cfg, description="deform",
                     keep_best_from=keep_best_start(cfg))
         if trainer.mouth:
+            condition.set_source(features=scene.features, speech=scene.speech)  # the original audio alone
             extra_attrs["audio_gain"] = trainer.calibrate_gain()
         val = trainer.validate(scene.held_idx)
         g = trainer.g.model

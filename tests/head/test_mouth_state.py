@@ -114,3 +114,52 @@ def test_spread_gain_restores_a_shrunk_prediction():
     speech = np.r_[np.ones(100), np.zeros(100)]
     pauses_still = np.r_[0.5 * true[:100], np.zeros((100, 4))]
     assert abs(spread_gain(pauses_still, true, speech) - 2.0) < 1e-6  # only speaking frames count
+
+
+def test_utterance_gain_gives_the_subjects_spread_over_speech():
+    from talkctl.head.mouth_state import UTTERANCE_GAIN_RANGE, speech_spread, utterance_gain
+
+    rng = np.random.default_rng(2)
+    tracked = rng.normal(size=(300, 5))
+    speech = np.r_[np.ones(200), np.zeros(100)]
+    target = speech_spread(np.r_[tracked[:200], np.zeros((100, 5))], speech)  # pauses do not count
+    assert abs(target - speech_spread(tracked[:200])) < 1e-9
+    quiet = 0.5 * rng.normal(size=(300, 5))  # a voice whose predicted states barely move
+    g = utterance_gain(quiet, speech, target)
+    assert abs(speech_spread(g * quiet, speech) - target) < 1e-6 and 1.8 < g < 2.2
+    assert utterance_gain(0.01 * quiet, speech, target) == UTTERANCE_GAIN_RANGE[1]  # clipped
+    assert utterance_gain(quiet, np.zeros(300), target) is None  # no speech: nothing to measure
+
+
+def test_a_new_voice_moves_the_mouth_as_far_as_the_subject(trained, tmp_path):
+    """Per-utterance amplitude (audio_amplitude=utterance, the default): through head.drive.feed, the
+    lip gap of a new voice's mouth states spreads over its speech as far as the subject's tracked one did."""
+    import h5py
+
+    from talkctl.head.drive import audio_drive, feed
+    from talkctl.head.models import load_head
+    from talkctl.head.mouth_state import UTTERANCE_GAIN_RANGE, speech_spread
+    from talkctl.stages.render import DEFAULTS
+
+    run, _ = trained
+    with h5py.File(run.path / "deform.h5") as f:
+        target, axis = float(f.attrs["mouth_spread"]), np.asarray(f.attrs["mouth_axis"])
+        k = json.loads(f.attrs["condition_spec"])["mouth_dim"]
+    assert target > 0 and axis.shape == (k,)
+    voice = trained_run.write_wav(tmp_path / "other.wav", trained_run.voice(4.0, seed=11), SR)
+    head = load_head(run.path)
+    drive = audio_drive(run, voice, {**DEFAULTS, "pose": "still"})
+    idx = np.arange(drive.n_frames)
+    rel = feed(head, drive, idx)
+    assert drive.mouth_gain_known and drive.mouth_gain is not None
+    with torch.no_grad():
+        state = head.codes(rel).numpy()
+    lo, hi = UTTERANCE_GAIN_RANGE
+    spread = speech_spread((state @ axis)[:, None], drive.speech)  # the lip gap's spread
+    assert lo <= drive.mouth_gain <= hi
+    if lo < drive.mouth_gain < hi:
+        assert abs(spread - target) < 0.15 * target
+    else:  # clipped: short of the target when widened as far as allowed, beyond it when narrowed
+        assert (spread < target) == (drive.mouth_gain == hi)
+    head.set_mouth_gain(None)  # back to the trained gain
+    assert float(head.condition.gain) == head.trained_gain

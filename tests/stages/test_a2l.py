@@ -351,3 +351,23 @@ def test_offset_basis_pca_and_plain():
     assert np.allclose(coeff.std(0), 1.0, atol=0.05)  # unit-variance coefficients
     D, info = offset_basis(X, pca_components=0)
     assert not info["pca"] and D.shape == (30, 30) and np.allclose(np.diag(D), X.std(0), rtol=1e-4)
+
+
+def test_a2l_scales_each_audios_lip_gap_to_the_subjects(trained):
+    """amplitude=utterance (the default): over an audio's speech, the predicted lip gap spreads as
+    far as the subject's tracked one did in training, whatever the voice."""
+    from talkctl.face.canonical import mouth_opening
+    from talkctl.head.mouth_state import UTTERANCE_GAIN_RANGE
+
+    run, _, _, _ = trained
+    pred = a2l_predict.load_predictor(run)
+    assert pred.open_spread > 0
+    new = make_inputs(seed=8, T=80)[0]
+    speech = np.ones(80, np.float32)
+    raw = pred.offsets(new) / pred.gain
+    g = pred.utterance_gain(raw, speech)
+    assert UTTERANCE_GAIN_RANGE[0] <= g <= UTTERANCE_GAIN_RANGE[1]
+    gap = mouth_opening(a2l_predict.full_landmarks(pred.neutral, pred.indices, pred.offsets(new, speech)), 68)
+    if UTTERANCE_GAIN_RANGE[0] < g < UTTERANCE_GAIN_RANGE[1]:
+        assert abs(gap.std() - pred.open_spread) < 0.1 * pred.open_spread
+    assert pred.utterance_gain(raw, np.zeros(80)) == pred.gain  # no speech: the trained gain
