@@ -81,5 +81,6 @@ setInterval(async () => {  // the server's own figures (over all sessions): late
     const s = await (await fetch("stats", { headers: authHeaders() })).json();
     $("server").textContent = `${s.latency_ms ? Math.round(s.latency_ms.p50) + " ms" : "-"} / ${s.frames.dropped}`;
     if (useRtc && s.latency_ms) $("latency").textContent = Math.round(s.latency_ms.p50) + " (server)";
+    if (useRtc) $("counts").textContent = `${s.frames.speech} / ${s.frames.idle} (server)`;
   } catch (e) { /* server gone: the state says so */ }
 }, 1000);
