@@ -16,7 +16,7 @@ audio (cross-correlated with the sent speech, per 1 s window) is the latency fro
 to its frame and sound arriving, client jitter buffer included.
 
     OMP_WAIT_POLICY=PASSIVE python bench/serve.py --run RUN [--sizes 128,256] [--sessions 1,2,4]
-        [--seconds 10] [--max-lag-ms 1000] [--no-webrtc] [--out serve_cpu.json]
+        [--seconds 10] [--max-lag-ms 500] [--no-webrtc] [--out serve_cpu.json]
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: str, size: int, max_sessions: int, max_lag_ms: int = 1000) -> tuple[subprocess.Popen, str]:
+def start_server(run: str, size: int, max_sessions: int, max_lag_ms: int = 500) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.Popen([sys.executable, "-m", "talkctl", "serve", "--run", run, "--size", str(size), "--port", str(port),
@@ -208,7 +208,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="128,256")
     ap.add_argument("--sessions", default="1,2,4")
     ap.add_argument("--seconds", type=float, default=10.0, help="speech per session")
-    ap.add_argument("--max-lag-ms", type=int, default=1000, help="the server's --max-lag-ms (0: never skip frames)")
+    ap.add_argument("--max-lag-ms", type=int, default=500, help="the server's --max-lag-ms (0: never skip frames)")
     ap.add_argument("--no-webrtc", action="store_true", help="skip the WebRTC row (it needs aiortc)")
     ap.add_argument("--out", default="serve_cpu.json")
     a = ap.parse_args()

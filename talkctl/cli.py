@@ -225,7 +225,7 @@ def serve(run: RunOpt = None,
           token: Annotated[Optional[str], typer.Option(help="Require this token on every request (default: $TALKCTL_SERVE_TOKEN).")] = None,
           lookahead_ms: Annotated[Optional[int], typer.Option("--lookahead-ms", help="Most future audio a frame may wait for (default 200).")] = None,
           pose: Annotated[Optional[str], typer.Option(help="Head motion: train (the clip's, ping-pong; default) | still.")] = None,
-          max_lag_ms: Annotated[Optional[int], typer.Option("--max-lag-ms", help="A session this late skips frames (default 1000; 0 = never).")] = None,
+          max_lag_ms: Annotated[Optional[int], typer.Option("--max-lag-ms", help="A session this late skips frames (default 500; 0 = never).")] = None,
           webrtc: Annotated[Optional[str], typer.Option(help="POST /offer: auto (when aiortc is installed; default) | on | off.")] = None,
           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):

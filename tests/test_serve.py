@@ -240,6 +240,8 @@ def test_token_limits_and_page(engine):
             with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
                 await s.ws_connect(url + "ws?token=sesame&level_db=loud")
             assert exc.value.status == 400
+            async with s.get(url + "ws?token=sesame&max_lag_ms=-1") as r:
+                assert r.status == 400 and "max_lag_ms" in (await r.json())["error"]
             async with s.ws_connect(url + "ws?token=sesame") as ws1:
                 await ws1.receive(timeout=30)  # hello: the session is counted
                 await ws1.send_bytes(b"\0\0\0")  # half a sample

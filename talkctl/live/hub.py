@@ -30,7 +30,7 @@ class ServeOptions:
     max_message: int = 1 << 20      # bytes per WebSocket message / request body (1 MiB: 32 s of PCM16)
     idle_after: float = 0.5         # s without audio that end an utterance
     batch: int = 4                  # frames rendered at once by a session that fell behind
-    max_lag: float = 1.0            # s a speech frame may be late before the session skips ahead (0: never)
+    max_lag: float = 0.5            # s a speech frame may be late before the session skips ahead (0: never)
     webrtc: bool | None = None      # POST /offer; None: when aiortc is installed
 
 

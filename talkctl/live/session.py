@@ -83,7 +83,7 @@ class Utterance:
 
 class Session:
     def __init__(self, engine: Engine, stats: Stats, sink: Sink, level_db: float | None = None,
-                 idle_after: float = 0.5, batch: int = 4, max_lag: float = 1.0, max_pending_s: float = 60.0):
+                 idle_after: float = 0.5, batch: int = 4, max_lag: float = 0.5, max_pending_s: float = 60.0):
         self.engine, self.stats, self.sink = engine, stats, sink
         self.level_db, self.idle_after, self.batch = level_db, max(idle_after, engine.lookahead_s), max(1, batch)
         self.max_lag = max(0.0, max_lag)

@@ -1,7 +1,7 @@
 """serve: a trained run speaking audio as it arrives, live, over HTTP and a WebSocket.
 
     talkctl serve --run RUN [--host 127.0.0.1] [--port 8000] [--size 256] [--max-sessions N] [--token T]
-        [--max-lag-ms 1000] [--webrtc auto|on|off]
+        [--max-lag-ms 500] [--webrtc auto|on|off]
 
 Loads the run once (talkctl.live.engine) and serves the page, /ws, POST /offer (WebRTC, with
 aiortc: the `live` extra), /health and /stats
@@ -34,7 +34,7 @@ DEFAULTS = {
     "workers": 1,           # render threads shared by the sessions (each frame already uses every core)
     "rasterizer": "auto",
     "seconds": 0.0,         # serve this long, then stop (0: until Ctrl-C)
-    "max_lag_ms": 1000,     # a speech frame this late makes its session skip ahead (0: never; ?max_lag_ms= per session)
+    "max_lag_ms": 500,      # a speech frame this late makes its session skip ahead (0: never; ?max_lag_ms= per session)
     "webrtc": "auto",       # POST /offer: auto (when aiortc is installed) | on (required) | off
 }
 WEBRTC = ("auto", "on", "off")
