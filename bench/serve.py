@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -82,28 +81,9 @@ async def wait_ready(url: str, p: subprocess.Popen, timeout: float = 300) -> Non
 
 
 async def session(url: str, wav: np.ndarray) -> dict:
-    import aiohttp
+    from talkctl.live.clients import ws_stream
 
-    from talkctl.live.protocol import SPEECH, float_to_pcm16, unpack_frame
-
-    sent, got = [], []  # (first sample, send time); (frame first sample, arrival time)
-
-    async def send(ws):
-        t0 = time.perf_counter()
-        for k, i in enumerate(range(0, len(wav), CHUNK)):
-            await asyncio.sleep(max(0.0, t0 + k * CHUNK / 16000 - time.perf_counter()))
-            sent.append((i, time.perf_counter()))
-            await ws.send_bytes(float_to_pcm16(wav[i:i + CHUNK]))
-        await ws.send_str(json.dumps({"op": "stop"}))
-
-    async with aiohttp.ClientSession() as s, s.ws_connect(url + "ws", max_msg_size=0) as ws:
-        sender = asyncio.create_task(send(ws))
-        async for msg in ws:
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                h, _ = unpack_frame(msg.data)
-                if h.kind == SPEECH:
-                    got.append((round(h.audio_time * 16000), time.perf_counter()))
-        await sender
+    sent, got = await ws_stream(url, wav)
     lat, j = [], 0
     for s0, t_frame in got:  # frames arrive in order: each chunk's first frame is the first covering it
         while j < len(sent) and sent[j][0] < s0 + CHUNK:
@@ -158,7 +138,7 @@ def echo_latency_ms(sent: np.ndarray, back: np.ndarray, offset_s: float, window_
 
 
 async def webrtc_row(url: str, size: int, wav: np.ndarray) -> dict:
-    from talkctl.live.rtc_client import call
+    from talkctl.live.clients import call
 
     before = await server_stats(url)
     res = await call(url, wav, seconds=len(wav) / 16000 + 2.0)

@@ -27,6 +27,7 @@ from talkctl.audio.recipe import FeatureRecipe
 from talkctl.audio.streaming import StreamingFeatures, lookahead_samples
 from talkctl.errors import UsageError
 from talkctl.live.app import ServeOptions, run_server
+from talkctl.live.clients import ws_stream
 from talkctl.live.engine import Engine
 from talkctl.live.protocol import IDLE, SPEECH, float_to_pcm16, unpack_frame
 
@@ -274,29 +275,8 @@ def test_overloaded_session_skips_frames_not_falls_behind(engine, monkeypatch):
     monkeypatch.setattr(engine, "render", slow)
     wav = trained_run.voice(4.0, seed=8)
 
-    async def body(ws):
-        sent = []
-
-        async def send():
-            t0 = time.perf_counter()
-            for k, i in enumerate(range(0, len(wav), 640)):
-                await asyncio.sleep(max(0.0, t0 + k * 0.04 - time.perf_counter()))
-                sent.append((i, time.perf_counter()))
-                await ws.send_bytes(float_to_pcm16(wav[i:i + 640]))
-            await ws.send_str(json.dumps({"op": "stop"}))
-
-        task = asyncio.create_task(send())
-        got = []
-        async for m in ws:
-            if m.type == aiohttp.WSMsgType.BINARY:
-                h, _ = unpack_frame(m.data)
-                if h.kind == SPEECH:
-                    got.append((round(h.audio_time * 16000), time.perf_counter()))
-        await task
-        return sent, got
-
     with server(engine, batch=1, max_lag=0.3, idle_after=5.0) as url:
-        sent, got = ws_session(url, body)
+        sent, got = asyncio.run(ws_stream(url, wav))
         stats = asyncio.run(_get_json(url + "stats"))
     n = len(wav) // 640
     assert 5 <= len(got) < n and stats["frames"]["dropped"] >= n // 4
@@ -317,7 +297,7 @@ async def _get_json(url, **kw):
 def test_webrtc_offer_answer_end_to_end(engine):
     """aiortc as the client: audio out, the head's frames and the same audio back; token, limit, bad offers."""
     pytest.importorskip("aiortc")
-    from talkctl.live.rtc_client import call
+    from talkctl.live.clients import call
 
     wav = trained_run.voice(2.0, seed=9)
 

@@ -164,8 +164,8 @@ class PeerSink:
         await self.pc.close()
 
 
-async def _pump_audio(track, session) -> None:
-    """The client's audio, as 16 kHz mono, into the session."""
+async def mono16k(track):
+    """A remote audio track's samples as float32 16 kHz mono chunks, until it ends."""
     resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
     while True:
         try:
@@ -175,7 +175,12 @@ async def _pump_audio(track, session) -> None:
         for f in resampler.resample(frame):
             x = f.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
             if len(x):
-                await session.audio(x)
+                yield x
+
+
+async def _pump_audio(track, session) -> None:
+    async for x in mono16k(track):
+        await session.audio(x)
 
 
 async def _pump_controls(sink: PeerSink, session) -> None:

@@ -1,5 +1,9 @@
-"""A WebRTC client of `talkctl serve` (aiortc), for scripts, tests and bench/serve.py: sends audio
-in real time as a microphone would, receives the head's video and the audio that comes back.
+"""Clients of `talkctl serve` for scripts, tests and bench/serve.py, both sending audio in real
+time as a microphone would.
+
+    sent, got = await ws_stream("http://127.0.0.1:8000/", wav16k)   # /ws: PCM16 in 40 ms chunks, then stop
+    sent   [(first sample of a chunk, perf_counter when sent)]
+    got    [(first sample a speech frame shows, perf_counter when it arrived)]
 
     res = await call("http://127.0.0.1:8000/", wav16k, seconds=6.0, token=None, level_db=None)
     res.frames   [(arrival perf_counter, (S,S,3) uint8 RGB)]
@@ -17,10 +21,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from talkctl.live.protocol import float_to_pcm16
-from talkctl.timebase import SAMPLE_RATE
+from talkctl.live.protocol import SPEECH, float_to_pcm16, unpack_frame
+from talkctl.timebase import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 PACKET = SAMPLE_RATE // 50  # 20 ms
+
+
+async def ws_stream(url: str, wav: np.ndarray, query: str = "") -> tuple[list, list]:
+    """Stream `wav` to url + "ws" + query in real time, 40 ms a message, then {"op": "stop"}; collect
+    the speech frames until the server closes."""
+    import aiohttp
+
+    sent, got = [], []
+
+    async def send(ws):
+        t0 = time.perf_counter()
+        for k, i in enumerate(range(0, len(wav), SAMPLES_PER_FRAME)):
+            await asyncio.sleep(max(0.0, t0 + k * SAMPLES_PER_FRAME / SAMPLE_RATE - time.perf_counter()))
+            sent.append((i, time.perf_counter()))
+            await ws.send_bytes(float_to_pcm16(wav[i:i + SAMPLES_PER_FRAME]))
+        await ws.send_str(json.dumps({"op": "stop"}))
+
+    async with aiohttp.ClientSession() as s, s.ws_connect(url + "ws" + query, max_msg_size=0) as ws:
+        sender = asyncio.create_task(send(ws))
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                h, _ = unpack_frame(msg.data)
+                if h.kind == SPEECH:
+                    got.append((round(h.audio_time * SAMPLE_RATE), time.perf_counter()))
+        await sender
+    return sent, got
 
 
 @dataclass
@@ -67,24 +97,22 @@ def wav_track(wav: np.ndarray, res: CallResult):
 
 
 async def _consume(track, res: CallResult) -> None:
-    import av
     from aiortc.mediastreams import MediaStreamError
 
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+    from talkctl.live.webrtc import mono16k
+
+    if track.kind == "audio":
+        async for x in mono16k(track):
+            if res.audio_t0 is None:
+                res.audio_t0 = time.perf_counter() - len(x) / SAMPLE_RATE
+            res.audio.append(x)
+        return
     while True:
         try:
             frame = await track.recv()
         except MediaStreamError:
             return
-        now = time.perf_counter()
-        if track.kind == "video":
-            res.frames.append((now, frame.to_ndarray(format="rgb24")))
-            continue
-        for f in resampler.resample(frame):
-            x = f.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
-            if res.audio_t0 is None:
-                res.audio_t0 = now - len(x) / SAMPLE_RATE
-            res.audio.append(x)
+        res.frames.append((time.perf_counter(), frame.to_ndarray(format="rgb24")))
 
 
 async def call(url: str, wav: np.ndarray | None, seconds: float, token: str | None = None,
