@@ -302,7 +302,7 @@ def test_webrtc_offer_answer_end_to_end(engine):
     wav = trained_run.voice(2.0, seed=9)
 
     async def main(url):
-        first = asyncio.create_task(call(url, wav, seconds=4.0, token="sesame"))
+        first = asyncio.create_task(call(url, wav, seconds=4.0, token="sesame", stop_after=True))
         await asyncio.sleep(2.0)
         auth = {"Authorization": "Bearer sesame"}
         async with aiohttp.ClientSession() as s:
@@ -323,6 +323,7 @@ def test_webrtc_offer_answer_end_to_end(engine):
     img = res.frames[-1][1]
     assert img.shape == (SIZE, SIZE, 3) and max(f.std() for _, f in res.frames) > 3
     assert res.events and res.events[0]["event"] == "hello" and res.events[0]["size"] == SIZE
+    assert [e["event"] for e in res.events][-1] == "stopped", res.events  # stop on the data channel
     assert stats["sessions_total"] == 1 and stats["refused"] == 1 and stats["frames"]["speech"] >= 25
     back = res.audio_array()
     assert len(back) > 16000 and np.abs(back).max() > 0.5 * np.abs(wav).max()  # the voice came back

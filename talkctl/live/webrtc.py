@@ -180,7 +180,8 @@ async def mono16k(track):
 
 async def _pump_audio(track, session) -> None:
     async for x in mono16k(track):
-        await session.audio(x)
+        if not session.stop_requested:  # a track keeps sending after {"op": "stop"}: not an error here
+            await session.audio(x)
 
 
 async def _pump_controls(sink: PeerSink, session) -> None:
