@@ -119,15 +119,16 @@ class Session:
     def _pending(self) -> int:
         return sum(u.feats.n_samples - u.next * SAMPLES_PER_FRAME for u in self.utts)
 
-    async def audio(self, x: np.ndarray) -> None:
-        """Float32 samples in [-1, 1] at 16 kHz, in order."""
+    async def audio(self, x: np.ndarray, arrival: float | None = None) -> None:
+        """Float32 samples in [-1, 1] at 16 kHz, in order; arrival: their perf_counter time of arrival
+        when the transport knows it (a backlog read at once), else now."""
         if self.stop_requested:
             await self.sink.event({"event": "error", "message": "audio after stop is ignored"})
             return
         while self._pending() > self.max_pending and not self.closed:  # backpressure: stop reading
             self.drained.clear()
             await self.drained.wait()
-        arrival = time.perf_counter()
+        arrival = time.perf_counter() if arrival is None else arrival
         utt = self.utts[-1] if self.utts and not self.utts[-1].finished else None
         if utt is None:
             utt = Utterance(StreamingFeatures(self.engine.recipe, self.level_db), self.samples_in,
@@ -136,14 +137,14 @@ class Session:
             self.utts.append(utt)
         async with utt.lock:
             if utt.finished:  # flushed by the producer meanwhile: this audio starts the next utterance
-                return await self.audio(x)
+                return await self.audio(x, arrival)
             utt.chunks.append((utt.feats.n_samples // SAMPLES_PER_FRAME, arrival))
             self.samples_in += len(x)
             if utt.pcm is not None:
                 utt.pcm.append(x)
             utt.windows.append(await asyncio.get_running_loop().run_in_executor(None, utt.feats.push, x))
             utt.last_audio = time.perf_counter()  # the pause counts from here: a slow push is no pause
-            utt.note_ready(self.engine.context[1], utt.last_audio)
+            utt.note_ready(self.engine.context[1], arrival)  # lateness counts from the audio's arrival
         self.wake.set()
 
     async def _finish(self, utt: Utterance) -> None:

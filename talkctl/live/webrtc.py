@@ -179,9 +179,33 @@ async def mono16k(track):
 
 
 async def _pump_audio(track, session) -> None:
-    async for x in mono16k(track):
-        if not session.stop_requested:  # a track keeps sending after {"op": "stop"}: not an error here
-            await session.audio(x)
+    """Packets are taken as they come and handed over in one piece each time the session is ready
+    for more: a session slowed by a busy CPU gets fewer, larger chunks (stamped with when the first
+    one came, so its lateness shows) instead of a growing queue of 20 ms ones."""
+    backlog: list[tuple[np.ndarray, float]] = []
+    more = asyncio.Event()
+
+    async def take():
+        async for x in mono16k(track):
+            if not session.stop_requested:  # a track keeps sending after {"op": "stop"}: not an error here
+                backlog.append((x, time.perf_counter()))
+                more.set()
+        backlog.append((None, 0.0))
+        more.set()
+
+    taker = asyncio.create_task(take())
+    try:
+        while True:
+            await more.wait()
+            more.clear()
+            got, backlog[:] = list(backlog), []
+            chunks = [x for x, _ in got if x is not None]
+            if chunks:
+                await session.audio(np.concatenate(chunks), got[0][1])
+            if len(chunks) < len(got):  # the track ended
+                return
+    finally:
+        taker.cancel()
 
 
 async def _pump_controls(sink: PeerSink, session) -> None:
