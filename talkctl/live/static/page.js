@@ -83,7 +83,7 @@ function draw() {
     const s = [...latencies].sort((a, b) => a - b);
     $("latency").textContent = Math.round(s[s.length >> 1]);
   }
-  $("counts").textContent = `${counts[0]} / ${counts[1]}`;
+  if (!useRtc) $("counts").textContent = `${counts[0]} / ${counts[1]}`;
   requestAnimationFrame(draw);
 }
 
