@@ -2,11 +2,13 @@
 takes a screenshot: the face should be on the canvas, with the page's live fps and latency.
 
 Skips (exit 0, says so) when Chromium is absent. Drives Chromium through its DevTools protocol
-(aiohttp's WebSocket client), in real time: the page streams the WAV as microphone audio to /ws
-(?autostart=mic), the head speaks it, and after `--seconds` the page's figures are read and the
-screenshot saved.
+(aiohttp's WebSocket client), in real time: the page streams the WAV as microphone audio
+(?autostart=mic) over WebRTC (the default when the server has aiortc) or /ws (--transport ws),
+the head speaks it, and after `--seconds` the page's figures and the server's /stats are read and
+the screenshot saved.
 
-    python bench/serve_browser.py --run RUN [--size 256] [--seconds 8] [--out bench/results/serve_page.png]
+    python bench/serve_browser.py --run RUN [--size 256] [--seconds 8] [--transport webrtc|ws]
+        [--out bench/results/serve_page.png]
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 
 from common import RESULTS, load_avg, write_json
-from serve import free_port, speech, start_server, wait_ready
+from serve import free_port, server_stats, speech, start_server, wait_ready
 
 
 def chromium() -> str | None:
@@ -64,7 +66,7 @@ async def drive(debug_url: str, page_url: str, seconds: float, out: Path) -> dic
         await call("Page.navigate", url=page_url)
         await asyncio.sleep(seconds)
         figures = await call("Runtime.evaluate", returnByValue=True, expression=(
-            "JSON.stringify(Object.fromEntries(['state','fps','latency','counts','srvsize','log']"
+            "JSON.stringify(Object.fromEntries(['transport','state','fps','latency','server','counts','srvsize','log']"
             ".map(k => [k, document.getElementById(k).textContent])))"))
         shot = await call("Page.captureScreenshot", format="png")
         out.write_bytes(base64.b64decode(shot["data"]))
@@ -76,6 +78,7 @@ def main() -> None:
     ap.add_argument("--run", required=True)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--transport", choices=("webrtc", "ws"), default="webrtc")
     ap.add_argument("--out", type=Path, default=RESULTS / "serve_page.png")
     a = ap.parse_args()
     chrome = chromium()
@@ -99,7 +102,9 @@ def main() -> None:
                                     "--autoplay-policy=no-user-gesture-required", "about:blank"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        figures = asyncio.run(drive(asyncio.run(cdp_target(port)), url + "?autostart=mic", a.seconds, a.out))
+        query = "?autostart=mic" + ("&transport=ws" if a.transport == "ws" else "")
+        figures = asyncio.run(drive(asyncio.run(cdp_target(port)), url + query, a.seconds, a.out))
+        stats = asyncio.run(server_stats(url))
     finally:
         if browser is not None:
             browser.terminate()
@@ -107,9 +112,10 @@ def main() -> None:
         server.terminate()
         server.wait(60)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"page figures: {figures}\nscreenshot: {a.out}")
-    write_json("serve_page.json", {"chromium": chrome, "audio": source, "size": a.size, "seconds": a.seconds,
-                                   "figures": figures, "screenshot": str(a.out.name), "load_avg": load_avg()})
+    print(f"page figures: {figures}\nserver: {stats}\nscreenshot: {a.out}")
+    write_json(a.out.with_suffix(".json"), {"chromium": chrome, "audio": source, "size": a.size, "seconds": a.seconds,
+                                            "transport": a.transport, "figures": figures, "server_stats": stats,
+                                            "screenshot": str(a.out.name), "load_avg": load_avg()})
 
 
 if __name__ == "__main__":

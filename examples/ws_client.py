@@ -1,4 +1,5 @@
-"""Send a WAV to `talkctl serve` and save the frames: python ws_client.py speech.wav [ws://127.0.0.1:8000/ws]"""
+"""Send a WAV to `talkctl serve` and save the frames: python ws_client.py speech.wav [ws://127.0.0.1:8000/ws?max_lag_ms=0]
+(max_lag_ms=0: every frame, however late; a live viewer leaves it out and late frames are skipped)"""
 import asyncio, json, struct, sys, wave, aiohttp  # noqa: E401
 
 async def main(path, url):
@@ -14,4 +15,4 @@ async def main(path, url):
                 if kind == 0:  # 0 speech, 1 idle
                     open(f"frame_{index:05d}.jpg", "wb").write(msg.data[20:])
 
-asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "ws://127.0.0.1:8000/ws"))
+asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "ws://127.0.0.1:8000/ws?max_lag_ms=0"))

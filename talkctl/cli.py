@@ -225,15 +225,17 @@ def serve(run: RunOpt = None,
           token: Annotated[Optional[str], typer.Option(help="Require this token on every request (default: $TALKCTL_SERVE_TOKEN).")] = None,
           lookahead_ms: Annotated[Optional[int], typer.Option("--lookahead-ms", help="Most future audio a frame may wait for (default 200).")] = None,
           pose: Annotated[Optional[str], typer.Option(help="Head motion: train (the clip's, ping-pong; default) | still.")] = None,
+          max_lag_ms: Annotated[Optional[int], typer.Option("--max-lag-ms", help="A session this late skips frames (default 500; 0 = never).")] = None,
+          webrtc: Annotated[Optional[str], typer.Option(help="POST /offer: auto (when aiortc is installed; default) | on | off.")] = None,
           config: ConfigOpt = None, preset: PresetOpt = None, device: DeviceOpt = "auto", set_: SetOpt = None,
           json_: JsonOpt = False, verbose: VerboseOpt = 0, quiet: QuietOpt = False, debug: DebugOpt = False):
-    """Serve the head live: a page, a WebSocket (PCM16 in, JPEG frames out), /health and /stats."""
+    """Serve the head live: a page, WebRTC, a WebSocket (PCM16 in, JPEG frames out), /health and /stats."""
     _common(json_, verbose, quiet, debug)
     if run is None:
         raise UsageError("no run directory: give --run DIR (a run trained up to train-torso)")
     _stage("serve", run, None, config, preset, False, device, set_,
            {"host": host, "port": port, "size": size, "max_sessions": max_sessions, "token": token,
-            "lookahead_ms": lookahead_ms, "pose": pose}, create=False)
+            "lookahead_ms": lookahead_ms, "pose": pose, "max_lag_ms": max_lag_ms, "webrtc": webrtc}, create=False)
 
 
 @app.command("eval")

@@ -5,6 +5,17 @@ import os
 import platform
 
 
+def _live(add) -> None:
+    """`talkctl serve`'s optional packages: aiohttp (the server), aiortc (its WebRTC)."""
+    import importlib.metadata as md
+
+    for pkg, what, extra in (("aiohttp", "serve: HTTP + WebSocket", "serve"), ("aiortc", "serve: WebRTC", "live")):
+        try:
+            add("live", pkg, True, f"{what} ({md.version(pkg)})")
+        except md.PackageNotFoundError:
+            add("live", pkg, False, f"{what}: not installed; pip install 'talkctl[{extra}]'")
+
+
 def checks() -> list[dict]:
     rows = []
 
@@ -28,6 +39,7 @@ def checks() -> list[dict]:
     except ImportError as exc:
         add("torch", "torch", False, str(exc))
         cuda = False
+    _live(add)
     from talkctl import backends
 
     device = "cuda" if cuda else "cpu"

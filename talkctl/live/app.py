@@ -1,7 +1,9 @@
 """The HTTP side of `talkctl serve`: aiohttp routes, the token check, the session limit, shutdown.
 
     GET /        the page (talkctl/live/static, bundled: works offline)
-    GET /ws      the WebSocket stream (live/protocol.py); ?level_db=X fixes the speech level
+    GET /ws      the WebSocket stream (live/ws.py, live/protocol.py); ?level_db=X fixes the speech
+                 level, ?max_lag_ms=X the lateness that makes a session skip frames (0: never)
+    POST /offer  WebRTC (live/webrtc.py, needs aiortc): audio in, video + the same audio out
     GET /health  {"status": "ok", ...}
     GET /stats   sessions, fps, latency and render-time percentiles
 
@@ -14,49 +16,41 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import math
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from importlib import resources
 from typing import Callable
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from talkctl.live.engine import Engine
-from talkctl.live.session import Session
+from talkctl.live.hub import Hub, ServeOptions, webrtc_missing  # noqa: F401 (ServeOptions: the app's options)
 from talkctl.live.stats import Stats
+from talkctl.live.ws import ws_handler
 
 log = logging.getLogger("talkctl.serve")
-PAGE_SCRIPT = '<script src="page.js"></script>'
+SCRIPTS = ("page.js", "rtc.js")
 
-TRY_AGAIN_LATER = 1013
 STATS = web.AppKey("stats", Stats)
 
 
-@dataclass
-class ServeOptions:
-    max_sessions: int = 1
-    token: str | None = None
-    max_message: int = 1 << 20      # bytes per WebSocket message (1 MiB: 32 s of PCM16)
-    idle_after: float = 0.5         # s without audio that end an utterance
-    batch: int = 4                  # frames rendered at once by a session that fell behind
-
-
 def page_html() -> bytes:
-    """The page with its script inlined: one request, which carries the token in its URL."""
+    """The page with its scripts inlined: one request, which carries the token in its URL."""
     static = resources.files("talkctl.live").joinpath("static")
     html = static.joinpath("index.html").read_text(encoding="utf-8")
-    script = static.joinpath("page.js").read_text(encoding="utf-8")
-    return html.replace(PAGE_SCRIPT, f"<script>\n{script}</script>").encode("utf-8")
+    for name in SCRIPTS:
+        script = static.joinpath(name).read_text(encoding="utf-8")
+        html = html.replace(f'<script src="{name}"></script>', f"<script>\n{script}</script>")
+    return html.encode("utf-8")
 
 
 def make_app(engine: Engine, opts: ServeOptions) -> web.Application:
-    stats = Stats(opts.max_sessions)
-    sockets: set = set()
+    hub = Hub(engine, opts)
+    rtc = webrtc_missing() is None if opts.webrtc is None else opts.webrtc
+    stats = hub.stats
     html = page_html()
 
     @web.middleware
@@ -73,46 +67,30 @@ def make_app(engine: Engine, opts: ServeOptions) -> web.Application:
 
     async def health(request):
         return web.json_response({"status": "ok", "size": engine.size, "sessions": stats.active,
-                                  "max_sessions": opts.max_sessions})
+                                  "max_sessions": opts.max_sessions, "webrtc": rtc})
 
     async def stats_route(request):
         return web.json_response({**stats.as_dict(), "size": engine.size,
                                   "lookahead_ms": round(engine.lookahead_s * 1000)})
 
-    async def ws_route(request):
-        try:
-            level = float(request.query["level_db"]) if "level_db" in request.query else None
-            if level is not None and not (math.isfinite(level) and -150.0 <= level <= 10.0):
-                raise ValueError
-        except ValueError:
-            return web.json_response({"error": "level_db must be a number of dBFS in -150..10"}, status=400)
-        ws = web.WebSocketResponse(max_msg_size=opts.max_message, heartbeat=30.0)
-        await ws.prepare(request)
-        if stats.active >= opts.max_sessions:
-            stats.refused += 1
-            await ws.send_str(json.dumps({"event": "error", "message": f"server busy: {stats.active} of "
-                                          f"{opts.max_sessions} sessions in use; try again later"}))
-            await ws.close(code=TRY_AGAIN_LATER, message=b"server busy")
-            return ws
-        stats.active += 1
-        stats.total += 1
-        sockets.add(ws)
-        try:
-            await Session(engine, stats, ws, level, opts.idle_after, opts.batch).run()
-        finally:
-            sockets.discard(ws)
-            stats.active -= 1
-        return ws
-
     async def close_sessions(app):
-        for ws in list(sockets):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+        await hub.close_all()
 
     app = web.Application(middlewares=[require_token], client_max_size=opts.max_message)
     app.router.add_get("/", page)
     app.router.add_get("/health", health)
     app.router.add_get("/stats", stats_route)
-    app.router.add_get("/ws", ws_route)
+    app.router.add_get("/ws", ws_handler(hub))
+    if rtc:
+        from talkctl.live.webrtc import add_routes
+
+        add_routes(app, hub)
+    else:
+        async def no_webrtc(request):
+            why = webrtc_missing() or "WebRTC is off (--webrtc off)"
+            return web.json_response({"error": why}, status=501)
+
+        app.router.add_post("/offer", no_webrtc)
     app.on_shutdown.append(close_sessions)
     app[STATS] = stats
     return app

@@ -86,17 +86,20 @@ class Engine:
         k = np.asarray(clock) % len(self.poses)
         return self.poses.world_to_cam[k], self.poses.blink[k]
 
-    def render(self, source: np.ndarray, frames: np.ndarray, clock: np.ndarray) -> list[bytes]:
-        """JPEGs of frames (C,) of the windows `source` (T,W,D), posed at clock values (C,); thread-safe."""
+    def render(self, source: np.ndarray, frames: np.ndarray, clock: np.ndarray, image: str = "jpeg") -> list:
+        """Frames (C,) of the windows `source` (T,W,D), posed at clock values (C,), as JPEG bytes
+        (image="jpeg") or (S,S,3) uint8 RGB arrays ("rgb"); thread-safe."""
         import cv2
 
         w2c, blink = self.pose_at(clock)
         rgb = self.renderer.frames(source, np.asarray(frames), w2c, blink)
+        if image == "rgb":
+            return list(rgb)
         params = [int(cv2.IMWRITE_JPEG_QUALITY), self.jpeg_quality]
         return [cv2.imencode(".jpg", np.ascontiguousarray(f[..., ::-1]), params)[1].tobytes() for f in rgb]
 
-    def render_idle(self, clock: int) -> bytes:
-        return self.render(self.idle_source, np.zeros(1, np.int64), np.array([clock]))[0]
+    def render_idle(self, clock: int, image: str = "jpeg"):
+        return self.render(self.idle_source, np.zeros(1, np.int64), np.array([clock]), image)[0]
 
     async def run(self, fn, *args):
         """fn(*args) on the render pool (the event loop stays free for other sessions)."""

@@ -22,7 +22,7 @@ class Stats:
         self.active = 0
         self.total = 0
         self.refused = 0
-        self.frames = {"speech": 0, "idle": 0}
+        self.frames = {"speech": 0, "idle": 0, "dropped": 0}  # dropped: skipped to keep latency bounded
         self.started = time.time()
         self._sent: deque[float] = deque()
         self.latency_ms: deque[float] = deque(maxlen=2000)   # audio chunk arrival -> first frame showing it
@@ -30,6 +30,8 @@ class Stats:
 
     def frame(self, kind: str, n: int = 1) -> None:
         self.frames[kind] += n
+        if kind == "dropped":
+            return
         now = time.monotonic()
         self._sent.extend([now] * n)
         while self._sent and self._sent[0] < now - WINDOW_S:

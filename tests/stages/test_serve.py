@@ -26,6 +26,7 @@ from talkctl.audio.recipe import FeatureRecipe
 from talkctl.audio.streaming import StreamingFeatures, lookahead_samples
 from talkctl.errors import UsageError
 from talkctl.live.app import ServeOptions, run_server
+from talkctl.live.clients import ws_stream
 from talkctl.live.engine import Engine
 from talkctl.live.protocol import IDLE, SPEECH, float_to_pcm16, unpack_frame
 from repo import REPO
@@ -168,7 +169,7 @@ def test_ws_speech_frames_match_audio(engine):
         frames, events = await collect(ws)
         return hello, frames, events, ws.close_code
 
-    with server(engine, idle_after=5.0) as url:  # no pause-ended utterance on a loaded machine
+    with server(engine, idle_after=5.0, max_lag=0.0) as url:  # no pause-ended utterance, no skipping: all frames
         hello, frames, events, code = ws_session(url, body)
     assert hello["event"] == "hello" and hello["size"] == SIZE and hello["sample_rate"] == 16000
     speech = [(h, j) for h, j in frames if h.kind == SPEECH]
@@ -232,7 +233,7 @@ def test_token_limits_and_page(engine):
                 assert r.status == 200 and (await r.json())["status"] == "ok"
             async with s.get(url + "?token=sesame") as r:
                 page = await r.text()
-                assert r.status == 200 and "<canvas" in page and "getUserMedia" in page
+                assert r.status == 200 and "<canvas" in page and "getUserMedia" in page and "RTCPeerConnection" in page
                 assert "cdn" not in page.lower() and "src=\"http" not in page
             with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
                 await s.ws_connect(url + "ws")
@@ -240,6 +241,8 @@ def test_token_limits_and_page(engine):
             with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
                 await s.ws_connect(url + "ws?token=sesame&level_db=loud")
             assert exc.value.status == 400
+            async with s.get(url + "ws?token=sesame&max_lag_ms=-1") as r:
+                assert r.status == 400 and "max_lag_ms" in (await r.json())["error"]
             async with s.ws_connect(url + "ws?token=sesame") as ws1:
                 await ws1.receive(timeout=30)  # hello: the session is counted
                 await ws1.send_bytes(b"\0\0\0")  # half a sample
@@ -258,6 +261,115 @@ def test_token_limits_and_page(engine):
 
     with server(engine, max_sessions=1, token="sesame", max_message=4096) as url:
         asyncio.run(main(url))
+
+
+def test_overloaded_session_skips_frames_not_falls_behind(engine, monkeypatch):
+    """Rendering at ~10 fps under real-time audio: without skipping the last frame would come ~2.4 s
+    after its audio; with max_lag 0.3 s the session drops frames and stays within about a second."""
+    fast = engine.render
+
+    def slow(*args):
+        time.sleep(0.1)
+        return fast(*args)
+
+    monkeypatch.setattr(engine, "render", slow)
+    wav = trained_run.voice(4.0, seed=8)
+
+    with server(engine, batch=1, max_lag=0.3, idle_after=5.0) as url:
+        sent, got = asyncio.run(ws_stream(url, wav))
+        stats = asyncio.run(_get_json(url + "stats"))
+    n = len(wav) // 640
+    assert 5 <= len(got) < n and stats["frames"]["dropped"] >= n // 4
+    assert stats["frames"]["dropped"] + stats["frames"]["speech"] == n
+    starts = [s0 for s0, _ in got]
+    assert starts == sorted(starts)  # skipping forward only
+    lag_end = got[-1][1] - sent[-1][1]
+    late = [t - dict(sent)[s0] for s0, t in got if s0 in dict(sent) and s0 >= len(wav) // 2]
+    assert lag_end < 1.2 and late and max(late) < 1.2, (lag_end, late)
+
+
+async def _get_json(url, **kw):
+    async with aiohttp.ClientSession() as s, s.get(url, **kw) as r:
+        return await r.json()
+
+
+# ---- WebRTC ------------------------------------------------------------------------------
+def test_webrtc_offer_answer_end_to_end(engine):
+    """aiortc as the client: audio out, the head's frames and the same audio back; token, limit, bad offers."""
+    pytest.importorskip("aiortc")
+    from talkctl.live.clients import call
+
+    wav = trained_run.voice(2.0, seed=9)
+
+    async def main(url):
+        first = asyncio.create_task(call(url, wav, seconds=4.0, token="sesame", stop_after=True))
+        await asyncio.sleep(2.0)
+        auth = {"Authorization": "Bearer sesame"}
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url + "offer", json={"sdp": "v=0", "type": "offer"}) as r:
+                assert r.status == 401
+            async with s.post(url + "offer", json={"sdp": "v=0", "type": "offer"}, headers=auth) as r:
+                assert r.status == 503 and "busy" in (await r.json())["error"]  # one session is running
+            async with s.post(url + "offer", data="{not json", headers=auth) as r:
+                assert r.status == 400 and "offer" in (await r.json())["error"]
+        res = await first
+        stats = await _get_json(url + "stats", headers=auth)
+        return res, stats, await _whip(url, auth)
+
+    with server(engine, token="sesame", max_sessions=1, idle_after=5.0) as url:
+        res, stats, (whip_status, location, answer, active_after) = asyncio.run(main(url))
+    assert res.status == 200, res.error
+    assert len(res.frames) >= 25, len(res.frames)  # 4 s at 25 fps is 100; a loaded CI machine is slower
+    img = res.frames[-1][1]
+    assert img.shape == (SIZE, SIZE, 3) and max(f.std() for _, f in res.frames) > 3
+    assert res.events and res.events[0]["event"] == "hello" and res.events[0]["size"] == SIZE
+    assert [e["event"] for e in res.events][-1] == "stopped", res.events  # stop on the data channel
+    assert stats["sessions_total"] == 1 and stats["refused"] == 1 and stats["frames"]["speech"] >= 25
+    back = res.audio_array()
+    assert len(back) > 16000 and np.abs(back).max() > 0.5 * np.abs(wav).max()  # the voice came back
+    # WHIP/WHEP-style: raw SDP in, 201 + Location out; DELETE hangs up and frees the session
+    assert whip_status == 201 and location.startswith("/offer/") and answer.startswith("v=0") and active_after == 0
+
+
+async def _whip(url, auth):
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url + "offer", data=pc.localDescription.sdp,
+                          headers={**auth, "Content-Type": "application/sdp"}) as r:
+            status, location, answer = r.status, r.headers.get("Location", ""), await r.text()
+        async with s.delete(url + location.lstrip("/"), headers=auth) as r:
+            assert r.status == 200
+        for _ in range(100):  # the session ends as the peer closes
+            if (await _get_json(url + "stats", headers=auth))["sessions"] == 0:
+                break
+            await asyncio.sleep(0.05)
+    await pc.close()
+    return status, location, answer, (await _get_json(url + "stats", headers=auth))["sessions"]
+
+
+def test_webrtc_missing_names_the_extra(engine, monkeypatch):
+    import importlib.util
+
+    from talkctl.errors import MissingToolError
+    from talkctl.stages import serve as serve_stage
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiortc" else real(name, *a))
+    with pytest.raises(MissingToolError, match=r"aiortc: pip install 'talkctl\[live\]'"):
+        serve_stage._webrtc("on")
+    assert serve_stage._webrtc("auto") is False and serve_stage._webrtc("off") is False
+    with server(engine) as url:  # the page still works over /ws; /offer says what to install
+        async def main():
+            async with aiohttp.ClientSession() as s:
+                async with s.post(url + "offer", json={"sdp": "v=0", "type": "offer"}) as r:
+                    return r.status, await r.json()
+        status, body = asyncio.run(main())
+        assert status == 501 and "talkctl[live]" in body["error"]
+        assert asyncio.run(_get_json(url + "health"))["webrtc"] is False
 
 
 def _free_port() -> int:

@@ -6,9 +6,10 @@ const token = new URLSearchParams(location.search).get("token");
 const canvas = $("view"), g = canvas.getContext("2d");
 let ws = null, ctx = null, mic = null, sender = null, player = null;
 let sent = 0, chunks = [], latencies = [], arrivals = [], counts = [0, 0];
-let queue = [], playStart = null, utterStart = null, mode = "mic";
+let queue = [], playStart = null, utterStart = null, mode = "mic", useRtc = false;
 
 function log(msg) { $("log").textContent = msg; }
+function authHeaders(extra = {}) { return token ? { ...extra, Authorization: "Bearer " + token } : extra; }
 function wsUrl(levelDb) {
   const q = new URLSearchParams();
   if (token) q.set("token", token);
@@ -33,14 +34,14 @@ function connect(levelDb) {
   });
 }
 
+function onEvent(m) {
+  if (m.event === "hello") $("srvsize").textContent = `${m.size} px, look-ahead ${m.lookahead_ms} ms`;
+  else if (m.event === "error") log("server: " + m.message);
+  else $("state").textContent = m.event;
+}
+
 function onMessage(e) {
-  if (typeof e.data === "string") {
-    const m = JSON.parse(e.data);
-    if (m.event === "hello") $("srvsize").textContent = `${m.size} px, look-ahead ${m.lookahead_ms} ms`;
-    else if (m.event === "error") log("server: " + m.message);
-    else $("state").textContent = m.event;
-    return;
-  }
+  if (typeof e.data === "string") { onEvent(JSON.parse(e.data)); return; }
   const dv = new DataView(e.data);
   const kind = dv.getUint8(8), t = dv.getFloat64(12, true);
   const blob = new Blob([new Uint8Array(e.data, HEADER)], { type: "image/jpeg" });
@@ -77,12 +78,12 @@ function draw() {
   }
   const now = performance.now();
   arrivals = arrivals.filter((a) => a > now - 1000);
-  $("fps").textContent = arrivals.length;
+  if (!useRtc) $("fps").textContent = arrivals.length;
   if (latencies.length) {
     const s = [...latencies].sort((a, b) => a - b);
     $("latency").textContent = Math.round(s[s.length >> 1]);
   }
-  $("counts").textContent = `${counts[0]} / ${counts[1]}`;
+  if (!useRtc) $("counts").textContent = `${counts[0]} / ${counts[1]}`;
   requestAnimationFrame(draw);
 }
 
@@ -122,7 +123,7 @@ function speechLevelDb(x) {
   return lo + 1 < n ? v[lo] + (v[lo + 1] - v[lo]) * (pos - lo) : v[lo];
 }
 
-async function startFile() {
+async function decodeFile() {  // the chosen file as 16 kHz mono, and a player node of it
   const file = $("file").files[0];
   if (!file) throw new Error("choose an audio file first");
   const c = audioContext();
@@ -132,12 +133,17 @@ async function startFile() {
     const d = buf.getChannelData(ch);
     for (let i = 0; i < x.length; i++) x[i] += d[i] / buf.numberOfChannels;
   }
+  const node = c.createBufferSource(), mono = c.createBuffer(1, x.length, SR);
+  mono.copyToChannel(x, 0);
+  node.buffer = mono;
+  return { x, node };
+}
+
+async function startFile() {
+  const { x, node } = await decodeFile();
   queue = []; playStart = null; utterStart = null;
   await connect(speechLevelDb(x));  // a known level: the features equal the offline render's
-  player = c.createBufferSource();
-  const mono = c.createBuffer(1, x.length, SR);
-  mono.copyToChannel(x, 0);
-  player.buffer = mono;
+  player = node;
   let pos = 0;
   sender = setInterval(() => {  // real time, 40 ms at a time, as a microphone would
     sendPcm(x.subarray(pos, pos + FRAME));
@@ -156,21 +162,37 @@ $("start").onclick = async () => {
   mode = document.querySelector("input[name=src]:checked").value;
   try {
     await audioContext().resume();
-    if (mode === "mic") { if (!ws || ws.readyState !== 1) await connect(); await startMic(); }
+    if (useRtc) await rtcStart(mode);
+    else if (mode === "mic") { if (!ws || ws.readyState !== 1) await connect(); await startMic(); }
     else await startFile();
     $("state").textContent = "streaming " + mode;
   } catch (err) { log(err.message); }
 };
 $("interrupt").onclick = () => {
   stopSending();
+  if (useRtc) { rtcSend({ op: "interrupt" }); return; }
   if (player && playStart !== null) player.stop();
   player = null; playStart = null; utterStart = null; queue = queue.filter((f) => f.kind === 1);
   if (ws && ws.readyState === 1) ws.send(JSON.stringify({ op: "interrupt" }));
 };
-$("stop").onclick = () => { stopSending(); if (ws && ws.readyState === 1) ws.send(JSON.stringify({ op: "stop" })); };
-$("size").onchange = () => { canvas.style.width = canvas.style.height = $("size").value + "px"; };
+$("stop").onclick = () => {
+  stopSending();
+  if (useRtc) rtcSend({ op: "stop" });
+  else if (ws && ws.readyState === 1) ws.send(JSON.stringify({ op: "stop" }));
+};
+$("size").onchange = () => {
+  for (const el of [canvas, $("rtcview")]) el.style.width = el.style.height = $("size").value + "px";
+};
 $("size").onchange();
-connect().then(() => {  // ?autostart=mic: start at once (kiosk use, the headless-browser check)
-  if (new URLSearchParams(location.search).get("autostart") === "mic") $("start").onclick();
-}).catch((err) => log(err.message));
+
+async function begin() {  // WebRTC when both ends have it (?transport=ws forces the WebSocket)
+  const q = new URLSearchParams(location.search);
+  const health = await (await fetch("health", { headers: authHeaders() })).json();
+  useRtc = q.get("transport") !== "ws" && health.webrtc && !!window.RTCPeerConnection;
+  $("transport").textContent = useRtc ? "WebRTC" : "WebSocket" + (health.webrtc ? "" : " (server has no WebRTC)");
+  canvas.hidden = useRtc; $("rtcview").hidden = !useRtc;
+  if (useRtc) await rtcConnect(null); else await connect();
+  if (q.get("autostart") === "mic") $("start").onclick();  // kiosk use, the headless-browser check
+}
+begin().catch((err) => log(err.message));
 requestAnimationFrame(draw);
