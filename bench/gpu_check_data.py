@@ -1,10 +1,9 @@
 """The shared clip for bench/gpu_check.sh, small enough to carry to the device machine.
 
-frames.h5 and parse.h5's torso frames are most of a prepared run (~30 MB of JPEG frames for
-20 s at 512^2) but follow from the video: `slim` drops them (recording how they were stored and a few
-checksums) and keeps the clip; on the device `fill` decodes the clip again with the same crop
-(talkctl.media.video_in) and remakes the torso frames with parse's own function, then checks
-the checksums. Fingerprints are untouched, so the training stages see a finished parse.
+frames.h5 is most of a prepared run (~15 MB of JPEG frames for 20 s at 512^2) but follows from
+the video: `slim` drops its frames (recording how they were stored and a few checksums) and keeps
+the clip; on the device `fill` decodes the clip again with the same crop (talkctl.media.video_in),
+then checks the checksums. Fingerprints are untouched, so the training stages see a finished parse.
 
     python bench/gpu_check_data.py slim PREPARED_RUN OUT_DIR     # CPU machine
     python bench/gpu_check_data.py fill OUT_DIR RUN_DIR          # device machine
@@ -24,8 +23,8 @@ import numpy as np
 import common  # noqa: F401  (puts the repository on sys.path)
 from talkctl.jpeg_frames import JpegFrameWriter, frame_images  # noqa: E402
 
-BIG = {"frames.h5": "frames", "parse.h5": "torso_frames"}
-SMALL = ("audio.h5", "track.h5", "run.json", "history.jsonl")
+BIG = {"frames.h5": "frames"}
+SMALL = ("audio.h5", "track.h5", "parse.h5", "run.json", "history.jsonl")
 
 
 def _md5(a: np.ndarray) -> str:
@@ -67,9 +66,7 @@ def fill(slim_dir: Path, dest: Path) -> dict:
     from talkctl import h5files
     from talkctl.jpeg_frames import encode
     from talkctl.media.video_in import Crop, FrameStream, crop_filter
-    from talkctl.parsing import regions
     from talkctl.rundir import RunDir
-    from talkctl.stages.parse import torso_maker
 
     t0 = time.perf_counter()
     if dest.exists():
@@ -77,30 +74,21 @@ def fill(slim_dir: Path, dest: Path) -> dict:
     shutil.copytree(slim_dir / "run", dest)
     RunDir(dest).set_video(slim_dir / "clip.mp4")  # same content hash as on the CPU machine
     matches = {}
-    with h5py.File(dest / "frames.h5", "a") as ff, h5py.File(dest / "parse.h5", "a") as pf, \
-            h5py.File(dest / "track.h5", "r") as tf:
+    with h5py.File(dest / "frames.h5", "a") as ff:
         frames, md5_frames, shape = _create(ff)
-        torso, md5_torso, _ = _create(pf)
         T, S = shape[0], shape[1]
         (w, h), crop = (int(v) for v in ff.attrs["source_size"]), Crop(*(int(v) for v in ff.attrs["crop"]))
-        parse_cfg = json.loads(pf.attrs["config"])
-        lms = tf["landmarks2d"][()]
-        make = torso_maker(parse_cfg, S, regions.layout_for(lms.shape[1]), pf["background"][()])
-        labels = pf["labels"]
         n = 0
         with FrameStream(slim_dir / "clip.mp4", crop_filter(crop, w, h, S), S, S) as stream:
             for t, frame in enumerate(stream):
                 if t >= T:
                     break
                 frames.append(*encode(frame))
-                torso.append(*encode(make(frame, labels[t], lms[t])))
                 n += 1
         frames.close()
-        torso.close()
-        for f, name, want in ((ff, "frames", md5_frames), (pf, "torso_frames", md5_torso)):
-            images = frame_images(f, name)
-            matches[name] = all(_md5(images[int(i)]) == m for i, m in want.items())
-            h5files.stamp(f)  # edited in place on purpose: its checksums follow
+        images = frame_images(ff, "frames")
+        matches["frames"] = all(_md5(images[int(i)]) == m for i, m in md5_frames.items())
+        h5files.stamp(ff)  # edited in place on purpose: its checksums follow
     return {"frames": n, "expected": T, "seconds": round(time.perf_counter() - t0, 1), "checksums_match": matches}
 
 

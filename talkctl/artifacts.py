@@ -105,10 +105,10 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
             "labels": "(T, H, W) uint8, one frame per chunk: 0 background, 1 head (face, hair, ears), 2 neck, 3 torso",
             "background": "(H, W, 3) uint8 RGB: background plate (per-pixel median where uncovered, rest inpainted)",
             "background_seen": "(H, W) bool: plate pixels seen uncovered often enough (plate_min_seen of the samples) (False = inpainted)",
-            "torso_frames": "(T, H, W, 3) uint8 RGB, a JPEG frame group (as frames.h5's): the torso stage's target = the frame with "
-                            "head pixels -> background plate; the neck kept and, with neck_fill=extend, continued "
-                            "up under the chin (neck_fill=background: neck -> plate too)",
-            "attrs": "parsing_backend, neck_fill (extend | background), fps, size, label_names (JSON id -> name)",
+            "torso_frames": "only in files of older talkctl versions, and ignored: the torso target is made from "
+                            "frames.h5 and the labels when read (parsing/torso_target.py)",
+            "attrs": "parsing_backend, neck_fill (extend | background), fps, size, label_names (JSON id -> name), "
+                     "config (JSON: neck_extend, head_dilate, ... for the torso target, parsing/torso_target.py)",
         }),
         ArtifactSpec("static", "static.h5", "talkctl.static", 1, "init-static", {
             "head/<gaussians>": "canonical head Gaussians (see GAUSSIANS below), attrs sh_degree, n_gaussians, train_seconds",

@@ -454,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     # Before torch is imported (nothing above imports it): OpenMP threads that spin-wait make
     # 2-core runs several times slower beside other busy processes. A value the user set wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from talkctl.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread starts (memory.limit_malloc_arenas)
     from rich.markup import escape
 
     from talkctl.console import err

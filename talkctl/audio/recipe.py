@@ -66,7 +66,7 @@ def window_indices(n_frames: int, n_feature_frames: int, rate: float, offset: fl
     centre = (np.arange(n_frames) + 0.5) / fps
     nearest = np.floor((centre - offset) * rate + 0.5).astype(np.int64)
     idx = nearest[:, None] - window // 2 + np.arange(window)[None, :]
-    return np.clip(idx, 0, n_feature_frames - 1)
+    return np.clip(idx, 0, n_feature_frames - 1).astype(np.int32)  # int32: a 10-minute drive keeps them all
 
 
 NORM_MODES = ("utterance", "clip")

@@ -44,12 +44,13 @@ class Scene:
                                 f"{command('track', '--run', ctx.run, '--force')} and {command('parse', '--run', ctx.run)}")
         cache = int(cfg.get("cache_frames", 512))
         if dev.startswith("cuda"):  # every frame stays on the GPU (uint8) when the stores fit the share
-            per = res * res * (3 + 4 + 3)  # frame, 4 label masks, torso frame
+            per = res * res * (3 + 4)  # frame, 4 label masks
             total = torch.cuda.get_device_properties(torch.device(dev)).total_memory
             cache = self.T if self.T * per < GPU_FRAME_SHARE * total else cache
         self.frames = FrameStore(images, res, "rgb", cache_frames=cache, device=dev)
         self.labels = FrameStore(parse["labels"], res, "labels", n_classes=4, cache_frames=cache, device=dev)
-        self.torso_frames = FrameStore(frame_images(parse, "torso_frames"), res, "rgb", cache_frames=cache, device=dev)
+        # the torso target is the frame itself under the neck and torso labels (parsing/torso_target.py)
+        self.neck_to_plate = parse.attrs["neck_fill"] == "background"
         bg = torch.from_numpy(parse["background"][()]).float()[None] / 255.0
         self.background = resize_images(bg, res)[0].to(dev)
         self.w2c = torch.as_tensor(track.world_to_cam, dtype=torch.float32, device=dev)
@@ -125,10 +126,14 @@ class Scene:
         return self.frames.get(idx) * m, m
 
     def torso_targets(self, idx):
-        """(torso frame × torso_mask over black, torso_mask)."""
-        frames = self.torso_frames.get(idx)
-        m = self.torso_mask(idx)
-        return frames * m, m
+        """(the torso target × torso_mask over black, torso_mask): the frame under the neck and
+        torso labels; with neck_fill=background the neck shows the background plate instead."""
+        frames = self.frames.get(idx)
+        lab = self.masks(idx)
+        neck, torso = lab[..., NECK:NECK + 1], lab[..., TORSO:TORSO + 1]
+        if self.neck_to_plate:
+            return frames * torso + self.background * neck, neck + torso
+        return frames * (neck + torso), neck + torso
 
     def torso_mask(self, idx):
         """(B,R,R,1): neck | torso. (parse's neck continuation under the chin stays out: learnt by

@@ -16,6 +16,7 @@ render and eval both go through here, so eval scores exactly the pixels render w
 """
 from __future__ import annotations
 
+import json
 import time
 from contextlib import ExitStack
 from typing import Callable, Iterator
@@ -28,7 +29,8 @@ from talkctl.head.portrait_blend import BlendSettings, blend, portrait_mask
 from talkctl.images import resize_square
 from talkctl.jpeg_frames import frame_images
 from talkctl.lru import Lru
-from talkctl.parsing.regions import HEAD
+from talkctl.parsing.regions import HEAD, face_height
+from talkctl.parsing.torso_target import extend_neck
 
 COMPOSITES = ("portrait", "model")
 
@@ -56,8 +58,9 @@ class Template:
         self._frames = frame_images(self._stack.enter_context(artifacts.open_for_read(run, "frames")), "frames")
         parse = self._stack.enter_context(artifacts.open_for_read(run, "parse"))
         track = artifacts.read_track(run, ("landmarks2d", "valid"))
-        self._labels, self._torso = parse["labels"], frame_images(parse, "torso_frames")
-        self._plate = resize_square(parse["background"][()], size).astype(np.int16)
+        self._labels = parse["labels"]
+        config = json.loads(parse.attrs["config"])
+        self._neck_extend = config["neck_extend"] if config["neck_fill"] == "extend" else 0.0
         self._lm = track.landmarks2d
         self._valid = track.valid if track.valid is not None else np.ones(len(self._lm), bool)
         self.n = int(self._frames.shape[0])
@@ -73,15 +76,16 @@ class Template:
         s = self.size
         lm = np.asarray(self._lm[i], np.float64) * self.scale if self._valid[i] else None
         frame, labels = resize_square(self._frames[i], s), resize_square(self._labels[i], s, nearest=True)
-        return frame, self._under(frame, labels, resize_square(self._torso[i], s)), labels, lm
+        return frame, self._under(frame, labels, lm), labels, lm
 
-    def _under(self, frame: np.ndarray, labels: np.ndarray, torso: np.ndarray) -> np.ndarray:
-        """The frame with parse's neck continuation painted in under the chin (the head pixels
-        the torso frame changed to something other than the plate); the real frame elsewhere, so
-        a rendered jaw edge that is not fully opaque meets the real jaw, not the plate."""
-        painted = (labels == HEAD) & (np.abs(torso.astype(np.int16) - self._plate).max(-1) > 3)
+    def _under(self, frame: np.ndarray, labels: np.ndarray, lm: np.ndarray | None) -> np.ndarray:
+        """The frame with the neck continued up under the chin (parse's neck_fill=extend, into the
+        head pixels); the real frame elsewhere, so a rendered jaw edge that is not fully opaque
+        meets the real jaw, not the plate."""
         under = frame.copy()
-        under[painted] = torso[painted]
+        if lm is not None and self._neck_extend > 0:
+            length = int(round(self._neck_extend * face_height(lm, self.layout)))
+            extend_neck(under, frame, labels, labels == HEAD, length)
         return under
 
     def close(self) -> None:

@@ -3,17 +3,11 @@ training targets (parse.h5), from frames.h5 and track.h5.
 
 Two passes over frames.h5, streamed in chunks (memory does not grow with the clip):
   1. background plate from at most `plate_frames` evenly spread frames (bg_plate.py);
-  2. every frame: labels from the parsing backend (parsing.py), then the torso target, both
-     written frame by frame.
+  2. every frame: labels from the parsing backend (parsing.py), written frame by frame.
 
-Torso target (`torso_frames`, what the torso stage learns to render), as in RAD-NeRF / ER-NeRF:
-head pixels -> background plate, and so are background pixels near the head (head_dilate: the
-soft hair fringe and flyaway strands the person mask leaves out).
-The neck stays: it moves with the body, and the head model does not draw it. With
-neck_fill="extend" (default) the top of the neck is continued upwards under the chin, into the
-pixels the head covered (darkening a little, like the shadow there), so a head rendered in a
-slightly different pose never opens a hole between chin and neck. neck_fill="background" puts the
-background plate on the neck too (torso = clothes only).
+The torso stage's target is not stored: it is the frame under the neck and torso labels
+(parsing/torso_target.py says how, and how neck_fill and neck_extend shape it); parse records
+its settings, and the preview shows one.
 """
 from __future__ import annotations
 
@@ -27,11 +21,14 @@ import numpy as np
 from talkctl import artifacts, backends
 from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, Range
 from talkctl.errors import ArtifactError, StageError, UsageError, command
-from talkctl.jpeg_frames import JpegFrameWriter, encode as encode_frame, frame_images
+from talkctl.jpeg_frames import frame_images
 from talkctl.parsing import plate as bg_plate
 from talkctl.parsing import regions as hr
+from talkctl.parsing.torso_target import torso_maker
 
 VERSION = 3  # 2: the plate's unseen pixels filled smoothly (push-pull), rarely seen ones mixed; 3: torso targets as JPEG
+# (no longer stored since: they are made from frames.h5 and the labels when read; an older parse.h5 that
+# holds them reads the same, so it stays valid and nothing downstream is retrained for it)
 DEFAULTS = {
     "parsing": "auto",  # backend: auto | mediapipe | facexlib
     "preview": False,  # write RUN/parse_preview.png
@@ -99,7 +96,7 @@ def run(ctx, cfg) -> dict:
     with ctx.read("frames") as ff:
         frames = frame_images(ff, "frames")
         T, S = _check_inputs(ctx, frames, lms)
-        layout = _layout(lms.shape[1])
+        _layout(lms.shape[1])  # landmarks the regions cannot use are refused before any work
         parser = backend.get()(cfg, ctx.device, lms.shape[1])
         for text in getattr(parser, "native_log", ()):
             ctx.log.debug("%s start-up output: %s", backend.name, text)
@@ -108,7 +105,7 @@ def run(ctx, cfg) -> dict:
             plate, seen = _plate(ctx, parser, frames, T, S, cfg)
             ctx.log.info("background plate: %.1f%% of pixels seen, rest inpainted", 100 * seen.mean())
             with ctx.write("parse") as out:
-                summary = _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T, S)
+                summary = _main_pass(ctx, cfg, parser, frames, lms, out, T, S)
                 out["background"] = plate
                 out["background_seen"] = seen
                 out.attrs.update(parsing_backend=backend.name, neck_fill=cfg["neck_fill"], fps=ff.attrs.get("fps", 25),
@@ -162,115 +159,31 @@ def _plate(ctx, parser, frames, T: int, S: int, cfg) -> tuple[np.ndarray, np.nda
     return builder.finish(min_count=max(1, int(round(cfg["plate_min_seen"] * len(idx)))))
 
 
-def _items(frames, lms, T: int, chunk: int, lm_store: dict):
+def _items(frames, lms, T: int, chunk: int):
     for t0 in range(0, T, chunk):
         block = frames[t0:t0 + chunk]
         lmb = lms[t0:t0 + chunk]
         for k in range(len(block)):
-            lm_store[t0 + k] = lmb[k]
             yield t0 + k, block[k], lmb[k]
 
 
-def _main_pass(ctx, cfg, parser, frames, lms, layout, plate, out, T: int, S: int) -> dict:
+def _main_pass(ctx, cfg, parser, frames, lms, out, T: int, S: int) -> dict:
     d_labels = out.create_dataset("labels", (T, S, S), np.uint8, **artifacts.frame_chunks((T, S, S)))
-    d_torso = JpegFrameWriter(out, "torso_frames", S, S)
     counts = np.zeros(4, np.float64)
     no_head = 0
-    make_torso = torso_maker(cfg, S, layout, plate)
-    lm_store: dict = {}
     with ctx.progress(T, "parse") as task:
-        for t, frame, labels in parser.stream(_items(frames, lms, T, cfg["chunk"], lm_store)):
-            torso = make_torso(frame, labels, lm_store.pop(t))
+        for t, frame, labels in parser.stream(_items(frames, lms, T, cfg["chunk"])):
             d_labels[t] = labels
-            d_torso.append(*encode_frame(torso))
             c = np.bincount(labels.ravel(), minlength=4)[:4]
             counts += c
             no_head += c[hr.HEAD] == 0
             task.advance(1)
-    d_torso.close()
     frac = counts / counts.sum()
     if no_head:
         ctx.log.warning("%d frames have no head pixels (face not found there?)", no_head)
     return {"frames": T, "size": S,
             **{f"{hr.LABEL_NAMES[k]}_fraction": round(float(frac[k]), 4) for k in range(4)},
             "frames_without_head": int(no_head)}
-
-
-def torso_maker(cfg: dict, S: int, layout, plate: np.ndarray):
-    """(frame, labels, landmarks2d) -> torso target, with cfg's head_dilate, neck_fill, neck_extend
-    (bench/gpu_check_data.py rebuilds parse.h5's torso frames with it too)."""
-    grow = max(1, int(round(cfg["head_dilate"] * S)))
-    # a square: OpenCV dilates with it in separable passes, ~15x faster than a disc of that size
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * grow + 1, 2 * grow + 1))
-
-    def make(frame: np.ndarray, labels: np.ndarray, lm: np.ndarray) -> np.ndarray:
-        return torso_target(frame, labels, plate, kernel, cfg["neck_fill"],
-                            cfg["neck_extend"] * hr.face_height(lm, layout))
-
-    return make
-
-
-def torso_target(frame: np.ndarray, labels: np.ndarray, plate: np.ndarray, kernel: np.ndarray,
-                 neck_fill: str = "extend", extend_px: float = 0.0) -> np.ndarray:
-    """The frame with the head removed (-> background plate) and the neck filled (module doc)."""
-    out = frame.copy()
-    head = labels == hr.HEAD
-    rows, cols = np.flatnonzero(head.any(1)), np.flatnonzero(head.any(0))
-    if rows.size:  # work inside the head's box (grown by the kernel): most of the frame is untouched
-        r = kernel.shape[0] // 2 + 1
-        y0, y1 = max(rows[0] - r, 0), min(rows[-1] + r + 1, head.shape[0])
-        x0, x1 = max(cols[0] - r, 0), min(cols[-1] + r + 1, head.shape[1])
-        lab = labels[y0:y1, x0:x1]
-        grown = cv2.dilate(head[y0:y1, x0:x1].view(np.uint8), kernel).view(bool)
-        remove = grown & ((lab == hr.BACKGROUND) | (lab == hr.HEAD))
-        np.copyto(out[y0:y1, x0:x1], plate[y0:y1, x0:x1], where=remove[..., None])
-    if neck_fill == "background":
-        np.copyto(out, plate, where=(labels == hr.NECK)[..., None])
-    elif neck_fill == "extend" and extend_px >= 1:
-        _extend_neck(out, frame, labels, head, int(round(extend_px)))
-    return out
-
-
-def _extend_neck(out: np.ndarray, frame: np.ndarray, labels: np.ndarray, head: np.ndarray, length: int) -> None:
-    """Continue the neck upwards into the head pixels above it (RAD-NeRF's neck fill): each
-    column from the head's lower edge, in the colour of the neck's top (columns where the neck
-    is only a sliver, e.g. a collar right under the chin, take their neighbours' colour)."""
-    neck = labels == hr.NECK
-    cols = np.flatnonzero(neck.any(0))
-    if cols.size == 0:
-        return
-    sub = neck[:, cols]
-    top = np.argmax(sub, axis=0)  # first neck row per column
-    height = sub.sum(0)
-    # colour sources: where the head sits on a real stretch of neck
-    good = (top > 0) & head[np.maximum(top - 1, 0), cols] & (height >= max(4, length // 4))
-    if not good.any():
-        return
-    src = top[good] + np.minimum(3, height[good] - 1)  # a few px down: the chin's edge blurs into the neck top
-    colour = frame[src, cols[good]].astype(np.float32)  # (m,3)
-    span = np.arange(cols[good][0], cols[good][-1] + 1)  # every column between the outer good ones
-    colour = np.stack([np.interp(span, cols[good], colour[:, c]) for c in range(3)], -1)
-    # start row per column: the head's lower edge (the last head pixel above the neck / body)
-    hs = head[:, span]
-    below = np.where(hs.any(0), hs.shape[0] - 1 - np.argmax(hs[::-1], axis=0), -1)
-    k = np.arange(0, length)[:, None]  # (L,1)
-    rows = below[None, :] - k  # (L,m)
-    valid = (rows >= 0) & (below[None, :] >= 0)
-    rows_c = np.maximum(rows, 0)
-    valid &= head[rows_c, span[None, :]]
-    shade = 1.0 - 0.2 * (k / length)  # darker towards the chin, as under a real one
-    paint = np.clip(colour[None] * shade[..., None], 0, 255).astype(np.uint8)
-    rr, cc = rows_c[valid], np.broadcast_to(span[None, :], rows.shape)[valid]
-    if rr.size == 0:
-        return
-    out[rr, cc] = paint[valid]
-    # soften vertical streaks: blur the painted area sideways, inside its bounding box
-    y0, y1, x0, x1 = rr.min(), rr.max() + 1, cc.min(), cc.max() + 1
-    mask = np.zeros((y1 - y0, x1 - x0), bool)
-    mask[rr - y0, cc - x0] = True
-    box = out[y0:y1, x0:x1]
-    blurred = cv2.blur(box, (9, 1))
-    box[mask] = blurred[mask]
 
 
 # ---- preview -----------------------------------------------------------------
@@ -300,7 +213,10 @@ def write_preview(run, n_frames: int = 8) -> Path:
             _caption(im, f"frame {t}")
             tiles.append(im)
         plate, seen = pf["background"][()], pf["background_seen"][()]
-        tt = _tile(frame_images(pf, "torso_frames")[int(idx[0])])
+        t0 = int(idx[0])
+        lm = artifacts.read_track(run, ("landmarks2d",)).landmarks2d
+        make = torso_maker(json.loads(pf.attrs["config"]), plate.shape[0], hr.layout_for(lm.shape[1]), plate)
+        tt = _tile(make(frame_images(ff, "frames")[t0], pf["labels"][t0], lm[t0]))
     _caption(tt, f"torso target, frame {idx[0]}")
     pl = plate.copy()
     contours, _ = cv2.findContours((~seen).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

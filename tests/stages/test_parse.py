@@ -1,9 +1,10 @@
-"""The parse stage: labels, background plate, torso targets, preview, CLI errors, backends."""
+"""The parse stage: labels, background plate, the torso targets made from them, preview, CLI errors, backends."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import cv2
 import h5py
@@ -11,10 +12,13 @@ import numpy as np
 import pytest
 
 from fake_track import astronaut_clip, write_frames_track
+from talkctl import artifacts
 from talkctl.cli import main
+from talkctl.gs.scene import Scene
 from talkctl.jpeg_frames import frame_images
 from talkctl.rundir import RunDir
 from talkctl.parsing import regions as hr
+from talkctl.parsing.torso_target import torso_maker
 
 T, S = 24, 192
 
@@ -41,7 +45,7 @@ def _read(run):
 
 
 def _near(a, b, tol: int = 12) -> np.ndarray:
-    """Pixels of a and b (..., 3) that agree within a JPEG's error (torso targets are stored >= 45 dB)."""
+    """Pixels of a and b (..., 3) that agree within a JPEG's error (frames are stored >= 45 dB)."""
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(-1) <= tol
 
 
@@ -51,7 +55,8 @@ def test_labels_have_documented_values_and_shapes(parsed):
     assert set(np.unique(d["labels"])) <= {0, 1, 2, 3}
     assert {1, 3} <= set(np.unique(d["labels"]))  # head and torso in every synthetic frame
     assert d["background"].shape == (S, S, 3) and d["background"].dtype == np.uint8
-    assert d["torso_frames"].shape == (T, S, S, 3) and d["torso_frames"].dtype == np.uint8
+    assert "torso_frames" not in d  # made from frames.h5 and the labels when read (parsing/torso_target.py)
+    assert {"neck_fill", "neck_extend", "head_dilate"} <= set(json.loads(attrs["config"]))
     assert attrs["schema"] == "talkctl.parse" and attrs["parsing_backend"] == "mediapipe"
     assert json.loads(attrs["backend"]) == {"parsing": "mediapipe"}
 
@@ -91,15 +96,25 @@ def test_background_plate_matches_the_true_background(parsed, clip):
     assert psnr > 35, psnr
 
 
-def test_torso_frames_have_no_head(parsed, clip):
+def _torso_targets(run) -> np.ndarray:
+    """The torso targets of every frame, as parse's preview makes them from the run's artifacts."""
+    with h5py.File(run / "parse.h5", "r") as pf, h5py.File(run / "frames.h5", "r") as ff, \
+            h5py.File(run / "track.h5", "r") as tf:
+        lms, plate, frames = tf["landmarks2d"][()], pf["background"][()], frame_images(ff, "frames")[:]
+        make = torso_maker(json.loads(pf.attrs["config"]), plate.shape[0], hr.layout_for(lms.shape[1]), plate)
+        return np.stack([make(frames[t], pf["labels"][t], lms[t]) for t in range(len(frames))])
+
+
+def test_torso_targets_have_no_head(parsed, clip):
     frames = clip[0]
     d, attrs = _read(parsed)
     assert attrs["neck_fill"] == "extend"
-    labels, torso, plate = d["labels"], d["torso_frames"], d["background"]
+    labels, torso, plate = d["labels"], _torso_targets(parsed), d["background"]
     head = labels == hr.HEAD
     # head pixels show the plate, except the strip right above the neck (the neck continued up)
     same_as_plate = _near(torso, plate[None])
     assert same_as_plate[head].mean() > 0.85
+    assert not same_as_plate[head].all()  # the neck continuation is there
     body = labels == hr.TORSO
     assert _near(torso[body], frames[body]).mean() > 0.99
 
@@ -155,7 +170,17 @@ def test_neck_fill_background_removes_the_neck(clip, tmp_path):
     assert attrs["neck_fill"] == "background"
     neck = d["labels"] == hr.NECK
     assert neck.any()
-    assert _near(d["torso_frames"][neck], np.broadcast_to(d["background"], d["torso_frames"].shape)[neck]).mean() > 0.99
+    torso = _torso_targets(run)
+    assert _near(torso[neck], np.broadcast_to(d["background"], torso.shape)[neck]).mean() > 0.99
+    # and what the torso stage trains on: the plate on the neck, the frame on the torso
+    ctx = SimpleNamespace(run=RunDir(run), device="cpu", read=lambda name: artifacts.open_for_read(RunDir(run), name))
+    with Scene(ctx, {"resolution": S}) as scene:
+        target, mask = scene.torso_targets(np.arange(6))
+        target = (target.numpy() * 255).round().astype(np.uint8)
+    on_neck = neck & (mask.numpy()[..., 0] > 0.99)
+    assert _near(target[on_neck], np.broadcast_to(d["background"], target.shape)[on_neck]).mean() > 0.99
+    body = d["labels"] == hr.TORSO
+    assert _near(target[body], frames[:6][body]).mean() > 0.99
 
 
 @pytest.mark.parametrize("setting", ["neck_fill=blur", "plate_frames=0", "person_threshold=1.5", "facexlib_model=x"])
