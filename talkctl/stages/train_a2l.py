@@ -452,6 +452,7 @@ def run(ctx, cfg: dict) -> dict:
         f.attrs["train_seconds"] = train_seconds
         f.attrs["gain"] = gain
         f.attrs.update(steps)
+    ckpt.unlink(missing_ok=True)  # only for resuming an unfinished stage: a2l.h5 holds the result
     info = {k: round(v, 4) if isinstance(v, float) else v for k, v in data.info.items()}
     return {**{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, **info,
             "formants": bool(cfg["formants"]), "pca_components": binfo["components"], "gain": round(gain, 3),

@@ -331,6 +331,7 @@ def test_real_stages_on_the_synthetic_subject(synthetic_subject, tmp_path):
     with h5py.File(artifacts.spec("a2l").path(run), "r") as f:
         assert f.attrs["n_landmarks"] == 478 and f["neutral"].shape == (478, 3)
         assert np.isfinite(json.loads(f.attrs["metrics"])["mouth_lmd"])
+    assert not (run.path / "checkpoints" / "a2l.h5").exists()  # kept only while the stage is unfinished
     # new audio: 1.5 s of a gliding tone -> 37 frames of landmarks
     tt = np.arange(24000) / 16000.0
     wav = (0.3 * np.sin(2 * np.pi * (150 + 100 * tt) * tt)).astype(np.float32)
