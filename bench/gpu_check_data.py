@@ -64,7 +64,7 @@ def _create(f: h5py.File) -> tuple[JpegFrameWriter, dict, tuple]:
 def fill(slim_dir: Path, dest: Path) -> dict:
     """Rebuild the dropped datasets in a copy of the slim run; returns timings and checksum matches."""
     from talkctl import h5files
-    from talkctl.jpeg_frames import encode
+    from talkctl.jpeg_frames import ClipEncoder
     from talkctl.media.video_in import Crop, FrameStream, crop_filter
     from talkctl.rundir import RunDir
 
@@ -78,7 +78,7 @@ def fill(slim_dir: Path, dest: Path) -> dict:
         frames, md5_frames, shape = _create(ff)
         T, S = shape[0], shape[1]
         (w, h), crop = (int(v) for v in ff.attrs["source_size"]), Crop(*(int(v) for v in ff.attrs["crop"]))
-        n = 0
+        n, encode = 0, ClipEncoder()  # as track encodes them
         with FrameStream(slim_dir / "clip.mp4", crop_filter(crop, w, h, S), S, S) as stream:
             for t, frame in enumerate(stream):
                 if t >= T:

@@ -4,12 +4,12 @@ Raw frames (even deflated) made a run directory ~170x its source video (a 50 s, 
 630 MB). Each frame is stored instead as a JPEG at the lowest quality in QUALITIES whose PSNR
 against the raw frame is at least MIN_PSNR_DB (checked per frame by a binary search: the error,
 ~1.4 grey levels RMS, is below what training at 256^2 can see), about 10x smaller than deflate
-and faster to decode (bench/bench_frame_store.py). Most talking-head frames need 80-86.
+and faster to decode (bench/bench_frame_store.py). Talking-head frames need 80-93.
 
 Layout: a group NAME with
   data     (B,) uint8, 64 KiB chunks: every frame's JPEG bytes, one after another
   offsets  (T+1,) int64: frame t is data[offsets[t]:offsets[t+1]]
-  quality  (T,) uint8: the JPEG quality each frame needed
+  quality  (T,) uint8: the JPEG quality each frame needed (its chroma subsampling is in the JPEG)
   attrs    codec="jpeg", shape=[T, H, W, 3], min_psnr_db
 
 `frame_images(f, NAME)` reads either this or a plain (T, H, W, 3) uint8 dataset through the
@@ -18,11 +18,12 @@ same interface: .shape, len(), [t], [a:b], [list of t] -> uint8 arrays.
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 
 MIN_PSNR_DB = 45.0
-QUALITIES = tuple(range(70, 100))  # JPEG qualities tried (4:2:0 chroma below 95, 4:4:4 from it)
+QUALITIES = tuple(range(70, 100))  # JPEG qualities tried
 CHUNK_BYTES = 1 << 16
 
 
@@ -33,11 +34,11 @@ def psnr_db(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
 
 
-def _encode(frame: np.ndarray, quality: int) -> bytes:
+def _encode(frame: np.ndarray, quality: int, subsampling: int = 0) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(frame).save(buf, "JPEG", quality=quality, subsampling=2 if quality < 95 else 0)
+    Image.fromarray(frame).save(buf, "JPEG", quality=quality, subsampling=subsampling)
     return buf.getvalue()
 
 
@@ -48,22 +49,47 @@ def decode(data) -> np.ndarray:
         return np.array(im.convert("RGB"))  # writable: torch.from_numpy takes it as is
 
 
-def encode(frame: np.ndarray) -> tuple[bytes, int]:
-    """(JPEG bytes, quality): the lowest quality of QUALITIES reaching MIN_PSNR_DB (the last
-    one otherwise), found by binary search (PSNR grows with the quality). A function of the frame
-    alone, so reruns are bit-equal. Thread-safe: PIL and OpenCV release the GIL, so frames can be
-    encoded in parallel."""
-    frame = np.ascontiguousarray(frame, dtype=np.uint8)
+def _lowest_quality(frame: np.ndarray, subsampling: int) -> tuple[bytes, int]:
+    """(JPEG bytes, quality): the lowest quality of QUALITIES reaching MIN_PSNR_DB (the last one
+    otherwise), found by binary search (PSNR grows with the quality)."""
     lo, hi = 0, len(QUALITIES) - 1  # the answer lies in [lo, hi]; hi passes or is the last
     best = None
     while lo < hi:
         mid = (lo + hi) // 2
-        data = _encode(frame, QUALITIES[mid])
+        data = _encode(frame, QUALITIES[mid], subsampling)
         if psnr_db(frame, decode(data)) >= MIN_PSNR_DB:
             hi, best = mid, data
         else:
             lo = mid + 1
-    return (best if best is not None else _encode(frame, QUALITIES[hi])), QUALITIES[hi]  # best: QUALITIES[hi]'s
+    return (best if best is not None else _encode(frame, QUALITIES[hi], subsampling)), QUALITIES[hi]
+
+
+def encode(frame: np.ndarray, subsampling: int | None = None) -> tuple[bytes, int]:
+    """(JPEG bytes, quality) at the lowest quality reaching MIN_PSNR_DB, with chroma `subsampling`
+    (2: halved, 4:2:0; 0: full, 4:4:4) or, with None, whichever of the two is smaller. Smooth
+    frames are ~9% smaller with 4:2:0; detailed ones (suits, hair, a low-bitrate source's grain)
+    need quality 97+ with it where 4:4:4 gets there at ~92, 28% smaller. A function of the frame
+    (and subsampling), so reruns are bit-equal. Thread-safe: PIL and OpenCV release the GIL."""
+    frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    if subsampling is not None:
+        return _lowest_quality(frame, subsampling)
+    return min((_lowest_quality(frame, sub) for sub in (2, 0)), key=lambda dq: len(dq[0]))
+
+
+class ClipEncoder:
+    """encode() for the frames of one clip, in order: its first frame picks the chroma subsampling
+    (trying both), the others use it (a clip's frames are alike; half the work per frame)."""
+
+    def __init__(self):
+        self.subsampling: int | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, frame: np.ndarray) -> tuple[bytes, int]:
+        with self._lock:
+            if self.subsampling is None:
+                frame = np.ascontiguousarray(frame, dtype=np.uint8)
+                self.subsampling = min((2, 0), key=lambda sub: len(_lowest_quality(frame, sub)[0]))
+        return encode(frame, self.subsampling)
 
 
 class JpegFrameWriter:

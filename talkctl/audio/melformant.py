@@ -82,8 +82,9 @@ def mel_filterbank(n_mels: int, fmin: float, fmax: float, n_fft: int = NFFT, sr:
     return fb.astype(np.float32)
 
 
-def frame_energy_db(x: np.ndarray, chunk: int = 20000) -> np.ndarray:
-    """Mean-square energy in dBFS of each 25 ms frame (same framing as the features)."""
+def frame_energy_db(x: np.ndarray, chunk: int = 4000) -> np.ndarray:
+    """Mean-square energy in dBFS of each 25 ms frame (same framing as the features), `chunk`
+    frames at a time (their samples, framed, are 6 MB)."""
     n = len(x) // HOP + 1
     out = np.empty(n, np.float64)
     for j in range(0, n, chunk):

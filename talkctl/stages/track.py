@@ -30,7 +30,7 @@ from talkctl import artifacts
 from talkctl.backends import select
 from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.errors import InputError, StageError
-from talkctl.jpeg_frames import JpegFrameWriter, encode as encode_frame, frame_images
+from talkctl.jpeg_frames import ClipEncoder, JpegFrameWriter, frame_images
 from talkctl.media.ffmpeg import probe
 from talkctl.face import features as ff
 from talkctl.face.crop import crop_pass, pick_face
@@ -122,7 +122,8 @@ def _main_pass(ctx, fr, video, Detector, crop, cp: dict, width: int, height: int
     out = JpegFrameWriter(fr, "frames", size, size)
     lms: list[np.ndarray | None] = []
     det = Detector(max_faces=2 if two_faces else 1, video=True, device=ctx.device)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-jpeg")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-jpeg")  # one: frames encoded in order
+    encode_frame = ClipEncoder()
     pending: deque = deque()
 
     def flush(keep: int) -> None:

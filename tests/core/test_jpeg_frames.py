@@ -23,15 +23,26 @@ def frames(tmp_path_factory):
     return smooth, noisy
 
 
-def test_the_lowest_quality_that_keeps_the_psnr_is_chosen(frames):
+@pytest.mark.parametrize("subsampling", [2, 0])
+def test_the_lowest_quality_that_keeps_the_psnr_is_chosen(frames, subsampling):
     for frame in frames[0] + frames[1]:
-        data, q = jf.encode(frame)
+        data, q = jf.encode(frame, subsampling)
         assert jf.psnr_db(frame, jf.decode(data)) >= jf.MIN_PSNR_DB or q == jf.QUALITIES[-1]
         k = jf.QUALITIES.index(q)
         if k > 0:  # one step lower would not have kept it (the search found the edge)
-            lower = jf.decode(jf._encode(frame, jf.QUALITIES[k - 1]))
+            lower = jf.decode(jf._encode(frame, jf.QUALITIES[k - 1], subsampling))
             assert jf.psnr_db(frame, lower) < jf.MIN_PSNR_DB
-        assert data == jf._encode(frame, q)  # the stored bytes are that quality's, and reproducible
+        assert data == jf._encode(frame, q, subsampling)  # the stored bytes are that quality's, and reproducible
+
+
+def test_the_smaller_chroma_mode_is_taken_and_kept_for_the_clip(frames):
+    for frame in frames[0] + frames[1]:
+        both = [jf.encode(frame, sub)[0] for sub in (2, 0)]
+        assert jf.encode(frame)[0] == min(both, key=len)
+    enc = jf.ClipEncoder()
+    first = enc(frames[0][0])
+    assert first == jf.encode(frames[0][0]) and enc.subsampling in (2, 0)
+    assert [enc(f) for f in frames[1]] == [jf.encode(f, enc.subsampling) for f in frames[1]]
 
 
 def test_noisy_frames_need_more_quality_than_smooth_ones(frames):

@@ -62,7 +62,9 @@ def test_silence_gives_a_closed_still_mouth(trained, tmp_path, capsys):
                "--device", "cpu", "-q"])
     assert rc == 0, capsys.readouterr().err
     frames = np.stack(list(read_video_frames(out, fps=None))).astype(np.float64)
-    assert len(frames) == 50 and np.abs(frames - frames[0]).max() <= 3  # still (video coding noise only)
+    diff = np.abs(frames - frames[0])
+    # still: only video coding noise (a few levels, in a handful of pixels; a moving mouth changes hundreds by tens)
+    assert len(frames) == 50 and diff.max() <= 8 and (diff > 3).mean() < 1e-3, (diff.max(), (diff > 3).mean())
     head = load_head(run.path)
     drive = audio_drive(run, silence, {**DEFAULTS, "pose": "still"})
     head.set_audio(drive.features[:], drive.speech)
