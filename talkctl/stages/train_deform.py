@@ -115,7 +115,8 @@ DEFAULTS = {
     # audio_steps steps (then frozen: longer fits the one voice, not speech), with decoupled weight
     # decay and feature noise / channel dropout (head.conditions.FeatureAugment)
     # (noise 0.4 / dropout 0.2 / 1600 steps against 0.2 / 0.1 / 800: cross-speaker mouth correlation
-    # of the audio path 0.42 against 0.38, mean of 4 pairs over 2 seeds, bench/results/lipsync_lips3_refit.json)
+    # of the audio path 0.42 against 0.38, mean of 4 pairs over 2 seeds, bench/audio_path_offline.py,
+    # bench/results/audio_path_offline_lips3.json)
     "audio_steps": 1600,
     "audio_ensemble": 3,          # mouth state: encoders trained side by side, their states averaged
     "audio_weight_decay": 0.1,
