@@ -114,10 +114,10 @@ DEFAULTS = {
     # mouth state: the audio path (features -> state) trains on the landmark read-out alone, for
     # audio_steps steps (then frozen: longer fits the one voice, not speech), with decoupled weight
     # decay and feature noise / channel dropout (head.conditions.FeatureAugment)
-    # (noise 0.4 / dropout 0.2 against 0.2 / 0.1: offline, cross-speaker correlation of the audio
-    # path's lip gap 0.40 against 0.38 (mean of 4 pairs, 2 seeds), held-out 0.67 against 0.65; refitted
-    # on trained fields and rendered, held-out 0.61-0.63 against 0.56-0.58, cross unchanged:
-    # bench/results/lipsync_lips3.json. Not more steps: keep_best may keep weights from step 500 on)
+    # (noise 0.4 / dropout 0.2 against 0.2 / 0.1: refitted on trained fields and rendered, held-out
+    # mouth correlation 0.61-0.63 against 0.56-0.58, cross-speaker unchanged,
+    # bench/results/lipsync_lips3_refit.json; bench/audio_path_offline.py's screen: cross +0.02.
+    # Not more steps: keep_best may keep the weights of step 500 on)
     "audio_steps": 800,
     "audio_ensemble": 3,          # mouth state: encoders trained side by side, their states averaged
     "audio_weight_decay": 0.1,
