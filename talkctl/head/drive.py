@@ -88,11 +88,12 @@ def drive_mouth_gain(head, drive: Drive, chunk: int = 512) -> float | None:
     the gain that makes the lip gap of this audio's predicted mouth states (along deform.h5's
     mouth_axis) spread over its speech as far as the subject's tracked one did
     (head.mouth_state.utterance_gain). How far the mouth opens is the subject's, whoever speaks.
-    None (the trained gain) for other heads, or too little speech."""
+    None (the trained gain) for other heads, or too little speech. (The head multiplies it by the
+    field's render gain, HeadModel.set_mouth_gain.)"""
     target = float(head.attrs.get("mouth_spread", 0.0) or 0.0)
     if target <= 0 or drive.speech is None or not getattr(head.condition, "mouth_dim", 0):
         return None
-    head.set_mouth_gain(1.0)
+    head.set_mouth_gain(1.0, raw=True)
     raw = []
     for a in range(0, drive.n_frames, chunk):
         idx = np.arange(a, min(a + chunk, drive.n_frames))

@@ -60,7 +60,8 @@ def drive_video_figures(run, renderer, video, reader, cfg: dict, device: str, pr
     out = {"video": str(video.absolute()), "frames": n, "pose": drive.pose_description, "composite": mode,
            "frames_with_face_real": int(f_real.sum()), "frames_with_face_rendered": int(f_rend.sum()),
            "model_s": rend["model_s"], "n_rendered": rend["n_rendered"],
-           "mouth_gain": drive.mouth_gain}  # this audio's mouth-state gain (None: the trained one)
+           "mouth_gain": drive.mouth_gain,  # this audio's mouth-state gain (None: the trained one)
+           "mouth_render_gain": getattr(renderer.head, "render_gain", None)}  # times the field's (head.mouth_render)
     if n < 5 or not (_enough(f_real) and _enough(f_rend)):
         return {**out, "corr": None, "best_lag": None, "best_corr": None, "amp": None,
                 "reason": f"a face was found in {int(f_real.sum())} real and {int(f_rend.sum())} rendered "

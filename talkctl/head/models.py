@@ -92,6 +92,10 @@ class HeadModel(_Constants):
         self.device = gaussians.means.device
         gain = getattr(condition, "gain", None)
         self.trained_gain = None if gain is None else float(gain)  # a mouth-state head's calibrated gain
+        # how much wider the states must be for the field to render the mouth they describe
+        # (train-deform's measurement, head.mouth_render); 1 for runs made before it
+        self.render_gain = float(attrs.get("mouth_render_gain", 1.0) or 1.0)
+        self.set_mouth_gain(None)
 
     @property
     def condition_name(self) -> str:
@@ -102,10 +106,12 @@ class HeadModel(_Constants):
         a mouth-state head's mouth; None: every frame is speech)."""
         self.condition.set_source(features=features, speech=speech)
 
-    def set_mouth_gain(self, gain: float | None) -> None:
-        """A mouth-state head's gain for the driving audio (head.drive.drive_mouth_gain); None: the trained one."""
+    def set_mouth_gain(self, gain: float | None, raw: bool = False) -> None:
+        """A mouth-state head's gain for the driving audio (head.drive.drive_mouth_gain); None: the
+        trained one. Times the field's render gain, unless raw (the states the audio path predicts)."""
         if self.trained_gain is not None:
-            self.condition.gain.fill_(self.trained_gain if gain is None else float(gain))
+            g = self.trained_gain if gain is None else float(gain)
+            self.condition.gain.fill_(g if raw else g * self.render_gain)
 
     def set_landmarks(self, landmarks: np.ndarray) -> None:
         """Driving canonical landmarks (T,L,3) of a landmark-conditioned head (condition "landmarks")."""

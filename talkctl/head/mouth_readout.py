@@ -1,14 +1,15 @@
 """Training-only pieces of an audio condition's supervision by the tracked mouth and jaw landmarks
 (train-deform audio_landmark_loss): the read-out (the free audio code through a linear map, or the
-mouth state, head.mouth_state, as it is), the speed-perturbed training audio it also learns from
-(audio_speed), and the subject's articulation spread recorded for render (audio_amplitude)."""
+mouth state, head.mouth_state, as it is) with its tracked targets (landmark_readout), the
+speed-perturbed training audio it also learns from (audio_speed), and the subject's articulation
+spread recorded for render (audio_amplitude)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from talkctl.devices import to_device
-from talkctl.errors import TalkctlError, UsageError
+from talkctl.errors import ArtifactError, TalkctlError, UsageError
 from talkctl.head.mouth_state import speech_spread
 
 AMPLITUDE_MODES = ("utterance", "calibrated")
@@ -78,3 +79,37 @@ def speed_perturbed_source(ctx, cfg, condition, readout: LandmarkReadout, scene)
     condition.set_source(features=np.concatenate(copies), speech=speech)
     readout.targets = readout.targets[:T].repeat(len(copies), 1)
     return len(copies), T
+
+
+def tracked_landmarks(ctx, cfg, scene, use: str):
+    """track.h5's canonical landmarks (canonical_landmarks.CanonicalLandmarks) and their first scene.T
+    frames; ArtifactError naming `use` when the track has none."""
+    from talkctl.face.canonical import read_canonical_landmarks
+
+    lm = read_canonical_landmarks(ctx.run, method=cfg["landmark_alignment"], use=use)
+    return lm, lm.points[: scene.T]
+
+
+def landmark_readout(ctx, cfg, scene, code_dim: int) -> tuple[LandmarkReadout | None, dict]:
+    """The read-out for audio_landmark_loss (None when it is off or track.h5 has no landmarks) and,
+    in mouth-state mode, {"mouth_dim", "closed", "explained"} for the condition."""
+    from talkctl.face.canonical import mouth_opening, moving_indices, neutral_shape
+    from talkctl.head.mouth_state import closed_state, fit_mouth_basis, opening_axis
+
+    if float(cfg["audio_landmark_loss"]) <= 0:
+        return None, {}
+    try:
+        lm, points = tracked_landmarks(ctx, cfg, scene, "audio_landmark_loss")
+    except ArtifactError as exc:
+        ctx.log.warning("audio_landmark_loss and the mouth state off: %s", exc)
+        return None, {}
+    idx = moving_indices(lm.n, ("mouth", "jaw"), rigid=lm.rigid)
+    offsets = (points[:, idx] - neutral_shape(points, lm.valid[: scene.T], scene.train_idx)[idx]).reshape(len(points), -1)
+    if int(cfg["audio_mouth_dim"]) <= 0:
+        return LandmarkReadout(code_dim, offsets).to(ctx.device), {}
+    basis = fit_mouth_basis(offsets[scene.train_idx], int(cfg["audio_mouth_dim"]))
+    states = basis.project(offsets)
+    gap = mouth_opening(points, lm.n)
+    mouth = {"mouth_dim": states.shape[1], "explained": basis.explained, "axis": opening_axis(states, gap, scene.train_idx),
+             "closed": closed_state(states, gap, scene.train_idx)}
+    return LandmarkReadout(states.shape[1], states, linear=False).to(ctx.device), mouth

@@ -100,7 +100,7 @@ class Renderer:
                 self._set_source(source)
                 code = self.head.codes(frames)
             h, t = self._layers(code, world_to_cam, blink, source_frames)
-            return _to_uint8(composite(self._plate, t, h))
+            return to_uint8(composite(self._plate, t, h))
 
     def torso_K(self, source) -> np.ndarray:
         """The torso camera(s): at the tracked torso shift of each pose's source frame (source: (C,)
@@ -129,21 +129,22 @@ class Renderer:
             if torso:
                 t = self.torso.render(world_to_cam, self.torso_K(source), self.size, head_rgb=h.rgb,
                                       head_alpha=h.alpha)
-                out["full"] = _to_uint8(composite(self._plate, t, h))
+                out["full"] = to_uint8(composite(self._plate, t, h))
                 t_alpha = t.alpha[..., 0] if t.alpha.dim() == 4 else t.alpha
                 # how much of each pixel the person covers (1 - what the plate shows through)
                 out["coverage"] = (1.0 - (1.0 - alpha) * (1.0 - t_alpha)).float().cpu().numpy()
             t2 = time.perf_counter()
             if real is not None:
                 r = torch.as_tensor(np.asarray(real), device=h.rgb.device).float() / 255.0
-                out["head_over_real"] = _to_uint8(over(h.rgb, h.alpha, r).clamp(0, 1))
+                out["head_over_real"] = to_uint8(over(h.rgb, h.alpha, r).clamp(0, 1))
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         out["seconds"] = {"head": t1 - t0, "model": t2 - t1}
         return out
 
 
-def _to_uint8(t) -> np.ndarray:
+def to_uint8(t) -> np.ndarray:
+    """(…,3) float image(s) in [0,1] (a tensor on any device) -> uint8 numpy."""
     return (t.clamp(0, 1) * 255.0 + 0.5).to(dtype=__import__("torch").uint8).cpu().numpy()
 
 
