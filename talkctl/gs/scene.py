@@ -67,7 +67,7 @@ class Scene:
             self.features = np.asarray(a["features"][()], dtype=np.float32)
             if "waveform" in a:  # (T,) 0 in pauses
                 self.speech = speech_activity(a["waveform"][()], len(self.features))
-            self._limit_to_audio(len(self.features), ctx.log, ctx.run)
+            self.limit_to_audio(len(self.features), ctx.log, ctx.run)
             self.audio_extractor = str(a.attrs.get("extractor", ""))
         self.head_depth = float(torch.median(self.w2c[:, 2, 3]))
         self.torso_shift = None  # (T,2) fractions of the side (gs.torso_track), set by the torso stages
@@ -89,7 +89,7 @@ class Scene:
         return torch.as_tensor(shifted_intrinsics(self.K.cpu().numpy(), self.torso_shift[idx] * self.res),
                                device=self.K.device)
 
-    def _limit_to_audio(self, n_audio: int, log, run) -> None:
+    def limit_to_audio(self, n_audio: int, log, run) -> None:
         """Audio that ends before the video (common in joined or trimmed clips): frames without
         audio are neither trained on nor evaluated; the held-out split stays that of the video."""
         if n_audio >= self.T:
