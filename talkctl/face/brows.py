@@ -5,6 +5,8 @@ is the worst-rendered part of the face (22.9 dB on the held-out frames, 13 % of 
 frame's squared error from 3 % of its pixels) and the forehead's wrinkles follow them. So,
 like the blink (RAD-NeRF / ER-NeRF's AU45), the brows come from the pose source: the tracked
 frames when the head is self-driven, the training clip's ping-pong for new audio.
+Opt-in (train-deform brows=true): not yet measured on a real clip; blink-only heads read the
+first column and are unchanged.
 
 brow raise = the vertical gap between the eye corners and the brows in the canonical (pose-free)
 head space (face.canonical), per subject: 0 at the median gap, 1 at its 95th percentile,

@@ -36,8 +36,8 @@ def test_brow_input_reaches_the_field(tmp_path, monkeypatch):
     monkeypatch.setattr("talkctl.gs.scene.read_eye_inputs", lambda run: eye)
     shutil.copytree(run.path, tmp_path / "without")
     without = RunDir(tmp_path / "without")
-    run_stage("train-deform", run, preset="tiny", device="cpu", overrides=DEFORM)
-    run_stage("train-deform", without, preset="tiny", device="cpu", overrides={**DEFORM, "brows": False})
+    run_stage("train-deform", run, preset="tiny", device="cpu", overrides={**DEFORM, "brows": True})
+    run_stage("train-deform", without, preset="tiny", device="cpu", overrides=DEFORM)  # default: blink only
 
     idx = np.nonzero(np.abs(sig - np.median(sig)) > 0.25)[0]  # frames with the mouth far from its median
     fr, head, w2c, K = run_frames(run, idx)
