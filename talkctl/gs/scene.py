@@ -3,7 +3,7 @@
 `Scene(ctx, cfg, audio=False)` opens frames.h5, track.h5, parse.h5 (and audio.h5) for the
 stage's lifetime and exposes them at the training resolution `cfg["resolution"]`:
   w2c (T,4,4) head-to-camera per frame, K (3,3) at training resolution,
-  blink (T,), lip_box (T,4) in training pixels (lip_box_full, frames_full: at the crop's size), background (R,R,3),
+  blink (T,E) eye inputs [blink, brow raise] (face.brows), lip_box (T,4) in training pixels (lip_box_full, frames_full: at the crop's size), background (R,R,3),
   train_idx / held_idx, with audio: features (T,W,D) and speech (T,) activity (audio.recipe.speech_activity),
   head_targets(idx), torso_targets(idx), full_frames(idx).
 Labels: 0 background, 1 head, 2 neck, 3 torso (parse.h5).
@@ -18,6 +18,7 @@ import torch
 from talkctl import artifacts
 from talkctl.audio.recipe import speech_activity
 from talkctl.errors import ArtifactError, command
+from talkctl.face.brows import read_eye_inputs
 from talkctl.gs.training import FrameStore, resize_images, scale_intrinsics, spread
 from talkctl.jpeg_frames import frame_images
 from talkctl.timebase import split_frames
@@ -35,7 +36,7 @@ class Scene:
         dev = self.device
         res = self.res = int(cfg["resolution"])
         frames = self._stack.enter_context(ctx.read("frames"))
-        track = artifacts.read_track(ctx.run, ("world_to_cam", "intrinsics", "blink", "lip_box"))
+        track = artifacts.read_track(ctx.run, ("world_to_cam", "intrinsics", "lip_box"))
         parse = self._stack.enter_context(ctx.read("parse"))
         images = frame_images(frames, "frames")
         self.T, self.S = int(images.shape[0]), int(images.shape[1])
@@ -56,7 +57,7 @@ class Scene:
         self.w2c = torch.as_tensor(track.world_to_cam, dtype=torch.float32, device=dev)
         self.K_crop = np.asarray(track.intrinsics, dtype=np.float32)
         self.K = torch.as_tensor(scale_intrinsics(self.K_crop, self.S, res), device=dev)
-        self.blink = torch.as_tensor(track.blink, dtype=torch.float32, device=dev)
+        self.blink = torch.as_tensor(read_eye_inputs(ctx.run), dtype=torch.float32, device=dev)  # (T,E) [blink, brow]
         self.lip_box_full = np.asarray(track.lip_box)  # at the crop's full size S
         self.lip_box = torch.as_tensor(np.round(self.lip_box_full.astype(np.float64) * res / self.S).astype(np.int64))
         self.frames_full = images  # (T,S,S,3) uint8 in frames.h5, read by the full-resolution lip patch
@@ -67,7 +68,7 @@ class Scene:
             self.features = np.asarray(a["features"][()], dtype=np.float32)
             if "waveform" in a:  # (T,) 0 in pauses
                 self.speech = speech_activity(a["waveform"][()], len(self.features))
-            self._limit_to_audio(len(self.features), ctx.log, ctx.run)
+            self.limit_to_audio(len(self.features), ctx.log, ctx.run)
             self.audio_extractor = str(a.attrs.get("extractor", ""))
         self.head_depth = float(torch.median(self.w2c[:, 2, 3]))
         self.torso_shift = None  # (T,2) fractions of the side (gs.torso_track), set by the torso stages
@@ -89,7 +90,7 @@ class Scene:
         return torch.as_tensor(shifted_intrinsics(self.K.cpu().numpy(), self.torso_shift[idx] * self.res),
                                device=self.K.device)
 
-    def _limit_to_audio(self, n_audio: int, log, run) -> None:
+    def limit_to_audio(self, n_audio: int, log, run) -> None:
         """Audio that ends before the video (common in joined or trimmed clips): frames without
         audio are neither trained on nor evaluated; the held-out split stays that of the video."""
         if n_audio >= self.T:

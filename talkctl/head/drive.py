@@ -18,6 +18,7 @@ from talkctl import artifacts
 from talkctl.audio.melformant import SILENT_CLIP_DB, speech_level_db
 from talkctl.audio.recipe import FeatureRecipe, speech_activity, window_indices
 from talkctl.errors import InputError, StageError
+from talkctl.face.brows import read_eye_inputs
 from talkctl.head.landmark_source import landmarks_for_drive
 from talkctl.head.mouth_state import utterance_gain
 from talkctl.head.poses import pose_sequence
@@ -30,7 +31,7 @@ class Drive:
     features: "np.ndarray | FeatureWindows"  # (T,W,D) audio features of the driving audio
     wav: np.ndarray          # 16 kHz mono waveform muxed into the output
     world_to_cam: np.ndarray  # (T,4,4)
-    blink: np.ndarray        # (T,)
+    blink: np.ndarray        # (T,) or (T,E) eye inputs: blink, brow raise (face.brows)
     pose_description: str
     audio_description: str
     source_frames: np.ndarray | None  # (T,) frames of this run's video matching each pose (full-frame paste)
@@ -142,8 +143,8 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
         whole = f["waveform"][()]
     speech = speech_activity(whole, n_audio)[a:b]  # the whole clip's level, as train-deform saw it
     wav = whole[a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
-    track = artifacts.read_track(run, ("world_to_cam", "blink"), frames=slice(a, b))
-    w2c, blink = track.world_to_cam, track.blink
+    w2c = artifacts.read_track(run, ("world_to_cam",), frames=slice(a, b)).world_to_cam
+    blink = read_eye_inputs(run, slice(a, b))  # (T,E) blink, brow raise
     if b <= a:
         what = "held-out frames" if held_out else f"frames {a}..{b - 1}"
         raise StageError(f"the run has no {what} with audio (frames {a}..{b}); rerun extract-audio and track")

@@ -40,6 +40,14 @@ def _tensor(x, device):
     return to_device(x, device, torch.float32)
 
 
+def fit_eye_columns(eye: torch.Tensor, width: int) -> torch.Tensor:
+    """Eye inputs (C,E) [blink, brow raise, ...] (face.brows) as (C,width): extra columns dropped
+    (a blink-only head), missing ones 0 (neutral brows from a pose source without them)."""
+    if eye.shape[1] >= width:
+        return eye[:, :width]
+    return torch.cat([eye, eye.new_zeros(len(eye), width - eye.shape[1])], 1)
+
+
 def build_field(spec: dict, eye_dim: int = 1, hashgrid: str = "auto") -> DeformField:
     """eye_dim and pg_dim (per-Gaussian condition code) come from the spec when it records them."""
     enc = make_encoder(spec["encoding"], spec["bounds"], spec["grid"], hashgrid)
@@ -129,7 +137,8 @@ class HeadModel(_Constants):
         code = self.codes(frames) if code is None else code
         eye = None
         if self.field.eye_dim:  # a landmark-driven head has no blink input: its eyelid landmarks carry it
-            eye = torch.zeros(len(code), 1, device=self.device) if blink is None else _tensor(blink, self.device).reshape(-1, 1)
+            eye = fit_eye_columns(torch.zeros(len(code), 1, device=self.device) if blink is None
+                                  else _tensor(blink, self.device).float().reshape(len(code), -1), self.field.eye_dim)
         d = self.field(g.means, code, eye, pg=self.condition.per_gaussian(code, g.means), pos=self.constants.pos)
         return apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
 

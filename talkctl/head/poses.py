@@ -20,12 +20,13 @@ import numpy as np
 
 from talkctl import artifacts
 from talkctl.errors import InputError
+from talkctl.face.brows import read_eye_inputs
 
 
 @dataclass
 class PoseSequence:
     world_to_cam: np.ndarray  # (T,4,4) float32, OpenCV camera = inverse head pose
-    blink: np.ndarray  # (T,) float32, 0 open .. 1 closed
+    blink: np.ndarray  # (T,) float32, 0 open .. 1 closed; (T,E) with the brow raise (face.brows)
     description: str
     source_frames: np.ndarray  # (T,) int: which source frame each output frame came from
 
@@ -57,7 +58,8 @@ def _check(w2c: np.ndarray, blink: np.ndarray | None, where: str) -> tuple[np.nd
         raise InputError(f"{where}: world_to_cam holds non-finite values or a last row other than [0,0,0,1]; "
                          "give rigid 4x4 world-to-camera matrices")
     if blink is not None:
-        blink = np.asarray(blink, dtype=np.float32).reshape(-1)
+        blink = np.asarray(blink, dtype=np.float32)
+        blink = blink.reshape(-1) if blink.ndim < 2 or blink.shape[1] == 1 else blink  # (T,) or (T,E) with brows
         if len(blink) != len(w2c):
             raise InputError(f"{where}: blink has {len(blink)} values for {len(w2c)} poses; give one per pose")
     return w2c, blink
@@ -104,10 +106,11 @@ def read_pose_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | No
             raise
         except Exception as exc:
             raise InputError(f"{path} is not a readable .npz ({exc}); give a numpy .npz pose file") from None
-    track = artifacts.read_track(path, ("world_to_cam", "blink"), give="give a run's track.h5 or an .npz pose file")
+    give = "give a run's track.h5 or an .npz pose file"
+    track = artifacts.read_track(path, ("world_to_cam",), give=give)
     if track.world_to_cam is None:
         raise InputError(f"{path} holds no world_to_cam; give a run's track.h5 or an .npz pose file")
-    return _check(track.world_to_cam, track.blink, str(path))
+    return _check(track.world_to_cam, read_eye_inputs(path, give=give), str(path))
 
 
 def pose_sequence(source: str | os.PathLike, n_frames: int, start: int = 0, run=None,
@@ -125,8 +128,8 @@ def pose_sequence(source: str | os.PathLike, n_frames: int, start: int = 0, run=
     if s in ("train", "still"):
         if run is None:
             raise InputError(f"pose source {s!r} needs a run directory with a track.h5")
-        track = artifacts.read_track(run, ("world_to_cam", "blink"))
-        return from_arrays(track.world_to_cam, track.blink, n_frames, start, "still" if s == "still" else mode,
+        track = artifacts.read_track(run, ("world_to_cam",))
+        return from_arrays(track.world_to_cam, read_eye_inputs(run), n_frames, start, "still" if s == "still" else mode,
                            label="training track", blink_mode=blink_mode)
     p = Path(s).expanduser()
     if p.is_dir():

@@ -1,7 +1,7 @@
 """train-deform: the audio-driven deformation field of the head (deform.h5).
 
 Each canonical head Gaussian (from static.h5, or random with static_init=false) is moved
-per frame by DeformField(position features ⊕ condition code ⊕ eye-blink) -> Δposition,
+per frame by DeformField(position features ⊕ condition code ⊕ eye inputs: blink, brow raise) -> Δposition,
 Δrotation, Δscale; colour and opacity are not deformed. Gaussians (with density control)
 and the field train jointly; several frames per step go through the rasteriser's
 per-camera means/quats/scales batch.
@@ -71,7 +71,7 @@ from talkctl.head.field import (ENCODING_DEFAULTS, ENCODING_RANGES, DeformField,
                                 field_param_groups, grid_kwargs, hashgrid_backend,
                            save_state_dict)
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
-from talkctl.head.models import build_field
+from talkctl.head.models import build_field, fit_eye_columns
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GAUSSIAN_RANGES, GaussianOptim
 from talkctl.gs.lip_patch import LipPatches
 from talkctl.gs.losses import l1, lip_l1, perceptual_loss
@@ -106,6 +106,7 @@ DEFAULTS = {
     "perceptual": "auto",
     "perceptual_weight": 0.1,
     "lip_loss": 0.2,
+    "brows": False,               # condition=audio: the tracked brow raise as an eye input next to the blink (face.brows; opt-in, unmeasured)
     "lip_resolution": "full",     # full: the lip patch rendered and compared at the crop's size (gs.lip_patch) | train
     "audio_landmark_loss": 1.0,   # condition=audio: weight of the landmark read-out of the audio code
     "audio_landmark_batch": 64,
@@ -243,7 +244,7 @@ class DeformTrainer:
         else:
             code = self.condition.encode(idx)
         pg = self.condition.per_gaussian(code, m.means)
-        dxyz, dq, ds = self.field_fn(m.means, code, sc.blink[t][:, None], pg=pg)
+        dxyz, dq, ds = self.field_fn(m.means, code, fit_eye_columns(sc.blink[t], self.field.eye_dim), pg=pg)
         means, quats, scales = apply_deform(m.means, m.params["quats"], m.params["log_scales"], dxyz, dq, ds)
         colors, deg = m.color_inputs(degree)
         return means, quats, scales, colors, deg, sc.w2c[t]
@@ -456,7 +457,8 @@ def run(ctx, cfg: dict) -> dict:
         condition = condition.to(ctx.device)
         field_spec = {"encoding": cfg["encoding"], "bounds": [-1.0, 1.0], "grid": grid_kwargs(cfg),
                       "cond_dim": condition.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"]),
-                      "eye_dim": 0 if landmarks else 1, "pg_dim": int(condition.pg_dim)}
+                      "eye_dim": 0 if landmarks else (int(scene.blink.shape[1]) if cfg["brows"] else 1),  # blink (+ brow)
+                      "pg_dim": int(condition.pg_dim)}
         field = build_field(field_spec, hashgrid=hashgrid_backend(cfg, ctx.device, ctx)).to(ctx.device)
         readout = None if landmarks else readout
         trainer = DeformTrainer(scene, rasterize, gaussians, field, condition, cfg, perceptual_fn, readout)

@@ -306,7 +306,9 @@ def drive_head(ctx, scene, head) -> None:
 
         head.set_landmarks(resolve_landmarks(ctx.run, "track").landmarks[: scene.T])
     else:
-        head.set_audio(*_audio_features(ctx, scene))
+        feats, speech = _audio_features(ctx, scene)
+        scene.limit_to_audio(len(feats), ctx.log, ctx.run)  # frames past the audio's end have no head to draw
+        head.set_audio(feats, speech)
 
 
 def run(ctx, cfg: dict) -> dict:

@@ -103,13 +103,13 @@ def test_audio_shorter_than_video_drops_the_frames_without_audio():
     assert held[0] == held_out_start(4500) and len(train) + len(held) == 4500
     scene = Scene.__new__(Scene)
     scene.T, scene.train_idx, scene.held_idx = 4500, train, held
-    scene._limit_to_audio(4466, logging.getLogger("test"), "RUN")
+    scene.limit_to_audio(4466, logging.getLogger("test"), "RUN")
     assert scene.train_idx[-1] == train[-1]  # the split is the video's: no frame changes side
     assert scene.held_idx[0] == held[0] and scene.held_idx[-1] == 4465
     short = Scene.__new__(Scene)
     short.T, short.train_idx, short.held_idx = 4500, train, held
     with pytest.raises(ArtifactError, match="covers 2000 of 4500"):
-        short._limit_to_audio(2000, logging.getLogger("test"), "RUN")
+        short.limit_to_audio(2000, logging.getLogger("test"), "RUN")
 
 
 def test_checkpoint_keeps_the_cuda_generator_state(tmp_path, monkeypatch):

@@ -62,7 +62,7 @@ def test_frame_constants_give_the_per_frame_computation(trained):
     means, quats, scales = head.deformed(frames, blink)
     with torch.no_grad():  # what render computed before: every input from the parameters, every frame
         g, code = head.gaussians, head.codes(frames)
-        eye = torch.as_tensor(blink, dtype=torch.float32).reshape(-1, 1)
+        eye = torch.as_tensor(blink, dtype=torch.float32).reshape(len(frames), -1)[:, :head.field.eye_dim]  # [blink, brow]
         d = head.field(g.means, code, eye, pg=head.condition.per_gaussian(code, g.means))
         ref = apply_deform(g.means, g.params["quats"], g.params["log_scales"], *d)
         assert torch.equal(head.constants.opacities, g.opacities)

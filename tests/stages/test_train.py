@@ -192,6 +192,22 @@ def test_torso_composite_and_loading_api(scene, deformed):
     assert static["head"].render(w2c, K, SIZE).rgb.shape == (3, SIZE, SIZE, 3)
 
 
+def test_torso_trains_when_the_audio_ends_before_the_video(scene, deformed, tmp_path):
+    """A joined clip whose audio ends a few frames early (grid_s1_180s: 0.12 s): the held-out frames
+    past the audio have no head to draw, so train-torso leaves them out instead of failing."""
+    base, run, sig, _ = scene
+    short = _copy(run, tmp_path / "short")
+    (short.path / "torso.h5").unlink(missing_ok=True)
+    with h5py.File(run.path / "audio.h5") as f:
+        T, attrs = len(f["features"]), dict(f.attrs)
+        feats, wav = f["features"][: T - 2], f["waveform"][: (T - 2) * 640]  # 1 of the 3 held-out frames left
+    with artifacts.write(short, "audio", producer="test", fingerprint="test", config={}, inputs={}) as f:
+        f["features"], f["waveform"] = feats, wav
+        f.attrs.update({k: v for k, v in attrs.items() if k in ("sample_rate", "fps", "window", "feature_dim",
+                                                                "extractor", "feature_rate")}, n_frames=T - 2)
+    s = run_stage("train-torso", short, preset="tiny", device="cpu", overrides=TORSO)
+    assert np.isfinite(s["psnr_full"])
+
 def test_frame_store_is_bounded(scene):
     base, run, sig, _ = scene
     with h5py.File(run.path / "frames.h5") as f:
