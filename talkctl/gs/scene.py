@@ -57,7 +57,8 @@ class Scene:
         self.w2c = torch.as_tensor(track.world_to_cam, dtype=torch.float32, device=dev)
         self.K_crop = np.asarray(track.intrinsics, dtype=np.float32)
         self.K = torch.as_tensor(scale_intrinsics(self.K_crop, self.S, res), device=dev)
-        self.blink = torch.as_tensor(read_eye_inputs(ctx.run), dtype=torch.float32, device=dev)  # (T,E) [blink, brow]
+        eye = read_eye_inputs(ctx.run, brows=bool(cfg.get("brows", False)))  # (T,E) [blink, brow raise]
+        self.blink = torch.as_tensor(eye, dtype=torch.float32, device=dev)
         self.lip_box_full = np.asarray(track.lip_box)  # at the crop's full size S
         self.lip_box = torch.as_tensor(np.round(self.lip_box_full.astype(np.float64) * res / self.S).astype(np.int64))
         self.frames_full = images  # (T,S,S,3) uint8 in frames.h5, read by the full-resolution lip patch

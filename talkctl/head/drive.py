@@ -18,7 +18,7 @@ from talkctl import artifacts
 from talkctl.audio.melformant import SILENT_CLIP_DB, speech_level_db
 from talkctl.audio.recipe import FeatureRecipe, speech_activity, window_indices
 from talkctl.errors import InputError, StageError
-from talkctl.face.brows import read_eye_inputs
+from talkctl.face.brows import head_uses_brows, read_eye_inputs
 from talkctl.head.landmark_source import landmarks_for_drive
 from talkctl.head.mouth_state import utterance_gain
 from talkctl.head.poses import pose_sequence
@@ -144,7 +144,7 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
     speech = speech_activity(whole, n_audio)[a:b]  # the whole clip's level, as train-deform saw it
     wav = whole[a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
     w2c = artifacts.read_track(run, ("world_to_cam",), frames=slice(a, b)).world_to_cam
-    blink = read_eye_inputs(run, slice(a, b))  # (T,E) blink, brow raise
+    blink = read_eye_inputs(run, slice(a, b), brows=head_uses_brows(run))  # (T,E) blink, brow raise
     if b <= a:
         what = "held-out frames" if held_out else f"frames {a}..{b - 1}"
         raise StageError(f"the run has no {what} with audio (frames {a}..{b}); rerun extract-audio and track")

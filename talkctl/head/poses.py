@@ -20,7 +20,7 @@ import numpy as np
 
 from talkctl import artifacts
 from talkctl.errors import InputError
-from talkctl.face.brows import read_eye_inputs
+from talkctl.face.brows import head_uses_brows, read_eye_inputs
 
 
 @dataclass
@@ -129,7 +129,8 @@ def pose_sequence(source: str | os.PathLike, n_frames: int, start: int = 0, run=
         if run is None:
             raise InputError(f"pose source {s!r} needs a run directory with a track.h5")
         track = artifacts.read_track(run, ("world_to_cam",))
-        return from_arrays(track.world_to_cam, read_eye_inputs(run), n_frames, start, "still" if s == "still" else mode,
+        eye = read_eye_inputs(run, brows=head_uses_brows(run))
+        return from_arrays(track.world_to_cam, eye, n_frames, start, "still" if s == "still" else mode,
                            label="training track", blink_mode=blink_mode)
     p = Path(s).expanduser()
     if p.is_dir():

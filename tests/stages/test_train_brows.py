@@ -14,6 +14,7 @@ import pytest
 from gs_scene import make_scene, run_frames
 from talkctl import artifacts
 from talkctl.gs.training import psnr
+from talkctl.face.brows import head_uses_brows
 from talkctl.head.models import load_head
 from talkctl.pipeline import run_stage
 from talkctl.rundir import RunDir
@@ -33,11 +34,12 @@ def test_brow_input_reaches_the_field(tmp_path, monkeypatch):
         f["features"] = np.broadcast_to(feats.mean(0, keepdims=True), feats.shape).copy()
     run_stage("init-static", run, preset="tiny", device="cpu", overrides=STATIC)
     eye = np.stack([np.zeros_like(sig), 2 * sig - 1], 1).astype(np.float32)  # the mouth's motion as "brows"
-    monkeypatch.setattr("talkctl.gs.scene.read_eye_inputs", lambda run: eye)
+    monkeypatch.setattr("talkctl.gs.scene.read_eye_inputs", lambda run, **kw: eye)
     shutil.copytree(run.path, tmp_path / "without")
     without = RunDir(tmp_path / "without")
     run_stage("train-deform", run, preset="tiny", device="cpu", overrides={**DEFORM, "brows": True})
     run_stage("train-deform", without, preset="tiny", device="cpu", overrides=DEFORM)  # default: blink only
+    assert head_uses_brows(run) and not head_uses_brows(without)  # drives read the brows only for the first
 
     idx = np.nonzero(np.abs(sig - np.median(sig)) > 0.25)[0]  # frames with the mouth far from its median
     fr, head, w2c, K = run_frames(run, idx)
