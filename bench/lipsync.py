@@ -3,7 +3,8 @@
 Every subject's model is driven by the audio of every other shared clip, and its rendered mouth
 opening is compared frame by frame with the real mouth of the person in that clip
 (`talkctl eval RUN --drive-video OTHER.mp4`): correlation at lag 0, best lag within +-3 frames
-and its correlation, amplitude ratio std(rendered) / std(real). Also per model: the self-driven
+and its correlation, the driving clip's own picture-to-sound offset (audio.av_offset) and the
+correlation at the lag it implies, amplitude ratio std(rendered) / std(real). Also per model: the self-driven
 held-out figures (mouth correlation and amplitude ratio against the real held-out frames, head PSNR).
 
 Both methods (compare_methods.METHODS: gstalker = audio-conditioned field; two-stage = a2l
@@ -79,7 +80,8 @@ def rows_of(result: dict, subject: str, method: str, extractor: str) -> list[dic
              "head_psnr": fig.get("head_psnr", fig.get("psnr"))}]
     for d in result.get("drive_videos", []):
         rows.append({**key, "driver": Path(d["video"]).stem, "corr": d.get("corr"), "best_lag": d.get("best_lag"),
-                     "best_corr": d.get("best_corr"), "amp": d.get("amp")})
+                     "best_corr": d.get("best_corr"), "amp": d.get("amp"), "drive_av_offset_ms": d.get("av_offset_ms"),
+                     "offset_lag": d.get("offset_lag"), "offset_corr": d.get("offset_corr")})
     return rows
 
 
@@ -96,7 +98,8 @@ def medians(rows: list[dict]) -> list[dict]:
         held = [r for r in mine if r["driver"].startswith("(")]
         out.append({"method": method, "extractor": extractor, "pairs": len(cross),
                     "cross_corr": _median(cross, "corr"), "cross_best_lag": _median(cross, "best_lag"),
-                    "cross_best_corr": _median(cross, "best_corr"), "cross_amp": _median(cross, "amp"),
+                    "cross_best_corr": _median(cross, "best_corr"), "cross_offset_corr": _median(cross, "offset_corr"),
+                    "cross_amp": _median(cross, "amp"),
                     "held_corr": _median(held, "corr"), "held_amp": _median(held, "amp"),
                     "held_head_psnr": _median(held, "head_psnr")})
     return out
@@ -141,7 +144,8 @@ def main(argv=None) -> int:
                 result = json.loads(talkctl(*ev, *(x for p in others for x in ("--drive-video", p)), capture=True))
                 rows += rows_of(result, subject, method, extractor)
     summary = medians(rows)
-    cols = [(k, k) for k in ("subject", "method", "extractor", "driver", "corr", "best_lag", "best_corr", "amp", "head_psnr")]
+    cols = [(k, k) for k in ("subject", "method", "extractor", "driver", "corr", "best_lag", "best_corr",
+                             "drive_av_offset_ms", "offset_lag", "offset_corr", "amp", "head_psnr")]
     print_table(_fmt(rows), cols)
     print()
     print_table(_fmt(summary), [(k, k) for k in summary[0]] if summary else [])

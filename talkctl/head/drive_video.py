@@ -19,7 +19,7 @@ import numpy as np
 from talkctl.face.reader import MouthTrack, video_mouth
 from talkctl.head.drive import audio_drive, with_landmarks
 from talkctl.head.composite import composited_batches, compositor_for
-from talkctl.metrics.lipsync import fill_gaps, mouth_follow
+from talkctl.metrics.lipsync import correlation_at_lag, fill_gaps, mouth_follow
 
 MAX_LAG = 3  # frames either side searched for the best lag
 
@@ -40,13 +40,33 @@ def rendered_mouth(renderer, drive, comp, reader, batch: int, progress, label: s
     return {"track": track, "frames": kept, "model_s": model_s, "n_rendered": n}
 
 
+def own_offset_figures(video: Path, m_real, f_real, m_rend, f_rend) -> dict:
+    """The drive video's own picture-to-sound offset (audio.av_offset: its real speaker is a ground
+    truth only up to it) and the correlation of the render against that speaker at the lag the
+    offset implies (a render in sync with the sound trails a picture that leads it)."""
+    from talkctl.audio.av_offset import estimate_offset
+    from talkctl.errors import MissingToolError
+    from talkctl.media.audio import load_waveform
+
+    try:
+        est = estimate_offset(load_waveform(video), np.where(f_real, m_real, np.nan), f_real)
+    except MissingToolError as exc:
+        return {"av_offset_ms": None, "av_offset_reason": str(exc)}
+    if est is None:
+        return {"av_offset_ms": None, "av_offset_reason": "too little speech with a visible face to place it"}
+    lag = int(np.clip(est.frames(), -MAX_LAG, MAX_LAG))
+    corr = correlation_at_lag(fill_gaps(np.where(f_rend, m_rend, np.nan)), fill_gaps(np.where(f_real, m_real, np.nan)), lag)
+    return {**est.as_dict(), "offset_lag": lag, "offset_corr": corr}
+
+
 def _enough(found: np.ndarray) -> bool:
     return bool(found.sum() >= max(5, 0.5 * len(found)))
 
 
 def drive_video_figures(run, renderer, video, reader, cfg: dict, device: str, progress) -> dict:
     """Drive the head with `video`'s audio; mouth_follow figures against its real speaker
-    (corr at lag 0, best lag within +-MAX_LAG and its corr, amplitude ratio), and both curves."""
+    (corr at lag 0, best lag within +-MAX_LAG and its corr, amplitude ratio), the video's own
+    picture-to-sound offset and the corr at the lag it implies (own_offset_figures), both curves."""
     video = Path(video)
     drive = with_landmarks(run, audio_drive(run, video, cfg, device), cfg, device)
     with progress(None, f"eval (real mouth of {video.name})") as task:
@@ -68,5 +88,6 @@ def drive_video_figures(run, renderer, video, reader, cfg: dict, device: str, pr
                           f"of {n} frames: too few to compare"}
     fig = mouth_follow(np.where(f_rend, m_rend, np.nan), np.where(f_real, m_real, np.nan), MAX_LAG)
     fig.pop("frames")
+    fig.update(own_offset_figures(video, m_real, f_real, m_rend, f_rend))
     return {**out, **fig, "mouth_real": fill_gaps(np.where(f_real, m_real, np.nan)).tolist(),
             "mouth_rendered": fill_gaps(np.where(f_rend, m_rend, np.nan)).tolist()}

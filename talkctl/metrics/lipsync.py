@@ -86,24 +86,24 @@ def audio_energy_per_frame(wav, sample_rate: int = 16000, fps: int = 25, band: t
     return 10.0 * np.log10(spec.mean(axis=1) + 1e-10)
 
 
+def correlation_at_lag(mouth, energy, lag: int) -> float:
+    """Pearson correlation of mouth[t + lag] with energy[t] (nan when under 3 frames overlap)."""
+    m, e = np.asarray(mouth, np.float64).ravel(), np.asarray(energy, np.float64).ravel()
+    n = min(len(m), len(e))
+    m, e = m[:n], e[:n]
+    a, b = (m[lag:], e[:n - lag]) if lag >= 0 else (m[:n + lag], e[-lag:])
+    return pearson(a, b) if len(a) >= 3 else float("nan")
+
+
 def lagged_correlation(mouth, energy, max_lag: int = 2) -> tuple[float, int]:
     """Best Pearson correlation of mouth[t + lag] with energy[t] over lag in [-max_lag, max_lag].
 
     Returns (corr, lag); lag > 0 means the mouth moves `lag` frames after the sound.
     (nan, 0) when the series are too short or constant.
     """
-    m, e = np.asarray(mouth, np.float64).ravel(), np.asarray(energy, np.float64).ravel()
-    n = min(len(m), len(e))
-    m, e = m[:n], e[:n]
     best = (float("nan"), 0)
     for lag in range(-max_lag, max_lag + 1):
-        if lag >= 0:
-            a, b = m[lag:], e[:n - lag]
-        else:
-            a, b = m[:n + lag], e[-lag:]
-        if len(a) < 3:
-            continue
-        c = pearson(a, b)
+        c = correlation_at_lag(mouth, energy, lag)
         if not math.isnan(c) and (math.isnan(best[0]) or c > best[0]):
             best = (c, lag)
     return best

@@ -23,7 +23,8 @@ Lip sync with a ground truth (`drive_videos`, `talkctl eval RUN --drive-video OT
 the head driven by OTHER's audio, its mouth opening (on the composite render would write, as the
 cross-driven pass) against the real mouth of OTHER's speaker (head.drive_video): correlation at lag
 0, best lag within +-3 frames and its correlation, and the amplitude ratio std(rendered) / std(real);
-the figures xsync_* are medians over the drives. The held-out renders get the same amplitude ratio
+also OTHER's own picture-to-sound offset (audio.av_offset) and the correlation at the lag it implies,
+since a real speaker is a ground truth only up to that offset; the figures xsync_* are medians over the drives. The held-out renders get the same amplitude ratio
 (mouth_amp).
 Efficiency: training seconds per stage (artifact attrs), Gaussian counts, render frames/s per
 composite (timed as render times it: head render (+ torso) + compositing), peak memory (this
@@ -155,6 +156,7 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
 
         efficiency["eval_peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     figures = _figures(held, cross, drives, info, efficiency, peak_mb, drive, device, syncnet_on)
+    figures.update(_clip_offset(run))
     a, b = drive.held_out
     result = _finite({
         "run": str(run), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -298,7 +300,7 @@ def _figures(held, cross, drives, info, efficiency, peak_mb, drive, device, sync
         "sync_corr_real": sync["real_heldout"].get("corr"),
         **({"xsync_corr": _median(drives, "corr"), "xsync_lag": _median(drives, "best_lag"),
             "xsync_best": _median(drives, "best_corr"), "xsync_amp": _median(drives, "amp"),
-            "xsync_drives": len(drives)} if drives else {}),
+            "xsync_offset_corr": _median(drives, "offset_corr"), "xsync_drives": len(drives)} if drives else {}),
         "render_fps": efficiency["render_fps"], "peak_memory_mb": peak_mb,
         "train_seconds": efficiency["train_seconds"], "gaussians": info["gaussians"],
         "method": info["method"], "model_mb": info["model_mb"],
@@ -315,6 +317,30 @@ def _figures(held, cross, drives, info, efficiency, peak_mb, drive, device, sync
     if sn.get("reason"):
         figures["syncnet_reason"] = sn["reason"]
     return figures
+
+
+def _clip_offset(run) -> dict:
+    """The training clip's own picture-to-sound offset (audio.av_offset): a head learns it."""
+    from talkctl.audio.av_offset import estimate_offset
+    from talkctl.errors import MissingToolError
+
+    with artifacts.open_for_read(run, "audio") as f:
+        wav = f["waveform"][()]
+    tr = artifacts.read_track(run, ("mouth_open", "valid"))
+    try:
+        est = estimate_offset(wav, tr.mouth_open, tr.valid)
+    except MissingToolError as exc:
+        return {"clip_av_offset_ms": None, "clip_av_offset_reason": str(exc)}
+    if est is None:
+        return {"clip_av_offset_ms": None, "clip_av_offset_reason": "too little speech with a visible face to place it"}
+    return {"clip_av_offset_ms": est.as_dict()["av_offset_ms"]}
+
+
+def _own_offset_note(d: dict) -> str:
+    if d.get("av_offset_ms") is None:
+        return f"; its own picture-to-sound offset unknown ({d['av_offset_reason']})" if d.get("av_offset_reason") else ""
+    return (f"; its picture leads its sound by {d['av_offset_ms']} ms (estimated from its phones and its real mouth), "
+            f"corr {_fmt(d['offset_corr'], '.3f')} at the lag {d['offset_lag']:+d} that implies")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -347,7 +373,8 @@ def _write_report(run, result, held, drives, wav, n, info) -> None:
     for d in drives:
         notes.append(f"driven by {d['video']} ({d['frames']} frames, poses: {d['pose']}): mouth vs its real speaker "
                      f"corr {_fmt(d['corr'], '.3f')} at lag 0, best {_fmt(d['best_corr'], '.3f')} at lag "
-                     f"{_fmt(d['best_lag'], '+d')}, amplitude x{_fmt(d['amp'], '.2f')}" + (f" ({d['reason']})" if d.get("reason") else ""))
+                     f"{_fmt(d['best_lag'], '+d')}, amplitude x{_fmt(d['amp'], '.2f')}" + (f" ({d['reason']})" if d.get("reason") else "")
+                     + _own_offset_note(d))
     data = {
         "title": f"talkctl evaluation: {Path(str(result['run'])).name}",
         "subtitle": str(result["run"]),

@@ -121,6 +121,9 @@ def test_drive_video_figures(evaluated):
     assert -1 <= d["corr"] <= 1 and -3 <= d["best_lag"] <= 3 and d["best_corr"] >= d["corr"] - 1e-9
     assert d["amp"] > 0 and len(d["mouth_real"]) == len(d["mouth_rendered"]) == 50
     assert fig["xsync_corr"] == d["corr"] and fig["xsync_amp"] == d["amp"]
+    # 2 s of a synthetic voice: too little to place the video's own offset, and it says so
+    assert d["av_offset_ms"] is None and "too little speech" in d["av_offset_reason"] and fig["xsync_offset_corr"] is None
+    assert fig["clip_av_offset_ms"] is None or abs(fig["clip_av_offset_ms"]) <= 200
     html = run.file("report.html").read_text()
     assert "Driven by other.mp4" in html and "real speaker" in html
 

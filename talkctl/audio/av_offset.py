@@ -1,0 +1,94 @@
+"""How far a video's picture is ahead of its sound, estimated without any downloaded model.
+
+A clip whose sound is late or early against its picture is common (a re-encode, a capture card,
+a corpus cut), and it matters twice: a head trained on it learns the offset, and a real speaker
+used as the ground truth of lip sync (eval --drive-video) is only a ground truth up to it.
+
+The estimate: every phone of the speaker-independent recogniser (audio.phonetic) gets how far it
+opens the jaw and lips (OPENING: open vowels wide, close vowels narrow, bilabials shut; phonetics,
+not fitted to any clip). The phone posteriors weighted by it, smoothed over 40 ms, give an opening
+curve from the sound alone; it is correlated with the tracked mouth opening at shifts of 10 ms up
+to MAX_SECONDS either way, and the best shift is the offset. This curve follows the real mouth at
+0.2-0.6 (any language), enough to place its peak to a frame on a few seconds of speech.
+
+    est = estimate_offset(wav, mouth_open, found)    # None when there is too little speech
+    est.seconds   # > 0: the picture leads the sound (the mouth moves before its sound is heard)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from talkctl.timebase import FPS
+
+# jaw and lip opening of each phone of the en-us model, 0 (shut) .. 1 (wide open)
+OPENING = {
+    "AA": 1.0, "AE": 0.9, "AH": 0.7, "AO": 0.85, "AW": 0.85, "AY": 0.85, "EH": 0.65, "ER": 0.45, "EY": 0.55,
+    "IH": 0.45, "IY": 0.3, "OW": 0.6, "OY": 0.7, "UH": 0.4, "UW": 0.3,
+    "B": 0.0, "P": 0.0, "M": 0.0, "F": 0.1, "V": 0.1, "W": 0.2,
+    "TH": 0.3, "DH": 0.3, "S": 0.2, "Z": 0.2, "SH": 0.3, "ZH": 0.3, "CH": 0.25, "JH": 0.25,
+    "T": 0.3, "D": 0.3, "N": 0.3, "L": 0.4, "R": 0.35, "Y": 0.3, "K": 0.4, "G": 0.4, "NG": 0.35, "HH": 0.5,
+    "+SPN+": 0.2,  # speech-like noise; SIL and +NSN+ (noise) are shut
+}
+SMOOTH_S = 0.04
+MAX_SECONDS = 0.2
+MIN_FRAMES = 125     # 5 s of video with a face: fewer cannot place a peak
+MIN_CORR = 0.15      # a peak lower than this is not told apart from chance
+
+
+@dataclass
+class AvOffset:
+    seconds: float       # > 0: the picture leads the sound
+    corr: float          # the opening curve against the mouth at that offset
+    corr_at_zero: float  # ... and as the file has them
+
+    def frames(self, fps: int = FPS) -> int:
+        return int(round(self.seconds * fps))
+
+    def as_dict(self) -> dict:
+        return {"av_offset_ms": round(1000.0 * self.seconds), "av_offset_corr": round(self.corr, 4),
+                "av_offset_corr_at_zero": round(self.corr_at_zero, 4)}
+
+
+def opening_curve(posteriors: np.ndarray, phones: list[str], rate: float) -> np.ndarray:
+    """(F,) opening implied by (F, phones) phone posteriors, smoothed over SMOOTH_S."""
+    from scipy.ndimage import gaussian_filter1d
+
+    w = np.array([OPENING.get(p, 0.0) for p in phones], np.float64)
+    return gaussian_filter1d(np.asarray(posteriors, np.float64) @ w, SMOOTH_S * rate, mode="nearest")
+
+
+def offset_from_curve(curve: np.ndarray, rate: float, offset: float, mouth: np.ndarray,
+                      found: np.ndarray | None = None, fps: int = FPS) -> AvOffset | None:
+    """Best shift of `curve` (feature frame j centred on offset + j / rate s) against `mouth`
+    (one value per video frame, frame i centred on (i + 0.5) / fps s); None when fewer than
+    MIN_FRAMES frames have a face or the best correlation is under MIN_CORR."""
+    from talkctl.metrics.lipsync import pearson
+
+    mouth = np.asarray(mouth, np.float64)
+    ok = np.isfinite(mouth) & (np.ones(len(mouth), bool) if found is None else np.asarray(found, bool)[:len(mouth)])
+    if ok.sum() < MIN_FRAMES or np.ptp(mouth[ok]) == 0:
+        return None
+    centre = ((np.arange(len(mouth)) + 0.5) / fps - offset) * rate
+    shifts = np.arange(-int(MAX_SECONDS * rate), int(MAX_SECONDS * rate) + 1)
+    corr = []
+    for k in shifts:  # the sound `k` feature frames later against the picture now
+        at = np.clip(np.round(centre).astype(np.int64) + k, 0, len(curve) - 1)
+        corr.append(pearson(curve[at][ok], mouth[ok]))
+    corr = np.nan_to_num(np.array(corr), nan=-1.0)
+    best = int(np.argmax(corr))
+    if corr[best] < MIN_CORR:
+        return None
+    return AvOffset(float(shifts[best] / rate), float(corr[best]), float(corr[shifts == 0][0]))
+
+
+def estimate_offset(wav: np.ndarray, mouth: np.ndarray, found: np.ndarray | None = None) -> AvOffset | None:
+    """The picture-to-sound offset of a clip from its 16 kHz waveform and its mouth opening per
+    video frame (audio.phonetic needs pocketsphinx: MissingToolError without it)."""
+    from talkctl.audio.phonetic import PhoneticExtractor
+
+    ex = PhoneticExtractor.from_config({})
+    raw = ex.frames(np.asarray(wav, np.float32))
+    curve = opening_curve(raw[:, :len(ex.phones)], ex.phones, ex.rate)
+    return offset_from_curve(curve, ex.rate, ex.offset, mouth, found)
