@@ -11,7 +11,8 @@ audio-path settings; confirm a winner with a full run (bench/lipsync.py).
 
     OMP_WAIT_POLICY=PASSIVE python bench/audio_path_offline.py --clips german_20s=/w/base_german,\\
         french_50s=/w/base_french,grid_s1_180s=/w/base_grid --subjects german_20s,french_50s \\
-        --variants '[{"name": "main"}, {"name": "x", "audio_noise": 0.4}]' --seeds 2 --out offline.json
+        --variants '[{"name": "main"}, {"name": "x", "audio_noise": 0.4},
+                     {"name": "t10", "features": {"phone_temperature": 10}}]' --seeds 2 --out offline.json
 """
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def _lags(x, y, max_lag: int = 2) -> list[float]:
     return out
 
 
+def cached(cache: dict, key, make):
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
+def _remade(recipe, overrides: dict, wav: np.ndarray):
+    """(recipe, windows) of the training audio with extract-audio settings `overrides`."""
+    from talkctl.audio.recipe import FeatureRecipe
+    from talkctl.timebase import n_video_frames
+
+    r = FeatureRecipe.from_config({**recipe.config, **overrides})
+    raw = r.raw(wav)
+    r.fit(raw, wav)
+    return r, r.windows(raw, n_video_frames(len(wav)), wav)[1]
+
+
 def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict):
     """Train the audio path as train-deform does; returns predict(features, speech) -> implied lip gap (T,)."""
     from talkctl import artifacts
@@ -73,6 +91,9 @@ def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict):
         feats = np.asarray(a["features"][()], np.float32)
         wav = a["waveform"][()]
     recipe = FeatureRecipe.from_artifact(rd)
+    feat_key = json.dumps(variant.get("features") or {}, sort_keys=True)
+    if variant.get("features"):  # extract-audio settings of this variant: the subject's features remade
+        recipe, feats = cached(cache, (str(run), feat_key), lambda: _remade(recipe, variant["features"], wav))
     lm = read_canonical_landmarks(rd, method=cfg["landmark_alignment"], use="offline audio path")
     T = min(len(feats), len(lm.points))
     feats, train_idx = feats[:T], split_frames(T)[0]
@@ -88,7 +109,8 @@ def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict):
     cond.std.copy_(torch.as_tensor(std))
     cond.closed.copy_(torch.as_tensor(mouth["closed"]))
     factors = [float(x) for x in cfg["audio_speed"] or []]
-    copies = [feats] + [cache.setdefault((str(run), f), speed_perturbed_windows(recipe, wav, T, f)) for f in factors]
+    copies = [feats] + [cached(cache, (str(run), f, feat_key), lambda f=f: speed_perturbed_windows(recipe, wav, T, f))
+                        for f in factors]
     cond.set_source(features=np.concatenate(copies), speech=np.tile(speech, len(copies)))
     cond.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
     readout.targets = readout.targets[:T].repeat(len(copies), 1)
@@ -148,7 +170,8 @@ def run_variant(name: str, variant: dict, seeds: int, clips: dict, subjects: lis
                 if other == subject:
                     continue
                 w = od["wav"][: int(DRIVE_SECONDS * SAMPLE_RATE)]
-                fe = cache.setdefault((str(sub["run"]), other), recipe(w))
+                fe = cached(cache, (str(sub["run"]), other, json.dumps(variant.get("features") or {}, sort_keys=True)),
+                            lambda: recipe(w))
                 p = predict(fe, speech_activity(w, len(fe)))
                 n = min(len(p), len(od["mouth"]))
                 per.setdefault(other, []).append((p[:n], od["mouth"][:n]))
@@ -166,7 +189,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clips", required=True, help="NAME=RUN,... runs with audio.h5 and track.h5, one per clip")
     ap.add_argument("--subjects", required=True, help="clip names whose audio path is trained, comma-separated")
-    ap.add_argument("--variants", required=True, help='JSON list of {"name": ..., train-deform audio_* keys ...}')
+    ap.add_argument("--variants", required=True, help='JSON list of {"name": ..., train-deform keys ..., '
+                                                      '"features": {extract-audio keys}}')
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", default="audio_path_offline.json")
     args = ap.parse_args(argv)
