@@ -87,9 +87,13 @@ def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     rd = RunDir(run, create=False)
-    with h5py.File(run / "audio.h5") as a:
-        feats = np.asarray(a["features"][()], np.float32)
-        wav = a["waveform"][()]
+    from talkctl.audio.av_offset import aligned_clip_audio
+
+    mouth_track = artifacts.read_track(rd, ("mouth_open", "valid"))
+    with h5py.File(run / "audio.h5") as a:  # realigned to the picture as train-deform does
+        audio = aligned_clip_audio(a, mouth_track.mouth_open, mouth_track.valid, cfg.get("av_offset"),
+                                   logging.getLogger("offline"))
+    feats, wav = audio.features, audio.wav
     recipe = FeatureRecipe.from_artifact(rd)
     feat_key = json.dumps(variant.get("features") or {}, sort_keys=True)
     if variant.get("features"):  # extract-audio settings of this variant: the subject's features remade
@@ -109,7 +113,7 @@ def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict):
     cond.std.copy_(torch.as_tensor(std))
     cond.closed.copy_(torch.as_tensor(mouth["closed"]))
     factors = [float(x) for x in cfg["audio_speed"] or []]
-    copies = [feats] + [cached(cache, (str(run), f, feat_key), lambda f=f: speed_perturbed_windows(recipe, wav, T, f))
+    copies = [feats] + [cached(cache, (str(run), f, feat_key, audio.shift), lambda f=f: speed_perturbed_windows(recipe, wav, T, f))
                         for f in factors]
     cond.set_source(features=np.concatenate(copies), speech=np.tile(speech, len(copies)))
     cond.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))

@@ -72,14 +72,19 @@ def refit(dest: Path, variant: dict) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     run = RunDir(dest, create=False)
-    with artifacts.open_for_read(run, "audio") as a:
-        feats = np.asarray(a["features"][()], np.float32)
-        speech = speech_activity(a["waveform"][()], len(feats))
+    from talkctl.audio.av_offset import aligned_clip_audio
+
+    mouth_track = artifacts.read_track(run, ("mouth_open", "valid"))
+    with artifacts.open_for_read(run, "audio") as a:  # realigned to the picture as train-deform does
+        audio = aligned_clip_audio(a, mouth_track.mouth_open, mouth_track.valid, cfg.get("av_offset"),
+                                   logging.getLogger("refit"))
         audio_fp = a.attrs["fingerprint"]
+    feats = audio.features
+    speech = speech_activity(audio.wav, len(feats))
     T = min(len(feats), artifacts.read_track(run, fields=()).n_frames)
     train_idx = split_frames(T)[0]
     train_idx = train_idx[train_idx < len(feats)]
-    scene = SimpleNamespace(T=T, train_idx=train_idx, speech=speech, features=feats)
+    scene = SimpleNamespace(T=T, train_idx=train_idx, speech=speech, features=feats, audio=audio)
     ctx = SimpleNamespace(run=run, log=logging.getLogger("refit"), device="cpu",
                           read=lambda name: artifacts.open_for_read(run, name))  # what train-deform's ctx gives
     readout, mouth = td.landmark_readout(ctx, cfg, scene, int(cfg["code_dim"]))

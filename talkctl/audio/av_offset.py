@@ -13,9 +13,15 @@ to MAX_SECONDS either way, and the best shift is the offset. This curve follows 
 
     est = estimate_offset(wav, mouth_open, found)    # None when there is too little speech
     est.seconds   # > 0: the picture leads the sound (the mouth moves before its sound is heard)
+
+Training (train-deform, train-a2l, setting av_offset): a clip whose estimate is at least
+AUTO_MIN_SECONDS is realigned before the audio path learns from it (aligned_clip_audio), so the
+head is in sync with any sound that is; smaller offsets are left as they are (within what speech
+itself varies from clip to clip: french_50s 0 ms, german_20s +50 ms, grid_s1_180s -60 ms).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +38,7 @@ OPENING = {
     "+SPN+": 0.2,  # speech-like noise; SIL and +NSN+ (noise) are shut
 }
 SMOOTH_S = 0.04
-MAX_SECONDS = 0.2
+MAX_SECONDS = 0.5
 MIN_FRAMES = 125     # 5 s of video with a face: fewer cannot place a peak
 MIN_CORR = 0.15      # a peak lower than this is not told apart from chance
 
@@ -92,3 +98,88 @@ def estimate_offset(wav: np.ndarray, mouth: np.ndarray, found: np.ndarray | None
     raw = ex.frames(np.asarray(wav, np.float32))
     curve = opening_curve(raw[:, :len(ex.phones)], ex.phones, ex.rate)
     return offset_from_curve(curve, ex.rate, ex.offset, mouth, found)
+
+
+# ---- realigning a training clip -----------------------------------------------------------
+AUTO_MIN_SECONDS = 0.1   # "auto" realigns from this offset on (smaller ones are within what speech itself varies)
+AUTO_MIN_GAIN = 0.05     # ... when the curve follows the mouth this much better there than as the file has it
+
+
+def shift_waveform(wav: np.ndarray, seconds: float, sample_rate: int = 16000) -> np.ndarray:
+    """The sound moved `seconds` earlier (> 0: it was late against the picture), same length:
+    new[t] = old[t + seconds], silence where nothing is left."""
+    n = int(round(seconds * sample_rate))
+    wav = np.asarray(wav)
+    out = np.zeros_like(wav)
+    if n >= 0:
+        out[:len(wav) - n] = wav[n:]
+    else:
+        out[-n:] = wav[:len(wav) + n]
+    return out
+
+
+def training_shift(setting, wav: np.ndarray, mouth: np.ndarray | None, found: np.ndarray | None,
+                   log) -> tuple[float, AvOffset | None]:
+    """(seconds to realign the training clip's sound by, the estimate) for the setting `av_offset`:
+    None or "auto": the estimate when it is at least AUTO_MIN_SECONDS and AUTO_MIN_GAIN clear,
+    else 0; a number: that many seconds (0: the clip as it is). The estimate is logged."""
+    from talkctl.errors import MissingToolError, UsageError
+
+    log = log or logging.getLogger(__name__)
+    number = isinstance(setting, (int, float)) and not isinstance(setting, bool)
+    if not (number or setting is None or setting == "auto"):
+        raise UsageError(f"av_offset={setting!r}: use auto or the seconds the picture leads the sound (e.g. 0.12)")
+    if number:
+        return float(setting), None
+    if mouth is None:
+        log.info("the track has no mouth opening to estimate the clip's picture-to-sound offset; its sound is used as it is")
+        return 0.0, None
+    try:
+        est = estimate_offset(wav, mouth, found)
+    except MissingToolError as exc:
+        log.info("the clip's picture-to-sound offset is not estimated (%s); its sound is used as it is", exc)
+        return 0.0, None
+    if est is None:
+        log.info("the clip's picture-to-sound offset could not be placed (too little speech); its sound is used as it is")
+        return 0.0, None
+    if abs(est.seconds) >= AUTO_MIN_SECONDS and est.corr - est.corr_at_zero >= AUTO_MIN_GAIN:
+        log.warning("the clip's picture is %+.0f ms ahead of its sound (estimated from its phones and mouth): the sound "
+                    "is realigned for training (set av_offset=0 to keep it as it is)", 1000 * est.seconds)
+        return est.seconds, est
+    log.info("the clip's picture is %+.0f ms ahead of its sound (estimated): used as it is", 1000 * est.seconds)
+    return 0.0, est
+
+
+@dataclass
+class AlignedAudio:
+    features: np.ndarray         # (T, W, D) windows of the (realigned) sound
+    wav: np.ndarray | None       # the (realigned) waveform, None when audio.h5 has none
+    shift: float                 # seconds the sound was moved earlier (0: as the file has it)
+    estimate: AvOffset | None
+
+    def attrs(self) -> dict:
+        """What a trained artifact records of it."""
+        return {"av_offset_applied_s": self.shift,
+                **({} if self.estimate is None else {"av_offset_estimate_s": self.estimate.seconds})}
+
+
+def aligned_clip_audio(audio, mouth: np.ndarray | None, found: np.ndarray | None, setting, log) -> AlignedAudio:
+    """The training clip's feature windows and waveform from an open audio.h5, realigned to its
+    picture as the setting `av_offset` says (training_shift); the windows are cut again from its
+    feature frames, so the realignment is exact to a feature frame."""
+    from talkctl.audio.recipe import window_indices
+
+    log = log or logging.getLogger(__name__)
+    feats = audio["features"]
+    wav = audio["waveform"][()] if "waveform" in audio else None
+    shift, est = (0.0, None) if wav is None else training_shift(setting, wav, mouth, found, log)
+    if shift and "feature_frames" not in audio:
+        log.warning("audio.h5 has no feature frames to realign (made by an older talkctl): its sound is used as it is; "
+                    "rerun extract-audio --force to realign it")
+        shift = 0.0
+    if not shift:
+        return AlignedAudio(np.asarray(feats[()], np.float32), wav, 0.0, est)
+    frames = audio["feature_frames"]
+    idx = window_indices(feats.shape[0], frames.shape[0], float(audio.attrs["feature_rate"]),
+                         float(audio.attrs["feature_offset"]) - shift, int(feats.shape[1]))
+    return AlignedAudio(np.asarray(frames[()], np.float32)[idx], shift_waveform(wav, shift), shift, est)

@@ -4,7 +4,8 @@
 stage's lifetime and exposes them at the training resolution `cfg["resolution"]`:
   w2c (T,4,4) head-to-camera per frame, K (3,3) at training resolution,
   blink (T,E) eye inputs [blink, brow raise] (face.brows), lip_box (T,4) in training pixels (lip_box_full, frames_full: at the crop's size), background (R,R,3),
-  train_idx / held_idx, with audio: features (T,W,D) and speech (T,) activity (audio.recipe.speech_activity),
+  train_idx / held_idx, with audio: features (T,W,D) and speech (T,) activity (audio.recipe.speech_activity)
+  of the sound realigned to the picture as cfg "av_offset" says (audio: audio.av_offset.AlignedAudio),
   head_targets(idx), torso_targets(idx), full_frames(idx).
 Labels: 0 background, 1 head, 2 neck, 3 torso (parse.h5).
 """
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from talkctl import artifacts
+from talkctl.audio.av_offset import aligned_clip_audio
 from talkctl.audio.recipe import speech_activity
 from talkctl.errors import ArtifactError, command
 from talkctl.face.brows import read_eye_inputs
@@ -63,12 +65,14 @@ class Scene:
         self.lip_box = torch.as_tensor(np.round(self.lip_box_full.astype(np.float64) * res / self.S).astype(np.int64))
         self.frames_full = images  # (T,S,S,3) uint8 in frames.h5, read by the full-resolution lip patch
         self.train_idx, self.held_idx = split_frames(self.T)
-        self.features = self.speech = None
+        self.features = self.speech = self.audio = None
         if audio:
             a = self._stack.enter_context(ctx.read("audio"))
-            self.features = np.asarray(a["features"][()], dtype=np.float32)
-            if "waveform" in a:  # (T,) 0 in pauses
-                self.speech = speech_activity(a["waveform"][()], len(self.features))
+            mouth = artifacts.read_track(ctx.run, ("mouth_open", "valid"))
+            self.audio = aligned_clip_audio(a, mouth.mouth_open, mouth.valid, cfg.get("av_offset"), ctx.log)
+            self.features = self.audio.features
+            if self.audio.wav is not None:  # (T,) 0 in pauses
+                self.speech = speech_activity(self.audio.wav, len(self.features))
             self.limit_to_audio(len(self.features), ctx.log, ctx.run)
             self.audio_extractor = str(a.attrs.get("extractor", ""))
         self.head_depth = float(torch.median(self.w2c[:, 2, 3]))

@@ -66,7 +66,7 @@ def speed_perturbed_source(ctx, cfg, condition, readout: LandmarkReadout, scene)
     from talkctl.audio.recipe import FeatureRecipe
 
     with ctx.read("audio") as a:
-        wav = a["waveform"][()] if "waveform" in a else None
+        wav = scene.audio.wav if scene.audio is not None else None  # realigned to the picture as the features are
         try:  # the features are remade the way audio.h5's were: its extractor must be at hand
             recipe = FeatureRecipe.from_artifact(a, ctx.device)
         except TalkctlError as exc:

@@ -24,8 +24,9 @@ the head driven by OTHER's audio, its mouth opening (on the composite render wou
 cross-driven pass) against the real mouth of OTHER's speaker (head.drive_video): correlation at lag
 0, best lag within +-3 frames and its correlation, and the amplitude ratio std(rendered) / std(real);
 also OTHER's own picture-to-sound offset (audio.av_offset) and the correlation at the lag it implies,
-since a real speaker is a ground truth only up to that offset; the figures xsync_* are medians over the drives. The held-out renders get the same amplitude ratio
-(mouth_amp).
+since a real speaker is a ground truth only up to that offset; the figures xsync_* are medians over
+the drives. The held-out renders get the same amplitude ratio (mouth_amp). clip_av_offset_ms: the
+training clip's own offset (what train-deform realigns from 0.1 s on).
 Efficiency: training seconds per stage (artifact attrs), Gaussian counts, render frames/s per
 composite (timed as render times it: head render (+ torso) + compositing), peak memory (this
 process; training's own record when the artifacts carry one).

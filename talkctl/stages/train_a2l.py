@@ -9,8 +9,9 @@ own clip, frames before the held-out last 1/11, with a landmark loss plus a velo
 landmark distance (normalised by the inter-ocular distance, as metrics.lmd) and the
 correlation of the predicted mouth opening with the tracked one.
 
-a2l.h5 keeps everything head.a2l_predict (new audio: landmarks_for_audio, load_predictor) needs:
-weights, basis, channel selection, landmark indices, neutral face. Checkpoints: RUN/checkpoints/a2l.h5.
+a2l.h5 keeps everything head.a2l_predict (new audio: landmarks_for_audio, load_predictor) needs: weights,
+basis, channels, landmark indices, neutral face. The clip's sound is realigned as train-deform's (av_offset).
+Checkpoints: RUN/checkpoints/a2l.h5.
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from talkctl import artifacts, h5files
+from talkctl.audio.av_offset import aligned_clip_audio
+from talkctl.audio.recipe import speech_activity
 from talkctl.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
 from talkctl.curves import Curves
 from talkctl.devices import load_torch_rng, save_torch_rng, to_device
@@ -55,6 +58,7 @@ DEFAULTS = {
     "velocity_weight": 1.0,
     "feature_noise": 1.0,   # std of Gaussian noise added to the (normalised) features in training
     "amplitude": "utterance",  # render scales each audio's lip gap to the subject's spread (a2l_predict) | calibrated
+    "av_offset": None,      # None/auto: a clip >= 0.1 s out of sync is realigned (audio.av_offset) | seconds
     "val_fraction": 0.1,    # the last part of the training frames picks the model (early stopping); 0: off
     "patience": 5,          # evaluations without a better validation mouth LMD before stopping; 0: never
     "eval_every": 100,
@@ -72,7 +76,7 @@ RANGES = {**dict.fromkeys(("iterations", "batch", "d_model", "layers", "heads", 
                            "eval_every"), AT_LEAST_1), "seq_len": Range(2, 4096), "lr": POSITIVE, "lr_final": POSITIVE,
           **dict.fromkeys(("weight_decay", "pca_components", "velocity_weight", "feature_noise", "patience",
                            "checkpoint_every"), NON_NEGATIVE), "dropout": Range(0, 0.95), "pca_variance": Range(0, 1, True),
-          "val_fraction": Range(0, 0.5), "seed": Range(0, 2**32 - 1)}
+          "val_fraction": Range(0, 0.5), "seed": Range(0, 2**32 - 1), "av_offset": Range(-1, 1)}
 
 MIN_TRAIN_FRAMES = 8
 MIN_VAL_FRAMES = 25  # 1 s: fewer cannot tell a better model from noise
@@ -126,7 +130,9 @@ def prepare(audio, track, cfg: dict, log=None) -> A2LData:
     held = held_out_start(T)
     if held < MIN_TRAIN_FRAMES:
         raise StageError(f"only {held} training frames ({T} in all): train-a2l needs a clip of a few seconds at least")
-    x = np.asarray(feats[:T], np.float32)[..., channels]
+    audio_in = aligned_clip_audio(audio, track["mouth_open"] if "mouth_open" in track else None, track["valid"],
+                                  cfg["av_offset"], log)
+    x = audio_in.features[:T][..., channels]
     points = lm.points[:T]
     valid = lm.valid[:T]
     neutral = neutral_shape(points, valid, np.arange(held))
@@ -138,10 +144,9 @@ def prepare(audio, track, cfg: dict, log=None) -> A2LData:
     targets = points[:, idx] - neutral[idx]
     info = {"frames": int(T), "train_frames": int(held), "heldout_frames": int(T - held),
             "landmarks": int(len(idx)), "input_dim": int(len(channels)), "feature_dim": int(feats.shape[-1]),
-            "alignment": lm.method, "rigid_rms_median": float(np.median(lm.rigid_rms[:T]) / max(iod, 1e-9))}
-    from talkctl.audio.recipe import speech_activity
-
-    speech = speech_activity(audio["waveform"][()], T) if "waveform" in audio else None
+            "alignment": lm.method, "rigid_rms_median": float(np.median(lm.rigid_rms[:T]) / max(iod, 1e-9)),
+            **audio_in.attrs()}
+    speech = speech_activity(audio_in.wav, T) if audio_in.wav is not None else None
     return A2LData(x, channels, names, targets.astype(np.float32), points, neutral, idx, valid, lm.n, iod, held, info,
                    speech)
 
@@ -180,9 +185,7 @@ def heldout_metrics(pred_offsets: np.ndarray, data: A2LData, frames: slice | Non
 def validation_frames(data: A2LData, cfg: dict) -> int:
     """How many of the last training frames are held back to pick the model (0: no early stopping)."""
     n = int(round(float(cfg["val_fraction"]) * data.held_start))
-    if n < MIN_VAL_FRAMES or data.held_start - n < MIN_TRAIN_FRAMES:
-        return 0
-    return n
+    return 0 if n < MIN_VAL_FRAMES or data.held_start - n < MIN_TRAIN_FRAMES else n
 
 
 def selection_score(m: dict) -> float:
@@ -221,9 +224,7 @@ def _save_checkpoint(path: Path, model, opt, step: int, rng: np.random.Generator
         for k, v in (best.state or {}).items():
             b.create_dataset(k, data=v.numpy())
         save_torch_rng(f)
-        f.attrs["numpy_rng"] = json.dumps(rng.bit_generator.state)
-        f.attrs["step"] = step
-        f.attrs["fingerprint"] = fingerprint
+        f.attrs.update({"numpy_rng": json.dumps(rng.bit_generator.state), "step": step, "fingerprint": fingerprint})
 
 
 def _load_checkpoint(path: Path, model, opt, rng: np.random.Generator, fingerprint: str, best: "Best", log=None):
@@ -415,7 +416,7 @@ def run(ctx, cfg: dict) -> dict:
     import torch
 
     t0 = time.perf_counter()
-    track = artifacts.read_track(ctx.run, TRACK_FIELDS)
+    track = artifacts.read_track(ctx.run, (*TRACK_FIELDS, "mouth_open"))
     with ctx.read("audio") as fa:
         data = prepare(fa, track, cfg, ctx.log)
         extractor = str(fa.attrs.get("extractor", ""))
@@ -447,11 +448,8 @@ def run(ctx, cfg: dict) -> dict:
         c = f.create_group("curve")
         for k, v in curve.items():
             c.create_dataset(k, data=np.asarray(v, np.float64))
-        f.attrs["metrics"] = json.dumps(metrics)
-        f.attrs["held_start"] = data.held_start
-        f.attrs["train_seconds"] = train_seconds
-        f.attrs["gain"] = gain
-        f.attrs.update(steps)
+        f.attrs.update({"metrics": json.dumps(metrics), "held_start": data.held_start, "train_seconds": train_seconds,
+                        "gain": gain, **steps, **{k: v for k, v in data.info.items() if k.startswith("av_offset")}})
     ckpt.unlink(missing_ok=True)  # only for resuming an unfinished stage: a2l.h5 holds the result
     info = {k: round(v, 4) if isinstance(v, float) else v for k, v in data.info.items()}
     return {**{k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}, **info,

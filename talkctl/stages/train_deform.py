@@ -115,10 +115,8 @@ DEFAULTS = {
     # mouth state: the audio path (features -> state) trains on the landmark read-out alone, for
     # audio_steps steps (then frozen: longer fits the one voice, not speech), with decoupled weight
     # decay and feature noise / channel dropout (head.conditions.FeatureAugment)
-    # (noise 0.4 / dropout 0.2 against 0.2 / 0.1: refitted on trained fields and rendered, held-out
-    # mouth correlation 0.61-0.63 against 0.56-0.58, cross-speaker unchanged,
-    # bench/results/lipsync_lips3_refit.json; bench/audio_path_offline.py's screen: cross +0.02.
-    # Not more steps: keep_best may keep the weights of step 500 on)
+    # (noise 0.4 / dropout 0.2 against 0.2 / 0.1: held-out mouth corr. 0.61-0.63 against 0.56-0.58, cross-speaker
+    # unchanged: bench/results/lipsync_lips3_refit.json. Not more steps: keep_best may keep step 500's weights on)
     "audio_steps": 800,
     "audio_ensemble": 3,          # mouth state: encoders trained side by side, their states averaged
     "audio_weight_decay": 0.1,
@@ -136,6 +134,7 @@ DEFAULTS = {
     # utterance: each driving audio's predicted states are rescaled over its speech to spread as far as
     # the subject's tracked states do (head.drive.drive_mouth_gain) | calibrated: the gain above only
     "audio_amplitude": "utterance",
+    "av_offset": None,            # condition=audio: None/auto: a clip >= 0.1 s out of sync is realigned (audio.av_offset) | seconds
     **GAUSSIAN_DEFAULTS,
     "lr_means": 1.6e-4,
     "densify_start": 500,
@@ -179,7 +178,7 @@ RANGES = {"resolution": Range(16, 4096), "iterations": AT_LEAST_1, "batch": Rang
           "audio_mouth_dim": Range(0, 64), "audio_teacher": FRACTION, "audio_steps": NON_NEGATIVE, "audio_ensemble": Range(1, 16),
           "audio_weight_decay": NON_NEGATIVE, "audio_noise": NON_NEGATIVE, "audio_dropout": Range(0, 0.95),
           "val_fraction": Range(0, 0.5), "audio_val_fraction": Range(0, 0.5), "keep_best_from": FRACTION,
-          **GAUSSIAN_RANGES, **TRAIN_RANGES}
+          "av_offset": Range(-1, 1), **GAUSSIAN_RANGES, **TRAIN_RANGES}
 
 
 class DeformTrainer:
@@ -453,7 +452,7 @@ def run(ctx, cfg: dict) -> dict:
                 condition.closed.copy_(torch.as_tensor(mouth["closed"]))
                 extra_attrs = {"mouth_explained": mouth["explained"], **mouth_amplitude(cfg, readout, scene, mouth["axis"])}
             condition.set_source(features=feats, speech=scene.speech)
-            extra = {"audio_mean": mean, "audio_std": std}
+            extra, extra_attrs = {"audio_mean": mean, "audio_std": std}, {**extra_attrs, **scene.audio.attrs()}
         condition = condition.to(ctx.device)
         field_spec = {"encoding": cfg["encoding"], "bounds": [-1.0, 1.0], "grid": grid_kwargs(cfg),
                       "cond_dim": condition.out_dim, "hidden": int(cfg["hidden"]), "layers": int(cfg["layers"]),

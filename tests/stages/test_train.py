@@ -94,6 +94,7 @@ def test_deform_learns_audio_driven_mouth(scene, deformed, tmp_path):
     with h5py.File(run.path / "deform.h5") as f:
         assert f.attrs["perceptual_loss"] == "dssim"  # LPIPS weights are not on this machine
         assert f.attrs["init_from"] == "static.h5"
+        assert f.attrs["av_offset_applied_s"] == 0.0  # a synthetic clip in sync: nothing realigned (audio.av_offset)
         assert f["audio_mean"].shape == (feats.shape[2],)
         assert "encoder.grid" in " ".join(f["field"].keys())
 
