@@ -135,12 +135,19 @@ def self_drive(run) -> Drive:
 
 
 def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
-    """Frames [a, b) of the training clip with their own audio, poses and blinks."""
+    """Frames [a, b) of the training clip with their own audio, poses and blinks; the sound
+    realigned to the picture as the head's training realigned it (audio.av_offset)."""
+    from talkctl.audio.av_offset import aligned_clip_audio
+
     with artifacts.open_for_read(run, "audio") as f:
         n_audio = f["features"].shape[0]
         b = min(b, n_audio)
-        feats = f["features"][a:b]
-        whole = f["waveform"][()]
+        shift = trained_av_shift(run)
+        if shift:
+            audio = aligned_clip_audio(f, None, None, shift, None)
+            feats, whole = audio.features[a:b], audio.wav
+        else:
+            feats, whole = f["features"][a:b], f["waveform"][()]
     speech = speech_activity(whole, n_audio)[a:b]  # the whole clip's level, as train-deform saw it
     wav = whole[a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME]
     w2c = artifacts.read_track(run, ("world_to_cam",), frames=slice(a, b)).world_to_cam
@@ -153,6 +160,15 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
     return Drive(feats, wav.astype(np.float32), w2c, blink, f"{part} {a}..{b - 1} of the training clip (self-driven)",
                  f"{'held-out ' if held_out else ''}audio of the training clip ({(b - a) / FPS:.2f} s)", idx,
                  (a, b) if held_out else None, f"the {part}' own blinks (track.h5)", speech=speech)
+
+
+def trained_av_shift(run) -> float:
+    """Seconds train-deform (else train-a2l) moved the clip's sound by (audio.av_offset); 0 for none."""
+    for name in ("deform", "a2l"):
+        attrs = artifacts.read_attrs(run, name) or {}
+        if "av_offset_applied_s" in attrs:
+            return float(attrs["av_offset_applied_s"])
+    return 0.0
 
 
 class FeatureWindows:

@@ -99,3 +99,28 @@ def test_live_frames_match_batches_and_threads_share_one_renderer(trained):
         t.join()
     assert sorted(got) == list(range(n))
     assert all(np.array_equal(got[i], singles[i]) for i in range(n))
+
+
+def test_self_drive_realigns_the_sound_as_training_did(trained, tmp_path):
+    """A head trained on a realigned clip (deform.h5 av_offset_applied_s) is driven on its own
+    held-out frames by the same realigned sound: features and the muxed waveform move together."""
+    import shutil
+
+    import h5py
+
+    from talkctl.audio.av_offset import shift_waveform
+    from talkctl.rundir import RunDir
+
+    run = trained[0]
+    before = self_drive(run)
+    copy = RunDir(shutil.copytree(run.path, tmp_path / "run"), create=False)
+    with h5py.File(copy.path / "deform.h5", "a") as f:
+        f.attrs["av_offset_applied_s"] = 0.08  # the picture 80 ms ahead: frame t hears t + 80 ms
+    after = self_drive(copy)
+    with h5py.File(run.path / "audio.h5") as f:
+        frames, whole = f["feature_frames"][()], f["waveform"][()]
+    a, b = before.held_out
+    assert after.held_out == (a, b) and after.features.shape == before.features.shape
+    assert np.array_equal(after.features[0], frames[4 * a + 2 - 8 + 8:][:after.features.shape[1]])
+    assert np.array_equal(after.wav, shift_waveform(whole, 0.08)[a * 640:b * 640])
+    assert not np.array_equal(after.wav, before.wav)
