@@ -118,19 +118,33 @@ def shift_waveform(wav: np.ndarray, seconds: float, sample_rate: int = 16000) ->
     return out
 
 
+def checked_setting(setting) -> float | None:
+    """The setting `av_offset` as seconds, or None for auto; UsageError for anything else."""
+    from talkctl.errors import UsageError
+
+    if isinstance(setting, (int, float)) and not isinstance(setting, bool):
+        return float(setting)
+    if setting is None or setting == "auto":
+        return None
+    raise UsageError(f"av_offset={setting!r}: use auto or the seconds the picture leads the sound (e.g. 0.12)")
+
+
+def resolve_setting(cfg: dict, device: str) -> dict:
+    """A training stage's `resolve` (pipeline.prepare): av_offset checked before any work, auto as None."""
+    return {**cfg, "av_offset": checked_setting(cfg.get("av_offset"))}
+
+
 def training_shift(setting, wav: np.ndarray, mouth: np.ndarray | None, found: np.ndarray | None,
                    log) -> tuple[float, AvOffset | None]:
     """(seconds to realign the training clip's sound by, the estimate) for the setting `av_offset`:
     None or "auto": the estimate when it is at least AUTO_MIN_SECONDS and AUTO_MIN_GAIN clear,
     else 0; a number: that many seconds (0: the clip as it is). The estimate is logged."""
-    from talkctl.errors import MissingToolError, UsageError
+    from talkctl.errors import MissingToolError
 
     log = log or logging.getLogger(__name__)
-    number = isinstance(setting, (int, float)) and not isinstance(setting, bool)
-    if not (number or setting is None or setting == "auto"):
-        raise UsageError(f"av_offset={setting!r}: use auto or the seconds the picture leads the sound (e.g. 0.12)")
-    if number:
-        return float(setting), None
+    setting = checked_setting(setting)
+    if setting is not None:
+        return setting, None
     if mouth is None:
         log.info("the track has no mouth opening to estimate the clip's picture-to-sound offset; its sound is used as it is")
         return 0.0, None

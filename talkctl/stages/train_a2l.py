@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl import artifacts, h5files
-from talkctl.audio.av_offset import aligned_clip_audio
+from talkctl.audio.av_offset import aligned_clip_audio, resolve_setting as resolve  # av_offset checked up front
 from talkctl.audio.recipe import speech_activity
 from talkctl.config import AT_LEAST_1, NON_NEGATIVE, POSITIVE, Range
 from talkctl.curves import Curves

@@ -59,6 +59,7 @@ import json
 import numpy as np
 import torch
 
+from talkctl.audio.av_offset import resolve_setting as resolve  # av_offset checked before any work (pipeline.prepare)
 from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.devices import to_device
 from talkctl.errors import ArtifactError, UsageError
@@ -68,8 +69,7 @@ from talkctl.head.mouth_readout import (LandmarkReadout, landmark_readout, mouth
 from talkctl.head.mouth_state import spread_gain
 from talkctl.head.renderer import to_uint8
 from talkctl.head.field import (ENCODING_DEFAULTS, ENCODING_RANGES, DeformField, apply_deform, build_condition,
-                                field_param_groups, grid_kwargs, hashgrid_backend,
-                           save_state_dict)
+                                field_param_groups, grid_kwargs, hashgrid_backend, save_state_dict)
 from talkctl.gs.gaussians import HEAD_BOX, GaussianModel
 from talkctl.head.models import build_field, fit_eye_columns
 from talkctl.gs.optim import GAUSSIAN_DEFAULTS, GAUSSIAN_RANGES, GaussianOptim

@@ -116,3 +116,12 @@ def test_auto_realigns_only_a_clear_large_offset(monkeypatch):
     assert av_offset.training_shift(0.0, np.zeros(10), mouth, None, log) == (0.0, None)  # off, whatever it estimates
     with pytest.raises(UsageError, match="av_offset='soon'"):
         av_offset.training_shift("soon", np.zeros(10), mouth, None, log)
+
+
+@pytest.mark.parametrize("verb", ["train-deform", "train-a2l"])
+def test_a_bad_setting_is_refused_before_any_work(tmp_path, capsys, verb):
+    from talkctl.cli import main
+
+    run = tmp_path / "run"
+    assert main([verb, "--run", str(run), "--set", "av_offset=soon", "-q"]) == 2
+    assert "av_offset='soon'" in capsys.readouterr().err and not run.exists()
