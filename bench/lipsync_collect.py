@@ -26,7 +26,8 @@ def main(argv=None) -> int:
         with open(path) as f:
             rows += rows_of(json.load(f), subject, method, label)
     summary = medians(rows)
-    cols = [(k, k) for k in ("subject", "method", "extractor", "driver", "corr", "best_lag", "best_corr", "amp", "head_psnr")]
+    cols = [(k, k) for k in ("subject", "method", "extractor", "driver", "corr", "best_lag", "best_corr",
+                             "drive_av_offset_ms", "offset_lag", "offset_corr", "amp", "head_psnr")]
     print_table(_fmt(rows), cols)
     print()
     print_table(_fmt(summary), [(k, k) for k in summary[0]])

@@ -68,7 +68,8 @@ DEFAULTS = {
 }
 PRESETS = {
     "tiny": {"iterations": 300, "d_model": 64, "layers": 2, "seq_len": 32, "batch": 8, "eval_every": 50},
-    "fast": {"iterations": 1000},
+    # one voice's 20-60 s: a small model generalises better (bench/results/a2l_offline_s6.json, cross +0.07)
+    "fast": {"iterations": 1000, "d_model": 32, "layers": 1},
     "paper": {"iterations": 4000, "d_model": 256, "layers": 4, "seq_len": 64},  # ~12 s on an H100 (assumed)
 }
 NON_SEMANTIC = {"resume", "eval_every", "checkpoint_every"}
