@@ -340,7 +340,9 @@ def _clip_offset(run) -> dict:
 def _own_offset_note(d: dict) -> str:
     if d.get("av_offset_ms") is None:
         return f"; its own picture-to-sound offset unknown ({d['av_offset_reason']})" if d.get("av_offset_reason") else ""
-    return (f"; its picture leads its sound by {d['av_offset_ms']} ms (estimated from its phones and its real mouth), "
+    ms = int(d["av_offset_ms"])
+    way = f"leads its sound by {ms} ms" if ms >= 0 else f"trails its sound by {-ms} ms"
+    return (f"; its picture {way} (estimated from its phones and its real mouth), "
             f"corr {_fmt(d['offset_corr'], '.3f')} at the lag {d['offset_lag']:+d} that implies")
 
 
