@@ -106,7 +106,7 @@ DEFAULTS = {
     "perceptual": "auto",
     "perceptual_weight": 0.1,
     "lip_loss": 0.2,
-    "brows": False,               # condition=audio: the tracked brow raise as an eye input next to the blink (face.brows; opt-in, unmeasured)
+    "brows": False,               # condition=audio: the tracked brow raise as an eye input next to the blink (face.brows; opt-in: bench/results/brows_french_s6.json)
     "lip_resolution": "full",     # full: the lip patch rendered and compared at the crop's size (gs.lip_patch) | train
     "audio_landmark_loss": 1.0,   # condition=audio: weight of the landmark read-out of the audio code
     "audio_landmark_batch": 64,
