@@ -60,7 +60,7 @@ def run_demo(out_dir: Path, preset: str = "tiny", seconds: float = 12.0, size: i
                   overrides={**(overrides.get("eval") or {}), "audio": voice_path})
     fig = e["figures"]
     on_stage({"stage": "eval", "status": "done", "run": str(run), "psnr": fig.get("psnr"),
-              "ssim": fig.get("ssim"), "lmd": fig.get("lmd"), "sync_corr": fig.get("sync_corr"),
+              "ssim": fig.get("ssim"), "lmd": fig.get("lmd"), "mouth_corr": fig.get("mouth_corr"),  # vs the real mouth
               "render_fps": fig.get("render_fps")})
     result.update({"voice": str(voice_path), "demo_video": r["output"], "report": e["report"],
                    "eval_json": e["eval_json"], "render": r, "figures": fig})

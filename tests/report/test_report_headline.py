@@ -22,3 +22,16 @@ def test_headline_names_the_composite_and_curves_say_what_they_measure(tmp_path)
     assert "eval: model composite, whole frame: 27.10 dB" in s and 'stroke-dasharray="5 3"' in s
     assert s.count("missing alex.pth") == 1  # said once, on the LPIPS row
     assert "PSNR head only" in s and "diagnostic" in s
+
+
+def test_the_lip_sync_card_is_the_figure_with_a_ground_truth(tmp_path):
+    base = {"composite": "portrait", "psnr": 38.5, "sync_corr": 0.6, "mouth_corr": 0.55}
+
+    def cards(fig):
+        s = report.write_report(tmp_path / "report.html", {"figures": fig}).read_text()
+        return re.findall(r'<div class="card"><div class="l">([^<]*)</div><div class="v">([^<]*)</div>', s)
+
+    assert ("X-sync corr. ↑", "0.420") in cards({**base, "xsync_corr": 0.42})  # other videos' real speakers
+    assert ("Mouth corr. ↑", "0.550") in cards(base)  # the held-out frames' real mouth
+    only_proxy = cards({"composite": "portrait", "psnr": 38.5, "sync_corr": 0.6})
+    assert ("Sync corr. ↑", "0.600") in only_proxy and len(only_proxy) == 2
