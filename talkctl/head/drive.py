@@ -162,13 +162,20 @@ def clip_drive(run, a: int, b: int, held_out: bool = False) -> Drive:
                  (a, b) if held_out else None, f"the {part}' own blinks (track.h5)", speech=speech)
 
 
-def trained_av_shift(run) -> float:
-    """Seconds train-deform (else train-a2l) moved the clip's sound by (audio.av_offset); 0 for none."""
+def trained_av_attrs(run) -> dict:
+    """What the audio model's training recorded of the clip's picture-to-sound offset
+    (audio.av_offset.AlignedAudio.attrs: av_offset_applied_s, av_offset_estimate_s when estimated):
+    train-deform's, else train-a2l's; {} when neither recorded it."""
     for name in ("deform", "a2l"):
         attrs = artifacts.read_attrs(run, name) or {}
         if "av_offset_applied_s" in attrs:
-            return float(attrs["av_offset_applied_s"])
-    return 0.0
+            return {k: float(v) for k, v in attrs.items() if k.startswith("av_offset_")}
+    return {}
+
+
+def trained_av_shift(run) -> float:
+    """Seconds the training moved the clip's sound by (trained_av_attrs); 0 for none."""
+    return trained_av_attrs(run).get("av_offset_applied_s", 0.0)
 
 
 class FeatureWindows:

@@ -40,23 +40,23 @@ def rendered_mouth(renderer, drive, comp, reader, batch: int, progress, label: s
     return {"track": track, "frames": kept, "model_s": model_s, "n_rendered": n}
 
 
-def own_offset_figures(video: Path, m_real, f_real, m_rend, f_rend) -> dict:
+def own_offset_figures(video: Path, rendered: np.ndarray, real: np.ndarray) -> dict:
     """The drive video's own picture-to-sound offset (audio.av_offset: its real speaker is a ground
     truth only up to it) and the correlation of the render against that speaker at the lag the
-    offset implies (a render in sync with the sound trails a picture that leads it)."""
+    offset implies (a render in sync with the sound trails a picture that leads it). rendered,
+    real: mouth openings per frame, nan where no face was found."""
     from talkctl.audio.av_offset import estimate_offset
     from talkctl.errors import MissingToolError
     from talkctl.media.audio import load_waveform
 
     try:
-        est = estimate_offset(load_waveform(video), np.where(f_real, m_real, np.nan), f_real)
+        est = estimate_offset(load_waveform(video), real, np.isfinite(real))
     except MissingToolError as exc:
         return {"av_offset_ms": None, "av_offset_reason": str(exc)}
     if est is None:
         return {"av_offset_ms": None, "av_offset_reason": "too little speech with a visible face to place it"}
     lag = int(np.clip(est.frames(), -MAX_LAG, MAX_LAG))
-    corr = correlation_at_lag(fill_gaps(np.where(f_rend, m_rend, np.nan)), fill_gaps(np.where(f_real, m_real, np.nan)), lag)
-    return {**est.as_dict(), "offset_lag": lag, "offset_corr": corr}
+    return {**est.as_dict(), "offset_lag": lag, "offset_corr": correlation_at_lag(fill_gaps(rendered), fill_gaps(real), lag)}
 
 
 def _enough(found: np.ndarray) -> bool:
@@ -86,8 +86,8 @@ def drive_video_figures(run, renderer, video, reader, cfg: dict, device: str, pr
         return {**out, "corr": None, "best_lag": None, "best_corr": None, "amp": None,
                 "reason": f"a face was found in {int(f_real.sum())} real and {int(f_rend.sum())} rendered "
                           f"of {n} frames: too few to compare"}
-    fig = mouth_follow(np.where(f_rend, m_rend, np.nan), np.where(f_real, m_real, np.nan), MAX_LAG)
+    rendered, real_open = np.where(f_rend, m_rend, np.nan), np.where(f_real, m_real, np.nan)
+    fig = mouth_follow(rendered, real_open, MAX_LAG)
     fig.pop("frames")
-    fig.update(own_offset_figures(video, m_real, f_real, m_rend, f_rend))
-    return {**out, **fig, "mouth_real": fill_gaps(np.where(f_real, m_real, np.nan)).tolist(),
-            "mouth_rendered": fill_gaps(np.where(f_rend, m_rend, np.nan)).tolist()}
+    fig.update(own_offset_figures(video, rendered, real_open))
+    return {**out, **fig, "mouth_real": fill_gaps(real_open).tolist(), "mouth_rendered": fill_gaps(rendered).tolist()}

@@ -52,7 +52,7 @@ from talkctl.devices import device_name
 from talkctl.errors import StageError
 from talkctl.face.reader import LANDMARK_SIDE, LandmarkReader, MouthTrack
 from talkctl.head.composite import Compositor, check_composite, compositor_for, resolve_composite
-from talkctl.head.drive import audio_drive, self_drive, with_landmarks
+from talkctl.head.drive import audio_drive, self_drive, trained_av_attrs, with_landmarks
 from talkctl.head.drive_video import drive_video_figures, rendered_mouth
 from talkctl.head.portrait_blend import BlendSettings
 from talkctl.head.renderer import Renderer, render_batches
@@ -321,20 +321,13 @@ def _figures(held, cross, drives, info, efficiency, peak_mb, drive, device, sync
 
 
 def _clip_offset(run) -> dict:
-    """The training clip's own picture-to-sound offset (audio.av_offset): a head learns it."""
-    from talkctl.audio.av_offset import estimate_offset
-    from talkctl.errors import MissingToolError
-
-    with artifacts.open_for_read(run, "audio") as f:
-        wav = f["waveform"][()]
-    tr = artifacts.read_track(run, ("mouth_open", "valid"))
-    try:
-        est = estimate_offset(wav, tr.mouth_open, tr.valid)
-    except MissingToolError as exc:
-        return {"clip_av_offset_ms": None, "clip_av_offset_reason": str(exc)}
+    """The training clip's own picture-to-sound offset, as its training estimated it (audio.av_offset;
+    head.drive.trained_av_attrs): a head learns it unless it was realigned."""
+    est = trained_av_attrs(run).get("av_offset_estimate_s")
     if est is None:
-        return {"clip_av_offset_ms": None, "clip_av_offset_reason": "too little speech with a visible face to place it"}
-    return {"clip_av_offset_ms": est.as_dict()["av_offset_ms"]}
+        return {"clip_av_offset_ms": None, "clip_av_offset_reason": "not estimated in training (av_offset set by hand, "
+                                                                    "too little speech, or trained by an older talkctl)"}
+    return {"clip_av_offset_ms": round(1000.0 * est)}
 
 
 def _own_offset_note(d: dict) -> str:
