@@ -11,6 +11,7 @@ Pieces:
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -163,9 +164,21 @@ def apply_deform(means, quats, log_scales, dxyz, dquat, dscale):
 
 
 # ---- HDF5: network weights as named datasets ------------------------------------------------
+HALF_SUFFIX = "grid.table"  # hash-grid tables: most of a model file's bytes
+
+
 def save_state_dict(group, module: nn.Module) -> None:
+    """Weights as named datasets. Hash-grid tables are stored at half precision, deflated: half
+    their float32 size (6.1 -> 2.9 MB per field; a model is fixed-size, so this is most of a short
+    clip's run directory besides its frames). The rounding (relative 2^-11) moves a render by far
+    less than one grey level (tests/core/test_field_storage.py); checkpoints keep float32."""
     for k, v in module.state_dict().items():
-        group.create_dataset(k, data=v.detach().cpu().numpy())
+        a = v.detach().cpu().numpy()
+        if k.endswith(HALF_SUFFIX) and a.dtype == np.float32:
+            group.create_dataset(k, data=a.astype(np.float16), chunks=True, compression="gzip",
+                                 compression_opts=4, shuffle=True)
+        else:
+            group.create_dataset(k, data=a)
 
 
 def read_state_dict(group) -> dict[str, torch.Tensor]:
@@ -173,6 +186,7 @@ def read_state_dict(group) -> dict[str, torch.Tensor]:
 
     def visit(name, obj):
         if hasattr(obj, "shape"):
-            out[name.replace("/", ".")] = torch.as_tensor(obj[()])
+            a = obj[()]
+            out[name.replace("/", ".")] = torch.as_tensor(a.astype(np.float32) if a.dtype == np.float16 else a)
     group.visititems(visit)
     return out
