@@ -10,15 +10,19 @@ Layout: a group NAME with
   data     (B,) uint8, 64 KiB chunks: every frame's JPEG bytes, one after another
   offsets  (T+1,) int64: frame t is data[offsets[t]:offsets[t+1]]
   quality  (T,) uint8: the JPEG quality each frame needed (its chroma subsampling is in the JPEG)
-  attrs    codec="jpeg", shape=[T, H, W, 3], min_psnr_db
+  attrs    codec="jpeg", shape=[T, H, W, 3], min_psnr_db, digest (SHA-256 of the frames' lengths and bytes)
 
-`frame_images(f, NAME)` reads either this or a plain (T, H, W, 3) uint8 dataset through the
-same interface: .shape, len(), [t], [a:b], [list of t] -> uint8 arrays.
+`frame_images(f, NAME)` reads this, a source group (frame_cache.py: the source video, decoded
+through a cache of these JPEG frames) or a plain (T, H, W, 3) uint8 dataset through the same
+interface: .shape, len(), [t], [a:b], [list of t] -> uint8 arrays.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -101,8 +105,11 @@ class JpegFrameWriter:
                                               chunks=(CHUNK_BYTES,))
         self.hw = (int(height), int(width))
         self.offsets, self.qualities = [0], []
+        self._sha = hashlib.sha256()
 
     def append(self, data: bytes, quality: int) -> None:
+        self._sha.update(len(data).to_bytes(8, "little"))
+        self._sha.update(data)
         n = self.offsets[-1]
         self.data.resize((n + len(data),))
         self.data[n:] = np.frombuffer(data, np.uint8)
@@ -113,17 +120,53 @@ class JpegFrameWriter:
         self.group.create_dataset("offsets", data=np.asarray(self.offsets, np.int64))
         self.group.create_dataset("quality", data=np.asarray(self.qualities, np.uint8))
         self.group.attrs.update(codec="jpeg", shape=np.array([len(self.qualities), *self.hw, 3], np.int64),
-                                min_psnr_db=MIN_PSNR_DB)
+                                min_psnr_db=MIN_PSNR_DB, digest=self.digest())
+
+    def digest(self) -> str:
+        return self._sha.hexdigest()
 
     def __len__(self) -> int:
         return len(self.qualities)
+
+
+class PipelinedJpegWriter(JpegFrameWriter):
+    """A JpegFrameWriter fed raw frames in order (`put`): a worker thread encodes them (ClipEncoder)
+    while the caller goes on decoding or detecting. close() waits for every frame."""
+
+    def __init__(self, f, name: str, height: int, width: int, ahead: int = 6):
+        super().__init__(f, name, height, width)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-jpeg")  # one: frames stay in order
+        self._encode, self._pending, self._ahead = ClipEncoder(), deque(), ahead
+
+    def _flush(self, keep: int) -> None:
+        while len(self._pending) > keep or (self._pending and self._pending[0].done()):
+            self.append(*self._pending.popleft().result())
+
+    def put(self, frame: np.ndarray) -> None:
+        self._pending.append(self._pool.submit(self._encode, frame))
+        self._flush(keep=self._ahead)
+
+    def close(self) -> None:
+        """Every frame written and the group's index stored; after an error, call abort() instead."""
+        try:
+            self._flush(keep=0)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        super().close()
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __len__(self) -> int:
+        return len(self.qualities) + len(self._pending)
 
 
 class JpegFrames:
     """Read side of a JPEG frame group: indexing like a (T, H, W, 3) uint8 dataset."""
     dtype = np.dtype(np.uint8)
 
-    def __init__(self, group):
+    def __init__(self, group, keep_open=None):
+        self._file = keep_open  # the file the group lives in, when this reader alone holds it open
         self.data = group["data"]
         self.offsets = group["offsets"][()]
         self.shape = tuple(int(v) for v in group.attrs["shape"])
@@ -157,6 +200,11 @@ class JpegFrames:
 def frame_images(f, name: str):
     """The image sequence `name` of an open artifact: a JPEG group, or a plain uint8 dataset."""
     obj = f[name]
-    if hasattr(obj, "attrs") and obj.attrs.get("codec") == "jpeg":
+    codec = obj.attrs.get("codec") if hasattr(obj, "attrs") else None
+    if codec == "jpeg":
         return JpegFrames(obj)
+    if codec == "source":
+        from talkctl.frame_cache import cached_frames  # it builds on this module
+
+        return cached_frames(obj)
     return obj

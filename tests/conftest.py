@@ -11,6 +11,7 @@ os.environ["TALKCTL_WEIGHTS"] = os.path.join(_EMPTY, "weights")
 os.environ["TORCH_HOME"] = os.path.join(_EMPTY, "torch")
 os.environ["HF_HOME"] = os.path.join(_EMPTY, "hf")
 os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TALKCTL_CACHE_DIR"] = os.path.join(_EMPTY, "cache")  # frames decoded from a stored source (frame_cache)
 
 import shutil
 import sys

@@ -21,16 +21,16 @@ lists the time ranges).
 from __future__ import annotations
 
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from talkctl import artifacts
 from talkctl.backends import select
 from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
-from talkctl.errors import InputError, StageError
-from talkctl.jpeg_frames import ClipEncoder, JpegFrameWriter, frame_images
+from talkctl.errors import InputError, StageError, UsageError
+from talkctl import h5files
+from talkctl.frame_cache import FRAME_STORES, store_frames
+from talkctl.jpeg_frames import PipelinedJpegWriter, frame_images
 from talkctl.media.ffmpeg import probe
 from talkctl.face import features as ff
 from talkctl.face.crop import crop_pass, pick_face
@@ -38,7 +38,7 @@ from talkctl.face.headpose import fit_head_pose, rotation_steps_deg
 from talkctl.timebase import FPS, MIN_HELD_OUT_FRAMES, SHORT_CLIP_SECONDS, held_out_start, min_clip_frames
 from talkctl.media.video_in import FrameStream, choose_crop, crop_filter, read_still
 
-VERSION = 2  # 2: frames stored as JPEG (jpeg_frames.py)
+VERSION = 2  # 2: frames stored as JPEG (jpeg_frames.py) or as the source video (frame_cache.py)
 DEFAULTS = {
     "size": 512,              # side of the stored square frames, px
     "landmarks": "auto",      # landmark backend: auto | mediapipe | face-alignment
@@ -53,12 +53,14 @@ DEFAULTS = {
     "keyframes": 80,          # frames in the bundle adjustment
     "fov_deg": 24.0,          # prior on the camera's field of view (weak: the fit refines it)
     "smooth_sigma": 1.0,      # temporal smoothing of the poses, frames (0: none)
+    "frame_store": "auto",    # frames.h5 holds: jpeg (the frames) | source (the video, decoded through a
+                              # cache: frame_cache.py) | auto (whichever is smaller)
 }
 RANGES = {"size": Range(32, 4096), "crop_scale": Range(1, 10), "crop_shift": Range(-1, 1), "sample_every": AT_LEAST_1,
           "min_seconds": POSITIVE, "min_crop_px": AT_LEAST_1, "max_gap_s": NON_NEGATIVE, "max_missing": FRACTION,
           "keyframes": Range(2, 10000), "fov_deg": Range(1, 170), "smooth_sigma": NON_NEGATIVE}
 PRESETS = {"tiny": {"size": 128, "keyframes": 30}, "fast": {}, "paper": {"keyframes": 150}}
-NON_SEMANTIC = {"preview"}
+NON_SEMANTIC = {"preview", "frame_store"}  # frame_store: the same frames either way
 
 
 def resolve(cfg: dict, device: str) -> dict:
@@ -113,38 +115,30 @@ def _crop(ctx, video, Detector, width: int, height: int, cfg: dict, warn):
     return crop, cp
 
 
-def _main_pass(ctx, fr, video, Detector, crop, cp: dict, width: int, height: int, est_frames, cfg: dict) -> list:
-    """2. Decode the crop once: each frame JPEG-encoded into frames.h5 (a worker thread) and through
-    the landmark detector. Returns the subject's landmarks per frame (None: no face)."""
+def _main_pass(ctx, jf, video, Detector, crop, cp: dict, width: int, height: int, est_frames, cfg: dict) -> list:
+    """2. Decode the crop once: each frame JPEG-encoded into the open file jf (a worker thread) and
+    through the landmark detector. Returns the subject's landmarks per frame (None: no face)."""
     size = int(cfg["size"])
     two_faces = cp["multi"] > 0
     near = (cp["centre"] - [crop.x0, crop.y0]) * size / crop.side
-    out = JpegFrameWriter(fr, "frames", size, size)
+    out = PipelinedJpegWriter(jf, "frames", size, size)
     lms: list[np.ndarray | None] = []
     det = Detector(max_faces=2 if two_faces else 1, video=True, device=ctx.device)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-jpeg")  # one: frames encoded in order
-    encode_frame = ClipEncoder()
-    pending: deque = deque()
-
-    def flush(keep: int) -> None:
-        while len(pending) > keep or (pending and pending[0].done()):
-            out.append(*pending.popleft().result())
-
     try:
         with FrameStream(video, crop_filter(crop, width, height, size), size, size) as stream, \
                 ctx.progress(est_frames, "track") as task:
             for frame in stream:
-                pending.append(pool.submit(encode_frame, frame))
+                out.put(frame)
                 faces = det.faces(frame)
                 face = pick_face(faces, near, 0.3 * size if two_faces else None) if faces else None
                 if face is not None:
                     near = face[:, :2].mean(0)
                 lms.append(face)
-                flush(keep=6)
                 task.advance(1)
-        flush(keep=0)
+    except BaseException:
+        out.abort()
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         det.close()
     out.close()
     return lms
@@ -222,6 +216,8 @@ def run(ctx, cfg: dict) -> dict:
     t_start = time.perf_counter()
     video = ctx.video_path()
     size = int(cfg["size"])
+    if cfg["frame_store"] not in FRAME_STORES:
+        raise UsageError(f"frame_store must be one of {', '.join(FRAME_STORES)}, got {cfg['frame_store']!r}")
     duration = _check_video(video, cfg)
     backend = select("landmarks", cfg["landmarks"], ctx.device)
     ctx.use_backend("landmarks", backend.name)
@@ -240,33 +236,41 @@ def run(ctx, cfg: dict) -> dict:
     t_crop = time.perf_counter() - t0
     t0 = time.perf_counter()
     est_frames = max(1, int(round(duration * FPS))) if duration else None
-    with ctx.write("frames") as fr:
-        lms = _main_pass(ctx, fr, video, Detector, crop, cp, width, height, est_frames, cfg)
+    staged = ctx.run.file("frames.jpeg.h5")  # the JPEG frames, until frames.h5 takes them or the source
+    try:
+        with h5files.atomic(staged) as jf:
+            lms = _main_pass(ctx, jf, video, Detector, crop, cp, width, height, est_frames, cfg)
         T = len(lms)
         t_main = time.perf_counter() - t0
         if T < _min_seconds(cfg) * FPS:
             raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); {_too_short(cfg)}")
-        geometry = {"fps": FPS, "size": size, "crop": np.array(crop.as_list(), np.int64),
-                    "source_size": np.array([width, height], np.int64)}
-        fr.attrs.update(geometry)
-        lm3d, valid = _fill_gaps(lms, scheme, video, cfg, warn)
-        del lms
-        lm2d = lm3d[..., :2]  # a view: no second copy of the landmarks
-        # 4. head pose and features
-        t0 = time.perf_counter()
-        pose = fit_head_pose(lm2d, lm3d, valid, scheme.rigid, scheme.eye_outer, scheme.chin, size,
-                             nose_tip=scheme.nose_tip, keyframes=int(cfg["keyframes"]), fov_deg=float(cfg["fov_deg"]),
-                             smooth_sigma=float(cfg["smooth_sigma"]), log=ctx.log)
-        t_pose = time.perf_counter() - t0
-        features = _features(lm2d, valid, scheme, size)
-        with ctx.write("track") as tr:
-            _write_track(tr, lm3d, valid, pose, features, {
-                "landmark_backend": backend.name, "landmark_scheme": scheme.name, "n_landmarks": scheme.n,
-                "rigid_indices": np.array(scheme.rigid, np.int64), **geometry})
+        with ctx.write("frames") as fr:
+            stored = store_frames(fr, "frames", staged, video, crop_filter(crop, width, height, size),
+                                  cfg["frame_store"])
+            geometry = {"fps": FPS, "size": size, "crop": np.array(crop.as_list(), np.int64),
+                        "source_size": np.array([width, height], np.int64)}
+            fr.attrs.update(geometry)
+            lm3d, valid = _fill_gaps(lms, scheme, video, cfg, warn)
+            del lms
+            lm2d = lm3d[..., :2]  # a view: no second copy of the landmarks
+            # 4. head pose and features
+            t0 = time.perf_counter()
+            pose = fit_head_pose(lm2d, lm3d, valid, scheme.rigid, scheme.eye_outer, scheme.chin, size,
+                                 nose_tip=scheme.nose_tip, keyframes=int(cfg["keyframes"]),
+                                 fov_deg=float(cfg["fov_deg"]), smooth_sigma=float(cfg["smooth_sigma"]), log=ctx.log)
+            t_pose = time.perf_counter() - t0
+            features = _features(lm2d, valid, scheme, size)
+            with ctx.write("track") as tr:
+                _write_track(tr, lm3d, valid, pose, features, {
+                    "landmark_backend": backend.name, "landmark_scheme": scheme.name, "n_landmarks": scheme.n,
+                    "rigid_indices": np.array(scheme.rigid, np.int64), **geometry})
+    finally:
+        staged.unlink(missing_ok=True)
     t_total = time.perf_counter() - t_start
     preview = str(write_preview(ctx.run, still=still)) if cfg["preview"] else None
     return {
         "frames": T,
+        "frame_store": stored,
         "video_seconds": round(T / FPS, 2),
         "source": f"{width}x{height}",
         "crop": crop.as_list(),

@@ -37,7 +37,8 @@ def clips(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bump_run(clips, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "bump"
-    rc = main(["track", str(clips["bump"]), "--run", str(run), "--size", "192", "--preview", "-q"])
+    rc = main(["track", str(clips["bump"]), "--run", str(run), "--size", "192", "--preview", "-q",
+               "--set", "frame_store=jpeg"])  # the JPEG layout; tests/stages/test_frame_store.py: the source one
     assert rc == 0
     return run
 
