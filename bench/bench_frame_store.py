@@ -1,17 +1,21 @@
-"""frames.h5 as JPEG (jpeg_frames.py) against the raw deflated frames it replaces: file size,
-fidelity (PSNR against the decoded frames) and what training's data loading costs.
+"""frames.h5 as JPEG (jpeg_frames.py) and as the source video (frame_cache.py, read through its
+cache of those JPEG frames) against the raw deflated frames they replace: file size, fidelity
+(PSNR against the decoded frames) and what training's data loading costs.
 
 The frames are french_50s (../shared) at 512^2, 25 fps (1260 frames). "raw" is the previous
-layout (one deflated frame per chunk, zlib level 1, as track wrote it); "jpeg" is the current
-one. Loading is timed through gs.training.FrameStore with no cache (every access decodes and
-downscales, as a cache miss in training does): random frames in train-deform's batches of 2
-at 256^2, and one sequential pass.
+layout (one deflated frame per chunk, zlib level 1, as track wrote it); "jpeg" is track's JPEG
+layout; "source" is frames.h5 holding the source video, its write time the cache's rebuild from
+it (decode + JPEG encode: what a reader pays once when the cache lacks the clip). Loading is
+timed through gs.training.FrameStore with no cache (every access decodes and downscales, as a
+cache miss in training does): random frames in train-deform's batches of 2 at 256^2, and one
+sequential pass.
 
     python bench/bench_frame_store.py [--size 512] [--res 256] [--draws 600] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -24,13 +28,21 @@ import numpy as np
 from common import SHARED_HINT, describe, load_avg, machine, print_table, shared_file, write_json
 
 
-def decode_clip(size: int) -> list[np.ndarray]:
-    from talkctl.media.video_in import FrameStream
-
+def clip_path() -> Path:
     clip = shared_file("data", "video", "french_50s.mp4")
     if clip is None:
         raise SystemExit(f"needs data/video/french_50s.mp4 in the shared folder ({SHARED_HINT})")
-    with FrameStream(clip, f"fps=25,scale={size}:{size}", size, size) as stream:
+    return clip
+
+
+def decode_filter(size: int) -> str:
+    return f"fps=25,scale={size}:{size}"
+
+
+def decode_clip(size: int) -> list[np.ndarray]:
+    from talkctl.media.video_in import FrameStream
+
+    with FrameStream(clip_path(), decode_filter(size), size, size) as stream:
         return [f.copy() for f in stream]
 
 
@@ -51,16 +63,32 @@ def write_raw(path: Path, frames: list[np.ndarray]) -> float:
 def write_jpeg(path: Path, frames: list[np.ndarray]) -> tuple[float, list[int]]:
     import h5py
 
-    from talkctl.jpeg_frames import JpegFrameWriter, encode
+    from talkctl.jpeg_frames import ClipEncoder, JpegFrameWriter
 
     t0 = time.perf_counter()
     with h5py.File(path, "w") as f:
-        out = JpegFrameWriter(f, "frames", *frames[0].shape[:2])
+        out, encode = JpegFrameWriter(f, "frames", *frames[0].shape[:2]), ClipEncoder()  # as track encodes
         for fr in frames:
             out.append(*encode(fr))
         out.close()
         qualities = f["frames/quality"][()].tolist() if "quality" in f["frames"] else []
     return time.perf_counter() - t0, qualities
+
+
+def write_source(path: Path, jpeg: Path, size: int) -> float:
+    """frames.h5 holding the source video; returns the time the cache takes to rebuild from it."""
+    import h5py
+
+    from talkctl import frame_cache
+
+    with h5py.File(jpeg, "r") as f:
+        shape, digest = tuple(f["frames"].attrs["shape"]), str(f["frames"].attrs["digest"])
+    with h5py.File(path, "w") as f:
+        frame_cache.write_source(f, "frames", clip_path(), decode_filter(size), shape, digest)
+    with h5py.File(path, "r") as f:
+        t0 = time.perf_counter()
+        frame_cache._build(f["frames"], frame_cache.entry_path(digest))
+        return time.perf_counter() - t0
 
 
 def load_times(path: Path, res: int, draws: int, seed: int) -> dict:
@@ -103,16 +131,20 @@ def main() -> None:
     info = machine()
     frames = decode_clip(args.size)
     work = Path(tempfile.mkdtemp(prefix="bench-frame-store-"))
-    raw, jpg = work / "raw.h5", work / "jpeg.h5"
+    os.environ["TALKCTL_CACHE_DIR"] = str(work / "cache")
+    raw, jpg, src = work / "raw.h5", work / "jpeg.h5", work / "source.h5"
     t_raw = write_raw(raw, frames)
     t_jpg, qualities = write_jpeg(jpg, frames)
+    t_src = write_source(src, jpg, args.size)
     psnr = fidelity(jpg, frames)
-    times = {"raw": [], "jpeg": []}
-    for r in range(args.repeats):  # interleaved: drifting load hits both alike
-        for name, path in (("raw", raw), ("jpeg", jpg)):
+    assert fidelity(src, frames) == psnr  # the cache holds the very same JPEG frames
+    times = {"raw": [], "jpeg": [], "source": []}
+    for r in range(args.repeats):  # interleaved: drifting load hits all alike
+        for name, path in (("raw", raw), ("jpeg", jpg), ("source", src)):
             times[name].append(load_times(path, args.res, args.draws, seed=r))
     rows = []
-    for name, path, t_write in (("raw (deflate 1)", raw, t_raw), ("jpeg", jpg, t_jpg)):
+    for name, path, t_write in (("raw (deflate 1)", raw, t_raw), ("jpeg", jpg, t_jpg),
+                                ("source (cached)", src, t_src)):
         key = name.split()[0]
         rows.append({"layout": name, "mb": round(path.stat().st_size / 1e6, 1),
                      "kb_frame": round(path.stat().st_size / len(frames) / 1e3, 1),

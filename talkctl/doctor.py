@@ -40,7 +40,9 @@ def checks() -> list[dict]:
         add("torch", "torch", False, str(exc))
         cuda = False
     _live(add)
-    from talkctl import backends
+    from talkctl import backends, frame_cache
+
+    add("cache", "frames", *frame_cache.describe())
 
     device = "cuda" if cuda else "cpu"
     for kind in backends.KINDS:

@@ -12,7 +12,7 @@ recently used entries within TALKCTL_CACHE_GB (default 10), so a batch over many
 the frames of the ones in progress, not of all of them.
 
 Layout of a source group NAME in frames.h5:
-  source   (B,) uint8, 1 MiB chunks: the video file's bytes
+  source   (B,) uint8, contiguous: the video file's bytes (written and read 1 MiB at a time)
   attrs    codec="source", shape=[T, S, S, 3], filter (ffmpeg filter graph giving the S x S crop),
            suffix (the file's extension), digest (SHA-256 of the JPEG frames: cache key and check)
 The cache entry CACHE/frames/<digest>.h5 holds a JPEG group "frames" (jpeg_frames.py), checksummed
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl import h5files
+from talkctl.errors import StageError
 from talkctl.jpeg_frames import JpegFrames, PipelinedJpegWriter
 
 FRAME_STORES = ("auto", "jpeg", "source")
@@ -55,15 +56,47 @@ def cache_limit_bytes() -> int:
     return int(max(gb, 0.0) * 1e9)
 
 
+def describe() -> tuple[bool, str]:
+    """(usable, one line) for `talkctl doctor`: where the cache is, its use and limit."""
+    folder = cache_dir()
+    used = sum(p.stat().st_size for p in folder.glob("*.h5")) if folder.is_dir() else 0
+    probe = folder if folder.is_dir() else next((p for p in folder.parents if p.exists()), folder)
+    usable = os.access(probe, os.W_OK)
+    return usable, (f"{folder}: {used / 1e9:.2f} of {cache_limit_bytes() / 1e9:.0f} GB used (TALKCTL_CACHE_DIR, "
+                    f"TALKCTL_CACHE_GB)" + ("" if usable else ": not writable; set TALKCTL_CACHE_DIR"))
+
+
 def entry_path(digest: str) -> Path:
     return cache_dir() / f"{digest}.h5"
 
 
+def _writable_dir() -> Path:
+    """The cache folder, made if needed; StageError when it cannot be written."""
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(folder)
+    except OSError as exc:
+        raise StageError(f"the frame cache folder {folder} is not writable ({exc.__class__.__name__}): set "
+                         f"TALKCTL_CACHE_DIR to a writable folder") from None
+    return folder
+
+
 def choose(store: str, jpeg_bytes: int, source_bytes: int) -> str:
-    """"jpeg" or "source": what frames.h5 holds for setting `store` (auto: the smaller)."""
-    if store == "auto":
-        return "source" if source_bytes < jpeg_bytes else "jpeg"
-    return store
+    """"jpeg" or "source": what frames.h5 holds for setting `store` (auto: the smaller, and the
+    JPEG frames when the cache cannot be written)."""
+    if store != "auto":
+        return store
+    if source_bytes >= jpeg_bytes:
+        return "jpeg"
+    try:
+        _writable_dir()
+    except StageError as exc:
+        log.warning("%s; frames.h5 keeps the JPEG frames (%.1f MB) instead of the source (%.1f MB)", exc.message,
+                    jpeg_bytes / 1e6, source_bytes / 1e6)
+        return "jpeg"
+    return "source"
 
 
 def write_source(f, name: str, video: Path, filter_graph: str, shape: tuple, digest: str) -> None:
@@ -71,7 +104,7 @@ def write_source(f, name: str, video: Path, filter_graph: str, shape: tuple, dig
     video = Path(video)
     size = video.stat().st_size
     group = f.create_group(name)
-    ds = group.create_dataset("source", shape=(size,), dtype=np.uint8, chunks=(min(SOURCE_CHUNK, max(size, 1)),))
+    ds = group.create_dataset("source", shape=(size,), dtype=np.uint8)  # contiguous: chunks would pad the last
     with open(video, "rb") as src:
         for start in range(0, size, SOURCE_CHUNK):
             block = src.read(SOURCE_CHUNK)
@@ -118,7 +151,7 @@ def _build(group, path: Path) -> None:
 
     shape = tuple(int(v) for v in group.attrs["shape"])
     T, S = shape[0], shape[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _writable_dir()
     t0 = time.perf_counter()
     log.info("frame cache: decoding %d frames from the source stored in %s into %s", T,
              Path(group.file.filename).name, path.parent)
@@ -184,8 +217,7 @@ def store_frames(f, name: str, staged: Path, video: Path, filter_graph: str, sto
         staged.unlink()
         return kind
     write_source(f, name, video, filter_graph, shape, digest)
-    path = entry_path(digest)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = _writable_dir() / f"{digest}.h5"
     shutil.move(str(staged), str(path))
     evict(keep=path)
     return kind

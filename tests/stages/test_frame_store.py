@@ -98,3 +98,19 @@ def test_unknown_frame_store_is_refused_before_any_work(clip, tmp_path, cache):
     run = tmp_path / "r"
     assert main(["track", str(clip), "--run", str(run), "-q", "--set", "frame_store=png"]) == 2
     assert not list(run.glob("*.h5")) and not list(run.glob("*.partial"))
+
+
+def test_a_cache_that_cannot_be_written(clip, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("TALKCTL_CACHE_DIR", str(blocker / "cache"))  # below a file: cannot be made
+    capsys.readouterr()
+    assert main(["track", str(clip), "--run", str(tmp_path / "forced"), "--size", "128", "-q",
+                 "--set", "frame_store=source"]) == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is not writable" in err and "TALKCTL_CACHE_DIR" in err
+    assert not list((tmp_path / "forced").glob("*.h5"))
+    _track(clip, tmp_path / "auto", "auto")  # auto keeps the JPEG frames instead, and says so
+    with h5py.File(tmp_path / "auto" / "frames.h5", "r") as f:
+        assert f["frames"].attrs["codec"] == "jpeg"
+    assert "keeps the JPEG frames" in " ".join(capsys.readouterr().err.split())
