@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -119,8 +120,14 @@ def evict(keep: Path | None = None) -> None:
     folder = cache_dir()
     if not folder.is_dir():
         return
-    entries = []
-    for p in folder.glob("*.h5"):
+    entries, now = [], time.time()
+    for p in [*folder.glob(".*.tmp"), *folder.glob(".source-*")]:  # left by a killed process
+        try:
+            if now - p.stat().st_mtime > 3600:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        except FileNotFoundError:
+            pass
+    for p in folder.glob("[0-9a-f]*.h5"):
         try:
             st = p.stat()
         except FileNotFoundError:  # removed by another process meanwhile
@@ -156,12 +163,12 @@ def _build(group, path: Path) -> None:
     log.info("frame cache: decoding %d frames from the source stored in %s into %s", T,
              Path(group.file.filename).name, path.parent)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".source-") as tmp:
-        video = Path(tmp) / f"source{group.attrs['suffix']}"
+        video, built = Path(tmp) / f"source{group.attrs['suffix']}", Path(tmp) / "frames.h5"
         src = group["source"]
         with open(video, "wb") as out:
             for start in range(0, src.shape[0], SOURCE_CHUNK):
                 out.write(src[start:start + SOURCE_CHUNK].tobytes())
-        with h5files.atomic(path) as cf, FrameStream(video, str(group.attrs["filter"]), S, S) as stream:
+        with h5files.atomic(built) as cf, FrameStream(video, str(group.attrs["filter"]), S, S) as stream:
             writer = PipelinedJpegWriter(cf, "frames", S, S)
             try:
                 for frame in stream:
@@ -173,10 +180,19 @@ def _build(group, path: Path) -> None:
             if len(writer) != T:
                 raise RuntimeError(f"the stored source decoded to {len(writer)} frames, not {T}")
             made = writer.digest()
+        _install(built, path)
     if made != group.attrs["digest"]:
         log.warning("frames decoded from the stored source differ from the ones track made (a different ffmpeg?); "
                     "they are used as decoded now: rerun track to make everything from this decoder")
     log.info("frame cache: %d frames in %.1f s", T, time.perf_counter() - t0)
+
+
+def _install(built: Path, path: Path) -> None:
+    """Move a finished entry into place in one step (through a private name in the cache folder:
+    a move from another file system copies, and nobody may read a half-copied entry)."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+    shutil.move(str(built), str(tmp))
+    os.replace(tmp, path)
 
 
 def cached_frames(group) -> JpegFrames:
@@ -188,7 +204,11 @@ def cached_frames(group) -> JpegFrames:
         if not path.exists():
             _build(group, path)
             evict(keep=path)
-        f = h5py.File(path, "r")
+        try:
+            f = h5py.File(path, "r")
+        except FileNotFoundError:  # evicted by another process meanwhile
+            _build(group, path)
+            f = h5py.File(path, "r")
         problem = h5files.verify(f)
         if problem is None:
             _touch(path)
@@ -218,6 +238,6 @@ def store_frames(f, name: str, staged: Path, video: Path, filter_graph: str, sto
         return kind
     write_source(f, name, video, filter_graph, shape, digest)
     path = _writable_dir() / f"{digest}.h5"
-    shutil.move(str(staged), str(path))
+    _install(staged, path)
     evict(keep=path)
     return kind

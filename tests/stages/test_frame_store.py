@@ -114,3 +114,21 @@ def test_a_cache_that_cannot_be_written(clip, tmp_path, monkeypatch, capsys):
     with h5py.File(tmp_path / "auto" / "frames.h5", "r") as f:
         assert f["frames"].attrs["codec"] == "jpeg"
     assert "keeps the JPEG frames" in " ".join(capsys.readouterr().err.split())
+
+
+def test_two_processes_rebuilding_one_entry_at_once(clip, tmp_path, cache):
+    import subprocess
+    import sys
+
+    _track(clip, tmp_path / "r", "source")
+    (entry,) = cache.glob("*.h5")
+    want = _frames(tmp_path / "r")
+    entry.unlink()
+    code = ("import sys, h5py, numpy as np; from talkctl.jpeg_frames import frame_images; "
+            "f = h5py.File(sys.argv[1], 'r'); np.save(sys.argv[2], frame_images(f, 'frames')[:])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "r" / "frames.h5"), str(tmp_path / f"{i}.npy")])
+             for i in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    for i in range(2):
+        assert np.array_equal(np.load(tmp_path / f"{i}.npy"), want)
+    assert [p.name for p in cache.iterdir()] == [entry.name]  # one entry, nothing private left
