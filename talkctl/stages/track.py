@@ -236,7 +236,9 @@ def run(ctx, cfg: dict) -> dict:
     t_crop = time.perf_counter() - t0
     t0 = time.perf_counter()
     est_frames = max(1, int(round(duration * FPS))) if duration else None
-    staged = ctx.run.file("frames.jpeg.h5")  # the JPEG frames, until frames.h5 takes them or the source
+    # the JPEG frames until frames.h5 takes them (or the source, and they go to the cache); named
+    # .partial so that a killed track leaves nothing artifacts.remove_partials does not clear
+    staged = ctx.run.file("frames.jpeg.partial")
     try:
         with h5files.atomic(staged) as jf:
             lms = _main_pass(ctx, jf, video, Detector, crop, cp, width, height, est_frames, cfg)
