@@ -139,8 +139,9 @@ def main() -> None:
     psnr = fidelity(jpg, frames)
     assert fidelity(src, frames) == psnr  # the cache holds the very same JPEG frames
     times = {"raw": [], "jpeg": [], "source": []}
-    for r in range(args.repeats):  # interleaved: drifting load hits all alike
-        for name, path in (("raw", raw), ("jpeg", jpg), ("source", src)):
+    layouts = [("raw", raw), ("jpeg", jpg), ("source", src)]
+    for r in range(args.repeats):  # interleaved, in a rotating order: drifting load and position hit all alike
+        for name, path in layouts[r % 3:] + layouts[:r % 3]:
             times[name].append(load_times(path, args.res, args.draws, seed=r))
     rows = []
     for name, path, t_write in (("raw (deflate 1)", raw, t_raw), ("jpeg", jpg, t_jpg),

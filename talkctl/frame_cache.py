@@ -7,7 +7,7 @@ source's inter-frame coding. Track therefore stores in frames.h5 whichever is sm
 (the ffmpeg crop filter). Readers then get the JPEG frames from a cache outside the run directory:
 the same bytes track made (their SHA-256 is recorded and checked), so training reads exactly what
 it would read from a JPEG frames.h5, as fast. A missing or damaged cache entry is rebuilt from
-the stored source (decode + encode, ~10 ms a frame on 2 cores); the cache keeps its most
+the stored source (decode + encode: ~7 ms a 512^2 frame on 2 cores); the cache keeps its most
 recently used entries within TALKCTL_CACHE_GB (default 10), so a batch over many subjects holds
 the frames of the ones in progress, not of all of them.
 
@@ -230,7 +230,10 @@ def store_frames(f, name: str, staged: Path, video: Path, filter_graph: str, sto
     with h5py.File(staged, "r") as sf:
         group = sf["frames"]
         jpeg_bytes, shape, digest = group["data"].shape[0], tuple(group.attrs["shape"]), str(group.attrs["digest"])
-        kind = choose(store, jpeg_bytes, Path(video).stat().st_size)
+        source_bytes = Path(video).stat().st_size
+        kind = choose(store, jpeg_bytes, source_bytes)
+        log.info("frames.h5 holds the %s (JPEG frames %.1f MB, source video %.1f MB; frame_store=%s)",
+                 "JPEG frames" if kind == "jpeg" else "source video", jpeg_bytes / 1e6, source_bytes / 1e6, store)
         if kind == "jpeg":
             f.copy(group, name)
     if kind == "jpeg":
