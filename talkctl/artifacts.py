@@ -13,8 +13,9 @@ Files are written as `name.h5.partial` and renamed when complete, so an interrup
 leaves nothing that looks finished; the root attribute `checksums` holds a CRC-32 of every
 object's stored bytes (h5files.py), checked whenever a stage reads the file or decides it is
 up to date, so a corrupted file is rebuilt, never used. Video-like image sequences (frames,
-torso targets) are JPEG frame groups (jpeg_frames.py); label maps are chunked one frame per
-chunk and deflated.
+torso targets) are JPEG frame groups (jpeg_frames.py), or frames.h5 holds the source video
+they decode to, read through a cache of those JPEG frames (frame_cache.py); label maps are
+chunked one frame per chunk and deflated.
 
 The layout of each artifact (datasets, shapes, units) is documented in `ARTIFACTS` below:
 it is the one place that says what a file holds.
@@ -74,7 +75,9 @@ ARTIFACTS: dict[str, ArtifactSpec] = {
         }),
         ArtifactSpec("frames", "frames.h5", "talkctl.frames", 2, "track", {
             "frames": "(T, S, S, 3) uint8 RGB at 25 fps as a JPEG frame group (jpeg_frames.py: each frame at the "
-                      "lowest quality with PSNR >= 45 dB against the decoded crop); read with jpeg_frames.frame_images",
+                      "lowest quality with PSNR >= 45 dB against the decoded crop), or, when smaller (track's "
+                      "frame_store), the source video's bytes with the crop filter that decodes them to those same "
+                      "JPEG frames through a cache (frame_cache.py); read either with jpeg_frames.frame_images",
             "attrs": "fps=25, size=S, crop=[x0, y0, side] in source pixels (may reach outside the "
                      "source: that part is padded black; paste renders back by scaling S -> side), "
                      "source_size=[w, h] of the decoded source (rotation metadata applied)",

@@ -221,10 +221,10 @@ def cached_frames(group) -> JpegFrames:
     raise AssertionError("unreachable")
 
 
-def store_frames(f, name: str, staged: Path, video: Path, filter_graph: str, store: str) -> str:
+def store_frames(f, name: str, staged: Path, video: Path, filter_graph: str, store: str, stage_log=None) -> str:
     """Put track's JPEG frames (the checksummed file `staged`, group "frames") into frames.h5 (open
     file f, group `name`): copied as they are, or as the source video with `staged` moved into the
-    cache. Returns what was stored: "jpeg" or "source"."""
+    cache. Returns what was stored: "jpeg" or "source". stage_log: the stage's logger (its log file)."""
     import h5py
 
     with h5py.File(staged, "r") as sf:
@@ -232,7 +232,7 @@ def store_frames(f, name: str, staged: Path, video: Path, filter_graph: str, sto
         jpeg_bytes, shape, digest = group["data"].shape[0], tuple(group.attrs["shape"]), str(group.attrs["digest"])
         source_bytes = Path(video).stat().st_size
         kind = choose(store, jpeg_bytes, source_bytes)
-        log.info("frames.h5 holds the %s (JPEG frames %.1f MB, source video %.1f MB; frame_store=%s)",
+        (stage_log or log).info("frames.h5 holds the %s (JPEG frames %.1f MB, source video %.1f MB; frame_store=%s)",
                  "JPEG frames" if kind == "jpeg" else "source video", jpeg_bytes / 1e6, source_bytes / 1e6, store)
         if kind == "jpeg":
             f.copy(group, name)

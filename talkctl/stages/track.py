@@ -248,7 +248,7 @@ def run(ctx, cfg: dict) -> dict:
             raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); {_too_short(cfg)}")
         with ctx.write("frames") as fr:
             stored = store_frames(fr, "frames", staged, video, crop_filter(crop, width, height, size),
-                                  cfg["frame_store"])
+                                  cfg["frame_store"], ctx.log)
             geometry = {"fps": FPS, "size": size, "crop": np.array(crop.as_list(), np.int64),
                         "source_size": np.array([width, height], np.int64)}
             fr.attrs.update(geometry)
