@@ -14,6 +14,8 @@ from rich.logging import RichHandler
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
+from talkctl.errors import raise_if_swallowed
+
 err = Console(stderr=True, highlight=False)
 
 # Wide enough that no table column is cut when stdout is a file or a pipe (rich would assume 80).
@@ -32,6 +34,7 @@ class _Task:
         self._p, self._id = progress, task_id
 
     def advance(self, n: int = 1, **fields) -> None:
+        raise_if_swallowed()
         if fields:
             self._p.update(self._id, advance=n, info=_fmt(fields))
         else:  # keep the last metrics shown (training reads them only every few steps)

@@ -23,6 +23,7 @@ import errno
 import shlex
 import shutil
 import signal
+import sys
 
 
 class TalkctlError(Exception):
@@ -75,6 +76,18 @@ class Terminated(KeyboardInterrupt):
     child processes (ffmpeg) ended, the lock released."""
 
 
+_SWALLOWED: list[int] = []  # Terminated raised where Python could only print it (see raise_if_swallowed)
+
+
+def raise_if_swallowed() -> None:
+    """Raise Terminated again when SIGTERM's came while a finalizer (`__del__`, a weakref callback)
+    was running: Python prints "Exception ignored" there and goes on, and the work would run to its
+    end. Progress steps call this (progress.NullTask, console._Task), so every loop unwinds soon."""
+    if _SWALLOWED:
+        _SWALLOWED.clear()
+        raise Terminated()
+
+
 @contextlib.contextmanager
 def sigterm_unwinds():
     """SIGTERM raises Terminated while the block runs; yields a list, non-empty once it arrived
@@ -85,15 +98,24 @@ def sigterm_unwinds():
         received.append(signum)
         raise Terminated()
 
+    def unraisable(u):
+        if isinstance(u.exc_value, Terminated):
+            _SWALLOWED.append(1)
+        else:
+            previous_hook(u)
+
     try:
         previous = signal.signal(signal.SIGTERM, on_term)
     except ValueError:  # not the main thread: leave signals alone
         yield received
         return
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+        _SWALLOWED.clear()
 
 
 def command(*words) -> str:

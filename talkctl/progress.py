@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from talkctl.errors import raise_if_swallowed
+
 # Training loops read a step's metrics (device tensors) on the host, and show them, every N
 # steps: reading a loss waits for the GPU to finish everything queued so far.
 METRICS_EVERY = 25
@@ -13,7 +15,7 @@ METRICS_EVERY = 25
 
 class NullTask:
     def advance(self, n: int = 1, **fields) -> None:
-        pass
+        raise_if_swallowed()
 
     def update(self, **fields) -> None:
         pass

@@ -169,3 +169,26 @@ def test_silent_driving_audio_is_warned(trained, tmp_path, capsys):
     cap = capsys.readouterr()
     assert json.loads(cap.out)["audio_silent"] is True
     assert "is silent" in cap.err and "mouth will not move" in cap.err
+
+
+def test_sigterm_swallowed_by_a_finalizer_is_raised_at_the_next_progress_step():
+    """SIGTERM's handler raises Terminated wherever the main thread is; inside a finalizer Python
+    only prints it and goes on. The next progress step raises it again, so the loop still unwinds."""
+    import gc
+
+    from talkctl.errors import Terminated, sigterm_unwinds
+    from talkctl.progress import NullTask
+
+    class Finalized:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the finalizer
+
+    task = NullTask()
+    with sigterm_unwinds() as received:
+        Finalized()
+        gc.collect()
+        assert received  # it came, and was swallowed: nothing raised so far
+        with pytest.raises(Terminated):
+            task.advance()
+        task.advance()  # once: the unwinding itself is not interrupted again
+    task.advance()
