@@ -76,16 +76,18 @@ class Terminated(KeyboardInterrupt):
     child processes (ffmpeg) ended, the lock released."""
 
 
-_SWALLOWED: list[int] = []  # Terminated raised where Python could only print it (see raise_if_swallowed)
+_SWALLOWED: list[type] = []  # interrupts raised where Python could only print them (raise_if_swallowed)
 
 
 def raise_if_swallowed() -> None:
-    """Raise Terminated again when SIGTERM's came while a finalizer (`__del__`, a weakref callback)
-    was running: Python prints "Exception ignored" there and goes on, and the work would run to its
-    end. Progress steps call this (progress.NullTask, console._Task), so every loop unwinds soon."""
+    """Raise a Ctrl-C or SIGTERM again when it came while a finalizer (`__del__`, a weakref
+    callback) was running: Python prints "Exception ignored" there and goes on, and the work would
+    run to its end. Progress steps call this (progress.NullTask, console._Task), so every loop
+    unwinds soon."""
     if _SWALLOWED:
+        kind = _SWALLOWED[0]
         _SWALLOWED.clear()
-        raise Terminated()
+        raise kind()
 
 
 @contextlib.contextmanager
@@ -99,8 +101,8 @@ def sigterm_unwinds():
         raise Terminated()
 
     def unraisable(u):
-        if isinstance(u.exc_value, Terminated):
-            _SWALLOWED.append(1)
+        if isinstance(u.exc_value, KeyboardInterrupt):  # Terminated is one too
+            _SWALLOWED.append(type(u.exc_value))
         else:
             previous_hook(u)
 

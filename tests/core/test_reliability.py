@@ -192,3 +192,21 @@ def test_sigterm_swallowed_by_a_finalizer_is_raised_at_the_next_progress_step():
             task.advance()
         task.advance()  # once: the unwinding itself is not interrupted again
     task.advance()
+
+
+def test_ctrl_c_swallowed_by_a_finalizer_is_raised_again_as_ctrl_c():
+    import gc
+
+    from talkctl.errors import Terminated, sigterm_unwinds
+    from talkctl.progress import NullTask
+
+    class Finalized:
+        def __del__(self):
+            raise KeyboardInterrupt  # as the default SIGINT handler would, inside the finalizer
+
+    with sigterm_unwinds() as received:
+        Finalized()
+        gc.collect()
+        with pytest.raises(KeyboardInterrupt) as caught:
+            NullTask().advance()
+        assert not received and not isinstance(caught.value, Terminated)
