@@ -439,13 +439,9 @@ def version():
     sys.stdout.write(f"talkctl {__version__}\n")
 
 
-def _add_batch() -> None:
-    from talkctl.batch.command import batch_app
+from talkctl.batch.command import batch_app  # noqa: E402 (a sub-app, added after the stage verbs)
 
-    app.add_typer(batch_app, name="batch", help="Many subjects at once: `talkctl batch MANIFEST --root DIR`, `talkctl batch status DIR`.")
-
-
-_add_batch()
+app.add_typer(batch_app, name="batch", help="Many subjects at once: `talkctl batch MANIFEST --root DIR`, `talkctl batch status DIR`.")
 
 
 def main(argv: list[str] | None = None) -> int:
