@@ -169,14 +169,9 @@ def _build(group, path: Path) -> None:
             for start in range(0, src.shape[0], SOURCE_CHUNK):
                 out.write(src[start:start + SOURCE_CHUNK].tobytes())
         with h5files.atomic(built) as cf, FrameStream(video, str(group.attrs["filter"]), S, S) as stream:
-            writer = PipelinedJpegWriter(cf, "frames", S, S)
-            try:
+            with PipelinedJpegWriter(cf, "frames", S, S) as writer:
                 for frame in stream:
                     writer.put(frame)
-            except BaseException:
-                writer.abort()
-                raise
-            writer.close()
             if len(writer) != T:
                 raise RuntimeError(f"the stored source decoded to {len(writer)} frames, not {T}")
             made = writer.digest()
@@ -201,13 +196,11 @@ def cached_frames(group) -> JpegFrames:
 
     path = entry_path(str(group.attrs["digest"]))
     for attempt in (0, 1):
-        if not path.exists():
-            _build(group, path)
-            evict(keep=path)
         try:
             f = h5py.File(path, "r")
-        except FileNotFoundError:  # evicted by another process meanwhile
+        except FileNotFoundError:  # not built yet, evicted, or removed by another process meanwhile
             _build(group, path)
+            evict(keep=path)
             f = h5py.File(path, "r")
         problem = h5files.verify(f)
         if problem is None:
@@ -233,7 +226,8 @@ def store_frames(f, name: str, staged: Path, video: Path, filter_graph: str, sto
         source_bytes = Path(video).stat().st_size
         kind = choose(store, jpeg_bytes, source_bytes)
         (stage_log or log).info("frames.h5 holds the %s (JPEG frames %.1f MB, source video %.1f MB; frame_store=%s)",
-                 "JPEG frames" if kind == "jpeg" else "source video", jpeg_bytes / 1e6, source_bytes / 1e6, store)
+                                "JPEG frames" if kind == "jpeg" else "source video", jpeg_bytes / 1e6,
+                                source_bytes / 1e6, store)
         if kind == "jpeg":
             f.copy(group, name)
     if kind == "jpeg":

@@ -131,7 +131,8 @@ class JpegFrameWriter:
 
 class PipelinedJpegWriter(JpegFrameWriter):
     """A JpegFrameWriter fed raw frames in order (`put`): a worker thread encodes them (ClipEncoder)
-    while the caller goes on decoding or detecting. close() waits for every frame."""
+    while the caller goes on decoding or detecting. Use as a context manager: leaving the block
+    waits for every frame and stores the index, or, on an error, drops what is queued."""
 
     def __init__(self, f, name: str, height: int, width: int, ahead: int = 6):
         super().__init__(f, name, height, width)
@@ -147,7 +148,7 @@ class PipelinedJpegWriter(JpegFrameWriter):
         self._flush(keep=self._ahead)
 
     def close(self) -> None:
-        """Every frame written and the group's index stored; after an error, call abort() instead."""
+        """Every frame written and the group's index stored."""
         try:
             self._flush(keep=0)
         finally:
@@ -156,6 +157,16 @@ class PipelinedJpegWriter(JpegFrameWriter):
 
     def abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "PipelinedJpegWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Finished on success (close), abandoned on an error or an interrupt (abort)."""
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
     def __len__(self) -> int:
         return len(self.qualities) + len(self._pending)

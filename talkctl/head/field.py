@@ -169,7 +169,7 @@ HALF_SUFFIX = "grid.table"  # hash-grid tables: most of a model file's bytes
 
 def save_state_dict(group, module: nn.Module) -> None:
     """Weights as named datasets. Hash-grid tables are stored at half precision, deflated: half
-    their float32 size (6.1 -> 2.9 MB per field; a model is fixed-size, so this is most of a short
+    their float32 size (6.1 -> 2.6-2.7 MB per field; a model is fixed-size, so this is most of a short
     clip's run directory besides its frames). The rounding (relative 2^-11) moves a render by far
     less than one grey level (tests/core/test_field_storage.py); checkpoints keep float32."""
     for k, v in module.state_dict().items():

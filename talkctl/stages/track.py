@@ -24,11 +24,10 @@ import time
 
 import numpy as np
 
-from talkctl import artifacts
+from talkctl import artifacts, h5files
 from talkctl.backends import select
 from talkctl.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, Range
 from talkctl.errors import InputError, StageError, UsageError
-from talkctl import h5files
 from talkctl.frame_cache import FRAME_STORES, store_frames
 from talkctl.jpeg_frames import PipelinedJpegWriter, frame_images
 from talkctl.media.ffmpeg import probe
@@ -115,18 +114,18 @@ def _crop(ctx, video, Detector, width: int, height: int, cfg: dict, warn):
     return crop, cp
 
 
-def _main_pass(ctx, jf, video, Detector, crop, cp: dict, width: int, height: int, est_frames, cfg: dict) -> list:
-    """2. Decode the crop once: each frame JPEG-encoded into the open file jf (a worker thread) and
-    through the landmark detector. Returns the subject's landmarks per frame (None: no face)."""
+def _main_pass(ctx, jf, video, Detector, crop, cp: dict, crop_graph: str, est_frames, cfg: dict) -> list:
+    """2. Decode the crop once (ffmpeg filter graph crop_graph): each frame JPEG-encoded into the open
+    file jf (a worker thread) and through the landmark detector. Returns the subject's landmarks per
+    frame (None: no face)."""
     size = int(cfg["size"])
     two_faces = cp["multi"] > 0
     near = (cp["centre"] - [crop.x0, crop.y0]) * size / crop.side
-    out = PipelinedJpegWriter(jf, "frames", size, size)
     lms: list[np.ndarray | None] = []
     det = Detector(max_faces=2 if two_faces else 1, video=True, device=ctx.device)
     try:
-        with FrameStream(video, crop_filter(crop, width, height, size), size, size) as stream, \
-                ctx.progress(est_frames, "track") as task:
+        with PipelinedJpegWriter(jf, "frames", size, size) as out, \
+                FrameStream(video, crop_graph, size, size) as stream, ctx.progress(est_frames, "track") as task:
             for frame in stream:
                 out.put(frame)
                 faces = det.faces(frame)
@@ -135,12 +134,8 @@ def _main_pass(ctx, jf, video, Detector, crop, cp: dict, width: int, height: int
                     near = face[:, :2].mean(0)
                 lms.append(face)
                 task.advance(1)
-    except BaseException:
-        out.abort()
-        raise
     finally:
         det.close()
-    out.close()
     return lms
 
 
@@ -239,16 +234,16 @@ def run(ctx, cfg: dict) -> dict:
     # the JPEG frames until frames.h5 takes them (or the source, and they go to the cache); named
     # .partial so that a killed track leaves nothing artifacts.remove_partials does not clear
     staged = ctx.run.file("frames.jpeg.partial")
+    crop_graph = crop_filter(crop, width, height, size)  # what frames.h5 records, when it keeps the source
     try:
         with h5files.atomic(staged) as jf:
-            lms = _main_pass(ctx, jf, video, Detector, crop, cp, width, height, est_frames, cfg)
+            lms = _main_pass(ctx, jf, video, Detector, crop, cp, crop_graph, est_frames, cfg)
         T = len(lms)
         t_main = time.perf_counter() - t0
         if T < _min_seconds(cfg) * FPS:
             raise InputError(f"{video.name} gave {T} frames at {FPS} fps ({T / FPS:.2f} s); {_too_short(cfg)}")
         with ctx.write("frames") as fr:
-            stored = store_frames(fr, "frames", staged, video, crop_filter(crop, width, height, size),
-                                  cfg["frame_store"], ctx.log)
+            stored = store_frames(fr, "frames", staged, video, crop_graph, cfg["frame_store"], ctx.log)
             geometry = {"fps": FPS, "size": size, "crop": np.array(crop.as_list(), np.int64),
                         "source_size": np.array([width, height], np.int64)}
             fr.attrs.update(geometry)
