@@ -5,7 +5,9 @@ in a minute from a run's audio.h5 and track.h5 with train-deform's own pieces (l
 AudioCondition, FeatureAugment, speed copies, opening axis, per-utterance gain, speech gate). Its
 predicted states are turned into the lip gap they imply (canonical landmarks) and compared, frame
 by frame, with the real mouth opening (track.h5 mouth_open): on the subject's held-out frames, and
-driven by the first 20 s of every other clip's audio against that clip's real speaker. Correlation
+driven by the first 20 s of every other clip's audio against that clip's real speaker. The variant
+key "pool" (clip names) adds other speakers' audio and tracked mouths to the subject's training
+(leave-one-speaker-out: a pooled clip is not a driver), to measure what more voices would give. Correlation
 only (the render changes the amplitude: bench/render_gain.py, eval --drive-video). A fast screen for
 audio-path settings; confirm a winner with a full run (bench/lipsync.py).
 
@@ -69,8 +71,27 @@ def _remade(recipe, overrides: dict, wav: np.ndarray):
     return r, r.windows(raw, n_video_frames(len(wav)), wav)[1]
 
 
-def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict):
-    """Train the audio path as train-deform does; returns predict(features, speech) -> implied lip gap (T,)."""
+def _pool_source(run: Path, recipe, basis, idx: np.ndarray, cfg: dict, cache: dict):
+    """(windows, speech, states, usable frames) of another clip for the "pool" variant key: its
+    audio made with the subject's recipe, its tracked mouth/jaw offsets from its own neutral face
+    (canonical landmarks share one scale: eye corners 0.65 apart) in the subject's mouth basis."""
+    from talkctl.audio.recipe import speech_activity
+    from talkctl.face.canonical import neutral_shape, read_canonical_landmarks
+    from talkctl.media.audio import load_waveform
+    from talkctl.rundir import RunDir
+
+    lm = read_canonical_landmarks(RunDir(run, create=False), method=cfg["landmark_alignment"], use="pool")
+    wav = cached(cache, (str(run), "wav"), lambda: load_waveform(Path(json.loads((run / "run.json").read_text())["video"]["path"])))
+    feats = recipe(wav)
+    T = min(len(feats), len(lm.points))
+    offsets = (lm.points[:T, idx] - neutral_shape(lm.points[:T], lm.valid[:T])[idx]).reshape(T, -1)
+    return np.asarray(feats[:T]), speech_activity(wav, T), basis.project(offsets), np.flatnonzero(lm.valid[:T])
+
+
+def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict, pool: tuple[Path, ...] = ()):
+    """Train the audio path as train-deform does; returns predict(features, speech) -> implied lip gap (T,).
+    pool: other clips' runs whose audio and tracked mouths join the training (variant key "pool":
+    half the steps' batches come from them, and the steps are doubled)."""
     from talkctl import artifacts
     from talkctl.audio.perturb import speed_perturbed_windows
     from talkctl.audio.recipe import FeatureRecipe, speech_activity
@@ -115,25 +136,34 @@ def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict):
     factors = [float(x) for x in cfg["audio_speed"] or []]
     copies = [feats] + [cached(cache, (str(run), f, feat_key, audio.shift), lambda f=f: speed_perturbed_windows(recipe, wav, T, f))
                         for f in factors]
-    cond.set_source(features=np.concatenate(copies), speech=np.tile(speech, len(copies)))
-    cond.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
-    readout.targets = readout.targets[:T].repeat(len(copies), 1)
-    fit = validation_split(train_idx, float(cfg["val_fraction"]))[0]
-    n = int(round(float(cfg["audio_val_fraction"]) * len(fit)))
-    fit = fit[:-n] if n >= 25 and len(fit) - n >= 25 else fit
-    opt = torch.optim.AdamW(cond.parameters(), lr=float(cfg["lr_mlp"]), weight_decay=float(cfg["audio_weight_decay"]))
-    for _ in range(int(cfg["audio_steps"])):
-        b = int(cfg["audio_landmark_batch"])
-        loss = readout.loss(cond, rng.choice(fit, b) + T * rng.integers(len(copies), size=b))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    cond.eval()
     # the implied lip gap of a state: back to landmark offsets, onto the neutral face
     idx = moving_indices(lm.n, ("mouth", "jaw"), rigid=lm.rigid)
     neutral = neutral_shape(lm.points[:T], lm.valid[:T], train_idx)
     offsets = (lm.points[:T, idx] - neutral[idx]).reshape(T, -1)
     basis = fit_mouth_basis(offsets[train_idx], int(cfg["audio_mouth_dim"]))
+    pooled = [_pool_source(p, recipe, basis, idx, cfg, cache) for p in pool]
+    cond.set_source(features=np.concatenate(copies + [p[0] for p in pooled]),
+                    speech=np.concatenate([np.tile(speech, len(copies))] + [p[1] for p in pooled]))
+    cond.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
+    readout.targets = torch.cat([readout.targets[:T].repeat(len(copies), 1)]
+                                + [torch.as_tensor(p[2], dtype=torch.float32) for p in pooled])
+    starts = np.cumsum([T * len(copies)] + [len(p[0]) for p in pooled])[:-1]
+    pool_frames = np.concatenate([s + p[3] for s, p in zip(starts, pooled)]) if pooled else None
+    fit = validation_split(train_idx, float(cfg["val_fraction"]))[0]
+    n = int(round(float(cfg["audio_val_fraction"]) * len(fit)))
+    fit = fit[:-n] if n >= 25 and len(fit) - n >= 25 else fit
+    opt = torch.optim.AdamW(cond.parameters(), lr=float(cfg["lr_mlp"]), weight_decay=float(cfg["audio_weight_decay"]))
+    for _ in range(int(cfg["audio_steps"]) * (2 if pooled else 1)):
+        b = int(cfg["audio_landmark_batch"])
+        if pooled and rng.random() < 0.5:
+            frames = rng.choice(pool_frames, b)
+        else:
+            frames = rng.choice(fit, b) + T * rng.integers(len(copies), size=b)
+        loss = readout.loss(cond, frames)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    cond.eval()
     states = readout.targets[:T].numpy()
     axis = mouth["axis"]
     target = speech_spread((states[train_idx] @ axis)[:, None], speech[train_idx])
@@ -165,13 +195,15 @@ def run_variant(name: str, variant: dict, seeds: int, clips: dict, subjects: lis
     for subject in subjects:
         sub = clips[subject]
         per = {}
+        pool = [c for c in variant.get("pool", []) if c != subject]
         for seed in range(seeds):
-            predict, recipe, feats, speech = fit_audio_path(sub["run"], variant, seed, cache)
+            predict, recipe, feats, speech = fit_audio_path(sub["run"], variant, seed, cache,
+                                                            tuple(clips[c]["run"] for c in pool))
             held = split_frames(len(feats))[1]
             pred = predict(feats, speech)
             per.setdefault("(held-out, self)", []).append((pred[held], sub["mouth"][held]))
             for other, od in clips.items():
-                if other == subject:
+                if other == subject or other in pool:  # a pooled clip's speaker is no longer unseen
                     continue
                 w = od["wav"][: int(DRIVE_SECONDS * SAMPLE_RATE)]
                 fe = cached(cache, (str(sub["run"]), other, json.dumps(variant.get("features") or {}, sort_keys=True)),

@@ -76,10 +76,11 @@ def trained_run(base: Path, name: str, method: str, extractor: str, work: Path, 
 def rows_of(result: dict, subject: str, method: str, extractor: str) -> list[dict]:
     fig = result["figures"]
     key = {"subject": subject, "method": method, "extractor": extractor}
-    rows = [{**key, "driver": "(held-out, self)", "corr": fig.get("mouth_corr"), "amp": fig.get("mouth_amp"),
-             "head_psnr": fig.get("head_psnr", fig.get("psnr"))}]
+    rows = [{**key, "driver": "(held-out, self)", "corr": fig.get("mouth_corr"), "corr_ci95": fig.get("mouth_corr_ci95"),
+             "amp": fig.get("mouth_amp"), "head_psnr": fig.get("head_psnr", fig.get("psnr"))}]
     for d in result.get("drive_videos", []):
-        rows.append({**key, "driver": Path(d["video"]).stem, "corr": d.get("corr"), "best_lag": d.get("best_lag"),
+        rows.append({**key, "driver": Path(d["video"]).stem, "corr": d.get("corr"), "corr_ci95": d.get("corr_ci95"),
+                     "best_lag": d.get("best_lag"),
                      "best_corr": d.get("best_corr"), "amp": d.get("amp"), "drive_av_offset_ms": d.get("av_offset_ms"),
                      "offset_lag": d.get("offset_lag"), "offset_corr": d.get("offset_corr")})
     return rows

@@ -64,6 +64,38 @@ def mouth_open_correlation(real, rendered) -> float:
     return pearson(real, rendered)
 
 
+CI_BLOCK_FRAMES = 10  # 0.4 s at 25 fps: about a syllable, so neighbouring frames are not counted as independent
+CI_DRAWS = 1000
+
+
+def correlation_interval(a, b, block: int = CI_BLOCK_FRAMES, draws: int = CI_DRAWS,
+                         level: float = 0.95) -> tuple[float, float] | None:
+    """(low, high) `level` interval of pearson(a, b) by a moving-block bootstrap: the frames are
+    resampled in runs of `block` (mouth openings follow each other from frame to frame, so a
+    plain bootstrap would claim far too narrow an interval). It says how far a figure measured
+    on a few seconds (a short clip's held-out tail) can be trusted; None with fewer than two
+    blocks of frames. Seeded: the same series give the same interval."""
+    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"series lengths differ: {x.size} vs {y.size}")
+    n = x.size
+    if n < 2 * block:
+        return None
+    rng = np.random.default_rng(0)
+    k = -(-n // block)
+    starts = rng.integers(0, n - block + 1, size=(draws, k))
+    idx = (starts[:, :, None] + np.arange(block)).reshape(draws, -1)[:, :n]
+    xs, ys = x[idx], y[idx]
+    xs -= xs.mean(1, keepdims=True)
+    ys -= ys.mean(1, keepdims=True)
+    den = np.sqrt((xs * xs).sum(1) * (ys * ys).sum(1))
+    r = (xs * ys).sum(1)[den > 0] / den[den > 0]
+    if r.size < draws // 2:
+        return None
+    tail = 100.0 * (1.0 - level) / 2.0
+    return float(np.percentile(r, tail)), float(np.percentile(r, 100.0 - tail))
+
+
 # ---------------------------------------------------------------------------- audio-mouth sync
 
 
@@ -145,15 +177,18 @@ def mouth_follow(rendered, real, max_lag: int = 3) -> dict:
     """Lip sync with a ground truth: a render driven by another video's audio against that
     video's real mouth opening (one value per frame each, nan where no face was found).
 
-    corr: Pearson at lag 0; best_lag / best_corr: the best lag within +-max_lag frames
-    (best_lag > 0: the render trails the real speaker); amp: amplitude_ratio. The series are
-    cut to the shorter one; missing frames are interpolated for the correlations."""
+    corr: Pearson at lag 0, corr_ci95 its correlation_interval (None for too few frames);
+    best_lag / best_corr: the best lag within +-max_lag frames (best_lag > 0: the render trails
+    the real speaker); amp: amplitude_ratio. The series are cut to the shorter one; missing
+    frames are interpolated for the correlations."""
     n = min(len(rendered), len(real))
     r, t = np.asarray(rendered, np.float64)[:n], np.asarray(real, np.float64)[:n]
     rf, tf = fill_gaps(r), fill_gaps(t)
     corr = pearson(rf, tf) if n >= 3 else float("nan")
+    ci = correlation_interval(rf, tf) if n >= 3 else None
     best_corr, best_lag = lagged_correlation(rf, tf, max_lag)
-    return {"corr": corr, "best_lag": int(best_lag), "best_corr": best_corr, "amp": amplitude_ratio(r, t), "frames": n}
+    return {"corr": corr, "corr_ci95": None if ci is None else list(ci), "best_lag": int(best_lag),
+            "best_corr": best_corr, "amp": amplitude_ratio(r, t), "frames": n}
 
 
 # ---------------------------------------------------------------------------- SyncNet

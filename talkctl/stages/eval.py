@@ -58,8 +58,8 @@ from talkctl.head.portrait_blend import BlendSettings
 from talkctl.head.renderer import Renderer, render_batches
 from talkctl.images import resize_square
 from talkctl.jpeg_frames import frame_images
-from talkctl.metrics.lipsync import (amplitude_ratio, audio_energy_per_frame, audio_mouth_sync, fill_gaps, lmd,
-                                     mouth_open_correlation)
+from talkctl.metrics.lipsync import (amplitude_ratio, audio_energy_per_frame, audio_mouth_sync, correlation_interval,
+                                     fill_gaps, lmd, mouth_open_correlation)
 from talkctl.metrics.sequence import ImageFigures
 from talkctl.metrics.syncnet import load_syncnet, syncnet_score, syncnet_status
 from talkctl.progress import null_progress
@@ -179,14 +179,16 @@ def evaluate(run, audio: Path | None = None, cfg: dict | None = None, device: st
 def _lip(real: MouthTrack, rend: MouthTrack, n: int) -> dict:
     """Mouth landmark distance and mouth-opening correlation, rendered vs real."""
     found = real.found & rend.found
-    lip = {"frames_with_face_rendered": int(rend.found.sum())}
+    lip = {"frames_with_face_rendered": int(rend.found.sum()), "mouth_frames": int(found.sum())}
     if found.sum() >= 2:
         real_open, rend_open = real.mouth_open()[found], rend.mouth_open()[found]
         lip["lmd"] = lmd(rend.stacked()[found], real.stacked()[found], normalise="interocular")
         lip["mouth_corr"] = mouth_open_correlation(real_open, rend_open)
+        ci = correlation_interval(real_open, rend_open)  # a short held-out tail is a few seconds: say how sure
+        lip["mouth_corr_ci95"] = None if ci is None else list(ci)
         lip["mouth_amp"] = amplitude_ratio(rend_open, real_open)
     else:
-        lip["lmd"] = lip["mouth_corr"] = lip["mouth_amp"] = None
+        lip["lmd"] = lip["mouth_corr"] = lip["mouth_amp"] = lip["mouth_corr_ci95"] = None
         lip["reason"] = f"faces found in both real and rendered frames for only {int(found.sum())} of {n} frames"
     return lip
 
@@ -294,6 +296,7 @@ def _figures(held, cross, drives, info, efficiency, peak_mb, drive, device, sync
     figures = {
         "composite": lip["composite"], "psnr": hl["psnr"], "psnr_face": hl.get("psnr_face"), "ssim": hl["ssim"],
         "lpips": hl["lpips"], "lmd": hl["lmd"], "mouth_corr": hl["mouth_corr"], "mouth_amp": hl.get("mouth_amp"),
+        "mouth_corr_ci95": hl.get("mouth_corr_ci95"), "mouth_frames": hl.get("mouth_frames"),
         **{f"{m}_{k}": comps[m].get(k) for m in ("portrait", "model") for k in ("psnr", "ssim", "lpips", "lmd")},
         "model_see_through": comps["model"].get("see_through"),
         "head_psnr": hs["psnr"], "head_psnr_face": hs.get("psnr_face"), "head_ssim": hs["ssim"], "head_lpips": hs["lpips"],

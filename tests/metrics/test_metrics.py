@@ -268,3 +268,24 @@ def test_mouth_follow_lag_and_amplitude():
     same = mouth_follow(real, real)
     assert same["best_lag"] == 0 and abs(same["corr"] - 1) < 1e-9 and abs(same["amp"] - 1) < 1e-9
     assert math.isnan(amplitude_ratio(real, np.zeros_like(real)))  # a still real mouth: no ratio
+
+
+def test_correlation_interval_covers_and_narrows_with_length():
+    """The bootstrap interval holds the measured correlation, is wide on a few seconds and
+    narrow on minutes; too few frames give no interval; same series, same interval."""
+    from talkctl.metrics.lipsync import correlation_interval, pearson
+
+    rng = np.random.default_rng(1)
+    smooth = lambda n: np.convolve(rng.normal(size=n), np.ones(5) / 5, mode="same")
+    intervals = {}
+    for n in (50, 1500):
+        real = smooth(n)
+        rendered = real + 1.2 * smooth(n)  # a noisy follower, true corr ~0.64
+        lo, hi = correlation_interval(rendered, real)
+        assert lo < pearson(rendered, real) < hi
+        intervals[n] = hi - lo
+        assert correlation_interval(rendered, real) == (lo, hi)
+    assert intervals[50] > 0.25 and intervals[1500] < 0.15 and intervals[50] > 2.5 * intervals[1500]
+    assert correlation_interval(np.arange(15.0), np.arange(15.0)) is None  # under two blocks
+    with pytest.raises(ValueError):
+        correlation_interval(np.zeros(30), np.zeros(31))

@@ -99,6 +99,11 @@ def test_eval_json_figures_are_finite_and_complete(evaluated):
     lip = on_disk["lip"]
     assert lip["landmark_backend"] == "mediapipe" and lip["frames_with_face_real"] > 0
     assert (lip["lmd"] is not None and lip["lmd"] >= 0) or lip.get("reason")
+    if fig["mouth_corr"] is not None and fig["mouth_frames"] >= 20:  # how sure: an interval around the figure
+        lo, hi = fig["mouth_corr_ci95"]
+        assert -1 <= lo <= fig["mouth_corr"] <= hi <= 1
+    else:  # too few frames with a face to resample: no interval rather than a false one
+        assert fig["mouth_corr_ci95"] is None
     cross = on_disk["sync"]["cross_driven"]
     assert cross["frames"] == 50 and ((cross["corr"] is not None and -2 <= cross["lag"] <= 2) or cross.get("reason"))
     assert set(on_disk["efficiency"]["stage_seconds"]) == {"extract-audio", "track", "parse", "init-static",
@@ -121,6 +126,8 @@ def test_drive_video_figures(evaluated):
     assert -1 <= d["corr"] <= 1 and -3 <= d["best_lag"] <= 3 and d["best_corr"] >= d["corr"] - 1e-9
     assert d["amp"] > 0 and len(d["mouth_real"]) == len(d["mouth_rendered"]) == 50
     assert fig["xsync_corr"] == d["corr"] and fig["xsync_amp"] == d["amp"]
+    lo, hi = d["corr_ci95"]  # 50 frames: five blocks to resample
+    assert -1 <= lo <= d["corr"] <= hi <= 1
     # 2 s of a synthetic voice: too little to place the video's own offset, and it says so
     assert d["av_offset_ms"] is None and "too little speech" in d["av_offset_reason"] and fig["xsync_offset_corr"] is None
     assert fig["clip_av_offset_ms"] is None or abs(fig["clip_av_offset_ms"]) <= 200
