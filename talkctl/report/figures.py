@@ -75,6 +75,13 @@ def _fmt_num(v: float) -> str:
     return f"{v:.2g}"
 
 
+def interval_text(fig: dict, key: str) -> str:
+    """' [low, high]' for a figure measured with its 95 % interval (fig[key + "_ci95"], e.g.
+    mouth_corr on a few seconds of held-out frames), else ''."""
+    ci = fig.get(f"{key}_ci95")
+    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+
+
 def format_figure(key: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from talkctl.report.charts import PALETTE, _colorbar_svg, svg_line_chart
-from talkctl.report.figures import _FIG, FIGURES, UNAVAILABLE_REASON, format_figure, format_seconds
+from talkctl.report.figures import _FIG, FIGURES, UNAVAILABLE_REASON, format_figure, format_seconds, interval_text
 from talkctl.report.images import error_heatmap, img_tag
 
 
@@ -47,7 +47,7 @@ def _figures_table(fig: dict) -> str:
                 continue  # the LPIPS row already says why LPIPS is unavailable
             cell = f'<span class="na">unavailable: {html.escape(str(reason or "not measured"))}</span>'
         else:
-            cell = html.escape(format_figure(key, value))
+            cell = html.escape(format_figure(key, value) + interval_text(fig, key))
         arrow = {"high": "↑", "low": "↓"}.get(better, "")
         rows.append(f'<tr><th>{html.escape(label)} <span class="arrow">{arrow}</span></th><td class="num">{cell}</td>'
                     f'<td class="muted">{html.escape(helptext)}</td></tr>')
@@ -203,8 +203,9 @@ def render_html(data: dict) -> str:
         if key is not None:
             label, _, better, _ = _FIG[key]
             label += shown_as if key in _PER_COMPOSITE else ""
+            value = format_figure(key, fig[key]) + interval_text(fig, key)
             cards.append(f'<div class="card"><div class="l">{html.escape(label)} {"↑" if better == "high" else "↓"}</div>'
-                         f'<div class="v">{html.escape(format_figure(key, fig[key]))}</div></div>')
+                         f'<div class="v">{html.escape(value)}</div></div>')
     if cards:
         parts.append('<div class="cards">' + "".join(cards) + "</div>")
     if data.get("frames"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from talkctl.report.figures import _FIG, STAGE_NAMES, format_figure
+from talkctl.report.figures import _FIG, STAGE_NAMES, format_figure, interval_text
 
 COMPARE_KEYS = ("method", "psnr", "ssim", "lpips", "lmd", "mouth_corr", "mouth_amp", "sync_corr", "xsync_corr",
                 "xsync_amp", "syncnet_confidence",
@@ -33,9 +33,7 @@ def _cell(r: dict, k: str) -> str:
     s = format_figure(k, r[k])
     if k == "sync_corr" and r.get("sync_lag") is not None:
         s += f" ({int(r['sync_lag']):+d})"
-    if k == "mouth_corr" and r.get("mouth_corr_ci95"):
-        lo, hi = r["mouth_corr_ci95"]
-        s += f" [{lo:.2f}, {hi:.2f}]"
+    s += interval_text(r, k)
     if k == "xsync_corr" and r.get("xsync_lag") is not None:
         s += f" (best {format_figure('xsync_best', r.get('xsync_best'))} at {r['xsync_lag']:+.0f})"
     return s
