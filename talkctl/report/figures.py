@@ -75,11 +75,14 @@ def _fmt_num(v: float) -> str:
     return f"{v:.2g}"
 
 
-def interval_text(fig: dict, key: str) -> str:
-    """' [low, high]' for a figure measured with its 95 % interval (fig[key + "_ci95"], e.g.
-    mouth_corr on a few seconds of held-out frames), else ''."""
+def interval_text(fig: dict, key: str, card: bool = False) -> str:
+    """' [low, high]' after a figure measured with its 95 % interval (fig[key + "_ci95"], e.g.
+    mouth_corr on a few seconds of held-out frames); card: "95 % CI low–high", the line
+    under a report card's figure; '' without one."""
     ci = fig.get(f"{key}_ci95")
-    return f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    if not ci:
+        return ""
+    return f"95 % CI {ci[0]:.2f}–{ci[1]:.2f}" if card else f" [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def format_figure(key: str, value) -> str:

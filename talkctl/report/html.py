@@ -153,7 +153,7 @@ h1{font-size:24px;margin:0 0 2px}h2{font-size:17px;margin:30px 0 10px;padding-bo
 .meta{display:flex;flex-wrap:wrap;gap:6px 18px;font-size:13px}.meta b{font-weight:600;color:var(--muted)}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px;margin:14px 0}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
-.card .v{font-size:21px;font-weight:650}.card .l{color:var(--muted);font-size:12px}
+.card .v{font-size:21px;font-weight:650}.card .l,.card .ci{color:var(--muted);font-size:12px}.card .ci{white-space:nowrap}
 table{border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:8px;max-width:100%}
 th,td{padding:6px 12px;border-bottom:1px solid var(--line);text-align:left;vertical-align:middle}
 th{font-weight:600;white-space:nowrap}td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -203,9 +203,10 @@ def render_html(data: dict) -> str:
         if key is not None:
             label, _, better, _ = _FIG[key]
             label += shown_as if key in _PER_COMPOSITE else ""
-            value = format_figure(key, fig[key]) + interval_text(fig, key)
+            ci = interval_text(fig, key, card=True)  # under the figure, small: the big digits stay one line
             cards.append(f'<div class="card"><div class="l">{html.escape(label)} {"↑" if better == "high" else "↓"}</div>'
-                         f'<div class="v">{html.escape(value)}</div></div>')
+                         f'<div class="v">{html.escape(format_figure(key, fig[key]))}</div>'
+                         + (f'<div class="ci">{html.escape(ci)}</div>' if ci else "") + "</div>")
     if cards:
         parts.append('<div class="cards">' + "".join(cards) + "</div>")
     if data.get("frames"):
