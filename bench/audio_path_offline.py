@@ -71,27 +71,26 @@ def _remade(recipe, overrides: dict, wav: np.ndarray):
     return r, r.windows(raw, n_video_frames(len(wav)), wav)[1]
 
 
-def _pool_source(run: Path, recipe, basis, idx: np.ndarray, cfg: dict, cache: dict):
-    """(windows, speech, states, usable frames) of another clip for the "pool" variant key: its
-    audio made with the subject's recipe, its tracked mouth/jaw offsets from its own neutral face
-    (canonical landmarks share one scale: eye corners 0.65 apart) in the subject's mouth basis."""
+def _pool_source(clip: dict, features, basis, idx: np.ndarray, cfg: dict):
+    """(windows, speech, states, usable frames) of another clip (_clip_data) for the "pool"
+    variant key: `features`, its audio made with the subject's recipe; its tracked mouth/jaw
+    offsets from its own neutral face (canonical landmarks share one scale: eye corners 0.65
+    apart) in the subject's mouth basis."""
     from talkctl.audio.recipe import speech_activity
     from talkctl.face.canonical import neutral_shape, read_canonical_landmarks
-    from talkctl.media.audio import load_waveform
     from talkctl.rundir import RunDir
 
-    lm = read_canonical_landmarks(RunDir(run, create=False), method=cfg["landmark_alignment"], use="pool")
-    wav = cached(cache, (str(run), "wav"), lambda: load_waveform(Path(json.loads((run / "run.json").read_text())["video"]["path"])))
-    feats = recipe(wav)
+    lm = read_canonical_landmarks(RunDir(clip["run"], create=False), method=cfg["landmark_alignment"], use="pool")
+    wav, feats = clip["wav"], features
     T = min(len(feats), len(lm.points))
     offsets = (lm.points[:T, idx] - neutral_shape(lm.points[:T], lm.valid[:T])[idx]).reshape(T, -1)
     return np.asarray(feats[:T]), speech_activity(wav, T), basis.project(offsets), np.flatnonzero(lm.valid[:T])
 
 
-def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict, pool: tuple[Path, ...] = ()):
+def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict, pool: tuple[dict, ...] = ()):
     """Train the audio path as train-deform does; returns predict(features, speech) -> implied lip gap (T,).
-    pool: other clips' runs whose audio and tracked mouths join the training (variant key "pool":
-    half the steps' batches come from them, and the steps are doubled)."""
+    pool: other clips (_clip_data) whose audio and tracked mouths join the training (variant key
+    "pool": half the steps' batches come from them, and the steps are doubled)."""
     from talkctl import artifacts
     from talkctl.audio.perturb import speed_perturbed_windows
     from talkctl.audio.recipe import FeatureRecipe, speech_activity
@@ -141,7 +140,8 @@ def fit_audio_path(run: Path, variant: dict, seed: int, cache: dict, pool: tuple
     neutral = neutral_shape(lm.points[:T], lm.valid[:T], train_idx)
     offsets = (lm.points[:T, idx] - neutral[idx]).reshape(T, -1)
     basis = fit_mouth_basis(offsets[train_idx], int(cfg["audio_mouth_dim"]))
-    pooled = [_pool_source(p, recipe, basis, idx, cfg, cache) for p in pool]
+    pooled = [_pool_source(p, cached(cache, (str(run), str(p["run"]), "pool", feat_key), lambda p=p: recipe(p["wav"])),
+                           basis, idx, cfg) for p in pool]
     cond.set_source(features=np.concatenate(copies + [p[0] for p in pooled]),
                     speech=np.concatenate([np.tile(speech, len(copies))] + [p[1] for p in pooled]))
     cond.augment = FeatureAugment(float(cfg["audio_noise"]), float(cfg["audio_dropout"]))
@@ -198,7 +198,7 @@ def run_variant(name: str, variant: dict, seeds: int, clips: dict, subjects: lis
         pool = [c for c in variant.get("pool", []) if c != subject]
         for seed in range(seeds):
             predict, recipe, feats, speech = fit_audio_path(sub["run"], variant, seed, cache,
-                                                            tuple(clips[c]["run"] for c in pool))
+                                                            tuple(clips[c] for c in pool))
             held = split_frames(len(feats))[1]
             pred = predict(feats, speech)
             per.setdefault("(held-out, self)", []).append((pred[held], sub["mouth"][held]))
