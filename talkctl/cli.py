@@ -15,7 +15,7 @@ import typer
 from talkctl import __version__
 from talkctl.cli_options import (ConfigOpt, DebugOpt, DeviceOpt, ForceOpt, JsonOpt, PresetOpt, QuietOpt,
                                  RunExistingOpt, RunOpt, SetOpt, VerboseOpt, _common, _State, write_json)
-from talkctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TalkctlError, UsageError, sigterm_unwinds
+from talkctl.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, TalkctlError, UsageError, interrupt_behind, sigterm_unwinds
 
 app = typer.Typer(
     name="talkctl",
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
                 exc.show(file=sys.stderr)
                 return fail("", exc.format_message(), exc.exit_code)
-            if type(exc).__name__ == "Abort":
+            if type(exc).__name__ == "Abort" or interrupt_behind(exc):
                 rc = EXIT_INTERRUPTED
             else:
                 if _State.debug:

@@ -90,6 +90,19 @@ def raise_if_swallowed() -> None:
         raise kind()
 
 
+def interrupt_behind(exc: BaseException) -> bool:
+    """True when a Ctrl-C or SIGTERM is the cause of `exc`: a native call (a numba kernel, a C
+    extension) that was running when the signal handler raised turns the pending interrupt into
+    a SystemError chained to it, which must still end the command as an interrupt, not as a bug."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):  # Terminated is one too
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextlib.contextmanager
 def sigterm_unwinds():
     """SIGTERM raises Terminated while the block runs; yields a list, non-empty once it arrived

@@ -210,3 +210,32 @@ def test_ctrl_c_swallowed_by_a_finalizer_is_raised_again_as_ctrl_c():
         with pytest.raises(KeyboardInterrupt) as caught:
             NullTask().advance()
         assert not received and not isinstance(caught.value, Terminated)
+
+
+def test_sigterm_turned_into_a_systemerror_by_a_native_call_still_ends_as_terminated(monkeypatch, capsys):
+    """A SIGTERM whose handler raises while a numba kernel runs comes back as "SystemError: ...
+    returned a result with an exception set", chained to Terminated: exit 143 and the interrupt's
+    line, not "internal error" (seen once in test_sigterm_during_render)."""
+    from talkctl import cli
+    from talkctl.errors import Terminated
+
+    def app(**_):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises Terminated here
+        except Terminated as exc:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from exc
+
+    monkeypatch.setattr(cli, "app", app)
+    assert main(["render"]) == 143
+    err = capsys.readouterr().err
+    assert "terminated" in err and "internal error" not in err
+
+    def ctrl_c(**_):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise SystemError("returned a result with an exception set") from exc
+
+    monkeypatch.setattr(cli, "app", ctrl_c)
+    assert main(["render"]) == 130
+    assert "interrupted" in capsys.readouterr().err
